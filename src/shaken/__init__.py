@@ -1,0 +1,1 @@
+"""shaken: STIR/SHAKEN caller-ID authentication."""

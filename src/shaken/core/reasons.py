@@ -1,0 +1,285 @@
+"""Every way a verification can end, in one table.
+
+Each :class:`Reason` maps to exactly one :class:`ReasonInfo`: the SIP status code and phrase
+(RFC 8224 section 6.2.2, ATIS-1000082 cases E1-E19), the verstat value (3GPP TS 24.229) a
+verifier reports, and a one-line description used as ATIS-1000082 ``reasondesc`` and in logs.
+A test proves the table complete, so a new Reason cannot ship without its row.
+
+Where the standards leave a code open (``reference/standards.md`` section 7 item 5) the choice
+made here is documented on the row:
+
+* a TN outside a TN-scoped certificate: 437 (we do not support the credential for that TN);
+* a missing Date header when policy requires one: 438;
+* a broken ``div`` chain (RFC 8946 section 4.2): 438.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Verstat(enum.StrEnum):
+    """The verstat tel URI parameter values of 3GPP TS 24.229 section 7.2A.20."""
+
+    PASSED = "TN-Validation-Passed"
+    FAILED = "TN-Validation-Failed"
+    NO_VALIDATION = "No-TN-Validation"
+
+
+class Reason(enum.StrEnum):
+    """Why a verification did not pass. Values are stable snake_case names."""
+
+    MISSING_IDENTITY = "missing_identity"
+    NO_CALLER_ID = "no_caller_id"
+    INVALID_HEADER = "invalid_header"
+    MISSING_INFO = "missing_info"
+    UNSUPPORTED_PPT = "unsupported_ppt"
+    COMPACT_FORM = "compact_form"
+    INVALID_TOKEN = "invalid_token"
+    BAD_PASSPORT_HEADER = "bad_passport_header"
+    X5U_INFO_MISMATCH = "x5u_info_mismatch"
+    UNSUPPORTED_TYP = "unsupported_typ"
+    UNSUPPORTED_ALG = "unsupported_alg"
+    PPT_MISMATCH = "ppt_mismatch"
+    MISSING_CLAIM = "missing_claim"
+    INVALID_CLAIM = "invalid_claim"
+    INVALID_ATTEST = "invalid_attest"
+    STALE_IAT = "stale_iat"
+    STALE_DATE = "stale_date"
+    MISSING_DATE = "missing_date"
+    ORIG_MISMATCH = "orig_mismatch"
+    DEST_MISMATCH = "dest_mismatch"
+    INVALID_DIV_CHAIN = "invalid_div_chain"
+    X5U_REJECTED = "x5u_rejected"
+    CERT_FETCH_FAILED = "cert_fetch_failed"
+    CERT_UNPARSEABLE = "cert_unparseable"
+    CERT_UNTRUSTED = "cert_untrusted"
+    CERT_EXPIRED = "cert_expired"
+    CERT_REVOKED = "cert_revoked"
+    CERT_PROFILE = "cert_profile"
+    CERT_NO_TNAUTHLIST = "cert_no_tnauthlist"
+    TN_OUT_OF_SCOPE = "tn_out_of_scope"
+    BAD_SIGNATURE = "bad_signature"
+    REPLAYED = "replayed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReasonInfo:
+    """The wire facts of one Reason."""
+
+    sip_code: int
+    phrase: str
+    verstat: Verstat
+    description: str
+
+    @property
+    def rfc9410_text(self) -> str:
+        """The ``text`` of an RFC 9410 Reason header: the RFC 8224 reason phrase."""
+        return self.phrase
+
+
+_NO = Verstat.NO_VALIDATION
+_FAILED = Verstat.FAILED
+_USE = "Use Identity Header"
+_BAD_INFO = "Bad Identity Info"
+_UNSUPPORTED = "Unsupported Credential"
+_INVALID = "Invalid Identity Header"
+_STALE = "Stale Date"
+
+REASONS: dict[Reason, ReasonInfo] = {
+    Reason.MISSING_IDENTITY: ReasonInfo(
+        sip_code=428, phrase=_USE, verstat=_NO, description="No Identity header in the request."
+    ),
+    Reason.NO_CALLER_ID: ReasonInfo(
+        sip_code=433,
+        phrase="Anonymity Disallowed",
+        verstat=_NO,
+        description="No caller identity (P-Asserted-Identity or From) to verify.",
+    ),
+    Reason.INVALID_HEADER: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The Identity header does not parse.",
+    ),
+    Reason.MISSING_INFO: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_NO,
+        description="The Identity header has no info=<URI> parameter.",
+    ),
+    Reason.UNSUPPORTED_PPT: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The Identity header's ppt is not one this profile accepts.",
+    ),
+    Reason.COMPACT_FORM: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="Identity header in compact form instead of the full form SHAKEN requires.",
+    ),
+    Reason.INVALID_TOKEN: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The PASSporT is not a well-formed compact JWS with JSON object segments.",
+    ),
+    Reason.BAD_PASSPORT_HEADER: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_NO,
+        description="The PASSporT header lacks alg, typ, ppt or x5u.",
+    ),
+    Reason.X5U_INFO_MISMATCH: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_NO,
+        description="'x5u' from the PASSporT header does not match the 'info' parameter.",
+    ),
+    Reason.UNSUPPORTED_TYP: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_NO,
+        description="The PASSporT 'typ' is not 'passport'.",
+    ),
+    Reason.UNSUPPORTED_ALG: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_NO,
+        description="The PASSporT 'alg' is not ES256 or differs from the Identity alg parameter.",
+    ),
+    Reason.PPT_MISMATCH: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The PASSporT header 'ppt' differs from the Identity ppt parameter.",
+    ),
+    Reason.MISSING_CLAIM: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="A required claim (attest, dest, iat, orig, origid) is missing.",
+    ),
+    Reason.INVALID_CLAIM: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="A claim has the wrong type or shape.",
+    ),
+    Reason.INVALID_ATTEST: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The 'attest' claim is not A, B or C.",
+    ),
+    Reason.STALE_IAT: ReasonInfo(
+        sip_code=403,
+        phrase=_STALE,
+        verstat=_NO,
+        description="The PASSporT 'iat' is outside the freshness window.",
+    ),
+    Reason.STALE_DATE: ReasonInfo(
+        sip_code=403,
+        phrase=_STALE,
+        verstat=_NO,
+        description="The SIP Date header is outside the freshness window.",
+    ),
+    Reason.MISSING_DATE: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The profile requires a Date header and the request has none.",
+    ),
+    Reason.ORIG_MISMATCH: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The PASSporT 'orig' does not match the caller identity of the request.",
+    ),
+    Reason.DEST_MISMATCH: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="The PASSporT 'dest' does not match the called identity of the request.",
+    ),
+    Reason.INVALID_DIV_CHAIN: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_NO,
+        description="A 'div' PASSporT does not link to the PASSporT it diverts (RFC 8946).",
+    ),
+    Reason.X5U_REJECTED: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_NO,
+        description="The certificate URL fails the x5u policy.",
+    ),
+    Reason.CERT_FETCH_FAILED: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_NO,
+        description="The certificate could not be obtained from the x5u URL.",
+    ),
+    Reason.CERT_UNPARSEABLE: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="The x5u response is not a PEM chain or DER certificate.",
+    ),
+    Reason.CERT_UNTRUSTED: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="Failed to authenticate CA: the certificate does not chain to a trusted STI-CA.",
+    ),
+    Reason.CERT_EXPIRED: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="A certificate of the chain is expired or not yet valid.",
+    ),
+    Reason.CERT_REVOKED: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="A certificate of the chain is revoked, or its CRL could not be checked.",
+    ),
+    Reason.CERT_PROFILE: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="The certificate breaks an ATIS-1000080 rule this profile enforces.",
+    ),
+    Reason.CERT_NO_TNAUTHLIST: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="The certificate has no usable TNAuthList (absent or malformed).",
+    ),
+    Reason.TN_OUT_OF_SCOPE: ReasonInfo(
+        sip_code=437,
+        phrase=_UNSUPPORTED,
+        verstat=_FAILED,
+        description="The calling TN is outside the TN scope of the certificate.",
+    ),
+    Reason.BAD_SIGNATURE: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_FAILED,
+        description="Signature validation failed.",
+    ),
+    Reason.REPLAYED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_FAILED,
+        description="The same PASSporT signature was already seen within the freshness window.",
+    ),
+}
+
+
+def info(reason: Reason) -> ReasonInfo:
+    """The table row of ``reason``."""
+    return REASONS[reason]
