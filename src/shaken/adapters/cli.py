@@ -1,0 +1,356 @@
+"""The ``shaken`` command line.
+
+Exit codes: 0 success (for ``verify``: the call verified), 1 the call did not verify,
+2 usage errors (bad flags, unreadable files, unusable keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from shaken.core.certs import (
+    Spc,
+    StirCertificate,
+    Tn,
+    TNEntry,
+    TnRange,
+    load_certificates,
+    profile_findings,
+)
+from shaken.core.chain import TrustAnchors
+from shaken.core.errors import (
+    CertificateError,
+    ConfigurationError,
+    ShakenError,
+    SigningError,
+    VerificationFailure,
+)
+from shaken.core.identity import IdentityHeader
+from shaken.core.jws import load_private_key
+from shaken.core.passport import decode_token
+from shaken.core.result import VerificationResult
+from shaken.core.sign import sign_shaken
+from shaken.core.verify import SHAKEN, CertificateMaterial, VerificationProfile
+
+EXIT_OK = 0
+EXIT_NOT_VERIFIED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem with the command line or its files: exit 2."""
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _epoch(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (ValueError, OverflowError, OSError):
+        raise UsageError(f"--at/--iat wants seconds since the epoch, not {value!r}") from None
+
+
+# ---------------------------------------------------------------------------------- sign
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    key = load_private_key(_read(args.key))
+    iat = None
+    if args.iat is not None:
+        try:
+            iat = int(args.iat)
+        except ValueError:
+            raise UsageError(f"--iat wants an integer, not {args.iat!r}") from None
+    value = sign_shaken(
+        key=key,
+        x5u=args.x5u,
+        orig=args.orig,
+        dest=args.dest,
+        attest=args.attest,
+        now=datetime.now(UTC) if iat is None else None,
+        iat=iat,
+        origid=args.origid,
+    )
+    print(value)
+    return EXIT_OK
+
+
+# -------------------------------------------------------------------------------- verify
+
+
+def _print_result(result: VerificationResult, out: Any = None) -> None:
+    out = out or sys.stdout
+    for check in result.checks:
+        print("  " + check.describe(), file=out)
+    if result.verified:
+        print(
+            f"VERIFIED  verstat={result.verstat.value}  attest={result.attest}"
+            f"  orig={result.orig}  dest={','.join(result.dest)}  spc={result.spc}",
+            file=out,
+        )
+    else:
+        assert result.reason is not None
+        print(
+            f"NOT VERIFIED  reason={result.reason.value}"
+            f" ({result.sip_code} {result.phrase})  verstat={result.verstat.value}",
+            file=out,
+        )
+        print(f"  {result.detail}", file=out)
+    for finding in result.findings:
+        print(f"  certificate finding: {finding}", file=out)
+
+
+def _certificates_for(
+    args: argparse.Namespace, urls: Sequence[str], profile: VerificationProfile
+) -> dict[str, CertificateMaterial]:
+    if args.cert is not None:
+        data = _read(args.cert)
+        return dict.fromkeys(urls, data)
+    from shaken.adapters.fetch import fetch_certificate
+
+    fetched: dict[str, CertificateMaterial] = {}
+    for url in urls:
+        try:
+            fetched[url] = fetch_certificate(url, policy=profile.x5u_policy)
+        except VerificationFailure as failure:
+            fetched[url] = failure
+    return fetched
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from shaken.core.context import SipContext
+    from shaken.core.verify import complete, prepare
+
+    now = _epoch(args.at)
+    anchors = None
+    if args.ca:
+        pem = b"".join(_read(path) for path in args.ca)
+        try:
+            anchors = TrustAnchors.from_pem(pem)
+        except (ConfigurationError, CertificateError) as exc:
+            raise UsageError(f"--ca: {exc}") from None
+    profile = SHAKEN
+    if args.max_iat_age is not None:
+        from dataclasses import replace
+
+        profile = replace(profile, max_iat_age=args.max_iat_age)
+    context = SipContext(
+        identity=tuple(args.identity),
+        from_header=args.orig if ":" in args.orig else f"<tel:{args.orig}>",
+        to=args.dest if ":" in args.dest else f"<tel:{args.dest}>",
+        date=args.date,
+    )
+    step = prepare(context, now=now, profile=profile)
+    if isinstance(step, VerificationResult):
+        result = step
+    else:
+        if anchors is None:
+            raise UsageError("give the trust anchors with --ca FILE")
+        certificates = _certificates_for(args, step.urls, profile)
+        result = complete(step, certificates, anchors, now=now)
+    if args.json:
+        print(json.dumps(result.to_dict(), sort_keys=True))
+    else:
+        _print_result(result)
+    return EXIT_OK if result.verified else EXIT_NOT_VERIFIED
+
+
+# -------------------------------------------------------------------------------- decode
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    try:
+        header = IdentityHeader.parse(args.value)
+    except VerificationFailure as failure:
+        print(f"cannot parse: {failure.detail}", file=sys.stderr)
+        return EXIT_NOT_VERIFIED
+    params = {"info": header.info, "alg": header.alg, "ppt": header.ppt}
+    params.update({name: value for name, value in header.extra})
+    out: dict[str, Any] = {"parameters": params, "form": "compact" if header.is_compact_form else "full"}
+    if not header.is_compact_form:
+        try:
+            token = decode_token(header.token)
+        except VerificationFailure as failure:
+            out["error"] = failure.detail
+        else:
+            out["header"] = dict(token.header)
+            out["claims"] = dict(token.payload)
+            out["signature_bytes"] = len(token.signature)
+            iat = token.payload.get("iat")
+            if isinstance(iat, int) and not isinstance(iat, bool):
+                try:
+                    out["iat_utc"] = datetime.fromtimestamp(iat, UTC).isoformat()
+                except (OverflowError, OSError, ValueError):
+                    pass
+    print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
+    return EXIT_OK if "error" not in out else EXIT_NOT_VERIFIED
+
+
+# --------------------------------------------------------------------------- cert inspect
+
+
+def _inspect_one(path: str, index: int, stir: StirCertificate) -> dict[str, Any]:
+    cert = stir.certificate
+    entries: Any
+    if stir.tnauthlist is not None:
+        entries = [_entry_json(e) for e in stir.tnauthlist.entries]
+    elif stir.tnauthlist_error is not None:
+        entries = {"error": stir.tnauthlist_error}
+    else:
+        entries = {"error": "absent: no TNAuthList extension"}
+    return {
+        "file": path,
+        "index": index,
+        "subject": stir.subject,
+        "issuer": stir.issuer,
+        "serial": format(stir.serial, "x"),
+        "not_before": stir.not_before.isoformat(),
+        "not_after": stir.not_after.isoformat(),
+        "spc": stir.spc,
+        "tnauthlist": entries,
+        "findings": [
+            {"rule": f.rule, "severity": f.severity.value, "message": f.message}
+            for f in profile_findings(cert)
+        ],
+    }
+
+
+def _entry_json(entry: TNEntry) -> dict[str, Any]:
+    if isinstance(entry, Spc):
+        return {"spc": entry.code}
+    if isinstance(entry, TnRange):
+        return {"range": {"start": entry.start, "count": entry.count}}
+    if isinstance(entry, Tn):
+        return {"one": entry.number}
+    raise TypeError(entry)
+
+
+def cmd_cert_inspect(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            certificates = load_certificates(_read(path))
+        except (CertificateError, UsageError) as exc:
+            status = EXIT_USAGE
+            if args.json:
+                print(json.dumps({"file": path, "error": str(exc)}))
+            else:
+                print(f"{path}: {exc}", file=sys.stderr)
+            continue
+        for index, cert in enumerate(certificates):
+            record = _inspect_one(path, index, StirCertificate.from_x509(cert))
+            if args.json:
+                print(json.dumps(record, sort_keys=True))
+            else:
+                _print_inspection(record)
+    return status
+
+
+def _print_inspection(record: dict[str, Any]) -> None:
+    print(f"{record['file']} [{record['index']}]")
+    print(f"  subject:  {record['subject']}")
+    print(f"  issuer:   {record['issuer']}")
+    print(f"  validity: {record['not_before']} .. {record['not_after']}")
+    print(f"  SPC:      {record['spc']}")
+    print(f"  TNAuthList: {json.dumps(record['tnauthlist'])}")
+    if not record["findings"]:
+        print("  profile:  no findings")
+    for f in record["findings"]:
+        print(f"  {f['severity']:7} {f['rule']}: {f['message']}")
+
+
+# ---------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shaken.adapters.demo import run_demo
+
+    return run_demo(sys.stdout)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="shaken", description="STIR/SHAKEN signing and verification")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("demo", help="sign, verify, tamper and verify again with a throwaway PKI")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sign", help="print the Identity header value for a call")
+    p.add_argument("--key", required=True, help="P-256 private key (PEM or DER)")
+    p.add_argument("--x5u", required=True, help="URL of the signing certificate chain")
+    p.add_argument("--orig", required=True, help="calling TN")
+    p.add_argument("--dest", required=True, action="append", help="called TN (repeatable)")
+    p.add_argument("--attest", default="A", choices=["A", "B", "C"])
+    p.add_argument("--origid", help="origination identifier (UUID); random when omitted")
+    p.add_argument("--iat", help="issued-at, seconds since the epoch; now when omitted")
+    p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("verify", help="verify Identity header value(s) for a call")
+    p.add_argument("--identity", required=True, action="append", help="Identity value (repeatable)")
+    p.add_argument("--orig", required=True, help="calling TN, or a From/PAI header value")
+    p.add_argument("--dest", required=True, help="called TN, or a To header value")
+    p.add_argument("--cert", help="the certificate chain the x5u would return (PEM or DER)")
+    p.add_argument("--ca", action="append", default=[], help="trust anchor PEM file (repeatable)")
+    p.add_argument("--at", help="verification time, seconds since the epoch; now when omitted")
+    p.add_argument("--date", help="the SIP Date header of the request, if any")
+    p.add_argument("--max-iat-age", type=int, help="freshness window for iat in seconds (60)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("decode", help="show an Identity value's header, claims and parameters")
+    p.add_argument("value", help="the Identity header value")
+    p.set_defaults(func=cmd_decode)
+
+    cert = sub.add_parser("cert", help="certificate tools").add_subparsers(
+        dest="cert_command", required=True, parser_class=_Parser
+    )
+    p = cert.add_parser("inspect", help="subject, SPC, TNAuthList, validity and profile findings")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object per certificate per line")
+    p.set_defaults(func=cmd_cert_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        print(f"shaken: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigurationError, SigningError) as exc:
+        print(f"shaken: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ShakenError as exc:
+        print(f"shaken: {exc}", file=sys.stderr)
+        return EXIT_NOT_VERIFIED
+    except BrokenPipeError:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

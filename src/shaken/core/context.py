@@ -1,0 +1,120 @@
+"""The parts of a SIP request that STIR/SHAKEN reads, as plain strings.
+
+The SIP adapter (or a REST request, or a Python caller) fills a :class:`SipContext`; the core
+derives identities and dates from it. Nothing here knows about sockets or transactions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
+
+from shaken.core.tn import NumberingPlan, PartyIdentity, identity_from_header, identity_from_uri
+
+__all__ = [
+    "CALLED_SOURCES",
+    "CALLER_SOURCES",
+    "SipContext",
+    "called_identities",
+    "caller_identities",
+    "format_sip_date",
+    "parse_sip_date",
+]
+
+#: Where the caller's identity may come from, by name (DESIGN.md section 3, check 2).
+CALLER_SOURCES = ("pai", "from")
+#: Where the called identity may come from (check 10).
+CALLED_SOURCES = ("to", "request_uri")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SipContext:
+    """Header values of one request. ``identity`` holds every Identity header value, in order."""
+
+    identity: tuple[str, ...] = ()
+    from_header: str | None = None
+    pai: tuple[str, ...] = ()
+    to: str | None = None
+    request_uri: str | None = None
+    date: str | None = None
+    call_id: str | None = None
+
+
+def _source_values(ctx: SipContext, source: str) -> tuple[str, ...]:
+    if source == "pai":
+        return ctx.pai
+    if source == "from":
+        return (ctx.from_header,) if ctx.from_header else ()
+    if source == "to":
+        return (ctx.to,) if ctx.to else ()
+    if source == "request_uri":
+        return (ctx.request_uri,) if ctx.request_uri else ()
+    raise ValueError(f"unknown identity source {source!r}")
+
+
+def _identities(
+    ctx: SipContext, source: str, plan: NumberingPlan | None, numeric_user_is_tn: bool
+) -> list[PartyIdentity]:
+    out: list[PartyIdentity] = []
+    for value in _source_values(ctx, source):
+        try:
+            if source == "request_uri":
+                out.append(
+                    identity_from_uri(value, plan=plan, numeric_user_is_tn=numeric_user_is_tn)
+                )
+            else:
+                out.append(
+                    identity_from_header(value, plan=plan, numeric_user_is_tn=numeric_user_is_tn)
+                )
+        except ValueError:
+            continue
+    return out
+
+
+def caller_identities(
+    ctx: SipContext,
+    *,
+    sources: tuple[str, ...] = CALLER_SOURCES,
+    plan: NumberingPlan | None = None,
+    numeric_user_is_tn: bool = True,
+) -> tuple[PartyIdentity, ...]:
+    """The caller's identities from the first source that has any (SHAKEN: PAI, else From).
+
+    Several P-Asserted-Identity values (a tel and a sip URI, RFC 3325) all count.
+    """
+    for source in sources:
+        found = _identities(ctx, source, plan, numeric_user_is_tn)
+        if found:
+            return tuple(found)
+    return ()
+
+
+def called_identities(
+    ctx: SipContext,
+    *,
+    sources: tuple[str, ...] = CALLED_SOURCES,
+    plan: NumberingPlan | None = None,
+    numeric_user_is_tn: bool = True,
+) -> tuple[PartyIdentity, ...]:
+    """The called identities from every listed source (To, and the Request-URI)."""
+    out: list[PartyIdentity] = []
+    for source in sources:
+        out.extend(_identities(ctx, source, plan, numeric_user_is_tn))
+    return tuple(out)
+
+
+def parse_sip_date(value: str) -> datetime | None:
+    """An RFC 3261 SIP-date (RFC 1123 form, GMT) as an aware datetime, or None if unreadable."""
+    try:
+        parsed = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def format_sip_date(moment: datetime) -> str:
+    """``Fri, 25 Sep 2015 19:12:25 GMT`` (RFC 3261 section 20.17)."""
+    return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)

@@ -1,0 +1,145 @@
+"""ES256 for compact JWS (RFC 7515, RFC 7518 section 3.4): the only user of cryptography.hazmat.
+
+A JWS ECDSA signature is the 64-byte concatenation R || S (each 32 bytes, big-endian), not the
+DER ``ECDSA-Sig-Value`` that ``cryptography`` produces and expects; this module converts between
+the two and rejects any other length (``reference/standards.md`` V17). Keeping every hazmat call
+here means the rest of the core handles keys as opaque objects and bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+
+from shaken.core.errors import ConfigurationError
+
+PrivateKey = ec.EllipticCurvePrivateKey
+PublicKey = ec.EllipticCurvePublicKey
+
+_SIGNATURE_SIZE = 64
+_COORDINATE_SIZE = 32
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# RFC 8225 section 4.2: deterministic ECDSA (RFC 6979) SHOULD be used "if or when supported".
+_ECDSA_SHA256_DETERMINISTIC = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+def b64url_encode(data: bytes) -> str:
+    """Base64url without padding (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Strict base64url without padding; raises ``ValueError`` on anything else.
+
+    Padding, the standard alphabet's ``+`` and ``/``, and whitespace are refused: a PASSporT
+    segment must be exactly what RFC 7515 produces, so its bytes are signed as received.
+    """
+    if not text.isascii() or "=" in text or "+" in text or "/" in text:
+        raise ValueError("not unpadded base64url")
+    if len(text) % 4 == 1:
+        raise ValueError("impossible base64url length")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not base64url: {exc}") from None
+
+
+def _require_p256(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> None:
+    if not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigurationError(f"ES256 needs a P-256 key, not {key.curve.name}")
+
+
+def sign_es256(key: PrivateKey, signing_input: bytes, *, deterministic: bool = True) -> bytes:
+    """Sign ``signing_input`` and return the 64-byte JOSE R || S signature."""
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigurationError(f"ES256 needs an EC private key, not {type(key).__name__}")
+    _require_p256(key)
+    algorithm = _ECDSA_SHA256_DETERMINISTIC if deterministic else _ECDSA_SHA256
+    r, s = decode_dss_signature(key.sign(signing_input, algorithm))
+    return r.to_bytes(_COORDINATE_SIZE, "big") + s.to_bytes(_COORDINATE_SIZE, "big")
+
+
+def verify_es256(key: PublicKey, signing_input: bytes, signature: bytes) -> bool:
+    """True when ``signature`` (64-byte R || S) is a valid ES256 signature of the input."""
+    if len(signature) != _SIGNATURE_SIZE:
+        return False
+    r = int.from_bytes(signature[:_COORDINATE_SIZE], "big")
+    s = int.from_bytes(signature[_COORDINATE_SIZE:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def is_es256_public_key(key: object) -> bool:
+    """True for a P-256 public key (what a SHAKEN certificate must carry)."""
+    return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+
+
+def load_private_key(data: bytes, password: bytes | None = None) -> PrivateKey:
+    """Load a P-256 private key from PEM (PKCS#8 or SEC1) or DER.
+
+    :raises ConfigurationError: not a key, or not a P-256 EC key.
+    """
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=password)
+        else:
+            key = serialization.load_der_private_key(data, password=password)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"cannot load the private key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigurationError(f"ES256 needs an EC private key, not {type(key).__name__}")
+    _require_p256(key)
+    return key
+
+
+def load_public_key(data: bytes) -> PublicKey:
+    """Load a P-256 public key from PEM or DER SubjectPublicKeyInfo."""
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_public_key(data)
+        else:
+            key = serialization.load_der_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(f"cannot load the public key: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ConfigurationError(f"ES256 needs an EC public key, not {type(key).__name__}")
+    _require_p256(key)
+    return key
+
+
+def generate_private_key() -> PrivateKey:
+    """A fresh P-256 key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_pem(key: PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def same_public_key(a: PublicKey, b: PublicKey) -> bool:
+    """True when both are the same EC point (a signing key matches its certificate)."""
+    fmt = serialization.PublicFormat.UncompressedPoint
+    enc = serialization.Encoding.X962
+    return a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt)

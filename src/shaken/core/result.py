@@ -1,0 +1,107 @@
+"""The frozen outputs of verification, kept apart so policy and verify do not import each other."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from shaken.core.reasons import REASONS, Reason, ReasonInfo, Verstat
+
+__all__ = ["Check", "Outcome", "VerificationResult"]
+
+
+class Outcome(enum.StrEnum):
+    """What verification found, before any policy (DESIGN.md section 5)."""
+
+    VERIFIED = "verified"
+    MISSING = "missing"
+    FAILED = "failed"
+    NOT_CHECKED = "not_checked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Check:
+    """One check the pipeline ran, in order. ``header`` is the Identity header index."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+    header: int | None = None
+
+    def describe(self) -> str:
+        where = f"[{self.header}] " if self.header is not None else ""
+        mark = "ok  " if self.passed else "FAIL"
+        return f"{mark} {where}{self.name}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationResult:
+    """Everything a verifier learned about one request.
+
+    ``reason`` is ``None`` exactly when the request verified. ``orig``/``dest`` are the
+    PASSporT's identities when it could be decoded, else the ones taken from SIP.
+    """
+
+    verstat: Verstat
+    outcome: Outcome
+    reason: Reason | None = None
+    detail: str = ""
+    attest: str | None = None
+    orig: str | None = None
+    dest: tuple[str, ...] = ()
+    origid: str | None = None
+    iat: int | None = None
+    ppt: str | None = None
+    spc: str | None = None
+    x5u: str | None = None
+    certificate_subject: str | None = None
+    identity_index: int | None = None
+    diversions: tuple[str, ...] = ()
+    findings: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def verified(self) -> bool:
+        return self.reason is None and self.outcome is Outcome.VERIFIED
+
+    @property
+    def reason_info(self) -> ReasonInfo | None:
+        return None if self.reason is None else REASONS[self.reason]
+
+    @property
+    def sip_code(self) -> int | None:
+        return None if self.reason is None else REASONS[self.reason].sip_code
+
+    @property
+    def phrase(self) -> str | None:
+        return None if self.reason is None else REASONS[self.reason].phrase
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the CLI's ``--json`` and the call log use it)."""
+        info = self.reason_info
+        return {
+            "verified": self.verified,
+            "outcome": self.outcome.value,
+            "verstat": self.verstat.value,
+            "reason": None if self.reason is None else self.reason.value,
+            "sip_code": None if info is None else info.sip_code,
+            "phrase": None if info is None else info.phrase,
+            "detail": self.detail,
+            "attest": self.attest,
+            "orig": self.orig,
+            "dest": list(self.dest),
+            "origid": self.origid,
+            "iat": self.iat,
+            "ppt": self.ppt,
+            "spc": self.spc,
+            "x5u": self.x5u,
+            "certificate_subject": self.certificate_subject,
+            "identity_index": self.identity_index,
+            "diversions": list(self.diversions),
+            "findings": list(self.findings),
+            "checks": [
+                {"name": c.name, "passed": c.passed, "detail": c.detail, "header": c.header}
+                for c in self.checks
+            ],
+        }

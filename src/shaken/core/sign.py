@@ -1,0 +1,170 @@
+"""The STI-AS: claims, a key, an x5u and a time give an Identity header value.
+
+RFC 8224 section 6.1 and RFC 8588: the protected header is
+``{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":...}``, the claims are canonical JSON
+(RFC 8225 section 9), the signature is deterministic ECDSA (RFC 8225 section 4.2) and the value
+is ``<jws>;info=<x5u>;alg=ES256;ppt=shaken``. Diverted calls get a ``div`` PASSporT (RFC 8946
+section 3) signed by the diverting party.
+
+The origid is a UUIDv4 unless the caller gives one (RFC 8588 section 10: opaque and unique per
+call); it is the only randomness here and needs no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from shaken.core.errors import ConfigurationError, SigningError
+from shaken.core.identity import IdentityHeader
+from shaken.core.jws import PrivateKey, b64url_encode, sign_es256
+from shaken.core.passport import (
+    ATTESTATION_LEVELS,
+    PassportClaims,
+    PassportHeader,
+    encode_segments,
+)
+from shaken.core.tn import PartyIdentity, canonicalize_tn
+
+__all__ = ["sign_div", "sign_passport", "sign_shaken"]
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def sign_passport(header: PassportHeader, claims: PassportClaims, key: PrivateKey) -> str:
+    """The full-form PASSporT: ``header.payload.signature`` in base64url."""
+    header_b64, payload_b64 = encode_segments(header, claims)
+    signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+    return f"{header_b64}.{payload_b64}.{b64url_encode(sign_es256(key, signing_input))}"
+
+
+def _party(value: PartyIdentity | str, what: str) -> PartyIdentity:
+    if isinstance(value, PartyIdentity):
+        if value.anonymous:
+            raise SigningError(f"cannot sign for an anonymous {what}")
+        return value
+    tn = canonicalize_tn(value)
+    if not tn:
+        raise SigningError(f"{what} {value!r} has no telephone number digits")
+    if len(tn) > 15:
+        raise SigningError(f"{what} {value!r} is longer than 15 digits (E.164)")
+    return PartyIdentity(tn=tn)
+
+
+def _dest(value: PartyIdentity | str | Sequence[PartyIdentity | str]) -> tuple[list[str], list[str]]:
+    items = [value] if isinstance(value, (str, PartyIdentity)) else list(value)
+    if not items:
+        raise SigningError("dest names no party")
+    tns: list[str] = []
+    uris: list[str] = []
+    for item in items:
+        party = _party(item, "dest")
+        if party.tn is not None:
+            tns.append(party.tn)
+        elif party.uri is not None:
+            uris.append(party.uri)
+    return tns, uris
+
+
+def _iat(now: datetime | None, iat: int | None) -> int:
+    if iat is not None:
+        if isinstance(iat, bool) or not isinstance(iat, int) or iat <= 0:
+            raise SigningError(f"iat must be a positive integer, not {iat!r}")
+        return iat
+    if now is None:
+        raise ConfigurationError("give now or iat")
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ConfigurationError("now must be a timezone-aware datetime")
+    return int(now.timestamp())
+
+
+def _identity(token: str, x5u: str, ppt: str) -> str:
+    return IdentityHeader(token=token, info=x5u, alg="ES256", ppt=ppt).format()
+
+
+def _check_x5u(x5u: str) -> None:
+    if not x5u or any(ch in x5u for ch in "<> \t\r\n;"):
+        raise SigningError(f"x5u {x5u!r} is not a usable URL")
+
+
+def sign_shaken(
+    *,
+    key: PrivateKey,
+    x5u: str,
+    orig: PartyIdentity | str,
+    dest: PartyIdentity | str | Sequence[PartyIdentity | str],
+    attest: str,
+    now: datetime | None = None,
+    iat: int | None = None,
+    origid: str | None = None,
+    extra_claims: Mapping[str, Any] | None = None,
+) -> str:
+    """Sign a SHAKEN PASSporT and return the Identity header value.
+
+    :param orig: the calling TN (any punctuation; canonicalized) or a :class:`PartyIdentity`.
+    :param dest: the called TN(s) or identities.
+    :param attest: ``A``, ``B`` or ``C`` (RFC 8588 section 4).
+    :param now: the signing time (``iat``), unless ``iat`` is given.
+    :param origid: a UUID; a fresh UUIDv4 when omitted.
+    :raises SigningError: bad claims. :raises ConfigurationError: bad key or time.
+    """
+    if attest not in ATTESTATION_LEVELS:
+        raise SigningError(f"attest must be A, B or C, not {attest!r}")
+    if origid is None:
+        origid = str(uuid.uuid4())
+    elif not _UUID.fullmatch(origid):
+        raise SigningError(f"origid {origid!r} is not a UUID (RFC 8588 section 10)")
+    _check_x5u(x5u)
+    tns, uris = _dest(dest)
+    extra = dict(extra_claims or {})
+    clash = set(extra) & {"attest", "dest", "iat", "orig", "origid"}
+    if clash:
+        raise SigningError(f"extra claims may not replace {', '.join(sorted(clash))}")
+    claims = PassportClaims(
+        orig=_party(orig, "orig"),
+        dest_tn=tuple(tns),
+        dest_uri=tuple(uris),
+        iat=_iat(now, iat),
+        attest=attest,
+        origid=origid,
+        extra=extra,
+    )
+    header = PassportHeader(alg="ES256", typ="passport", ppt="shaken", x5u=x5u)
+    return _identity(sign_passport(header, claims, key), x5u, "shaken")
+
+
+def sign_div(
+    *,
+    key: PrivateKey,
+    x5u: str,
+    orig: PartyIdentity | str,
+    diverted_from: PartyIdentity | str,
+    dest: PartyIdentity | str | Sequence[PartyIdentity | str],
+    now: datetime | None = None,
+    iat: int | None = None,
+    history_index: str | None = None,
+) -> str:
+    """Sign a ``div`` PASSporT (RFC 8946 section 3) for a call retargeted to ``dest``.
+
+    ``orig`` is copied unchanged from the original PASSporT; ``diverted_from`` is its dest (the
+    number that forwarded the call); ``iat`` SHOULD be kept from the original. The key must
+    have authority over ``diverted_from``.
+    """
+    _check_x5u(x5u)
+    tns, uris = _dest(dest)
+    div = _party(diverted_from, "div")
+    claims = PassportClaims(
+        orig=_party(orig, "orig"),
+        dest_tn=tuple(tns),
+        dest_uri=tuple(uris),
+        iat=_iat(now, iat),
+        div=div,
+        div_hi=history_index,
+    )
+    if div.tn is not None and div.tn in tns:
+        raise SigningError("a div PASSporT is only for a changed dest (RFC 8946 section 3)")
+    header = PassportHeader(alg="ES256", typ="passport", ppt="div", x5u=x5u)
+    return _identity(sign_passport(header, claims, key), x5u, "div")

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import pytest
+
+from shaken.core.errors import ConfigurationError
+from shaken.core.policy import (
+    Action,
+    ActionPolicy,
+    OutcomeAction,
+    decide,
+    reason_header,
+    tag_verstat,
+)
+from shaken.core.reasons import Reason, Verstat
+from shaken.core.result import Outcome, VerificationResult
+
+VERIFIED_A = VerificationResult(verstat=Verstat.PASSED, outcome=Outcome.VERIFIED, attest="A")
+VERIFIED_C = VerificationResult(verstat=Verstat.PASSED, outcome=Outcome.VERIFIED, attest="C")
+BAD_SIG = VerificationResult(
+    verstat=Verstat.FAILED, outcome=Outcome.FAILED, reason=Reason.BAD_SIGNATURE
+)
+MISSING = VerificationResult(
+    verstat=Verstat.NO_VALIDATION, outcome=Outcome.MISSING, reason=Reason.MISSING_IDENTITY
+)
+
+
+def test_default_is_continue_with_verstat() -> None:
+    d = decide(BAD_SIG, ActionPolicy(), display_name="Bob")
+    assert d.action is Action.CONTINUE and d.allowed
+    assert d.display_name == "Bob" and d.verstat is Verstat.FAILED and d.tag_verstat
+
+
+def test_reject_uses_the_reason_code_or_a_configured_one() -> None:
+    p = ActionPolicy(failed=OutcomeAction(action=Action.REJECT))
+    d = decide(BAD_SIG, p)
+    assert (d.sip_code, d.sip_phrase, d.allowed) == (438, "Invalid Identity Header", False)
+    p = ActionPolicy(failed=OutcomeAction(action=Action.REJECT, reject_code=603))
+    assert (decide(BAD_SIG, p).sip_code, decide(BAD_SIG, p).sip_phrase) == (603, "Decline")
+    p = ActionPolicy(missing=OutcomeAction(action=Action.REJECT))
+    assert decide(MISSING, p).sip_code == 428
+
+
+def test_continue_with_reason_rfc9410_and_sip_token() -> None:
+    p = ActionPolicy(failed=OutcomeAction(action=Action.CONTINUE_WITH_REASON))
+    assert decide(BAD_SIG, p).reason_header == 'STIR;cause=438;text="Invalid Identity Header"'
+    p = ActionPolicy(
+        failed=OutcomeAction(action=Action.CONTINUE_WITH_REASON), reason_protocol="SIP"
+    )
+    assert decide(BAD_SIG, p).reason_header == 'SIP;cause=438;text="Invalid Identity Header"'
+    assert reason_header(Reason.CERT_FETCH_FAILED, ppi="..sig") == (
+        'STIR;cause=436;text="Bad Identity Info";ppi="..sig"'
+    )
+
+
+def test_alert_prefix_suffix_per_outcome_and_attest() -> None:
+    p = ActionPolicy(
+        verified=OutcomeAction(action=Action.ALERT, display_prefix="(Verified) "),
+        by_attest={"C": OutcomeAction(action=Action.ALERT, display_suffix=" [gateway]")},
+        failed=OutcomeAction(action=Action.ALERT, display_prefix="[SPAM?] "),
+        by_reason={Reason.BAD_SIGNATURE: OutcomeAction(action=Action.REJECT, reject_code=607)},
+    )
+    assert decide(VERIFIED_A, p, display_name="Alice").display_name == "(Verified) Alice"
+    assert decide(VERIFIED_C, p, display_name="Alice").display_name == "Alice [gateway]"
+    assert decide(BAD_SIG, p).sip_code == 607
+    stale = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.FAILED, reason=Reason.STALE_IAT)
+    assert decide(stale, p, display_name=None).display_name == "[SPAM?] "
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("<tel:+12155551212>", "<tel:+12155551212;verstat=TN-Validation-Passed>"),
+        (
+            '"Bob" <sip:+12155551212@example.com;user=phone>;tag=1',
+            '"Bob" <sip:+12155551212;verstat=TN-Validation-Passed@example.com;user=phone>;tag=1',
+        ),
+        (
+            "<tel:+12155551212;verstat=No-TN-Validation;npdi>",
+            "<tel:+12155551212;verstat=TN-Validation-Passed;npdi>",
+        ),
+        ("sip:+12155551212@example.com;tag=9", "<sip:+12155551212;verstat=TN-Validation-Passed@example.com>;tag=9"),
+    ],
+)
+def test_tag_verstat(value: str, expected: str) -> None:
+    assert tag_verstat(value, Verstat.PASSED) == expected
+
+
+def test_tag_verstat_with_display_name() -> None:
+    assert tag_verstat('"Bob" <tel:+1>', Verstat.FAILED, display_name="[SPAM?] Bob") == (
+        '"[SPAM?] Bob" <tel:+1;verstat=TN-Validation-Failed>'
+    )
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(ConfigurationError):
+        OutcomeAction(action=Action.REJECT, reject_code=200)
+    with pytest.raises(ConfigurationError):
+        ActionPolicy(reason_protocol="Q.850")
