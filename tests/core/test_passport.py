@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -61,7 +63,7 @@ def _token(header: object, payload: object, sig: bytes = b"\0" * 64) -> str:
         (_token([1], {}), Reason.INVALID_TOKEN),
         (_token({}, "x"), Reason.INVALID_TOKEN),
         (_token(b'{"a":1,"a":2}', {}), Reason.INVALID_TOKEN),  # duplicate member
-        (_token(b"{\"a\":NaN}", {}), Reason.INVALID_TOKEN),
+        (_token(b'{"a":NaN}', {}), Reason.INVALID_TOKEN),
         (_token(b"\xff\xfe", {}), Reason.INVALID_TOKEN),
     ],
 )
@@ -129,8 +131,12 @@ def test_div_requires_div_and_accepts_string_dest() -> None:
         PassportClaims.from_json({"dest": {"tn": ["1"]}, "iat": 1, "orig": {"tn": "2"}}, ppt="div")
     assert exc.value.reason is Reason.MISSING_CLAIM
     c = PassportClaims.from_json(
-        {"dest": {"tn": "12155551214"}, "div": {"tn": "12155551213", "hi": "1.1"}, "iat": 1,
-         "orig": {"tn": "12155551212"}},
+        {
+            "dest": {"tn": "12155551214"},
+            "div": {"tn": "12155551213", "hi": "1.1"},
+            "iat": 1,
+            "orig": {"tn": "12155551212"},
+        },
         ppt="div-o",
     )
     assert c.dest_tn == ("12155551214",)
@@ -187,7 +193,5 @@ def test_claims_round_trip_through_canonical_json(
 
 @given(st.text(max_size=200))
 def test_decode_token_raises_only_passport_error(text: str) -> None:
-    try:
+    with contextlib.suppress(PassportError):
         decode_token(text)
-    except PassportError:
-        pass

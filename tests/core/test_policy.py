@@ -62,7 +62,9 @@ def test_alert_prefix_suffix_per_outcome_and_attest() -> None:
     assert decide(VERIFIED_A, p, display_name="Alice").display_name == "(Verified) Alice"
     assert decide(VERIFIED_C, p, display_name="Alice").display_name == "Alice [gateway]"
     assert decide(BAD_SIG, p).sip_code == 607
-    stale = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.FAILED, reason=Reason.STALE_IAT)
+    stale = VerificationResult(
+        verstat=Verstat.NO_VALIDATION, outcome=Outcome.FAILED, reason=Reason.STALE_IAT
+    )
     assert decide(stale, p, display_name=None).display_name == "[SPAM?] "
 
 
@@ -78,7 +80,10 @@ def test_alert_prefix_suffix_per_outcome_and_attest() -> None:
             "<tel:+12155551212;verstat=No-TN-Validation;npdi>",
             "<tel:+12155551212;verstat=TN-Validation-Passed;npdi>",
         ),
-        ("sip:+12155551212@example.com;tag=9", "<sip:+12155551212;verstat=TN-Validation-Passed@example.com>;tag=9"),
+        (
+            "sip:+12155551212@example.com;tag=9",
+            "<sip:+12155551212;verstat=TN-Validation-Passed@example.com>;tag=9",
+        ),
     ],
 )
 def test_tag_verstat(value: str, expected: str) -> None:

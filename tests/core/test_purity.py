@@ -21,6 +21,7 @@ FORBIDDEN_CALLS = {
 }
 FORBIDDEN_NAMES = {"open", "print", "input"}
 FORBIDDEN_IMPORTS = {"os", "socket", "asyncio", "logging", "time", "subprocess", "sqlite3", "httpx"}
+FORBIDDEN_MODULES = {"urllib.request", "http.client"}
 
 
 @pytest.mark.parametrize("path", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
@@ -34,15 +35,16 @@ def test_core_module_is_pure(path: Path) -> None:
             if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
                 pair = (func.value.id, func.attr)
                 assert pair not in FORBIDDEN_CALLS, f"{path.name}:{node.lineno} calls {pair}"
+        names: list[str] = []
         if isinstance(node, ast.Import):
-            for alias in node.names:
-                assert alias.name.split(".")[0] not in FORBIDDEN_IMPORTS, f"{path.name} imports {alias.name}"
-        if isinstance(node, ast.ImportFrom) and node.module:
-            assert node.module.split(".")[0] not in FORBIDDEN_IMPORTS, f"{path.name} imports {node.module}"
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            assert name.split(".")[0] not in FORBIDDEN_IMPORTS, f"{path.name} imports {name}"
+            assert name not in FORBIDDEN_MODULES, f"{path.name} imports {name}"
 
 
 def test_only_jws_uses_hazmat() -> None:
-    users = sorted(
-        p.name for p in CORE.glob("*.py") if "cryptography.hazmat" in p.read_text()
-    )
+    users = sorted(p.name for p in CORE.glob("*.py") if "cryptography.hazmat" in p.read_text())
     assert users == ["jws.py"]

@@ -81,7 +81,14 @@ def test_several_dests_are_sorted_and_uris_allowed() -> None:
     ],
 )
 def test_signing_errors(kwargs: dict[str, object]) -> None:
-    args: dict[str, object] = {"key": KEY, "x5u": X5U, "orig": "1", "dest": "2", "attest": "A", "now": NOW}
+    args: dict[str, object] = {
+        "key": KEY,
+        "x5u": X5U,
+        "orig": "1",
+        "dest": "2",
+        "attest": "A",
+        "now": NOW,
+    }
     args.update(kwargs)
     with pytest.raises(SigningError):
         sign_shaken(**args)  # type: ignore[arg-type]
@@ -94,8 +101,13 @@ def test_naive_now_is_a_caller_error() -> None:
 
 def test_div_passport() -> None:
     value = sign_div(
-        key=KEY, x5u=X5U, orig="12155551212", diverted_from="12155551213", dest="12155551214",
-        iat=1443208345, history_index="1.1",
+        key=KEY,
+        x5u=X5U,
+        orig="12155551212",
+        diverted_from="12155551213",
+        dest="12155551214",
+        iat=1443208345,
+        history_index="1.1",
     )
     header, jose, claims = _parts(value)
     assert header.ppt == "div" and jose["ppt"] == "div"

@@ -7,13 +7,16 @@ Exit codes: 0 success (for ``verify``: the call verified), 1 the call did not ve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from shaken.adapters.fetch import fetch_certificate
 from shaken.core.certs import (
     Spc,
     StirCertificate,
@@ -24,6 +27,7 @@ from shaken.core.certs import (
     profile_findings,
 )
 from shaken.core.chain import TrustAnchors
+from shaken.core.context import SipContext
 from shaken.core.errors import (
     CertificateError,
     ConfigurationError,
@@ -36,7 +40,13 @@ from shaken.core.jws import load_private_key
 from shaken.core.passport import decode_token
 from shaken.core.result import VerificationResult
 from shaken.core.sign import sign_shaken
-from shaken.core.verify import SHAKEN, CertificateMaterial, VerificationProfile
+from shaken.core.verify import (
+    SHAKEN,
+    CertificateMaterial,
+    VerificationProfile,
+    complete,
+    prepare,
+)
 
 EXIT_OK = 0
 EXIT_NOT_VERIFIED = 1
@@ -119,8 +129,6 @@ def _certificates_for(
     if args.cert is not None:
         data = _read(args.cert)
         return dict.fromkeys(urls, data)
-    from shaken.adapters.fetch import fetch_certificate
-
     fetched: dict[str, CertificateMaterial] = {}
     for url in urls:
         try:
@@ -131,9 +139,6 @@ def _certificates_for(
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from shaken.core.context import SipContext
-    from shaken.core.verify import complete, prepare
-
     now = _epoch(args.at)
     anchors = None
     if args.ca:
@@ -144,8 +149,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             raise UsageError(f"--ca: {exc}") from None
     profile = SHAKEN
     if args.max_iat_age is not None:
-        from dataclasses import replace
-
         profile = replace(profile, max_iat_age=args.max_iat_age)
     context = SipContext(
         identity=tuple(args.identity),
@@ -179,7 +182,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
         return EXIT_NOT_VERIFIED
     params = {"info": header.info, "alg": header.alg, "ppt": header.ppt}
     params.update({name: value for name, value in header.extra})
-    out: dict[str, Any] = {"parameters": params, "form": "compact" if header.is_compact_form else "full"}
+    out: dict[str, Any] = {
+        "parameters": params,
+        "form": "compact" if header.is_compact_form else "full",
+    }
     if not header.is_compact_form:
         try:
             token = decode_token(header.token)
@@ -191,10 +197,8 @@ def cmd_decode(args: argparse.Namespace) -> int:
             out["signature_bytes"] = len(token.signature)
             iat = token.payload.get("iat")
             if isinstance(iat, int) and not isinstance(iat, bool):
-                try:
+                with contextlib.suppress(OverflowError, OSError, ValueError):
                     out["iat_utc"] = datetime.fromtimestamp(iat, UTC).isoformat()
-                except (OverflowError, OSError, ValueError):
-                    pass
     print(json.dumps(out, indent=2, sort_keys=True, ensure_ascii=False))
     return EXIT_OK if "error" not in out else EXIT_NOT_VERIFIED
 
@@ -276,7 +280,8 @@ def _print_inspection(record: dict[str, Any]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shaken.adapters.demo import run_demo
+    # Imported here: the demo pulls in the test PKI kit, which other commands never need.
+    from shaken.adapters.demo import run_demo  # noqa: PLC0415
 
     return run_demo(sys.stdout)
 

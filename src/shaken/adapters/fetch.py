@@ -43,7 +43,7 @@ def fetch_certificate(
     url: str,
     *,
     policy: X5uPolicy = STRICT,
-    limits: FetchLimits = FetchLimits(),  # noqa: B008 - frozen value object
+    limits: FetchLimits = FetchLimits(),
     verify_tls: bool | str = True,
 ) -> bytes:
     """GET ``url`` and return the body.
@@ -71,14 +71,17 @@ def fetch_certificate(
     netloc = f"[{target}]:{port}" if ":" in target else f"{target}:{port}"
     direct = parts._replace(netloc=netloc).geturl()
     try:
-        with httpx.Client(
-            verify=verify_tls, timeout=limits.timeout, follow_redirects=False
-        ) as client, client.stream(
-            "GET",
-            direct,
-            headers={"Host": parts.netloc, "Accept": "application/pem-certificate-chain"},
-            extensions={"sni_hostname": host},
-        ) as response:
+        with (
+            httpx.Client(
+                verify=verify_tls, timeout=limits.timeout, follow_redirects=False
+            ) as client,
+            client.stream(
+                "GET",
+                direct,
+                headers={"Host": parts.netloc, "Accept": "application/pem-certificate-chain"},
+                extensions={"sni_hostname": host},
+            ) as response,
+        ):
             if response.status_code != 200:
                 raise CertificateFetchError(
                     Reason.CERT_FETCH_FAILED,

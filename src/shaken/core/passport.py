@@ -66,7 +66,9 @@ def _strict_json_object(raw: bytes, what: str) -> dict[str, Any]:
             raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise PassportError(Reason.INVALID_TOKEN, f"the PASSporT {what} is not JSON: {exc}") from None
+        raise PassportError(
+            Reason.INVALID_TOKEN, f"the PASSporT {what} is not JSON: {exc}"
+        ) from None
     if not isinstance(obj, dict):
         raise PassportError(Reason.INVALID_TOKEN, f"the PASSporT {what} is not a JSON object")
     return obj
@@ -148,7 +150,9 @@ class PassportHeader:
                 )
         ppt = obj.get("ppt")
         if ppt is not None and not isinstance(ppt, str):
-            raise PassportError(Reason.BAD_PASSPORT_HEADER, "the PASSporT header 'ppt' is not a string")
+            raise PassportError(
+                Reason.BAD_PASSPORT_HEADER, "the PASSporT header 'ppt' is not a string"
+            )
         extra = {k: v for k, v in obj.items() if k not in ("alg", "typ", "ppt", "x5u")}
         return cls(
             alg=obj["alg"], typ=obj["typ"], ppt=ppt, x5u=obj["x5u"], extra=MappingProxyType(extra)

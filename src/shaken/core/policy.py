@@ -62,7 +62,6 @@ class OutcomeAction:
             raise ConfigurationError(f"reject_code {self.reject_code} is not a 4xx-6xx code")
 
 
-
 def _empty_mapping() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
@@ -113,9 +112,7 @@ class Decision:
         return self.action is not Action.REJECT
 
 
-def reason_header(
-    reason: Reason, *, protocol: str = "STIR", ppi: str | None = None
-) -> str:
+def reason_header(reason: Reason, *, protocol: str = "STIR", ppi: str | None = None) -> str:
     """The Reason header value for ``reason`` (RFC 9410 section 4; RFC 3326 for ``SIP``).
 
     ``ppi`` carries the PASSporT that failed, preferably in compact form.

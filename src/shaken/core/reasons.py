@@ -233,7 +233,7 @@ REASONS: dict[Reason, ReasonInfo] = {
         sip_code=437,
         phrase=_UNSUPPORTED,
         verstat=_FAILED,
-        description="Failed to authenticate CA: the certificate does not chain to a trusted STI-CA.",
+        description="Failed to authenticate CA: no chain to a trusted STI-CA.",
     ),
     Reason.CERT_EXPIRED: ReasonInfo(
         sip_code=437,

@@ -161,9 +161,7 @@ class _Candidate:
 
     def fail(self, name: str, failure: VerificationFailure) -> None:
         self.failure = failure
-        self.checks.append(
-            Check(name=name, passed=False, detail=failure.detail, header=self.index)
-        )
+        self.checks.append(Check(name=name, passed=False, detail=failure.detail, header=self.index))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,7 +314,9 @@ def _failed_result(
     )
 
 
-def _party_matches(claimed: PartyIdentity, observed: Sequence[PartyIdentity], plan_: NumberingPlan | None) -> bool:
+def _party_matches(
+    claimed: PartyIdentity, observed: Sequence[PartyIdentity], plan_: NumberingPlan | None
+) -> bool:
     if claimed.tn is not None:
         tn = canonicalize_tn(claimed.tn)
         if plan_ is not None and not claimed.tn.startswith("+"):
@@ -566,7 +566,9 @@ def _prepare_candidate(
             )
         cand.ok("dest_matches", ", ".join(claims.dest_tn + claims.dest_uri))
     else:
-        cand.ok("dest_matches", "checked with the diversion chain" if ppt in _DIV_PPTS else "skipped")
+        cand.ok(
+            "dest_matches", "checked with the diversion chain" if ppt in _DIV_PPTS else "skipped"
+        )
     # The TN whose authority the certificate must carry (RFC 8946: the div TN for div).
     scope = claims.div if ppt in _DIV_PPTS and claims.div is not None else claims.orig
     cand.scope_tn = canonicalize_tn(scope.tn) if scope.tn is not None else None
@@ -668,7 +670,15 @@ def complete(
             continue
         try:
             _complete_candidate(
-                cand, certificates, anchors, when, plan.profile, crls, crl_signers, validated, replay
+                cand,
+                certificates,
+                anchors,
+                when,
+                plan.profile,
+                crls,
+                crl_signers,
+                validated,
+                replay,
             )
         except VerificationFailure as failure:
             cand.fail(_STAGE_NAMES[cand.stage], failure)
@@ -722,7 +732,7 @@ def _complete_candidate(
         raise cert
     cand.ok("certificate_fetched", cert.subject)
     cand.certificate = cert
-    cand.ok("chain_trusted", cert.spc and f"SPC {cert.spc}" or "")
+    cand.ok("chain_trusted", (cert.spc and f"SPC {cert.spc}") or "")
     # Check 15: TN scope for TN-scoped and delegate certificates (RFC 8226, RFC 9060).
     if cand.scope_tn is not None:
         check_tn_scope(cert.chain, cand.scope_tn)
@@ -908,4 +918,3 @@ def verify(
 def with_checks(result: VerificationResult, *extra: Check) -> VerificationResult:
     """A copy of ``result`` with more checks appended (used by services for cache notes)."""
     return replace(result, checks=result.checks + extra)
-

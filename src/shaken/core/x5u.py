@@ -160,7 +160,7 @@ def check_x5u(url: str, policy: X5uPolicy = STRICT) -> str:
         literal = None
     if literal is not None and is_special_purpose(literal) and not policy.host_allowed(host):
         raise _reject(url, "special_address", f"{host} is a special-purpose address (RFC 6890)")
-    if literal is None and host.lower() in ("localhost", "localhost.localdomain"):
-        if not policy.host_allowed(host):
-            raise _reject(url, "special_address", f"{host} names the loopback host")
+    loopback_name = host.lower() in ("localhost", "localhost.localdomain")
+    if literal is None and loopback_name and not policy.host_allowed(host):
+        raise _reject(url, "special_address", f"{host} names the loopback host")
     return url
