@@ -54,7 +54,9 @@ def _party(value: PartyIdentity | str, what: str) -> PartyIdentity:
     return PartyIdentity(tn=tn)
 
 
-def _dest(value: PartyIdentity | str | Sequence[PartyIdentity | str]) -> tuple[list[str], list[str]]:
+def _dest(
+    value: PartyIdentity | str | Sequence[PartyIdentity | str],
+) -> tuple[list[str], list[str]]:
     items = [value] if isinstance(value, (str, PartyIdentity)) else list(value)
     if not items:
         raise SigningError("dest names no party")
