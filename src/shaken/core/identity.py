@@ -25,12 +25,13 @@ Unknown parameters are kept, in order, and written back by :meth:`IdentityHeader
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shaken.core.errors import IdentityHeaderError
 from shaken.core.reasons import Reason
 
-__all__ = ["IdentityHeader"]
+__all__ = ["HEADER_NAMES", "IdentityHeader", "identity_values"]
 
 # RFC 3261 token characters.
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -146,3 +147,13 @@ class IdentityHeader:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def identity_values(headers: Iterable[tuple[str, str]]) -> tuple[str, ...]:
+    """Every Identity header value of a request, in order, from (name, value) pairs.
+
+    Both the long name and the compact ``y`` count (RFC 8224 section 13.1), case-insensitively.
+    A header field holds one value: values are not split on commas (the RFC 8224 ABNF has no
+    list form, and a PASSporT never contains a comma).
+    """
+    return tuple(value.strip() for name, value in headers if name.strip().lower() in HEADER_NAMES)
