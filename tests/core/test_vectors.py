@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from shaken.core.certs import Spc, TNAuthList, TNAUTHLIST_OID
+from shaken.core.certs import TNAUTHLIST_OID, Spc, TNAuthList
 from shaken.core.context import SipContext, format_sip_date
 from shaken.core.identity import IdentityHeader
 from shaken.core.jws import b64url_decode, b64url_encode, load_private_key, sign_es256
@@ -115,7 +115,7 @@ def test_v_d1_verifies_end_to_end() -> None:
 def _negative_cases() -> list[tuple[str, str, Reason]]:
     header, claims = _parts()
     sig = b64url_decode(V_D1.split(".")[2])
-    flipped = ".".join(V_D1.split(".")[:2] + [b64url_encode(bytes([sig[0] ^ 1]) + sig[1:])])
+    flipped = ".".join([*V_D1.split(".")[:2], b64url_encode(bytes([sig[0] ^ 1]) + sig[1:])])
     attest_d = _resign(header, {**claims, "attest": "D"})
     no_origid = _resign(header, {k: v for k, v in claims.items() if k != "origid"})
     typ_jwt = _resign({**header, "typ": "JWT"}, claims)
