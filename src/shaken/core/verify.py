@@ -27,7 +27,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-from shaken.core.certs import TNAuthList, load_certificates, profile_findings
+from shaken.core.certs import TNAuthList, load_certificates, profile_findings, tnauthlist_of
 from shaken.core.chain import (
     TrustAnchors,
     ValidatedChain,
@@ -54,6 +54,7 @@ from shaken.core.errors import (
     PassportError,
     SignatureInvalid,
     StaleError,
+    TNAuthListError,
     VerificationFailure,
 )
 from shaken.core.identity import IdentityHeader
@@ -199,7 +200,7 @@ class ValidatedCertificate:
 
     chain: ValidatedChain
     public_key: PublicKey
-    tnauthlist: TNAuthList
+    tnauthlist: TNAuthList | None
     spc: str | None
     subject: str
     findings: tuple[str, ...]
@@ -245,7 +246,16 @@ def validate_certificate(
         if errors:
             raise ChainError(Reason.CERT_PROFILE, errors[0], findings=errors)
     check_delegation(chain)
-    tnauthlist = require_tnauthlist(chain.leaf)
+    tnauthlist: TNAuthList | None
+    if profile.require_tnauthlist:
+        tnauthlist = require_tnauthlist(chain.leaf)
+    else:
+        # A lab or a non-SHAKEN STIR deployment may sign with certificates that carry no
+        # usable TNAuthList; then there is no SPC to report and no TN scope to check.
+        try:
+            tnauthlist = tnauthlist_of(chain.leaf)
+        except TNAuthListError:
+            tnauthlist = None
     key = chain.leaf.public_key()
     if not is_es256_public_key(key):
         raise ChainError(Reason.CERT_PROFILE, "the certificate key is not a P-256 EC key")
@@ -255,7 +265,7 @@ def validate_certificate(
         chain=chain,
         public_key=key,
         tnauthlist=tnauthlist,
-        spc=tnauthlist.spc,
+        spc=None if tnauthlist is None else tnauthlist.spc,
         subject=chain.leaf.subject.rfc4514_string(),
         findings=findings,
         validated_at=now,
@@ -734,7 +744,7 @@ def _complete_candidate(
     cand.certificate = cert
     cand.ok("chain_trusted", (cert.spc and f"SPC {cert.spc}") or "")
     # Check 15: TN scope for TN-scoped and delegate certificates (RFC 8226, RFC 9060).
-    if cand.scope_tn is not None:
+    if cand.scope_tn is not None and cert.tnauthlist is not None:
         check_tn_scope(cert.chain, cand.scope_tn)
     cand.ok("tn_scope")
     # Check 16: ES256 over the segments as received (or as rebuilt for the compact form).
