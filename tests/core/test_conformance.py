@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from shaken.core.certs import Spc, TnRange
+from shaken.core.chain import TrustAnchors
 from shaken.core.context import SipContext, format_sip_date
 from shaken.core.errors import CertificateFetchError
 from shaken.core.identity import IdentityHeader
@@ -217,7 +218,8 @@ def run_case(case: dict[str, Any], lab: Lab) -> Any:
         crls.append(lab.pki.sti_pa_crl(revoked=[lab.pki.leaf.serial_number]))
     replay = ReplayWindow() if case.get("replay") else None
     certificates = dict.fromkeys(step.urls, material)
-    anchors = lab.pki.trust_anchors
+    # The expired leaf comes from its own PKI: trust its root too, so only the dates fail.
+    anchors = TrustAnchors(certificates=(lab.pki.root, lab.expired.root))
     signers = [lab.pki.sti_pa]
     result = complete(step, certificates, anchors, crls=crls, crl_signers=signers, replay=replay)
     if replay is not None:

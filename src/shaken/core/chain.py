@@ -1,0 +1,595 @@
+"""Certificate path validation at an explicit time, CRL checks, and TN authority.
+
+Pure: the caller passes the certificates, the trust anchors, the CRL bytes and ``at``; nothing
+here reads a clock, a file or the network.
+
+Why ``cryptography.x509.verification`` and not pyhanko-certvalidator. We already ship
+cryptography for ES256, so its verifier costs no new dependency (certvalidator pulls asn1crypto,
+oscrypto and uritools), it runs in Rust (the whole 12,800-leaf corpus validates in a few seconds),
+and it is the RFC 5280 path builder the Python ecosystem maintains. Since cryptography 45 its
+extension policies are configurable, which SHAKEN needs: the STI leaf has no subjectAltName and
+no extendedKeyUsage (the Web PKI defaults demand both), it carries the TNAuthList extension the
+verifier does not know, and some CAs mark CertificatePolicies critical. We therefore start from
+``ExtensionPolicy.permit_all()`` and add only what path validation itself relies on
+(BasicConstraints cA on issuers, keyCertSign when KeyUsage is present). The SHAKEN *profile*
+(ATIS-1000080) is judged separately by :func:`shaken.core.certs.profile_findings`, so a policy
+can report a deviation without breaking the chain.
+
+One gap is filled by hand: certificates whose issuer signed the legacy NULL-parameter encoding of
+``ecdsa-with-SHA256`` (see :mod:`shaken.core.certs`; T-Mobile's STI-CA among them) cannot be
+checked by the verifier, so :func:`_legacy_path` verifies that single signature itself and lets
+the verifier check the rest of the path.
+
+Revocation is ours: cryptography's verifier does no CRL processing. SHAKEN uses one indirect CRL
+published by the STI-PA (ATIS-1000080 section 6.4.1: the CRLDP names the STI-PA URL and, in
+``cRLIssuer``, the STI-PA's name); a CA may also publish a direct CRL. See
+:func:`validate_chain` for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.x509.verification import (
+    ClientVerifier,
+    Criticality,
+    ExtensionPolicy,
+    Policy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+from shaken.core.certs import (
+    TNAuthList,
+    crl_issuer_names,
+    issued_over_legacy_encoding,
+    load_certificates,
+    tnauthlist_of,
+)
+from shaken.core.errors import CertificateError, ChainError, ConfigurationError
+from shaken.core.reasons import Reason
+
+__all__ = [
+    "TrustAnchors",
+    "ValidatedChain",
+    "check_delegation",
+    "check_tn_scope",
+    "require_tnauthlist",
+    "validate_chain",
+]
+
+#: SHAKEN paths are root -> intermediate -> leaf; RFC 9060 delegation adds one or two levels.
+MAX_CHAIN_DEPTH = 6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustAnchors:
+    """The STI-CA roots a verifier trusts (the STI-PA trust list, ``GET /api/v1/ca-list``)."""
+
+    certificates: tuple[x509.Certificate, ...]
+    _store: Store = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.certificates, tuple) or not self.certificates:
+            raise ConfigurationError("trust anchors: at least one CA certificate is needed")
+        for cert in self.certificates:
+            if not isinstance(cert, x509.Certificate):
+                raise ConfigurationError(f"trust anchors: not a certificate: {cert!r}")
+        object.__setattr__(self, "_store", Store(list(self.certificates)))
+
+    @classmethod
+    def from_pem(cls, data: bytes) -> TrustAnchors:
+        """Every certificate of a PEM bundle (DER of one certificate also works)."""
+        try:
+            certificates = load_certificates(data)
+        except CertificateError as exc:
+            raise ConfigurationError(f"trust anchors: {exc}") from exc
+        return cls(certificates=certificates)
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidatedChain:
+    """A path that validated: the signer's leaf first, the trust anchor last."""
+
+    certificates: tuple[x509.Certificate, ...]
+
+    def __post_init__(self) -> None:
+        if not self.certificates:
+            raise ConfigurationError("a validated chain has at least the leaf")
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.certificates[0]
+
+    @property
+    def anchor(self) -> x509.Certificate:
+        return self.certificates[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Extension policies for the cryptography verifier
+# --------------------------------------------------------------------------------------------
+
+
+def _issuer_is_ca(_policy: Policy, cert: x509.Certificate, value: x509.BasicConstraints) -> None:
+    # RFC 5280 section 6.1.4 (k): an issuing certificate must assert cA.
+    if not value.ca:
+        raise ValueError(f"issuer {cert.subject.rfc4514_string()} is not a CA (cA FALSE)")
+
+
+def _issuer_may_sign_certs(
+    _policy: Policy, cert: x509.Certificate, value: x509.KeyUsage | None
+) -> None:
+    # RFC 5280 section 4.2.1.3: a KeyUsage on an issuer must include keyCertSign.
+    if value is not None and not value.key_cert_sign:
+        raise ValueError(f"issuer {cert.subject.rfc4514_string()} lacks keyCertSign")
+
+
+_CA_POLICY = (
+    ExtensionPolicy.permit_all()
+    .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _issuer_is_ca)
+    .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _issuer_may_sign_certs)
+    .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
+)
+# The leaf: no SAN or EKU requirement (SHAKEN leaves have neither); a critical
+# CertificatePolicies (seen in real STI leaves) is accepted; the profile reports it.
+_EE_POLICY = ExtensionPolicy.permit_all().may_be_present(
+    x509.CertificatePolicies, Criticality.AGNOSTIC, None
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Path validation
+# --------------------------------------------------------------------------------------------
+
+
+def _require_aware(at: datetime) -> None:
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise ConfigurationError("'at' must be a timezone-aware datetime")
+
+
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string()
+    except ValueError:
+        return repr(cert.subject)
+
+
+def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _paths_ignoring_time(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: TrustAnchors,
+) -> list[list[x509.Certificate]]:
+    """Every name-and-signature path from ``leaf`` to an anchor, validity not considered.
+
+    Only used to explain a failure: when the verifier rejects a chain, we look for a path that
+    would exist at another time, so the caller hears "expired" instead of "untrusted".
+    """
+    anchor_set = set(anchors.certificates)
+    found: list[list[x509.Certificate]] = []
+
+    def extend(path: list[x509.Certificate]) -> None:
+        if len(found) >= 8 or len(path) > MAX_CHAIN_DEPTH + 1:
+            return
+        tip = path[-1]
+        if tip in anchor_set:
+            found.append(list(path))
+            return
+        for candidate in (*anchors.certificates, *intermediates):
+            if candidate in path or candidate.subject != tip.issuer:
+                continue
+            if _issued_by(tip, candidate):
+                extend([*path, candidate])
+
+    extend([leaf])
+    return found
+
+
+def _outside_validity(
+    path: Sequence[x509.Certificate], at: datetime
+) -> tuple[int, x509.Certificate] | None:
+    for depth, cert in enumerate(path):
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            return depth, cert
+    return None
+
+
+def _expired_error(depth: int, cert: x509.Certificate, at: datetime) -> ChainError:
+    not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
+    state = "not yet valid" if at < not_before else "expired"
+    return ChainError(
+        Reason.CERT_EXPIRED,
+        f"certificate at depth {depth} ({_subject(cert)}) is {state} at {at.isoformat()}: "
+        f"valid {not_before.isoformat()} to {not_after.isoformat()}",
+        depth=depth,
+        subject=_subject(cert),
+        not_before=not_before,
+        not_after=not_after,
+        at=at,
+    )
+
+
+def validate_chain(
+    chain: Sequence[x509.Certificate],
+    anchors: TrustAnchors,
+    *,
+    at: datetime,
+    crls: Sequence[bytes] = (),
+    crl_signers: Sequence[x509.Certificate] = (),
+    require_crl: bool = False,
+) -> ValidatedChain:
+    """Build and check the path from ``chain[0]`` (the signer) to one of ``anchors`` at ``at``.
+
+    ``chain[1:]`` are untrusted intermediates from the x5u response, in any order. The
+    verifier checks names, signatures, validity (anchors included), BasicConstraints and key
+    usage of issuers, and path length.
+
+    Revocation (RFC 5280 section 6.3, simplified to what SHAKEN publishes). Each of ``crls`` is
+    PEM or DER. A CRL *applies* to a certificate of the path when either
+
+    * it is signed by that certificate's issuer and names it as issuer (a direct CRL), or
+    * the certificate's CRL Distribution Point names a ``cRLIssuer`` equal to the CRL issuer and
+      the CRL verifies with the key of an anchor or of one of ``crl_signers`` bearing that name
+      (the SHAKEN CRL, signed by the STI-PA: an indirect CRL).
+
+    An applicable CRL that lists the serial revokes the certificate, even after its nextUpdate
+    (revocation is permanent; RFC 5280 section 3.3). An applicable CRL is *current* when ``at``
+    is not after its nextUpdate; with ``require_crl`` every certificate of the path below the
+    anchor needs a current applicable CRL. No cRLSign check is made on the CRL signer: ATIS v005
+    limits CA KeyUsage to exactly keyCertSign, so a direct CRL could never pass it.
+
+    A CRL that does not parse is ignored, unless ``require_crl``: then it is a
+    ``CERT_REVOKED`` failure, because an unreadable CRL cannot prove anything current.
+
+    Expired or untrusted: ``CERT_EXPIRED`` needs a path to a trusted anchor (by names and
+    signatures) on which some certificate is outside its validity at ``at``; a chain that leads
+    to no trusted anchor is ``CERT_UNTRUSTED`` whatever its dates. Certificates signed over the
+    legacy NULL-parameter ECDSA encoding are validated through :func:`_legacy_path`.
+
+    :raises ConfigurationError: ``at`` is naive or ``chain`` is empty.
+    :raises ChainError: ``CERT_EXPIRED`` (fields depth, subject, not_before, not_after, at),
+        ``CERT_UNTRUSTED`` (fields subject, cause) or ``CERT_REVOKED`` (fields depth,
+        subject, serial, cause). ``cause`` is the underlying explanation (the exception's
+        ``detail`` attribute is already its full sentence).
+    """
+    _require_aware(at)
+    if not chain:
+        raise ConfigurationError("validate_chain needs at least the signer's certificate")
+    leaf, intermediates = chain[0], list(chain[1:])
+    try:
+        path = list(_verifier(anchors.store, at).verify(leaf, intermediates).chain)
+    except VerificationError as exc:
+        legacy = _legacy_path(leaf, intermediates, anchors, at)
+        if legacy is not None:
+            return _finish(legacy, anchors, at, crls, crl_signers, require_crl)
+        candidates = _paths_ignoring_time(leaf, intermediates, anchors)
+        expired = [found for p in candidates if (found := _outside_validity(p, at)) is not None]
+        if candidates and len(expired) == len(candidates):
+            raise _expired_error(*expired[0], at) from None
+        detail = str(exc)
+        raise ChainError(
+            Reason.CERT_UNTRUSTED,
+            f"no valid path from {_subject(leaf)} to a trusted STI-CA: {detail}",
+            subject=_subject(leaf),
+            cause=detail,
+        ) from None
+    return _finish(path, anchors, at, crls, crl_signers, require_crl)
+
+
+def _finish(
+    path: list[x509.Certificate],
+    anchors: TrustAnchors,
+    at: datetime,
+    crls: Sequence[bytes],
+    crl_signers: Sequence[x509.Certificate],
+    require_crl: bool,
+) -> ValidatedChain:
+    located = _outside_validity(path, at)
+    if located is not None:  # the verifier checks this too; the legacy path relies on it
+        raise _expired_error(*located, at)
+    _check_revocation(
+        path, anchors=anchors, at=at, crls=crls, crl_signers=crl_signers, require_crl=require_crl
+    )
+    return ValidatedChain(certificates=tuple(path))
+
+
+def _verifier(store: Store, at: datetime) -> ClientVerifier:
+    return (
+        PolicyBuilder()
+        .store(store)
+        .time(at)
+        .max_chain_depth(MAX_CHAIN_DEPTH)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates signed over a legacy encoding (explicit NULL ECDSA parameters)
+# --------------------------------------------------------------------------------------------
+
+
+def _can_issue(cert: x509.Certificate) -> bool:
+    """RFC 5280 section 6.1.4 (k) and (n) for an issuer the verifier did not check itself."""
+    try:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return True  # no KeyUsage: unrestricted; no BasicConstraints was caught above
+    except ValueError:
+        return False
+    return usage.key_cert_sign
+
+
+def _legacy_path(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    anchors: TrustAnchors,
+    at: datetime,
+) -> list[x509.Certificate] | None:
+    """A path through one certificate whose issuer signed the NULL-parameter encoding.
+
+    cryptography rejects ``ecdsa-with-SHA256`` AlgorithmIdentifiers with explicit NULL
+    parameters (RFC 5758 section 3.2), so :func:`shaken.core.certs.load_certificates` hands us
+    a re-encoded copy whose signature no longer matches. We check that one signature ourselves
+    over the restored bytes and let the verifier do everything else:
+
+    * an intermediate signed this way by an anchor (T-Mobile's issuing CA under its root) is
+      checked to be a CA that may sign certificates and is then given to the verifier as an
+      extra anchor; the real anchor is appended to the path;
+    * a leaf signed this way (a Ribbon-issued leaf) has its issuer validated as the start of a
+      path, and the leaf is prepended; its validity is checked by :func:`_finish`.
+
+    Path-length and name constraints of the skipped link are not evaluated (SHAKEN uses
+    neither). Anything else returns None and the normal failure is reported.
+    """
+    anchor_list = list(anchors.certificates)
+    for intermediate in intermediates:
+        for anchor in anchor_list:
+            if not (issued_over_legacy_encoding(intermediate, anchor) and _can_issue(intermediate)):
+                continue
+            others = [c for c in intermediates if c is not intermediate]
+            store = Store([*anchor_list, intermediate])
+            try:
+                path = list(_verifier(store, at).verify(leaf, others).chain)
+            except VerificationError:
+                continue
+            if path[-1] == intermediate:
+                return [*path, anchor]
+    for issuer in (*intermediates, *anchor_list):
+        if not (issued_over_legacy_encoding(leaf, issuer) and _can_issue(issuer)):
+            continue
+        if issuer in anchor_list:
+            return [leaf, issuer]
+        others = [c for c in intermediates if c is not issuer]
+        try:
+            return [leaf, *_verifier(anchors.store, at).verify(issuer, others).chain]
+        except VerificationError:
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# CRLs
+# --------------------------------------------------------------------------------------------
+
+
+def _load_crl(data: bytes) -> x509.CertificateRevocationList:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, signer: x509.Certificate) -> bool:
+    if crl.issuer != signer.subject:
+        return False
+    try:
+        key = signer.public_key()
+        return crl.is_signature_valid(key)  # type: ignore[arg-type]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+
+
+def _revocation_error(depth: int, cert: x509.Certificate, detail: str) -> ChainError:
+    return ChainError(
+        Reason.CERT_REVOKED,
+        f"certificate at depth {depth} ({_subject(cert)}): {detail}",
+        depth=depth,
+        subject=_subject(cert),
+        serial=cert.serial_number,
+        cause=detail,
+    )
+
+
+def _check_revocation(
+    path: list[x509.Certificate],
+    *,
+    anchors: TrustAnchors,
+    at: datetime,
+    crls: Sequence[bytes],
+    crl_signers: Sequence[x509.Certificate],
+    require_crl: bool,
+) -> None:
+    parsed: list[x509.CertificateRevocationList] = []
+    for index, data in enumerate(crls):
+        try:
+            parsed.append(_load_crl(bytes(data)))
+        except (ValueError, TypeError) as exc:
+            if require_crl:
+                raise ChainError(
+                    Reason.CERT_REVOKED,
+                    f"CRL #{index} does not parse, so revocation cannot be checked: {exc}",
+                    cause=str(exc),
+                ) from None
+    trusted_signers = (*anchors.certificates, *crl_signers)
+    # The anchor itself is trusted a priori and has no issuer to revoke it.
+    for depth, cert in enumerate(path[:-1]):
+        issuer = path[depth + 1]
+        indirect_names = _crl_issuer_names(cert)
+        applicable: list[x509.CertificateRevocationList] = []
+        for crl in parsed:
+            direct = crl.issuer == cert.issuer and _crl_signed_by(crl, issuer)
+            indirect = crl.issuer in indirect_names and any(
+                _crl_signed_by(crl, signer) for signer in trusted_signers
+            )
+            if direct or indirect:
+                applicable.append(crl)
+        for crl in applicable:
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is not None:
+                raise _revocation_error(
+                    depth,
+                    cert,
+                    f"serial {cert.serial_number:x} revoked on "
+                    f"{entry.revocation_date_utc.isoformat()} by the CRL of "
+                    f"{crl.issuer.rfc4514_string()}",
+                )
+        if require_crl:
+            current = [
+                crl
+                for crl in applicable
+                if crl.next_update_utc is not None and at <= crl.next_update_utc
+            ]
+            if not current:
+                detail = (
+                    "every applicable CRL is past its nextUpdate"
+                    if applicable
+                    else "no CRL from its issuer or its cRLIssuer was supplied"
+                )
+                raise _revocation_error(depth, cert, f"revocation not checkable: {detail}")
+
+
+def _crl_issuer_names(cert: x509.Certificate) -> tuple[x509.Name, ...]:
+    """The cRLIssuer names of ``cert``, or none when its extensions cannot be read."""
+    try:
+        return crl_issuer_names(cert)
+    except CertificateError:
+        return ()
+
+
+# --------------------------------------------------------------------------------------------
+# TN authority (RFC 8226, RFC 9060)
+# --------------------------------------------------------------------------------------------
+
+
+def require_tnauthlist(cert: x509.Certificate) -> TNAuthList:
+    """The leaf's TNAuthList, or ``CERT_NO_TNAUTHLIST`` when absent or malformed."""
+    try:
+        tnauthlist = tnauthlist_of(cert)
+    except CertificateError as exc:
+        raise ChainError(
+            Reason.CERT_NO_TNAUTHLIST,
+            f"the TNAuthList of {_subject(cert)} is malformed: {exc}",
+            subject=_subject(cert),
+            cause=str(exc),
+        ) from None
+    if tnauthlist is None:
+        raise ChainError(
+            Reason.CERT_NO_TNAUTHLIST,
+            f"{_subject(cert)} has no TNAuthList extension (RFC 8226 section 9)",
+            subject=_subject(cert),
+        )
+    return tnauthlist
+
+
+def check_tn_scope(chain: ValidatedChain, tn: str) -> None:
+    """Every certificate of the path with a TN-scoped TNAuthList must cover ``tn``.
+
+    SPC-only certificates impose nothing: a verifier cannot map a TN to an SPC (standards.md
+    V15). A TN-scoped list (``one``/``range`` entries, as in RFC 9060 delegate certificates)
+    limits every path through it (RFC 8226 section 9), so each level is checked. A TNAuthList
+    that does not decode cannot prove scope, so it fails closed.
+
+    :raises ChainError: ``TN_OUT_OF_SCOPE`` with fields tn, depth, subject.
+    """
+    for depth, cert in enumerate(chain.certificates):
+        try:
+            tnauthlist = tnauthlist_of(cert)
+        except CertificateError as exc:
+            raise ChainError(
+                Reason.TN_OUT_OF_SCOPE,
+                f"cannot establish the TN scope at depth {depth}: {exc}",
+                tn=tn,
+                depth=depth,
+                subject=_subject(cert),
+            ) from None
+        if tnauthlist is not None and tnauthlist.tn_scoped and not tnauthlist.covers(tn):
+            raise ChainError(
+                Reason.TN_OUT_OF_SCOPE,
+                f"TN {tn} is outside the TNAuthList of {_subject(cert)} (depth {depth})",
+                tn=tn,
+                depth=depth,
+                subject=_subject(cert),
+            )
+
+
+def check_delegation(chain: ValidatedChain) -> None:
+    """RFC 9060 sections 4 and 7: delegation narrows scope and pairs AKI with SKI.
+
+    For each certificate whose issuer in the path carries a TNAuthList, the child must carry a
+    TNAuthList encompassed by the parent's, and the child's AKI keyIdentifier must equal the
+    parent's SKI. Parents without a TNAuthList (the usual STI-CA) impose nothing.
+
+    :raises ChainError: ``CERT_UNTRUSTED`` with fields depth, subject, cause.
+    """
+    certs = chain.certificates
+    for depth in range(len(certs) - 1):
+        child, parent = certs[depth], certs[depth + 1]
+
+        def fail(detail: str, depth: int = depth, child: x509.Certificate = child) -> ChainError:
+            return ChainError(
+                Reason.CERT_UNTRUSTED,
+                f"delegation broken at depth {depth} ({_subject(child)}): {detail}",
+                depth=depth,
+                subject=_subject(child),
+                cause=detail,
+            )
+
+        try:
+            parent_list = tnauthlist_of(parent)
+        except CertificateError as exc:
+            raise fail(f"the issuer's TNAuthList is malformed: {exc}") from None
+        if parent_list is None:
+            continue
+        try:
+            child_list = tnauthlist_of(child)
+        except CertificateError as exc:
+            raise fail(f"the TNAuthList is malformed: {exc}") from None
+        if child_list is None:
+            raise fail("the issuer is TN-authorized but this certificate has no TNAuthList")
+        if not parent_list.encompasses(child_list):
+            raise fail("the TNAuthList is not encompassed by the issuer's (RFC 9060 section 4)")
+        aki = _key_identifier(child, x509.AuthorityKeyIdentifier)
+        if aki is None or aki != _key_identifier(parent, x509.SubjectKeyIdentifier):
+            raise fail("AKI does not match the issuer's SKI (RFC 9060 section 7)")
+
+
+def _key_identifier(
+    cert: x509.Certificate,
+    kind: type[x509.AuthorityKeyIdentifier] | type[x509.SubjectKeyIdentifier],
+) -> bytes | None:
+    try:
+        value = cert.extensions.get_extension_for_class(kind).value
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    if isinstance(value, x509.AuthorityKeyIdentifier):
+        return value.key_identifier
+    return value.digest
