@@ -119,3 +119,37 @@ def test_div_passport() -> None:
     }
     with pytest.raises(SigningError):
         sign_div(key=KEY, x5u=X5U, orig="1", diverted_from="2", dest="2", iat=1)
+
+
+@pytest.mark.parametrize("origid", [None, "123E4567-E89B-12D3-A456-426655440000"])
+@pytest.mark.parametrize(
+    ("orig", "dest"), [("12025550100", "12025550101"), ("+1 (202) 555", "#*9")]
+)
+def test_common_path_payload_is_canonical_json(origid: str | None, orig: str, dest: str) -> None:
+    """The written-out payload of the common call equals canonical_json of its claims."""
+    from shaken.core.passport import canonical_json
+
+    value = sign_shaken(key=KEY, x5u=X5U, orig=orig, dest=dest, attest="C", iat=7, origid=origid)
+    token = IdentityHeader.parse(value).token
+    raw = b64url_decode(token.split(".")[1])
+    assert raw == canonical_json(json.loads(raw))
+    general = sign_shaken(
+        key=KEY,
+        x5u=X5U,
+        orig=PartyIdentity(tn=json.loads(raw)["orig"]["tn"]),
+        dest=[dest],
+        attest="C",
+        iat=7,
+        origid=json.loads(raw)["origid"],
+    )
+    assert IdentityHeader.parse(general).token.split(".")[1] == token.split(".")[1]
+
+
+def test_der_to_jose_handles_short_and_padded_integers() -> None:
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from shaken.core.jws import _der_to_jose
+
+    for r, s in [(1, 2), (2**255 + 5, 2**256 - 1), (2**248, 3), (2**256 - 2, 2**200)]:
+        der = encode_dss_signature(r, s)
+        assert _der_to_jose(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -41,6 +41,12 @@ _SEMI = re.compile(r"[ \t]*;[ \t]*")
 _PARAM = re.compile(
     rf"(?P<name>{_TOKEN})(?:[ \t]*=[ \t]*(?P<value><[^<>\s]*>|{_QUOTED}|{_TOKEN}))?"
 )
+# The shape nearly every SHAKEN signer emits, parsed in one match; anything else takes the
+# general path below, which accepts the same values and more.
+_COMMON = re.compile(
+    r"([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+);info=<([^<>\s\"]+)>"
+    r";alg=([A-Za-z0-9-]+);ppt=(?:([A-Za-z0-9-]+)|\"([A-Za-z0-9-]+)\")"
+)
 # Header names RFC 8224 section 13.1 registers for this field: the long form and compact "y".
 HEADER_NAMES = ("identity", "y")
 
@@ -77,6 +83,10 @@ class IdentityHeader:
         :raises IdentityHeaderError: (``invalid_header``) the value does not follow the grammar.
         """
         text = value.strip()
+        common = _COMMON.fullmatch(text)
+        if common is not None:
+            token, info, alg, bare, quoted = common.groups()
+            return cls(token=token, info=info, alg=alg, ppt=bare or quoted)
         digest = _DIGEST.match(text)
         if digest is None:
             raise IdentityHeaderError(

@@ -11,6 +11,7 @@ the compact form must be rebuilt from SIP (RFC 8224 section 5.1).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ __all__ = [
     "canonical_json",
     "decode_token",
     "encode_segments",
+    "header_segment",
     "rebuild_compact_signing_input",
 ]
 
@@ -42,9 +44,13 @@ def _empty_mapping() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 
+# One encoder for every call: json.dumps builds a new one whenever options are given.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
 def canonical_json(obj: Any) -> bytes:
     """RFC 8225 section 9: keys sorted by code point, no whitespace, UTF-8, recursively."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    return _ENCODER.encode(obj).encode()
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -60,11 +66,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every call: json.loads would build a new one each time it gets hooks.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+
+
 def _strict_json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(
-            raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        obj = _DECODER.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise PassportError(
             Reason.INVALID_TOKEN, f"the PASSporT {what} is not JSON: {exc}"
@@ -303,6 +311,10 @@ class PassportClaims:
             extra=MappingProxyType(extra),
         )
 
+    def canonical(self) -> bytes:
+        """The claims in RFC 8225 section 9 canonical JSON."""
+        return canonical_json(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         """The claims as JSON values, dest arrays sorted (RFC 8225 section 5.2.1)."""
         out: dict[str, Any] = dict(self.extra)
@@ -344,10 +356,20 @@ def _party_json(party: PartyIdentity) -> dict[str, Any]:
 
 def encode_segments(header: PassportHeader, claims: PassportClaims) -> tuple[str, str]:
     """The base64url header and payload segments, from canonical JSON."""
-    return (
-        b64url_encode(canonical_json(header.to_json())),
-        b64url_encode(canonical_json(claims.to_json())),
-    )
+    if header.extra:
+        header_b64 = b64url_encode(canonical_json(header.to_json()))
+    else:
+        header_b64 = header_segment(alg=header.alg, typ=header.typ, ppt=header.ppt, x5u=header.x5u)
+    return header_b64, b64url_encode(canonical_json(claims.to_json()))
+
+
+@functools.lru_cache(maxsize=1024)
+def header_segment(
+    *, x5u: str, ppt: str | None = "shaken", alg: str = "ES256", typ: str = "passport"
+) -> str:
+    """The base64url header segment of a plain PASSporT header, encoded once per credential."""
+    header = PassportHeader(alg=alg, typ=typ, ppt=ppt, x5u=x5u)
+    return b64url_encode(canonical_json(header.to_json()))
 
 
 def rebuild_compact_signing_input(

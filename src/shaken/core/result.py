@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from shaken.core.reasons import REASONS, Reason, ReasonInfo, Verstat
 
-__all__ = ["Check", "Outcome", "VerificationResult"]
+__all__ = ["Check", "CheckTrace", "HeaderTrace", "Outcome", "VerificationResult"]
 
 
 class Outcome(enum.StrEnum):
@@ -35,6 +36,59 @@ class Check:
         return f"{mark} {where}{self.name}" + (f": {self.detail}" if self.detail else "")
 
 
+@dataclass(frozen=True, slots=True)
+class HeaderTrace:
+    """How far one Identity header got: ``stage`` checks of ``names`` passed, in order.
+
+    ``details`` holds the few notes worth showing, by stage index; ``failure`` is the detail of
+    the check at ``stage`` when it failed. Kept this small because a verifier builds one per
+    header per call; :class:`Check` records are made only when someone reads them.
+    """
+
+    index: int
+    stage: int
+    names: tuple[str, ...]
+    details: Mapping[int, str]
+    failure: str | None
+
+    def checks(self) -> list[Check]:
+        out = [
+            Check(
+                name=self.names[i], passed=True, detail=self.details.get(i, ""), header=self.index
+            )
+            for i in range(self.stage)
+        ]
+        if self.failure is not None:
+            out.append(
+                Check(
+                    name=self.names[self.stage],
+                    passed=False,
+                    detail=self.failure,
+                    header=self.index,
+                )
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CheckTrace:
+    """Every check a verification ran: request-wide ones, then each header's, then the tail."""
+
+    request: tuple[Check, ...] = ()
+    headers: tuple[HeaderTrace, ...] = ()
+    tail: tuple[Check, ...] = ()
+
+    def expand(self) -> tuple[Check, ...]:
+        out = list(self.request)
+        for header in self.headers:
+            out.extend(header.checks())
+        out.extend(self.tail)
+        return tuple(out)
+
+
+_NO_TRACE = CheckTrace()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerificationResult:
     """Everything a verifier learned about one request.
@@ -59,7 +113,12 @@ class VerificationResult:
     identity_index: int | None = None
     diversions: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()
-    checks: tuple[Check, ...] = field(default=())
+    trace: CheckTrace = field(default=_NO_TRACE, repr=False, compare=False)
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """The checks run, in order (built from :attr:`trace` on each access)."""
+        return self.trace.expand()
 
     @property
     def verified(self) -> bool:
@@ -102,6 +161,6 @@ class VerificationResult:
             "findings": list(self.findings),
             "checks": [
                 {"name": c.name, "passed": c.passed, "detail": c.detail, "header": c.header}
-                for c in self.checks
+                for c in self.trace.expand()
             ],
         }

@@ -44,6 +44,8 @@ def canonicalize_tn(text: str) -> str:
 
     Drops ``+``, dashes, dots, parentheses, spaces and anything else. The result may be empty.
     """
+    if text.isdigit() and text.isascii():
+        return text
     return "".join(ch for ch in text if ch in _TN_CHARS)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
@@ -67,7 +67,7 @@ from shaken.core.passport import (
     rebuild_compact_signing_input,
 )
 from shaken.core.reasons import REASONS, Reason, Verstat
-from shaken.core.result import Check, Outcome, VerificationResult
+from shaken.core.result import Check, CheckTrace, HeaderTrace, Outcome, VerificationResult
 from shaken.core.tn import NumberingPlan, PartyIdentity, canonicalize_tn, normalize_uri
 from shaken.core.x5u import STRICT, X5uPolicy, check_x5u
 
@@ -142,8 +142,8 @@ def _require_aware(now: datetime) -> None:
 class _Candidate:
     index: int
     raw: str
-    checks: list[Check]
     stage: int = 0
+    details: dict[int, str] = field(default_factory=dict)
     failure: VerificationFailure | None = None
     header: IdentityHeader | None = None
     token: DecodedToken | None = None
@@ -157,12 +157,15 @@ class _Candidate:
     certificate: ValidatedCertificate | None = None
 
     def ok(self, name: str, detail: str = "") -> None:
+        """Record that the check ``name`` passed; checks pass in the order of _STAGE_NAMES."""
+        assert _STAGE_NAMES[self.stage] == name, (name, self.stage)
+        if detail:
+            self.details[self.stage] = detail
         self.stage += 1
-        self.checks.append(Check(name=name, passed=True, detail=detail, header=self.index))
 
-    def fail(self, name: str, failure: VerificationFailure) -> None:
-        self.failure = failure
-        self.checks.append(Check(name=name, passed=False, detail=failure.detail, header=self.index))
+    def trace(self) -> HeaderTrace:
+        failure = None if self.failure is None else self.failure.detail
+        return HeaderTrace(self.index, self.stage, _STAGE_NAMES, self.details, failure)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,7 +177,6 @@ class Plan:
     now: datetime
     request_checks: tuple[Check, ...]
     candidates: tuple[_Candidate, ...]
-    ignored: tuple[Check, ...] = ()
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -238,8 +240,10 @@ def validate_certificate(
         crl_signers=crl_signers,
         require_crl=profile.require_crl,
     )
+    issuer = chain.certificates[1] if len(chain.certificates) > 1 else None
     findings = tuple(
-        f"{f.severity.value}:{f.rule}: {f.message}" for f in profile_findings(chain.leaf)
+        f"{f.severity.value}:{f.rule}: {f.message}"
+        for f in profile_findings(chain.leaf, issuer=issuer)
     )
     if profile.enforce_certificate_profile:
         errors = [f for f in findings if f.startswith("error:")]
@@ -320,7 +324,7 @@ def _failed_result(
         detail=detail,
         orig=orig,
         dest=dest,
-        checks=tuple(checks),
+        trace=CheckTrace(request=tuple(checks)),
     )
 
 
@@ -392,16 +396,14 @@ def prepare(
     date_failure = _check_date(context, now, profile)
 
     candidates: list[_Candidate] = []
-    ignored: list[Check] = []
     for index, raw in enumerate(context.identity):
-        cand = _Candidate(index=index, raw=raw, checks=[])
+        cand = _Candidate(index=index, raw=raw)
         try:
             _prepare_candidate(cand, context, now, profile, named, called, date_failure)
         except VerificationFailure as failure:
-            cand.fail(_STAGE_NAMES[cand.stage], failure)
-            if failure.reason is Reason.UNSUPPORTED_PPT:
-                # RFC 8224 section 6.2 step 1: a header with an unsupported ppt is ignored.
-                ignored.append(cand.checks[-1])
+            # A header whose ppt is not accepted fails here too; _finish ignores it
+            # (RFC 8224 section 6.2 step 1).
+            cand.failure = failure
         candidates.append(cand)
 
     return _plan_or_result(
@@ -411,7 +413,6 @@ def prepare(
             now=now,
             request_checks=tuple(checks),
             candidates=tuple(candidates),
-            ignored=tuple(ignored),
         )
     )
 
@@ -691,7 +692,7 @@ def complete(
                 replay,
             )
         except VerificationFailure as failure:
-            cand.fail(_STAGE_NAMES[cand.stage], failure)
+            cand.failure = failure
     return _finish(plan)
 
 
@@ -708,7 +709,7 @@ def _complete_candidate(
 ) -> None:
     assert cand.x5u is not None
     # Check 12: the certificate was obtained.
-    cand.stage = _STAGE_CERTIFICATE
+    assert cand.stage == _STAGE_CERTIFICATE
     cert = validated.get(cand.x5u)
     if cert is None:
         material = certificates.get(cand.x5u)
@@ -760,9 +761,8 @@ def _complete_candidate(
 
 def _finish(plan: Plan) -> VerificationResult:
     """Combine the headers' outcomes (RFC 8224 section 6.2.1, RFC 8946 section 4.2)."""
-    checks = list(plan.request_checks)
-    for cand in plan.candidates:
-        checks.extend(cand.checks)
+    headers = tuple(cand.trace() for cand in plan.candidates)
+    trace = CheckTrace(request=plan.request_checks, headers=headers)
     considered = [
         c
         for c in plan.candidates
@@ -777,18 +777,20 @@ def _finish(plan: Plan) -> VerificationResult:
         if divs:
             chain_failure = _check_div_chain(winner, divs, plan)
             if chain_failure is not None:
-                checks.append(Check(name="div_chain", passed=False, detail=chain_failure.detail))
-                return _candidate_result(winner, chain_failure, checks, plan)
+                tail = Check(name="div_chain", passed=False, detail=chain_failure.detail)
+                trace = CheckTrace(request=plan.request_checks, headers=headers, tail=(tail,))
+                return _candidate_result(winner, chain_failure, trace, plan)
             diversions = tuple(
                 str(d.claims.div) for d in divs if d.claims is not None and d.claims.div is not None
             )
-            checks.append(Check(name="div_chain", passed=True, detail=" -> ".join(diversions)))
-        return _candidate_result(winner, None, checks, plan, diversions=diversions)
+            tail = Check(name="div_chain", passed=True, detail=" -> ".join(diversions))
+            trace = CheckTrace(request=plan.request_checks, headers=headers, tail=(tail,))
+        return _candidate_result(winner, None, trace, plan, diversions=diversions)
     if not considered:
         # Every header carried a ppt we do not support: ATIS-1000082 E5 (438).
         first = plan.candidates[0]
         assert first.failure is not None
-        return _candidate_result(first, first.failure, checks, plan)
+        return _candidate_result(first, first.failure, trace, plan)
     failed = [c for c in considered if c.failure is not None]
     if not failed:
         # Only div PASSporTs passed: there is no shaken PASSporT to divert from.
@@ -796,10 +798,10 @@ def _finish(plan: Plan) -> VerificationResult:
         failure = PassportError(
             Reason.INVALID_DIV_CHAIN, "div PASSporT without a verified shaken PASSporT"
         )
-        return _candidate_result(first, failure, checks, plan)
+        return _candidate_result(first, failure, trace, plan)
     furthest = max(failed, key=lambda c: (c.stage, -c.index))
     assert furthest.failure is not None
-    return _candidate_result(furthest, furthest.failure, checks, plan)
+    return _candidate_result(furthest, furthest.failure, trace, plan)
 
 
 def _check_div_chain(
@@ -860,7 +862,7 @@ def _check_div_chain(
 def _candidate_result(
     cand: _Candidate,
     failure: VerificationFailure | None,
-    checks: list[Check],
+    trace: CheckTrace,
     plan: Plan,
     diversions: tuple[str, ...] = (),
 ) -> VerificationResult:
@@ -887,7 +889,7 @@ def _candidate_result(
         "certificate_subject": cert.subject if cert is not None else None,
         "identity_index": cand.index,
         "findings": cert.findings if cert is not None else (),
-        "checks": tuple(checks),
+        "trace": trace,
     }
     if failure is None:
         return VerificationResult(
@@ -923,8 +925,3 @@ def verify(
     return complete(
         step, certificates, anchors, now=now, crls=crls, crl_signers=crl_signers, replay=replay
     )
-
-
-def with_checks(result: VerificationResult, *extra: Check) -> VerificationResult:
-    """A copy of ``result`` with more checks appended (used by services for cache notes)."""
-    return replace(result, checks=result.checks + extra)

@@ -12,6 +12,7 @@ are unwrapped and checked too.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -121,17 +122,39 @@ STRICT = X5uPolicy()
 
 
 def _reject(url: str, rule: str, detail: str) -> X5uRejected:
-    return X5uRejected(Reason.X5U_REJECTED, f"x5u {url!r} rejected: {detail}", url=url, rule=rule)
+    return X5uRejected(
+        Reason.X5U_REJECTED, f"x5u {url!r} rejected: {detail}", url=url, rule=rule, why=detail
+    )
 
 
 def check_x5u(url: str, policy: X5uPolicy = STRICT) -> str:
     """Check ``url`` against ``policy`` and return it unchanged.
+
+    The verdict is cached per (url, policy): a verifier sees the same few signers' URLs on
+    almost every call, and the check is a pure function of its arguments.
 
     :raises X5uRejected: with ``rule`` naming the broken rule (scheme, port, userinfo, query,
         fragment, host, special_address, length).
     """
     if len(url) > policy.max_length:
         raise _reject(url[:80] + "...", "length", f"longer than {policy.max_length} characters")
+    verdict = _verdict(url, policy)
+    if verdict is not None:
+        rule, detail = verdict
+        raise _reject(url, rule, detail)
+    return url
+
+
+@functools.lru_cache(maxsize=4096)
+def _verdict(url: str, policy: X5uPolicy) -> tuple[str, str] | None:
+    try:
+        _check_uncached(url, policy)
+    except X5uRejected as exc:
+        return str(exc.fields["rule"]), str(exc.fields["why"])
+    return None
+
+
+def _check_uncached(url: str, policy: X5uPolicy) -> None:
     if not url.isascii() or any(ch.isspace() for ch in url):
         raise _reject(url, "syntax", "non-ASCII characters or whitespace")
     try:
@@ -163,4 +186,3 @@ def check_x5u(url: str, policy: X5uPolicy = STRICT) -> str:
     loopback_name = host.lower() in ("localhost", "localhost.localdomain")
     if literal is None and loopback_name and not policy.host_allowed(host):
         raise _reject(url, "special_address", f"{host} names the loopback host")
-    return url
