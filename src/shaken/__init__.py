@@ -14,7 +14,7 @@ Everything under :mod:`shaken.core` is importable for finer control (the two-ste
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from cryptography import x509
@@ -40,6 +40,7 @@ from shaken.core.verify import (
     VerificationProfile,
     complete,
     prepare,
+    try_verify_common,
 )
 
 __version__ = "0.1.0"
@@ -153,11 +154,20 @@ def verify_identity(
         to=_as_header(dest),
         date=date,
     )
+    lookup: Callable[[str], CertificateMaterial | None]
+    if isinstance(certificate, Mapping):
+        lookup = certificate.get
+    else:
+
+        def lookup(url: str) -> CertificateMaterial:
+            return certificate
+
+    if not crls:
+        common = try_verify_common(context, lookup, now=now, profile=profile)
+        if common is not None:
+            return common
     step = prepare(context, now=now, profile=profile)
     if isinstance(step, VerificationResult):
         return step
-    if isinstance(certificate, Mapping):
-        certificates: Mapping[str, CertificateMaterial] = certificate
-    else:
-        certificates = dict.fromkeys(step.urls, certificate)
+    certificates = {url: material for url in step.urls if (material := lookup(url)) is not None}
     return complete(step, certificates, _anchors(trust_anchors), now=now, crls=crls)

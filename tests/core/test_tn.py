@@ -103,3 +103,31 @@ def test_canonical_tn_is_idempotent_and_clean(text: str) -> None:
 def test_header_parsing_raises_only_value_error(text: str) -> None:
     with contextlib.suppress(ValueError):
         identity_from_header(text, plan=NANP)
+
+
+@given(
+    display=st.one_of(st.just(""), st.just('"Alice B" '), st.just("Bob "), st.text(max_size=10)),
+    scheme=st.sampled_from(["tel:", "sip:", "sips:", "SIP:", "tel:+", "sip:+"]),
+    number=st.text(alphabet="0123456789-.()#*+ a", min_size=0, max_size=14),
+    host=st.sampled_from(
+        ["", "@example.com", "@h;user=phone", "@h:5060;transport=tcp", ";x=y", "@anonymous.invalid"]
+    ),
+    params=st.sampled_from(["", ";tag=1", ";tag=a;x", ">", "<"]),
+    plan=st.sampled_from([None, NANP]),
+)
+def test_common_header_fast_path_agrees_with_the_general_parser(
+    display: str, scheme: str, number: str, host: str, params: str, plan: NumberingPlan | None
+) -> None:
+    """identity_from_header's one-regex path must give what the general parser gives."""
+    from shaken.core import tn as tn_module
+
+    value = f"{display}<{scheme}{number}{host}>{params}"
+    try:
+        fast = identity_from_header(value, plan=plan)
+    except ValueError:
+        fast = None
+    try:
+        general = tn_module.identity_from_uri(parse_name_addr(value).uri, plan=plan)
+    except ValueError:
+        general = None
+    assert fast == general, value

@@ -55,11 +55,13 @@ from shaken.core.errors import CertificateError, ChainError, ConfigurationError
 from shaken.core.reasons import Reason
 
 __all__ = [
+    "TnScope",
     "TrustAnchors",
     "ValidatedChain",
     "check_delegation",
     "check_tn_scope",
     "require_tnauthlist",
+    "tn_scope",
     "validate_chain",
 ]
 
@@ -510,35 +512,61 @@ def require_tnauthlist(cert: x509.Certificate) -> TNAuthList:
     return tnauthlist
 
 
-def check_tn_scope(chain: ValidatedChain, tn: str) -> None:
-    """Every certificate of the path with a TN-scoped TNAuthList must cover ``tn``.
+@dataclass(frozen=True, slots=True)
+class TnScope:
+    """The TN limits along a validated path, decoded once so a certificate cache can keep them.
 
-    SPC-only certificates impose nothing: a verifier cannot map a TN to an SPC (standards.md
-    V15). A TN-scoped list (``one``/``range`` entries, as in RFC 9060 delegate certificates)
-    limits every path through it (RFC 8226 section 9), so each level is checked. A TNAuthList
-    that does not decode cannot prove scope, so it fails closed.
-
-    :raises ChainError: ``TN_OUT_OF_SCOPE`` with fields tn, depth, subject.
+    ``limits`` holds each TN-scoped TNAuthList with its depth and subject; SPC-only
+    certificates impose nothing (a verifier cannot map a TN to an SPC, standards.md V15).
+    ``unreadable`` names the first certificate whose TNAuthList does not decode: it cannot
+    prove scope, so every TN fails closed.
     """
+
+    limits: tuple[tuple[int, str, TNAuthList], ...] = ()
+    unreadable: tuple[int, str, str] | None = None
+
+    def check(self, tn: str) -> None:
+        """:raises ChainError: ``TN_OUT_OF_SCOPE`` with fields tn, depth, subject."""
+        if self.unreadable is not None:
+            depth, subject, cause = self.unreadable
+            raise ChainError(
+                Reason.TN_OUT_OF_SCOPE,
+                f"cannot establish the TN scope at depth {depth}: {cause}",
+                tn=tn,
+                depth=depth,
+                subject=subject,
+            )
+        for depth, subject, tnauthlist in self.limits:
+            if not tnauthlist.covers(tn):
+                raise ChainError(
+                    Reason.TN_OUT_OF_SCOPE,
+                    f"TN {tn} is outside the TNAuthList of {subject} (depth {depth})",
+                    tn=tn,
+                    depth=depth,
+                    subject=subject,
+                )
+
+
+def tn_scope(chain: ValidatedChain) -> TnScope:
+    """Read the TN limits of every certificate of the path (RFC 8226 section 9: a TN-scoped
+    list, as in RFC 9060 delegate certificates, limits every path through it)."""
+    limits: list[tuple[int, str, TNAuthList]] = []
     for depth, cert in enumerate(chain.certificates):
         try:
             tnauthlist = tnauthlist_of(cert)
         except CertificateError as exc:
-            raise ChainError(
-                Reason.TN_OUT_OF_SCOPE,
-                f"cannot establish the TN scope at depth {depth}: {exc}",
-                tn=tn,
-                depth=depth,
-                subject=_subject(cert),
-            ) from None
-        if tnauthlist is not None and tnauthlist.tn_scoped and not tnauthlist.covers(tn):
-            raise ChainError(
-                Reason.TN_OUT_OF_SCOPE,
-                f"TN {tn} is outside the TNAuthList of {_subject(cert)} (depth {depth})",
-                tn=tn,
-                depth=depth,
-                subject=_subject(cert),
-            )
+            return TnScope(unreadable=(depth, _subject(cert), str(exc)))
+        if tnauthlist is not None and tnauthlist.tn_scoped:
+            limits.append((depth, _subject(cert), tnauthlist))
+    return TnScope(limits=tuple(limits))
+
+
+def check_tn_scope(chain: ValidatedChain, tn: str) -> None:
+    """Every certificate of the path with a TN-scoped TNAuthList must cover ``tn``.
+
+    :raises ChainError: ``TN_OUT_OF_SCOPE`` with fields tn, depth, subject.
+    """
+    tn_scope(chain).check(tn)
 
 
 def check_delegation(chain: ValidatedChain) -> None:

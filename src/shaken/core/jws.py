@@ -8,7 +8,6 @@ here means the rest of the core handles keys as opaque objects and bytes.
 
 from __future__ import annotations
 
-import base64
 import binascii
 
 from cryptography.exceptions import InvalidSignature
@@ -39,19 +38,26 @@ def b64url_encode(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_PADDING = ("", None, "==", "=")
+
+
 def b64url_decode(text: str) -> bytes:
     """Strict base64url without padding; raises ``ValueError`` on anything else.
 
     Padding, the standard alphabet's ``+`` and ``/``, and whitespace are refused: a PASSporT
     segment must be exactly what RFC 7515 produces, so its bytes are signed as received.
     """
+    pad = _PADDING[len(text) % 4]
+    if pad is None:
+        raise ValueError("impossible base64url length")
     if not text.isascii() or "=" in text or "+" in text or "/" in text:
         raise ValueError("not unpadded base64url")
-    if len(text) % 4 == 1:
-        raise ValueError("impossible base64url length")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
+        return binascii.a2b_base64(
+            (text + pad).encode("ascii").translate(_FROM_URLSAFE), strict_mode=True
+        )
+    except binascii.Error as exc:
         raise ValueError(f"not base64url: {exc}") from None
 
 

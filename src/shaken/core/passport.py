@@ -26,10 +26,12 @@ from shaken.core.tn import PartyIdentity
 
 __all__ = [
     "ATTESTATION_LEVELS",
+    "UUID_PATTERN",
     "DecodedToken",
     "PassportClaims",
     "PassportHeader",
     "canonical_json",
+    "decode_json_segment",
     "decode_token",
     "encode_segments",
     "header_segment",
@@ -37,7 +39,9 @@ __all__ = [
 ]
 
 ATTESTATION_LEVELS = ("A", "B", "C")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+UUID_PATTERN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 
 
 def _empty_mapping() -> Mapping[Any, Any]:
@@ -80,6 +84,18 @@ def _strict_json_object(raw: bytes, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise PassportError(Reason.INVALID_TOKEN, f"the PASSporT {what} is not a JSON object")
     return obj
+
+
+def decode_json_segment(segment: str, what: str) -> dict[str, Any]:
+    """One base64url JWS segment that must hold a JSON object without duplicate members.
+
+    :raises PassportError: ``invalid_token``.
+    """
+    try:
+        raw = b64url_decode(segment)
+    except ValueError as exc:
+        raise PassportError(Reason.INVALID_TOKEN, f"the PASSporT {what} is {exc}") from None
+    return _strict_json_object(raw, what)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,7 +246,7 @@ class PassportClaims:
 
     @property
     def origid_is_uuid(self) -> bool:
-        return self.origid is not None and _UUID.fullmatch(self.origid) is not None
+        return self.origid is not None and UUID_PATTERN.fullmatch(self.origid) is not None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, ppt: str | None) -> PassportClaims:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from shaken.core.reasons import REASONS, Reason, ReasonInfo, Verstat
 
@@ -21,9 +21,12 @@ class Outcome(enum.StrEnum):
     NOT_CHECKED = "not_checked"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Check:
-    """One check the pipeline ran, in order. ``header`` is the Identity header index."""
+class Check(NamedTuple):
+    """One check the pipeline ran, in order. ``header`` is the Identity header index.
+
+    A NamedTuple rather than a frozen dataclass: verifiers make these on every call, and a
+    tuple is built in C.
+    """
 
     name: str
     passed: bool
@@ -36,8 +39,7 @@ class Check:
         return f"{mark} {where}{self.name}" + (f": {self.detail}" if self.detail else "")
 
 
-@dataclass(frozen=True, slots=True)
-class HeaderTrace:
+class HeaderTrace(NamedTuple):
     """How far one Identity header got: ``stage`` checks of ``names`` passed, in order.
 
     ``details`` holds the few notes worth showing, by stage index; ``failure`` is the detail of
@@ -45,7 +47,7 @@ class HeaderTrace:
     header per call; :class:`Check` records are made only when someone reads them.
     """
 
-    index: int
+    header: int
     stage: int
     names: tuple[str, ...]
     details: Mapping[int, str]
@@ -54,7 +56,7 @@ class HeaderTrace:
     def checks(self) -> list[Check]:
         out = [
             Check(
-                name=self.names[i], passed=True, detail=self.details.get(i, ""), header=self.index
+                name=self.names[i], passed=True, detail=self.details.get(i, ""), header=self.header
             )
             for i in range(self.stage)
         ]
@@ -64,14 +66,13 @@ class HeaderTrace:
                     name=self.names[self.stage],
                     passed=False,
                     detail=self.failure,
-                    header=self.index,
+                    header=self.header,
                 )
             )
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class CheckTrace:
+class CheckTrace(NamedTuple):
     """Every check a verification ran: request-wide ones, then each header's, then the tail."""
 
     request: tuple[Check, ...] = ()

@@ -12,7 +12,6 @@ call); it is the only randomness here and needs no I/O.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -23,6 +22,7 @@ from shaken.core.identity import IdentityHeader
 from shaken.core.jws import PrivateKey, b64url_encode, sign_es256
 from shaken.core.passport import (
     ATTESTATION_LEVELS,
+    UUID_PATTERN,
     PassportClaims,
     PassportHeader,
     encode_segments,
@@ -31,8 +31,6 @@ from shaken.core.passport import (
 from shaken.core.tn import PartyIdentity, canonicalize_tn
 
 __all__ = ["sign_div", "sign_passport", "sign_shaken"]
-
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def sign_passport(header: PassportHeader, claims: PassportClaims, key: PrivateKey) -> str:
@@ -134,7 +132,7 @@ def sign_shaken(
         raise SigningError(f"attest must be A, B or C, not {attest!r}")
     if origid is None:
         origid = _uuid4()
-    elif not _UUID.fullmatch(origid):
+    elif not UUID_PATTERN.fullmatch(origid):
         raise SigningError(f"origid {origid!r} is not a UUID (RFC 8588 section 10)")
     _check_x5u(x5u)
     # The common call (one TN each way, no extra claims) goes straight to the claims JSON;

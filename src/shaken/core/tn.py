@@ -268,6 +268,14 @@ def _tn_identity(number: str, plan: NumberingPlan | None) -> PartyIdentity:
     return PartyIdentity(tn=tn)
 
 
+# The shapes most SBCs send: an optional display name, then <tel:+digits> or
+# <sip:+digits@host;params>, then header parameters. One match gives the TN; anything else
+# (separators, escapes, non-numeric users, user=phone off) takes the general parser.
+_COMMON_TN_HEADER = re.compile(
+    r'\s*(?:"[^"\\]*"\s*|[^"<]*)<(?:tel:(\+?)([0-9]+)(?:;[^>@]*)?|sips?:(\+?)([0-9]+)@[^>]*)>[^<>]*'
+)
+
+
 def identity_from_header(
     value: str, *, plan: NumberingPlan | None = None, numeric_user_is_tn: bool = True
 ) -> PartyIdentity:
@@ -275,6 +283,13 @@ def identity_from_header(
 
     :raises ValueError: the value holds no URI.
     """
+    common = _COMMON_TN_HEADER.fullmatch(value) if numeric_user_is_tn else None
+    if common is not None and "anonymous" not in value.lower():
+        plus_tel, tel, plus_sip, sip = common.groups()
+        tn, plus = (tel, plus_tel) if tel is not None else (sip, plus_sip)
+        if plan is not None and not plus:
+            tn = plan.to_e164(tn)
+        return PartyIdentity(tn=tn)
     return identity_from_uri(
         parse_name_addr(value).uri, plan=plan, numeric_user_is_tn=numeric_user_is_tn
     )

@@ -21,7 +21,8 @@ checks is reported, the first such header on ties.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,11 +30,12 @@ from cryptography import x509
 
 from shaken.core.certs import TNAuthList, load_certificates, profile_findings, tnauthlist_of
 from shaken.core.chain import (
+    TnScope,
     TrustAnchors,
     ValidatedChain,
     check_delegation,
-    check_tn_scope,
     require_tnauthlist,
+    tn_scope,
     validate_chain,
 )
 from shaken.core.context import (
@@ -56,13 +58,17 @@ from shaken.core.errors import (
     StaleError,
     TNAuthListError,
     VerificationFailure,
+    X5uRejected,
 )
 from shaken.core.identity import IdentityHeader
 from shaken.core.jws import PublicKey, b64url_decode, is_es256_public_key, verify_es256
 from shaken.core.passport import (
+    ATTESTATION_LEVELS,
+    UUID_PATTERN,
     DecodedToken,
     PassportClaims,
     PassportHeader,
+    decode_json_segment,
     decode_token,
     rebuild_compact_signing_input,
 )
@@ -79,6 +85,7 @@ __all__ = [
     "VerificationProfile",
     "complete",
     "prepare",
+    "try_verify_common",
     "validate_certificate",
     "verify",
 ]
@@ -203,6 +210,7 @@ class ValidatedCertificate:
     chain: ValidatedChain
     public_key: PublicKey
     tnauthlist: TNAuthList | None
+    scope: TnScope | None
     spc: str | None
     subject: str
     findings: tuple[str, ...]
@@ -269,6 +277,7 @@ def validate_certificate(
         chain=chain,
         public_key=key,
         tnauthlist=tnauthlist,
+        scope=None if tnauthlist is None else tn_scope(chain),
         spc=None if tnauthlist is None else tnauthlist.spc,
         subject=chain.leaf.subject.rfc4514_string(),
         findings=findings,
@@ -328,27 +337,40 @@ def _failed_result(
     )
 
 
+def _claimed_tn(tn: str, plan_: NumberingPlan | None) -> str:
+    """A PASSporT TN as comparable with SIP: separators and '+' dropped (ATIS-1000082 E16)."""
+    canonical = canonicalize_tn(tn)
+    if plan_ is not None and not tn.startswith("+"):
+        return plan_.to_e164(canonical)
+    return canonical
+
+
 def _party_matches(
     claimed: PartyIdentity, observed: Sequence[PartyIdentity], plan_: NumberingPlan | None
 ) -> bool:
-    if claimed.tn is not None:
-        tn = canonicalize_tn(claimed.tn)
-        if plan_ is not None and not claimed.tn.startswith("+"):
-            tn = plan_.to_e164(tn)
-        return any(o.tn == tn for o in observed if o.tn is not None)
-    assert claimed.uri is not None
-    uri = normalize_uri(claimed.uri)
-    return any(o.uri == uri for o in observed if o.uri is not None)
+    return _dest_matches(
+        () if claimed.tn is None else (claimed.tn,),
+        () if claimed.uri is None else (claimed.uri,),
+        observed,
+        plan_,
+    )
 
 
 def _dest_matches(
-    dest_tn: tuple[str, ...],
-    dest_uri: tuple[str, ...],
+    dest_tn: Sequence[str],
+    dest_uri: Sequence[str],
     observed: Sequence[PartyIdentity],
     plan_: NumberingPlan | None,
 ) -> bool:
-    claimed = [PartyIdentity(tn=t) for t in dest_tn] + [PartyIdentity(uri=u) for u in dest_uri]
-    return any(_party_matches(c, observed, plan_) for c in claimed)
+    """True when any claimed TN or URI equals an observed one after canonicalization."""
+    if dest_tn:
+        seen_tns = {o.tn for o in observed if o.tn is not None}
+        if any(_claimed_tn(t, plan_) in seen_tns for t in dest_tn):
+            return True
+    if dest_uri:
+        seen_uris = {o.uri for o in observed if o.uri is not None}
+        return any(normalize_uri(u) in seen_uris for u in dest_uri)
+    return False
 
 
 def prepare(
@@ -745,8 +767,8 @@ def _complete_candidate(
     cand.certificate = cert
     cand.ok("chain_trusted", (cert.spc and f"SPC {cert.spc}") or "")
     # Check 15: TN scope for TN-scoped and delegate certificates (RFC 8226, RFC 9060).
-    if cand.scope_tn is not None and cert.tnauthlist is not None:
-        check_tn_scope(cert.chain, cand.scope_tn)
+    if cand.scope_tn is not None and cert.scope is not None:
+        cert.scope.check(cand.scope_tn)
     cand.ok("tn_scope")
     # Check 16: ES256 over the segments as received (or as rebuilt for the compact form).
     if not any(verify_es256(cert.public_key, data, cand.signature) for data in cand.signing_inputs):
@@ -907,6 +929,176 @@ def _candidate_result(
     )
 
 
+# --------------------------------------------------------------------------------------------
+# The common case, checked without the bookkeeping.
+#
+# Nearly all SHAKEN traffic is one full-form Identity header in the exact shape signers emit,
+# TN parties, no Date to check, and a signer certificate the cache already validated. For that
+# shape, try_verify_common runs the same checks as prepare() + complete() in one pass and
+# builds the same result; on anything else, and on any failure, it returns None and the
+# general pipeline runs (and names the Reason). tests/core/test_fast_path.py proves both paths
+# give identical results over generated inputs.
+
+_SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
+_ONE_HEADER = Check(name="identity_present", passed=True, detail="1 header(s)")
+_STAGE_SIGNATURE = _STAGE_NAMES.index("signature") + 1
+_I_INFO = _STAGE_NAMES.index("info_param")
+_I_PPT = _STAGE_NAMES.index("ppt")
+_I_HEADER_PPT = _STAGE_NAMES.index("header_ppt")
+_I_CLAIMS = _STAGE_NAMES.index("claims")
+_I_ORIG = _STAGE_NAMES.index("orig_matches")
+_I_DEST = _STAGE_NAMES.index("dest_matches")
+_I_FETCHED = _STAGE_NAMES.index("certificate_fetched")
+_I_CHAIN = _STAGE_NAMES.index("chain_trusted")
+
+
+@functools.lru_cache(maxsize=1024)
+def _common_header_x5u(header_b64: str) -> str | None:
+    """The x5u of a header segment that is exactly a plain SHAKEN header, else None.
+
+    Cached: a verifier sees the same few signers' header segments on almost every call.
+    """
+    try:
+        header = decode_json_segment(header_b64, "header")
+    except PassportError:
+        return None
+    if (
+        len(header) == 4
+        and header.get("alg") == "ES256"
+        and header.get("typ") == "passport"
+        and header.get("ppt") == "shaken"
+        and isinstance(header.get("x5u"), str)
+    ):
+        return str(header["x5u"])
+    return None
+
+
+def try_verify_common(
+    context: SipContext,
+    certificate_for: Callable[[str], CertificateMaterial | None],
+    *,
+    now: datetime,
+    profile: VerificationProfile = SHAKEN,
+) -> VerificationResult | None:
+    """Verify the common case in one pass, or return None to let the pipeline decide.
+
+    Only a verification that passes every check returns a result here.
+    """
+    if (
+        len(context.identity) != 1
+        or not profile.full_form_only
+        or not profile.check_dest
+        or "shaken" not in profile.accepted_ppt
+        or profile.date_policy is DatePolicy.REQUIRE
+        or (context.date is not None and profile.date_policy is not DatePolicy.IGNORE)
+    ):
+        return None
+    _require_aware(now)
+    try:
+        header = IdentityHeader.parse(context.identity[0])
+    except IdentityHeaderError:
+        return None
+    if header.alg != "ES256" or header.ppt != "shaken" or header.extra or header.info is None:
+        return None
+    parts = header.token.split(".")
+    if len(parts) != 3 or _common_header_x5u(parts[0]) != header.info:
+        return None
+    x5u = header.info
+    try:
+        claims = decode_json_segment(parts[1], "payload")
+        signature = b64url_decode(parts[2])
+    except (PassportError, ValueError):
+        return None
+    if claims.keys() != _SHAKEN_CLAIMS:
+        return None
+    attest, iat, origid = claims["attest"], claims["iat"], claims["origid"]
+    orig, dest = claims["orig"], claims["dest"]
+    if (
+        attest not in ATTESTATION_LEVELS
+        or type(iat) is not int
+        or not isinstance(origid, str)
+        or not isinstance(orig, Mapping)
+        or orig.keys() != {"tn"}
+        or not isinstance(orig["tn"], str)
+        or not orig["tn"]
+        or not isinstance(dest, Mapping)
+        or dest.keys() != {"tn"}
+        or not isinstance(dest["tn"], list)
+        or not dest["tn"]
+        or not all(isinstance(t, str) and t for t in dest["tn"])
+    ):
+        return None
+    age = now.timestamp() - iat
+    if age > profile.max_iat_age or -age > profile.max_future_skew:
+        return None
+    callers = caller_identities(
+        context,
+        sources=profile.caller_sources,
+        plan=profile.numbering_plan,
+        numeric_user_is_tn=profile.numeric_user_is_tn,
+    )
+    named = [c for c in callers if not c.anonymous]
+    if not named or not _dest_matches((orig["tn"],), (), named, profile.numbering_plan):
+        return None
+    called = called_identities(
+        context,
+        sources=profile.called_sources,
+        plan=profile.numbering_plan,
+        numeric_user_is_tn=profile.numeric_user_is_tn,
+    )
+    dest_tn = tuple(dest["tn"])
+    if not _dest_matches(dest_tn, (), called, profile.numbering_plan):
+        return None
+    try:
+        check_x5u(x5u, profile.x5u_policy)
+    except X5uRejected:
+        return None
+    cert = certificate_for(x5u)
+    if not isinstance(cert, ValidatedCertificate) or cert.valid_until < now:
+        return None
+    if cert.scope is not None:
+        try:
+            cert.scope.check(canonicalize_tn(orig["tn"]))
+        except ChainError:
+            return None
+    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+    if not verify_es256(cert.public_key, signing_input, signature):
+        return None
+    details = {
+        _I_INFO: x5u,
+        _I_PPT: "shaken",
+        _I_HEADER_PPT: "shaken",
+        _I_ORIG: orig["tn"],
+        _I_DEST: ", ".join(dest_tn),
+        _I_FETCHED: cert.subject,
+    }
+    if UUID_PATTERN.fullmatch(origid) is None:
+        details[_I_CLAIMS] = "warning: origid is not a UUID"
+    if cert.spc:
+        details[_I_CHAIN] = f"SPC {cert.spc}"
+    request = (_ONE_HEADER, Check(name="caller_id", passed=True, detail=", ".join(map(str, named))))
+    trace = CheckTrace(
+        request=request,
+        headers=(HeaderTrace(0, _STAGE_SIGNATURE, _STAGE_NAMES, details, None),),
+    )
+    return VerificationResult(
+        verstat=Verstat.PASSED,
+        outcome=Outcome.VERIFIED,
+        attest=attest,
+        orig=orig["tn"],
+        dest=dest_tn,
+        origid=origid,
+        iat=iat,
+        ppt="shaken",
+        spc=cert.spc,
+        x5u=x5u,
+        certificate_subject=cert.subject,
+        identity_index=0,
+        findings=cert.findings,
+        trace=trace,
+    )
+
+
 def verify(
     context: SipContext,
     certificates: Mapping[str, CertificateMaterial],
@@ -919,6 +1111,10 @@ def verify(
     replay: ReplayWindow | None = None,
 ) -> VerificationResult:
     """:func:`prepare` then :func:`complete`, with the certificates already in hand."""
+    if replay is None and not crls:
+        common = try_verify_common(context, certificates.get, now=now, profile=profile)
+        if common is not None:
+            return common
     step = prepare(context, now=now, profile=profile)
     if isinstance(step, VerificationResult):
         return step
