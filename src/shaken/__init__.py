@@ -155,12 +155,13 @@ def verify_identity(
         date=date,
     )
     lookup: Callable[[str], CertificateMaterial | None]
-    if isinstance(certificate, Mapping):
-        lookup = certificate.get
-    else:
+    if isinstance(certificate, (bytes, ValidatedCertificate, VerificationFailure)):
 
         def lookup(url: str) -> CertificateMaterial:
             return certificate
+
+    else:
+        lookup = certificate.get
 
     if not crls:
         common = try_verify_common(context, lookup, now=now, profile=profile)

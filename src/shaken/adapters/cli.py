@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
+import pkgutil
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -335,7 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per certificate per line")
     p.set_defaults(func=cmd_cert_inspect)
+    for module in _command_modules():
+        module.register(sub, cert)
     return parser
+
+
+def _command_modules() -> list[Any]:
+    """The modules of :mod:`shaken.adapters.commands`, in name order."""
+    import shaken.adapters.commands as package  # noqa: PLC0415
+
+    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+    return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

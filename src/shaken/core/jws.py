@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import binascii
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -170,3 +171,8 @@ def same_public_key(a: PublicKey, b: PublicKey) -> bool:
     fmt = serialization.PublicFormat.UncompressedPoint
     enc = serialization.Encoding.X962
     return a.public_bytes(enc, fmt) == b.public_bytes(enc, fmt)
+
+
+def certificate_pem(certificate: x509.Certificate) -> bytes:
+    """A certificate as PEM (kept here so only this module touches hazmat serialization)."""
+    return certificate.public_bytes(serialization.Encoding.PEM)

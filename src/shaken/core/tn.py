@@ -12,6 +12,7 @@ that no maintained library offers without a whole SIP stack; the grammar is quot
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -281,8 +282,18 @@ def identity_from_header(
 ) -> PartyIdentity:
     """The party identity of a From/To/P-Asserted-Identity header value.
 
+    Cached: P-Asserted-Identity and To values carry no per-call tag, so a verifier sees the
+    same few values again and again (From values with tags simply miss).
+
     :raises ValueError: the value holds no URI.
     """
+    return _identity_from_header(value, plan, numeric_user_is_tn)
+
+
+@functools.lru_cache(maxsize=8192)
+def _identity_from_header(
+    value: str, plan: NumberingPlan | None, numeric_user_is_tn: bool
+) -> PartyIdentity:
     common = _COMMON_TN_HEADER.fullmatch(value) if numeric_user_is_tn else None
     if common is not None and "anonymous" not in value.lower():
         plus_tel, tel, plus_sip, sip = common.groups()

@@ -60,7 +60,7 @@ from shaken.core.errors import (
     VerificationFailure,
     X5uRejected,
 )
-from shaken.core.identity import IdentityHeader
+from shaken.core.identity import IdentityHeader, match_common
 from shaken.core.jws import PublicKey, b64url_decode, is_es256_public_key, verify_es256
 from shaken.core.passport import (
     ATTESTATION_LEVELS,
@@ -993,17 +993,15 @@ def try_verify_common(
         or (context.date is not None and profile.date_policy is not DatePolicy.IGNORE)
     ):
         return None
-    _require_aware(now)
-    try:
-        header = IdentityHeader.parse(context.identity[0])
-    except IdentityHeaderError:
+    if now.tzinfo is None:
+        return None  # prepare() names the caller's mistake
+    common = match_common(context.identity[0])
+    if common is None:
         return None
-    if header.alg != "ES256" or header.ppt != "shaken" or header.extra or header.info is None:
+    token, x5u, alg, ppt = common
+    parts = token.split(".")
+    if alg != "ES256" or ppt != "shaken" or _common_header_x5u(parts[0]) != x5u:
         return None
-    parts = header.token.split(".")
-    if len(parts) != 3 or _common_header_x5u(parts[0]) != header.info:
-        return None
-    x5u = header.info
     try:
         claims = decode_json_segment(parts[1], "payload")
         signature = b64url_decode(parts[2])
