@@ -126,7 +126,16 @@ def build_request(pick: Pick) -> tuple[SipContext, str, VerificationProfile, dat
         claims["rcd"] = {"nam": "Alice"}
     claims = {k: v for k, v in claims.items() if v is not MISSING}
     h = b64url_encode(canonical_json(header))
-    p = b64url_encode(canonical_json(claims))
+    payload = canonical_json(claims)
+    shape = pick("canonical", ["duplicate-member", "spaced", "colon-in-value"])
+    if shape == "duplicate-member":  # same claims, "attest" repeated: must never pass
+        payload = payload.replace(b'{"attest":', b'{"attest":"B","attest":', 1)
+    elif shape == "spaced":  # valid JSON, not canonical: the general decoder decides
+        payload = payload.replace(b'"iat":', b'"iat": ', 1)
+    elif shape == "colon-in-value":
+        claims["origid"] = 'x":y'
+        payload = canonical_json(claims)
+    p = b64url_encode(payload)
     key = pick(PKI.leaf_key, [OTHER.leaf_key])
     token = f"{h}.{p}.{b64url_encode(sign_es256(key, f'{h}.{p}'.encode()))}"
     value = token + pick(PARAMS[0], PARAMS[1:])

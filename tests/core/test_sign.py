@@ -153,3 +153,13 @@ def test_der_to_jose_handles_short_and_padded_integers() -> None:
     for r, s in [(1, 2), (2**255 + 5, 2**256 - 1), (2**248, 3), (2**256 - 2, 2**200)]:
         der = encode_dss_signature(r, s)
         assert _der_to_jose(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_jose_to_der_matches_the_library_encoder() -> None:
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from shaken.core.jws import _jose_to_der
+
+    for r, s in [(1, 2), (0, 5), (2**255 + 5, 2**256 - 1), (2**248, 3), (127, 128), (2**7, 2**15)]:
+        jose = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        assert _jose_to_der(jose) == encode_dss_signature(r, s)

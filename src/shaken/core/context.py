@@ -41,34 +41,27 @@ class SipContext:
     call_id: str | None = None
 
 
-def _source_values(ctx: SipContext, source: str) -> tuple[str, ...]:
-    if source == "pai":
-        return ctx.pai
-    if source == "from":
-        return (ctx.from_header,) if ctx.from_header else ()
-    if source == "to":
-        return (ctx.to,) if ctx.to else ()
-    if source == "request_uri":
-        return (ctx.request_uri,) if ctx.request_uri else ()
-    raise ValueError(f"unknown identity source {source!r}")
-
-
 def _identities(
     ctx: SipContext, source: str, plan: NumberingPlan | None, numeric_user_is_tn: bool
 ) -> list[PartyIdentity]:
+    if source == "pai":
+        values: tuple[str | None, ...] = ctx.pai
+    elif source == "from":
+        values = (ctx.from_header,)
+    elif source == "to":
+        values = (ctx.to,)
+    elif source == "request_uri":
+        values = (ctx.request_uri,)
+    else:
+        raise ValueError(f"unknown identity source {source!r}")
+    read = identity_from_uri if source == "request_uri" else identity_from_header
     out: list[PartyIdentity] = []
-    for value in _source_values(ctx, source):
-        try:
-            if source == "request_uri":
-                out.append(
-                    identity_from_uri(value, plan=plan, numeric_user_is_tn=numeric_user_is_tn)
-                )
-            else:
-                out.append(
-                    identity_from_header(value, plan=plan, numeric_user_is_tn=numeric_user_is_tn)
-                )
-        except ValueError:
-            continue
+    for value in values:
+        if value:
+            try:
+                out.append(read(value, plan=plan, numeric_user_is_tn=numeric_user_is_tn))
+            except ValueError:
+                continue
     return out
 
 
@@ -98,6 +91,8 @@ def called_identities(
     numeric_user_is_tn: bool = True,
 ) -> tuple[PartyIdentity, ...]:
     """The called identities from every listed source (To, and the Request-URI)."""
+    if len(sources) == 1:
+        return tuple(_identities(ctx, sources[0], plan, numeric_user_is_tn))
     out: list[PartyIdentity] = []
     for source in sources:
         out.extend(_identities(ctx, source, plan, numeric_user_is_tn))

@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
-    encode_dss_signature,
 )
 
 from shaken.core.errors import ConfigurationError
@@ -85,6 +84,19 @@ def _der_to_jose(der: bytes) -> bytes:
     return r_int.to_bytes(_COORDINATE_SIZE, "big") + s_int.to_bytes(_COORDINATE_SIZE, "big")
 
 
+def _der_integer(value: bytes) -> bytes:
+    value = value.lstrip(b"\0") or b"\0"
+    if value[0] & 0x80:
+        value = b"\0" + value
+    return b"\x02" + bytes((len(value),)) + value
+
+
+def _jose_to_der(signature: bytes) -> bytes:
+    """R || S to ``ECDSA-Sig-Value`` DER (short-form lengths always suffice for P-256)."""
+    body = _der_integer(signature[:_COORDINATE_SIZE]) + _der_integer(signature[_COORDINATE_SIZE:])
+    return b"\x30" + bytes((len(body),)) + body
+
+
 def sign_es256(key: PrivateKey, signing_input: bytes, *, deterministic: bool = True) -> bytes:
     """Sign ``signing_input`` and return the 64-byte JOSE R || S signature."""
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -99,10 +111,8 @@ def verify_es256(key: PublicKey, signing_input: bytes, signature: bytes) -> bool
     """True when ``signature`` (64-byte R || S) is a valid ES256 signature of the input."""
     if len(signature) != _SIGNATURE_SIZE:
         return False
-    r = int.from_bytes(signature[:_COORDINATE_SIZE], "big")
-    s = int.from_bytes(signature[_COORDINATE_SIZE:], "big")
     try:
-        key.verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
+        key.verify(_jose_to_der(signature), signing_input, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True
