@@ -1,0 +1,155 @@
+"""``shaken config check FILE`` and ``shaken config show [--effective PROFILE] FILE``.
+
+``check`` goes beyond the loader: it opens what the file names (private keys must load as P-256
+keys and not be readable by group or others; trust anchors and CRLs must parse) so a broken
+deployment is found before the service starts, with the key and line of each problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+from shaken.config import ConfigError, Problem, Settings, effective_profile, load_config
+from shaken.core.certs import load_certificates
+from shaken.core.errors import CertificateError, ConfigurationError
+from shaken.core.jws import load_private_key
+
+
+def register(commands: Any, cert_commands: Any) -> None:
+    group = commands.add_parser("config", help="check and show configuration files")
+    sub = group.add_subparsers(dest="config_command", required=True, parser_class=type(group))
+    p = sub.add_parser("check", help="validate a configuration and the files it names")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("show", help="print the configuration, or one effective profile")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--effective", metavar="PROFILE", help="a profile name, or 'global'")
+    p.set_defaults(func=cmd_show)
+
+
+def _file_problems(settings: Settings) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def add(path: tuple[str, ...], message: str) -> None:
+        problems.append(Problem(settings.source, settings.line_of(*path), ".".join(path), message))
+
+    def check_key(path: tuple[str, ...], file: str) -> None:
+        try:
+            mode = Path(file).stat().st_mode
+            load_private_key(Path(file).read_bytes())
+        except OSError as exc:
+            add(path, f"cannot read {file}: {exc.strerror}")
+            return
+        except ConfigurationError as exc:
+            add(path, f"{file}: {exc}")
+            return
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            add(path, f"{file} is readable by group or others; chmod 600 it")
+
+    def check_certs(path: tuple[str, ...], file: str) -> None:
+        target = Path(file)
+        files = sorted(target.glob("*.pem")) if target.is_dir() else [target]
+        if target.is_dir() and not files:
+            add(path, f"{file} holds no .pem files")
+        for one in files:
+            try:
+                load_certificates(one.read_bytes())
+            except OSError as exc:
+                add(path, f"cannot read {one}: {exc.strerror}")
+            except CertificateError as exc:
+                add(path, f"{one}: {exc}")
+
+    sections: list[tuple[tuple[str, ...], Any]] = [(("attestation",), settings.attestation)]
+    sections += [(("profile", n), v) for n, v in settings.profiles.items()]
+    sections += [(("tn", n), v) for n, v in settings.tns.items()]
+    sections += [(("tn_range", n), v) for n, v in settings.tn_ranges.items()]
+    for path, values in sections:
+        if "private_key" in values:
+            check_key((*path, "private_key"), values["private_key"])
+    vsections: list[tuple[tuple[str, ...], Any]] = [(("verification",), settings.verification)]
+    vsections += [(("profile", n), v) for n, v in settings.profiles.items()]
+    for path, values in vsections:
+        for anchor in values.get("trust_anchors", []):
+            check_certs((*path, "trust_anchors"), anchor)
+        for key in ("sti_pa_certificate", "tls_ca_file"):
+            if key in values:
+                check_certs((*path, key), values[key])
+        for crl in values.get("crl_files", []):
+            if not Path(crl).is_file():
+                add((*path, "crl_files"), f"cannot read {crl}")
+    return problems
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        settings = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    problems = _file_problems(settings)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    names = ", ".join(sorted(settings.profiles)) or "none"
+    print(f"{settings.source}: OK (profiles: {names})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        settings = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 1
+    if args.effective is None:
+        data: dict[str, Any] = {
+            "attestation": dict(settings.attestation),
+            "verification": dict(settings.verification),
+            "verification.on": dict(settings.actions),
+            "profile": {k: dict(v) for k, v in settings.profiles.items()},
+            "tn": {k: dict(v) for k, v in settings.tns.items()},
+            "tn_range": {k: dict(v) for k, v in settings.tn_ranges.items()},
+            "api_key": {k: sorted(v) for k, v in settings.api_keys.items()},
+            "server": dict(settings.server),
+            "repository": dict(settings.repository),
+        }
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    name = None if args.effective == "global" else args.effective
+    try:
+        effective = effective_profile(settings, name)
+    except ConfigurationError as exc:
+        print(f"{settings.source}: {exc}")
+        return 1
+    print(f"# effective profile {args.effective} (behavior: {effective.behavior})")
+    for section, values in (
+        ("attestation", effective.attestation),
+        ("verification", effective.verification),
+    ):
+        for key in sorted(values):
+            origin = effective.origin.get(f"{section}.{key}", "")
+            print(f"{section}.{key} = {json.dumps(values[key])}    # {origin}")
+    a = effective.actions
+    for outcome in ("verified", "missing", "failed", "not_checked"):
+        print(f"on.{outcome} = {_action(getattr(a, outcome))}")
+    for attest, action in sorted(a.by_attest.items()):
+        print(f"on.attest.{attest} = {_action(action)}")
+    for reason, action in sorted(a.by_reason.items()):
+        print(f"on.reason.{reason.value} = {_action(action)}")
+    return 0
+
+
+def _action(action: Any) -> str:
+    parts = [action.action.value]
+    if action.reject_code is not None:
+        parts.append(f"code {action.reject_code}")
+    if action.display_prefix or action.display_suffix:
+        parts.append(f"display {action.display_prefix!r}+name+{action.display_suffix!r}")
+    return ", ".join(parts)

@@ -1,0 +1,23 @@
+"""Configuration: one strict TOML file in Asterisk's object model (DESIGN.md section 7)."""
+
+from __future__ import annotations
+
+from shaken.config.loader import (
+    ConfigError,
+    EffectiveProfile,
+    Problem,
+    Settings,
+    effective_profile,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "ConfigError",
+    "EffectiveProfile",
+    "Problem",
+    "Settings",
+    "effective_profile",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,472 @@
+"""Read a configuration file strictly, and merge it into effective profiles.
+
+Every problem names the file, the key and the line (``shaken.toml:14: verification.max_iat_age:
+must be at least 1, got 0``), and all problems of a file are reported at once. Paths in the
+file are relative to the file's directory. Nothing here talks to the network or opens keys:
+``shaken config check`` goes further by loading the files the configuration names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from shaken.config.lines import key_lines
+from shaken.config.schema import (
+    ACTION_KEYS,
+    API_KEY_KEYS,
+    ATTESTATION_KEYS,
+    OUTCOMES,
+    PROFILE_KEYS,
+    REASON_NAMES,
+    REPOSITORY_KEYS,
+    SERVER_KEYS,
+    TN_KEYS,
+    TN_RANGE_KEYS,
+    VERIFICATION_KEYS,
+    Spec,
+)
+from shaken.core.errors import ConfigurationError
+from shaken.core.policy import Action, ActionPolicy, OutcomeAction
+from shaken.core.reasons import Reason
+from shaken.core.tn import NANP, is_valid_tn
+from shaken.core.verify import SHAKEN, DatePolicy, VerificationProfile
+from shaken.core.x5u import X5uPolicy
+
+__all__ = [
+    "ConfigError",
+    "EffectiveProfile",
+    "Problem",
+    "Settings",
+    "effective_profile",
+    "load_config",
+    "parse_config",
+]
+
+_PATH_KINDS = ("path", "paths")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    source: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ConfigError(ConfigurationError):
+    """A configuration file has problems; :attr:`problems` lists each with its line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """A validated configuration: each section's keys as given (unset keys are absent)."""
+
+    source: str = "<defaults>"
+    attestation: Mapping[str, Any] = field(default_factory=dict)
+    verification: Mapping[str, Any] = field(default_factory=dict)
+    actions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    tn_ranges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    api_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    server: Mapping[str, Any] = field(default_factory=dict)
+    repository: Mapping[str, Any] = field(default_factory=dict)
+    lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+
+    def line_of(self, *path: str) -> int | None:
+        return self.lines.get(path)
+
+
+class _Reader:
+    def __init__(self, source: str, lines: Mapping[tuple[str, ...], int], base: Path | None):
+        self.source = source
+        self.lines = lines
+        self.base = base
+        self.problems: list[Problem] = []
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        line = None
+        for cut in range(len(path), 0, -1):
+            line = self.lines.get(path[:cut])
+            if line is not None:
+                break
+        self.problems.append(Problem(self.source, line, ".".join(path), message))
+
+    def table(self, value: Any, path: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a table, got {type(value).__name__}")
+            return {}
+        return value
+
+    def keys(
+        self,
+        table: Mapping[str, Any],
+        specs: Mapping[str, Spec],
+        path: tuple[str, ...],
+        skip: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in table.items():
+            if key in skip:
+                continue
+            spec = specs.get(key)
+            if spec is None:
+                hint = difflib.get_close_matches(key, list(specs), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.problem((*path, key), f"unknown key{extra}")
+                continue
+            problem = spec.check(value)
+            if problem is not None:
+                self.problem((*path, key), problem)
+                continue
+            out[key] = self.resolve(value) if spec.kind in _PATH_KINDS else value
+        return out
+
+    def resolve(self, value: Any) -> Any:
+        if self.base is None:
+            return value
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        return str((self.base / Path(value).expanduser()).resolve())
+
+    def actions(self, value: Any, path: tuple[str, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for outcome, spec in self.table(value, path).items():
+            where = (*path, outcome)
+            if outcome in OUTCOMES:
+                out[outcome] = self.keys(self.table(spec, where), ACTION_KEYS, where)
+            elif outcome in ("attest", "reason"):
+                allowed = ("A", "B", "C") if outcome == "attest" else REASON_NAMES
+                group: dict[str, Any] = {}
+                for name, sub in self.table(spec, where).items():
+                    if name not in allowed:
+                        hint = difflib.get_close_matches(name, list(allowed), n=1)
+                        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                        self.problem((*where, name), f"unknown {outcome}{extra}")
+                        continue
+                    group[name] = self.keys(
+                        self.table(sub, (*where, name)), ACTION_KEYS, (*where, name)
+                    )
+                out[outcome] = group
+            else:
+                self.problem(where, f"unknown outcome; use {', '.join(OUTCOMES)}, attest or reason")
+        return out
+
+
+_TOP = (
+    "attestation",
+    "verification",
+    "profile",
+    "tn",
+    "tn_range",
+    "api_key",
+    "server",
+    "repository",
+)
+
+
+def parse_config(text: str, *, source: str = "<string>", base: Path | None = None) -> Settings:
+    """Validate configuration text.
+
+    :raises ConfigError: every problem, each with its line.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(source, _toml_line(exc), "(syntax)", str(exc))]) from None
+    lines = key_lines(text)
+    r = _Reader(source, lines, base)
+    for key in document:
+        if key not in _TOP:
+            hint = difflib.get_close_matches(key, list(_TOP), n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            r.problem((key,), f"unknown section{extra}")
+    attestation = r.keys(
+        r.table(document.get("attestation", {}), ("attestation",)),
+        ATTESTATION_KEYS,
+        ("attestation",),
+    )
+    vtable = r.table(document.get("verification", {}), ("verification",))
+    verification = r.keys(vtable, VERIFICATION_KEYS, ("verification",), skip=("on",))
+    actions = r.actions(vtable.get("on", {}), ("verification", "on"))
+    profiles: dict[str, dict[str, Any]] = {}
+    for name, raw in r.table(document.get("profile", {}), ("profile",)).items():
+        path = ("profile", name)
+        table = r.table(raw, path)
+        values = r.keys(table, PROFILE_KEYS, path, skip=("on",))
+        values["on"] = r.actions(table.get("on", {}), (*path, "on"))
+        profiles[name] = values
+    tns: dict[str, dict[str, Any]] = {}
+    for tn, table in r.table(document.get("tn", {}), ("tn",)).items():
+        if not is_valid_tn(tn) or len(tn) > 15:
+            r.problem(("tn", tn), "a [tn] name must be a canonical TN (digits, #, *; no '+')")
+            continue
+        tns[tn] = r.keys(r.table(table, ("tn", tn)), TN_KEYS, ("tn", tn))
+    tn_ranges: dict[str, dict[str, Any]] = {}
+    for name, table in r.table(document.get("tn_range", {}), ("tn_range",)).items():
+        path = ("tn_range", name)
+        values = r.keys(r.table(table, path), TN_RANGE_KEYS, path)
+        for required in ("start", "count"):
+            if required not in values and required not in table:
+                r.problem((*path, required), "is required")
+        start, count = values.get("start"), values.get("count")
+        lengthens = (
+            start is not None
+            and count is not None
+            and start.isdigit()
+            and len(str(int(start) + count - 1)) > len(start)
+        )
+        if lengthens:
+            r.problem((*path, "count"), "the range must not lengthen the number (RFC 8226)")
+        tn_ranges[name] = values
+    api_keys = {
+        name: r.keys(r.table(table, ("api_key", name)), API_KEY_KEYS, ("api_key", name))
+        for name, table in r.table(document.get("api_key", {}), ("api_key",)).items()
+    }
+    for name, values in api_keys.items():
+        if "sha256" not in values:
+            r.problem(("api_key", name, "sha256"), "is required")
+        for profile in values.get("profiles", []):
+            if profile not in profiles:
+                r.problem(("api_key", name, "profiles"), f"no [profile.{profile}]")
+    server = r.keys(r.table(document.get("server", {}), ("server",)), SERVER_KEYS, ("server",))
+    repository = r.keys(
+        r.table(document.get("repository", {}), ("repository",)), REPOSITORY_KEYS, ("repository",)
+    )
+    settings = Settings(
+        source=source,
+        attestation=attestation,
+        verification=verification,
+        actions=actions,
+        profiles=profiles,
+        tns=tns,
+        tn_ranges=tn_ranges,
+        api_keys=api_keys,
+        server=server,
+        repository=repository,
+        lines=lines,
+    )
+    for name in profiles:
+        try:
+            effective_profile(settings, name)
+        except ConfigurationError as exc:
+            r.problem(("profile", name), str(exc))
+    try:
+        effective_profile(settings, None)
+    except ConfigurationError as exc:
+        r.problem(("verification",), str(exc))
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
+    # tomllib says "... (at line 3, column 7)"
+    text = str(exc)
+    marker = "at line "
+    if marker in text:
+        digits = text.split(marker, 1)[1].split(",", 1)[0].split(")", 1)[0]
+        if digits.strip().isdigit():
+            return int(digits)
+    return None
+
+
+def load_config(path: str | Path) -> Settings:
+    """Read and validate a configuration file.
+
+    :raises ConfigError: unreadable file or invalid content, naming the lines.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(str(file), None, "(file)", f"cannot read: {exc}")]) from None
+    return parse_config(text, source=str(file), base=file.resolve().parent)
+
+
+# --------------------------------------------------------------------------------------------
+# Effective profiles
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EffectiveProfile:
+    """What calls under one profile get: defaults, then the global sections, then the profile.
+
+    ``origin`` says where each value came from (``default``, ``[verification]`` or
+    ``[profile.NAME]``, with the line), for ``shaken config show --effective``.
+    """
+
+    name: str | None
+    behavior: str
+    attestation: Mapping[str, Any]
+    verification: Mapping[str, Any]
+    verification_profile: VerificationProfile
+    actions: ActionPolicy
+    origin: Mapping[str, str]
+
+
+_VERIFICATION_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "require_crl": False,
+    "crl_unavailable": "pass",
+    "fetch_timeout": 2.0,
+    "max_fetch_bytes": 64 * 1024,
+    "min_cache_ttl": 86400,
+    "max_cache_ttl": 7 * 86400,
+    "max_cache_entries": 10000,
+    "negative_cache_ttl": 30,
+    "max_iat_age": SHAKEN.max_iat_age,
+    "max_future_skew": SHAKEN.max_future_skew,
+    "max_date_age": SHAKEN.max_date_age,
+    "date_header": SHAKEN.date_policy.value,
+    "full_form_only": SHAKEN.full_form_only,
+    "accepted_ppt": list(SHAKEN.accepted_ppt),
+    "caller_sources": list(SHAKEN.caller_sources),
+    "called_sources": list(SHAKEN.called_sources),
+    "numbering_plan": "none",
+    "numeric_user_is_tn": SHAKEN.numeric_user_is_tn,
+    "check_dest": SHAKEN.check_dest,
+    "x5u_allowed_ports": list(SHAKEN.x5u_policy.allowed_ports),
+    "x5u_allow_http": False,
+    "x5u_any_port": False,
+    "x5u_allowed_hosts": [],
+    "require_tnauthlist": SHAKEN.require_tnauthlist,
+    "enforce_certificate_profile": SHAKEN.enforce_certificate_profile,
+    "replay_check": False,
+    "max_div_iat_age": SHAKEN.max_div_iat_age,
+    "tag_verstat": True,
+    "reason_protocol": "STIR",
+}
+_ATTESTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "check_x5u_at_load": False}
+
+
+def _merge(
+    layers: list[tuple[str, Mapping[str, Any]]], keys: Mapping[str, Spec]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for label, layer in layers:
+        for key, value in layer.items():
+            if key in keys:
+                values[key] = value
+                origin[key] = label
+    return values, origin
+
+
+def _outcome_action(spec: Mapping[str, Any]) -> OutcomeAction:
+    return OutcomeAction(
+        action=Action(spec.get("action", "continue")),
+        reject_code=spec.get("reject_code"),
+        reject_phrase=spec.get("reject_phrase"),
+        display_prefix=spec.get("display_prefix", ""),
+        display_suffix=spec.get("display_suffix", ""),
+    )
+
+
+def _merge_actions(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for outcome, spec in layer.items():
+            if outcome in OUTCOMES:
+                merged[outcome] = {**merged.get(outcome, {}), **spec}
+            else:
+                group = dict(merged.get(outcome, {}))
+                for name, sub in spec.items():
+                    group[name] = {**group.get(name, {}), **sub}
+                merged[outcome] = group
+    return merged
+
+
+def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
+    """Merge defaults, ``[attestation]``/``[verification]`` and ``[profile.NAME]``.
+
+    ``name`` None gives the global effective settings (no profile).
+
+    :raises ConfigurationError: unknown profile, or values that do not fit together.
+    """
+    profile: Mapping[str, Any] = {}
+    if name is not None:
+        if name not in settings.profiles:
+            known = ", ".join(sorted(settings.profiles)) or "none"
+            raise ConfigurationError(f"no profile {name!r} (profiles: {known})")
+        profile = settings.profiles[name]
+
+    def label(section: str, key: str) -> str:
+        line = settings.lines.get((*section.split("."), key))
+        return f"[{section}]" + (f" line {line}" if line else "")
+
+    vlayers: list[tuple[str, Mapping[str, Any]]] = [("default", _VERIFICATION_DEFAULTS)]
+    vlayers += [(label("verification", k), {k: v}) for k, v in settings.verification.items()]
+    if name is not None:
+        vlayers += [(label(f"profile.{name}", k), {k: v}) for k, v in profile.items()]
+    verification, vorigin = _merge(vlayers, VERIFICATION_KEYS)
+    alayers: list[tuple[str, Mapping[str, Any]]] = [("default", _ATTESTATION_DEFAULTS)]
+    alayers += [(label("attestation", k), {k: v}) for k, v in settings.attestation.items()]
+    if name is not None:
+        alayers += [(label(f"profile.{name}", k), {k: v}) for k, v in profile.items()]
+    attestation, aorigin = _merge(alayers, ATTESTATION_KEYS)
+    actions = _merge_actions(settings.actions, profile.get("on", {}))
+    try:
+        x5u = X5uPolicy(
+            allowed_ports=tuple(verification["x5u_allowed_ports"]),
+            allow_http=verification["x5u_allow_http"],
+            any_port=verification["x5u_any_port"],
+            allowed_hosts=tuple(h.lower() for h in verification["x5u_allowed_hosts"]),
+        )
+        vp = replace(
+            SHAKEN,
+            max_iat_age=verification["max_iat_age"],
+            max_future_skew=verification["max_future_skew"],
+            date_policy=DatePolicy(verification["date_header"]),
+            max_date_age=verification["max_date_age"],
+            full_form_only=verification["full_form_only"],
+            accepted_ppt=tuple(verification["accepted_ppt"]),
+            caller_sources=tuple(verification["caller_sources"]),
+            called_sources=tuple(verification["called_sources"]),
+            numbering_plan=NANP if verification["numbering_plan"] == "nanp" else None,
+            numeric_user_is_tn=verification["numeric_user_is_tn"],
+            check_dest=verification["check_dest"],
+            x5u_policy=x5u,
+            require_tnauthlist=verification["require_tnauthlist"],
+            enforce_certificate_profile=verification["enforce_certificate_profile"],
+            require_crl=verification["require_crl"],
+            max_div_iat_age=verification["max_div_iat_age"],
+        )
+        policy = ActionPolicy(
+            verified=_outcome_action(actions.get("verified", {})),
+            missing=_outcome_action(actions.get("missing", {})),
+            failed=_outcome_action(actions.get("failed", {})),
+            not_checked=_outcome_action(actions.get("not_checked", {})),
+            by_attest={k: _outcome_action(v) for k, v in actions.get("attest", {}).items()},
+            by_reason={Reason(k): _outcome_action(v) for k, v in actions.get("reason", {}).items()},
+            reason_protocol=verification["reason_protocol"],
+            tag_verstat=verification["tag_verstat"],
+        )
+    except (ValueError, ConfigurationError) as exc:
+        raise ConfigurationError(str(exc)) from None
+    if verification["min_cache_ttl"] > verification["max_cache_ttl"]:
+        raise ConfigurationError("min_cache_ttl is larger than max_cache_ttl")
+    origin = {f"verification.{k}": v for k, v in vorigin.items()}
+    origin.update({f"attestation.{k}": v for k, v in aorigin.items()})
+    return EffectiveProfile(
+        name=name,
+        behavior=str(profile.get("behavior", "both")),
+        attestation=attestation,
+        verification=verification,
+        verification_profile=vp,
+        actions=policy,
+        origin=origin,
+    )

@@ -1,0 +1,295 @@
+"""The keys of a shaken configuration file, their types and their checks.
+
+The object model is Asterisk's ``stir_shaken.conf`` in TOML (DESIGN.md section 7,
+``reference/asterisk.md`` section 1): ``[attestation]`` and ``[verification]`` hold global
+defaults, ``[profile.NAME]`` overrides any of them for the calls a profile applies to,
+``[tn."TN"]`` and ``[tn_range.NAME]`` give per-number signing data, ``[api_key.NAME]`` the REST
+clients, ``[server]`` the listeners. Every key is optional: an unset key inherits, which is why
+booleans here are tri-state by construction (absent, true, false), unlike Asterisk's
+``not_set`` strings. Unknown keys and bad values are errors; nothing falls back silently
+(Asterisk's ``failure_action`` typo that silently meant ``continue`` is the counter-example).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shaken.core.reasons import Reason
+from shaken.core.tn import is_valid_tn
+
+__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "VERIFICATION_KEYS", "Spec"]
+
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One key: its TOML type name, a check returning an error text or None, and a help line."""
+
+    kind: str
+    check: Check
+    help: str
+
+
+def _typed(kind: str, test: Callable[[Any], bool]) -> Check:
+    def check(value: Any) -> str | None:
+        return None if test(value) else f"expected {kind}, got {type(value).__name__} {value!r}"
+
+    return check
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bool() -> Check:
+    return _typed("true or false", _is_bool)
+
+
+def _int(minimum: int = 0, maximum: int | None = None) -> Check:
+    def check(value: Any) -> str | None:
+        if not _is_int(value):
+            return f"expected an integer, got {type(value).__name__} {value!r}"
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = "" if maximum is None else f" and at most {maximum}"
+            return f"must be at least {minimum}{upper}, got {value}"
+        return None
+
+    return check
+
+
+def _number(minimum: float) -> Check:
+    def check(value: Any) -> str | None:
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            return f"expected a number, got {type(value).__name__} {value!r}"
+        return None if value > minimum else f"must be more than {minimum}, got {value}"
+
+    return check
+
+
+def _string(nonempty: bool = True) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return f"expected a string, got {type(value).__name__} {value!r}"
+        return "must not be empty" if nonempty and not value.strip() else None
+
+    return check
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(repr(c) for c in choices)}, got {value!r}"
+
+    return check
+
+
+def _list(item: Check, nonempty: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return f"expected an array, got {type(value).__name__} {value!r}"
+        if nonempty and not value:
+            return "must not be empty"
+        for i, element in enumerate(value):
+            problem = item(element)
+            if problem is not None:
+                return f"item {i}: {problem}"
+        return None
+
+    return check
+
+
+def _url(value: Any) -> str | None:
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    if not value.startswith(("https://", "http://")):
+        return f"must be an http(s) URL, got {value!r}"
+    if any(ch in value for ch in ' <>;\t"') or not value.isascii():
+        return f"must not contain spaces, quotes, '<', '>' or ';': {value!r}"
+    return None
+
+
+def _tn(value: Any) -> str | None:
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    if not is_valid_tn(value) or len(value) > 15:
+        return f"must be a canonical TN (1 to 15 of 0-9, #, *), got {value!r}"
+    return None
+
+
+def _network(value: Any) -> str | None:
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"must be an IP address or CIDR network, got {value!r}"
+    return None
+
+
+def _listen(value: Any) -> str | None:
+    """``udp:HOST:PORT``, ``tcp:HOST:PORT``, ``tls:HOST:PORT`` (IPv6 hosts in brackets)."""
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    transport, _, rest = value.partition(":")
+    host, _, port = rest.rpartition(":")
+    if transport not in ("udp", "tcp", "tls", "http", "https") or not host or not port.isdigit():
+        return f"must look like 'udp:127.0.0.1:5060', got {value!r}"
+    if not 0 < int(port) < 65536:
+        return f"port out of range in {value!r}"
+    return None
+
+
+def _hex64(value: Any) -> str | None:
+    ok = isinstance(value, str) and len(value) == 64
+    ok = ok and all(c in "0123456789abcdef" for c in value.lower())
+    return None if ok else "must be the SHA-256 of the key, as 64 hex digits"
+
+
+ATTEST = _choice("A", "B", "C")
+
+ATTESTATION_KEYS: dict[str, Spec] = {
+    "enabled": Spec("bool", _bool(), "sign calls at all (Asterisk global_disable, inverted)"),
+    "private_key": Spec("path", _string(), "PEM P-256 private key (file mode 0600)"),
+    "x5u": Spec("url", _url, "certificate URL put in x5u and info (Asterisk public_cert_url)"),
+    "attest": Spec("A|B|C", ATTEST, "attestation for known TNs (Asterisk attest_level)"),
+    "unknown_tn_attest": Spec(
+        "A|B|C", ATTEST, "sign TNs with no [tn] entry at this level; unset: do not sign them"
+    ),
+    "check_x5u_at_load": Spec(
+        "bool", _bool(), "at load, fetch x5u and check it matches the key and is valid"
+    ),
+}
+
+VERIFICATION_KEYS: dict[str, Spec] = {
+    "enabled": Spec("bool", _bool(), "verify calls at all (Asterisk global_disable, inverted)"),
+    "trust_anchors": Spec(
+        "paths", _list(_string()), "STI-CA roots: PEM files or directories of plain PEM files"
+    ),
+    "trust_list": Spec("path", _string(), "an STI-PA signed trust list (JWT) of STI-CA roots"),
+    "sti_pa_certificate": Spec(
+        "path", _string(), "the STI-PA certificate the trust list is checked with"
+    ),
+    "crl_files": Spec("paths", _list(_string()), "CRLs to load (PEM or DER)"),
+    "require_crl": Spec("bool", _bool(), "fail a chain whose CRL cannot be had"),
+    "crl_unavailable": Spec(
+        "pass|fail", _choice("pass", "fail"), "when a CRL cannot be fetched: report, or fail"
+    ),
+    "cache_dir": Spec("path", _string(), "certificate cache directory (Asterisk cert_cache_dir)"),
+    "fetch_timeout": Spec("seconds", _number(0), "total x5u fetch time (Asterisk curl_timeout)"),
+    "max_fetch_bytes": Spec("int", _int(1024), "x5u body cap"),
+    "min_cache_ttl": Spec("seconds", _int(0), "cache floor (ATIS-1000074: 24 h)"),
+    "max_cache_ttl": Spec("seconds", _int(1), "cache ceiling"),
+    "max_cache_entries": Spec("int", _int(1), "cache size bound (Asterisk max_cache_size)"),
+    "negative_cache_ttl": Spec("seconds", _int(0), "how long a failed fetch is remembered"),
+    "max_iat_age": Spec("seconds", _int(1), "iat freshness window (Asterisk max_iat_age)"),
+    "max_future_skew": Spec("seconds", _int(0), "how far ahead iat or Date may be"),
+    "max_date_age": Spec("seconds", _int(1), "Date freshness (Asterisk max_date_header_age)"),
+    "date_header": Spec(
+        "policy",
+        _choice("check_if_present", "require", "ignore"),
+        "Date header policy (Asterisk ignore_sip_date_header)",
+    ),
+    "full_form_only": Spec("bool", _bool(), "refuse the compact form (SHAKEN)"),
+    "accepted_ppt": Spec("list", _list(_string(), nonempty=True), "PASSporT types to verify"),
+    "caller_sources": Spec(
+        "list", _list(_choice("pai", "from"), nonempty=True), "where the caller TN comes from"
+    ),
+    "called_sources": Spec(
+        "list", _list(_choice("to", "request_uri"), nonempty=True), "where the called TN comes from"
+    ),
+    "numbering_plan": Spec("none|nanp", _choice("none", "nanp"), "national numbers to E.164"),
+    "numeric_user_is_tn": Spec("bool", _bool(), "treat numeric SIP users as TNs (RFC 8224 8.1)"),
+    "check_dest": Spec("bool", _bool(), "compare dest with To / Request-URI"),
+    "x5u_allowed_ports": Spec("list", _list(_int(1, 65535), nonempty=True), "x5u ports"),
+    "x5u_allow_http": Spec("bool", _bool(), "LAB ONLY: allow http x5u URLs"),
+    "x5u_any_port": Spec("bool", _bool(), "LAB ONLY: allow any x5u port"),
+    "x5u_allowed_hosts": Spec(
+        "list", _list(_string()), "hosts allowed despite special-purpose addresses (labs)"
+    ),
+    "tls_ca_file": Spec("path", _string(), "extra CA for x5u TLS (a lab repository)"),
+    "require_tnauthlist": Spec("bool", _bool(), "refuse certificates without TNAuthList"),
+    "enforce_certificate_profile": Spec("bool", _bool(), "refuse ATIS-1000080 profile errors"),
+    "replay_check": Spec("bool", _bool(), "refuse a PASSporT seen within the window"),
+    "max_div_iat_age": Spec("seconds", _int(1), "freshness of div PASSporTs (transfers)"),
+    "tag_verstat": Spec("bool", _bool(), "add verstat to P-Asserted-Identity/From"),
+    "reason_protocol": Spec(
+        "STIR|SIP", _choice("STIR", "SIP"), "Reason header protocol (RFC 9410 STIR, or SIP)"
+    ),
+}
+
+ACTION_KEYS: dict[str, Spec] = {
+    "action": Spec(
+        "action",
+        _choice("continue", "reject", "continue_with_reason", "alert"),
+        "what the call gets for this outcome",
+    ),
+    "reject_code": Spec("int", _int(400, 699), "SIP code when rejecting (default: the Reason's)"),
+    "reject_phrase": Spec("string", _string(), "SIP reason phrase when rejecting"),
+    "display_prefix": Spec("string", _string(nonempty=False), "alert: caller display-name prefix"),
+    "display_suffix": Spec("string", _string(nonempty=False), "alert: caller display-name suffix"),
+}
+OUTCOMES = ("verified", "missing", "failed", "not_checked")
+REASON_NAMES = tuple(r.value for r in Reason)
+
+PROFILE_KEYS: dict[str, Spec] = {
+    "behavior": Spec(
+        "sign|verify|both|off",
+        _choice("sign", "verify", "both", "off"),
+        "which directions this profile runs (Asterisk endpoint_behavior)",
+    ),
+    "sources": Spec("list", _list(_network), "source addresses (CIDR) this profile applies to"),
+    "header_value": Spec("string", _string(), "value of the profile-selecting SIP header"),
+    **ATTESTATION_KEYS,
+    **{k: v for k, v in VERIFICATION_KEYS.items() if k != "enabled"},
+}
+PROFILE_KEYS.pop("enabled", None)
+
+TN_KEYS: dict[str, Spec] = {
+    "private_key": ATTESTATION_KEYS["private_key"],
+    "x5u": ATTESTATION_KEYS["x5u"],
+    "attest": ATTESTATION_KEYS["attest"],
+}
+TN_RANGE_KEYS: dict[str, Spec] = {
+    "start": Spec("TN", _tn, "first TN of the range"),
+    "count": Spec("int", _int(1), "how many TNs from start"),
+    **TN_KEYS,
+}
+API_KEY_KEYS: dict[str, Spec] = {
+    "sha256": Spec("hex", _hex64, "SHA-256 of the API key (the key itself is never stored)"),
+    "tns": Spec("list", _list(_tn), "TNs this key may sign for (empty: none by TN)"),
+    "spcs": Spec("list", _list(_string()), "SPCs whose certificates this key may sign with"),
+    "profiles": Spec("list", _list(_string()), "profiles this key may use"),
+    "may_verify": Spec("bool", _bool(), "this key may call the verification API"),
+    "rate_per_second": Spec("number", _number(0), "requests per second allowed"),
+}
+SERVER_KEYS: dict[str, Spec] = {
+    "sip_sign": Spec("list", _list(_listen), "SIP signing listeners, e.g. 'udp:127.0.0.1:5060'"),
+    "sip_verify": Spec("list", _list(_listen), "SIP verification listeners"),
+    "rest": Spec("list", _list(_listen), "REST listeners, e.g. 'http:127.0.0.1:8080'"),
+    "profile_header": Spec("string", _string(), "SIP header naming the profile (last resort)"),
+    "workers": Spec("int", _int(1, 64), "worker processes"),
+    "max_in_flight": Spec("int", _int(1), "requests in progress before answering 503"),
+    "call_log": Spec("path", _string(), "SQLite call log file"),
+    "tls_certificate": Spec("path", _string(), "TLS certificate for tls/https listeners"),
+    "tls_key": Spec("path", _string(), "TLS private key for tls/https listeners"),
+}
+REPOSITORY_KEYS: dict[str, Spec] = {
+    "directory": Spec("path", _string(), "directory of chains and CRLs the repository serves"),
+    "listen": Spec("listen", _listen, "repository listener, e.g. 'https:127.0.0.1:8443'"),
+    "tls_certificate": Spec("path", _string(), "repository TLS certificate"),
+    "tls_key": Spec("path", _string(), "repository TLS key"),
+    "max_age": Spec("seconds", _int(0), "Cache-Control max-age of served files"),
+}
