@@ -170,12 +170,6 @@ def private_key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def public_key_pem(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def same_public_key(a: PublicKey, b: PublicKey) -> bool:
     """True when both are the same EC point (a signing key matches its certificate)."""
     fmt = serialization.PublicFormat.UncompressedPoint
