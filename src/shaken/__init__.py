@@ -131,6 +131,7 @@ def verify_identity(
     date: str | None = None,
     profile: VerificationProfile = SHAKEN,
     crls: Sequence[bytes] = (),
+    crl_signers: Sequence[x509.Certificate] = (),
 ) -> VerificationResult:
     """Verify one or several Identity header values for a call from ``orig`` to ``dest``.
 
@@ -145,6 +146,8 @@ def verify_identity(
     :param trust_anchors: STI-CA roots (PEM bytes, certificates or :class:`TrustAnchors`).
     :param now: the verification time, timezone-aware.
     :param date: the SIP Date header value, if the request had one.
+    :param crls: CRLs (PEM or DER) to check the chain against.
+    :param crl_signers: certificates that sign indirect CRLs (the STI-PA for the SHAKEN CRL).
     :raises ConfigurationError: naive ``now``, no trust anchors for raw certificate bytes.
     """
     values = (identity,) if isinstance(identity, str) else tuple(identity)
@@ -171,4 +174,5 @@ def verify_identity(
     if isinstance(step, VerificationResult):
         return step
     certificates = {url: material for url in step.urls if (material := lookup(url)) is not None}
-    return complete(step, certificates, _anchors(trust_anchors), now=now, crls=crls)
+    anchors = _anchors(trust_anchors)
+    return complete(step, certificates, anchors, now=now, crls=crls, crl_signers=crl_signers)

@@ -9,7 +9,8 @@ CRL, so tests exercise exactly the profile real verifiers meet: critical BasicCo
 KeyUsage, SKI/AKI, the SHAKEN CertificatePolicies OID, one CRL Distribution Point with a
 ``cRLIssuer``, a TNAuthList SPC in the leaf and a CN of ``SHAKEN <SPC>``. It is built with
 ``cryptography`` only and takes ``now`` explicitly, so a test can place any certificate inside
-or outside its validity.
+or outside its validity. The certificates come from :mod:`shaken.toolkit.x509build`, the same
+builders the toolkit's test STI-CA uses.
 """
 
 from __future__ import annotations
@@ -19,48 +20,33 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from shaken.core.certs import TNAUTHLIST_OID, Spc, TNAuthList, TNEntry
+from shaken.core.certs import Spc, TNAuthList, TNEntry
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import ConfigurationError
+from shaken.toolkit.x509build import (
+    SHAKEN_CP_1_4,
+    RevokedEntry,
+    build_certificate,
+    build_crl,
+    certificates_pem,
+    key_usage,
+    shaken_name,
+)
 
 __all__ = ["SHAKEN_CP_1_4", "Delegation", "StiPki", "make_sti_pki"]
-
-#: US SHAKEN Certificate Policy v1.4 (2023-06-06).
-SHAKEN_CP_1_4 = "2.16.840.1.114569.1.1.4"
 
 _Validity = tuple[timedelta, timedelta]
 
 
 def _name(cn: str, org: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
+    return shaken_name(cn, org, "US")
 
 
 def _pem(*certificates: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
-
-
-def _key_usage(*, cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not (cert_sign or crl_sign),
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=crl_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return certificates_pem(*certificates)
 
 
 def _issue(
@@ -75,55 +61,20 @@ def _issue(
     crl_url: str | None = None,
     crl_issuer: x509.Name | None = None,
     tnauthlist: TNAuthList | None = None,
-    key_usage: x509.KeyUsage | None = None,
 ) -> x509.Certificate:
-    """One certificate of the ATIS-1000080 v005 profile (section 6.4.1)."""
-    public = key.public_key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject if issuer is not None else subject)
-        .public_key(public)
-        # v005: a positive serial with at least 64 bits of CSPRNG output (this has 159).
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - validity[0])
-        .not_valid_after(now + validity[1])
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(
-            key_usage if key_usage is not None else _key_usage(cert_sign=ca), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    """One certificate of the ATIS-1000080 v005 profile, valid ``validity`` around ``now``."""
+    return build_certificate(
+        subject=subject,
+        public_key=key.public_key(),
+        issuer=issuer,
+        issuer_key=issuer_key,
+        not_before=now - validity[0],
+        not_after=now + validity[1],
+        ca=ca,
+        crl_url=crl_url,
+        crl_issuer=crl_issuer,
+        tnauthlist=tnauthlist,
     )
-    if issuer is not None:
-        issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
-            critical=False,
-        ).add_extension(
-            x509.CertificatePolicies(
-                [x509.PolicyInformation(x509.ObjectIdentifier(SHAKEN_CP_1_4), None)]
-            ),
-            critical=False,
-        )
-    if crl_url is not None:
-        builder = builder.add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(crl_url)],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=[x509.DirectoryName(crl_issuer)] if crl_issuer else None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
-    if tnauthlist is not None:
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(TNAUTHLIST_OID, tnauthlist.to_der()), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
 
 
 def _crl(
@@ -134,20 +85,11 @@ def _crl(
     at: datetime,
     next_update: datetime,
 ) -> bytes:
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(issuer.subject)
-        .last_update(at)
-        .next_update(next_update)
+    entries = [RevokedEntry(serial=s, revoked_at=at - timedelta(minutes=1)) for s in revoked]
+    crl = build_crl(
+        issuer=issuer, issuer_key=key, revoked=entries, this_update=at, next_update=next_update
     )
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder()
-            .serial_number(serial)
-            .revocation_date(at - timedelta(minutes=1))
-            .build()
-        )
-    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return crl.public_bytes(serialization.Encoding.DER)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -329,18 +271,16 @@ def make_sti_pki(
     if now.tzinfo is None or now.utcoffset() is None:
         raise ConfigurationError("make_sti_pki needs a timezone-aware 'now'")
     root_key, intermediate_key, leaf_key, pa_key = (_new_key() for _ in range(4))
-    sti_pa = (
-        x509.CertificateBuilder()
-        .subject_name(_name("TEST STI-PA CRL Signer", "Example STI-PA (TEST ONLY)"))
-        .issuer_name(_name("TEST STI-PA CRL Signer", "Example STI-PA (TEST ONLY)"))
-        .public_key(pa_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - root_validity[0])
-        .not_valid_after(now + root_validity[1])
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(crl_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pa_key.public_key()), False)
-        .sign(pa_key, hashes.SHA256())
+    sti_pa = build_certificate(
+        subject=_name("TEST STI-PA CRL Signer", "Example STI-PA (TEST ONLY)"),
+        public_key=pa_key.public_key(),
+        issuer=None,
+        issuer_key=pa_key,
+        not_before=now - root_validity[0],
+        not_after=now + root_validity[1],
+        ca=True,
+        path_length=0,
+        usage=key_usage(crl_sign=True),
     )
     root = _issue(
         subject=_name("TEST SHAKEN ROOT CA", "Example STI-CA (TEST ONLY)"),

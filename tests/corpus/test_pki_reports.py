@@ -47,6 +47,7 @@ from shaken.core.certs import (
 )
 from shaken.core.chain import TrustAnchors, validate_chain
 from shaken.core.errors import ChainError, TNAuthListError
+from shaken.toolkit.lint import CORRESPONDENCES, SUITE_SPLIT
 
 CORPUS = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "shaken-pki-reports"
@@ -215,14 +216,11 @@ def test_ca_roles(cas: list[Record]) -> None:
 
 # ------------------------------------------------------------------ profile lints
 
-# The report ran two generations of lints; some codes changed meaning between them
-# (e_atis_subject_cn checked "SHAKEN <SPC>" until 2023 and "SHAKEN" afterwards).
-SUITE_SPLIT = datetime(2023, 11, 1, tzinfo=UTC)
-
 
 @dataclass(frozen=True)
 class Row:
-    """Our rules on one side, the report's codes for the same requirement on the other.
+    """Our rules on one side, the report's codes for the same requirement on the other
+    (the pairing lives in shaken.toolkit.lint, which `shaken cert lint --corpus` uses too).
 
     A code written ``code@old`` or ``code@new`` only counts in that lint suite. ``floor`` is
     the agreement this row must keep (measured, minus a small margin).
@@ -233,90 +231,25 @@ class Row:
     floor: float
 
 
-MAPPING: tuple[Row, ...] = (
-    Row(("atis_version",), ("e_atis_version", "e_sti_version"), 1.0),
-    Row(("atis_serial_number",), ("e_atis_serial_number",), 0.99),
-    Row(("atis_serial_number", "atis_serial_number_size"), ("e_atis_serial_number_size",), 0.995),
-    Row(("atis_signature_algorithm",), ("e_atis_signature_algorithm",), 1.0),
-    Row(("atis_subject_public_key",), ("e_atis_subject_public_key",), 1.0),
-    Row(("atis_subject_dn",), ("e_atis_subject_dn",), 1.0),
-    Row(("atis_subject_o_required",), ("e_atis_subject_o_required",), 1.0),
-    Row(("atis_subject_dn", "atis_subject_o_required"), ("e_atis_subject",), 1.0),
-    Row(("atis_subject_c_iso",), ("e_atis_subject_c_iso",), 1.0),
-    Row(("atis_issuer_dn",), ("e_atis_issuer_dn",), 1.0),
-    Row(("atis_subject_cn",), ("e_atis_subject_cn@new",), 0.999),
-    Row(
-        ("atis_subject_cn_spc",),
-        ("e_atis_subject_cn_spc", "e_atis_subject_cn@old", "e_sti_subject_cn"),
-        0.998,
-    ),
-    Row(
-        ("shaken_subject_rdn_unknown",),
-        ("w_shaken_subject_rdn_unknown", "w_pki_subject_rdn_unknown"),
-        0.99,
-    ),
-    Row(
-        ("atis_ext_basic_constraints",),
-        ("e_atis_ext_basic_constraints", "e_atis_basic_constraints"),
-        1.0,
-    ),
-    Row(("atis_ext_key_usage",), ("e_atis_ext_key_usage",), 1.0),
-    Row(("atis_ext_key_usage_value",), ("e_atis_ext_key_usage_ee", "e_atis_key_usage"), 1.0),
-    Row(("rfc5280_key_usage_encoding",), ("e_incorrect_ku_encoding",), 1.0),
-    Row(
-        ("atis_subject_key_identifier",),
-        ("e_atis_subject_key_identifier", "w_ext_subject_key_identifier_missing_sub_cert"),
-        1.0,
-    ),
-    Row(
-        ("atis_subject_key_identifier", "atis_subject_key_identifier_size"),
-        ("e_atis_subject_key_identifier_size",),
-        1.0,
-    ),
-    Row(
-        ("atis_ext_authority_key_identifier",),
-        (
-            "e_atis_ext_authority_key_identifier",
-            "e_ext_authority_key_identifier_missing",
-            "e_ext_authority_key_identifier_no_key_identifier",
-        ),
-        1.0,
-    ),
-    Row(
-        ("atis_ext_certificate_policies", "atis_certificate_policy_critical"),
-        ("e_atis_ext_certificate_policies@new",),
-        1.0,
-    ),
-    Row(
-        (
-            "atis_ext_certificate_policies",
-            "shaken_certificate_policies_id",
-            "shaken_certificate_policies_version",
-        ),
-        (
-            "e_shaken_certificate_policies_id",
-            "e_atis_certificate_policies@old",
-            "e_sti_certificate_policies",
-        ),
-        0.999,
-    ),
-    Row(("atis_certificate_policy_critical",), ("n_atis_certificate_policy_critical",), 1.0),
-    Row(
-        ("atis_ext_crl_distribution",),
-        ("e_atis_ext_crl_distribution", "e_atis_crl_distribution"),
-        1.0,
-    ),
+# Measured agreement floors, by our side of each correspondence.
+FLOORS: dict[tuple[str, ...], float] = {
+    ("atis_serial_number",): 0.99,
+    ("atis_serial_number", "atis_serial_number_size"): 0.995,
+    ("atis_subject_cn",): 0.999,
+    ("atis_subject_cn_spc",): 0.998,
+    ("shaken_subject_rdn_unknown",): 0.99,
+    (
+        "atis_ext_certificate_policies",
+        "shaken_certificate_policies_id",
+        "shaken_certificate_policies_version",
+    ): 0.999,
     # The report's latest tables stopped flagging older certificates for this lint (1,778 of
     # our 1,934 extra findings carry the code in an earlier snapshot, see lint_codes_ever);
     # every one of them has a DistributionPoint without cRLIssuer.
-    Row(("atis_ext_crl_distribution_struct",), ("e_atis_ext_crl_distribution_struct",), 0.83),
-    Row(("atis_tn_auth_list",), ("e_atis_tn_auth_list",), 1.0),
-    Row(
-        ("atis_tn_auth_list_spc_format", "atis_tn_auth_list"),
-        ("e_atis_tn_auth_list_spc_format",),
-        1.0,
-    ),
-    Row(("atis_ext_not_specified",), ("e_atis_ext_not_specified", "e_atis_extension_unknown"), 1.0),
+    ("atis_ext_crl_distribution_struct",): 0.83,
+}
+MAPPING: tuple[Row, ...] = tuple(
+    Row(c.ours, c.codes, FLOORS.get(c.ours, 1.0)) for c in CORRESPONDENCES
 )
 OVERALL_FLOOR = 0.985  # measured 0.9907
 

@@ -1,0 +1,405 @@
+"""A one-command STIR/SHAKEN lab: a test CA, an SP certificate, a served repository, a config.
+
+TEST MATERIAL. ``shaken lab init DIR`` writes::
+
+    DIR/README.txt            says what this is (test material) and how to use it
+    DIR/lab.json              how the lab was made (SPC, TN range, addresses)
+    DIR/shaken.toml           the configuration in the schema of shaken.config: signing,
+                              verification, listeners, and the [repository] ``lab up`` runs
+    DIR/ca/...                a test STI-PA/STI-CA (see shaken.toolkit.ca), publishing to repo/
+    DIR/sp/sp.key             the SP's P-256 signing key (0600)
+    DIR/sp/sp.csr             its CSR (CN "SHAKEN <SPC>", TNAuthList SPC)
+    DIR/sp/sp.pem             its certificate chain: the SP certificate, then the intermediate
+    DIR/repo/                 what the repository serves: sp.pem (the x5u), crl.der (the CRL
+                              distribution point), <serial>.pem, sti-pa.pem, trust-list.jwt
+    DIR/tls/ca.pem, ca.key    a lab TLS CA (the verifier trusts it for x5u fetches only)
+    DIR/tls/server.pem, .key  the repository's TLS certificate (SAN: the host, 127.0.0.1,
+                              ::1, localhost)
+    DIR/secrets/rest-api-key  the REST API key of the lab (0600)
+
+``shaken lab up DIR`` serves the ``[repository]`` of ``shaken.toml`` (``DIR/repo`` over HTTPS
+on 127.0.0.1:8443 by default) until interrupted. The SIP and REST servers will be started from
+the same configuration once they exist; until then ``up`` says so and prints their addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import tomllib
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from shaken.core.certs import TnRange
+from shaken.core.errors import ConfigurationError
+from shaken.core.jws import generate_private_key, private_key_pem
+from shaken.toolkit.ca import TEST_NOTICE, CaSettings, TestCa
+from shaken.toolkit.files import create_private, write_atomic
+from shaken.toolkit.repository import RepositoryServer, serve_repository
+from shaken.toolkit.x509build import (
+    build_csr,
+    build_tls_ca,
+    build_tls_server_certificate,
+    certificates_pem,
+    check_spc,
+)
+
+__all__ = ["Lab", "LabSettings", "init_lab", "open_lab"]
+
+FORMAT = "shaken-lab/1"
+
+
+def _port(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ConfigurationError(f"{what} must be a port number from 1 to 65535")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LabSettings:
+    """The addresses and identities of a lab (stored in ``lab.json``).
+
+    ``host`` is the loopback address every listener binds and the repository's URLs name.
+    The TNs ``tn_start`` .. ``tn_start + tn_count - 1`` are signed at attestation A, any other
+    caller at C.
+    """
+
+    spc: str = "1234"
+    org: str = "Example Lab SP (TEST ONLY)"
+    host: str = "127.0.0.1"
+    repository_port: int = 8443
+    sip_signing_port: int = 5060
+    sip_verification_port: int = 5062
+    rest_port: int = 8080
+    tn_start: str = "12025550100"
+    tn_count: int = 100
+
+    def __post_init__(self) -> None:
+        check_spc(self.spc)
+        for name in ("repository_port", "sip_signing_port", "sip_verification_port", "rest_port"):
+            _port(getattr(self, name), name.replace("_", " "))
+        TnRange(start=self.tn_start, count=self.tn_count)  # validates the range (RFC 8226)
+        if not self.host or any(c in self.host for c in "/[]@ "):
+            raise ConfigurationError(f"host {self.host!r} is not an address or host name")
+
+    @property
+    def url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
+    def repository_url(self) -> str:
+        return f"https://{self.url_host}:{self.repository_port}/"
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    """A lab directory and its settings; the paths of everything in it."""
+
+    directory: Path
+    settings: LabSettings
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.directory / "ca"
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.directory / "repo"
+
+    @property
+    def sp_key(self) -> Path:
+        return self.directory / "sp" / "sp.key"
+
+    @property
+    def sp_chain(self) -> Path:
+        return self.directory / "sp" / "sp.pem"
+
+    @property
+    def root(self) -> Path:
+        return self.ca_dir / "root.pem"
+
+    @property
+    def tls_ca(self) -> Path:
+        return self.directory / "tls" / "ca.pem"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.directory / "tls" / "server.pem"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.directory / "tls" / "server.key"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "shaken.toml"
+
+    @property
+    def x5u(self) -> str:
+        """The SP chain's URL, the ``x5u`` the lab signs with."""
+        return self.settings.repository_url + "sp.pem"
+
+    @property
+    def crl_url(self) -> str:
+        return self.settings.repository_url + "crl.der"
+
+    def read_config(self) -> dict[str, Any]:
+        """``shaken.toml`` as TOML data (the strict validation is ``shaken config check``)."""
+        try:
+            return tomllib.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigurationError(f"cannot read {self.config}: {exc}") from None
+
+    def repository(self) -> RepositorySettings:
+        """The ``[repository]`` of ``shaken.toml``: what ``shaken lab up`` serves, and where."""
+        table = self.read_config().get("repository")
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"{self.config} has no [repository] table")
+        base = self.config.parent
+        try:
+            transport, host, port = _listen(str(table["listen"]))
+            return RepositorySettings(
+                directory=base / str(table["directory"]),
+                host=host,
+                port=port,
+                tls_certificate=base / str(table["tls_certificate"])
+                if transport == "https"
+                else None,
+                tls_key=base / str(table["tls_key"]) if transport == "https" else None,
+                max_age=int(table.get("max_age", 86400)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{self.config}: [repository] needs directory, listen ('https:HOST:PORT'), "
+                f"tls_certificate and tls_key ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def listeners(self) -> dict[str, list[str]]:
+        """The ``[server]`` listeners by kind (sip_sign, sip_verify, rest)."""
+        table = self.read_config().get("server", {})
+        return {
+            kind: [str(item) for item in table.get(kind, [])]
+            for kind in ("sip_sign", "sip_verify", "rest")
+            if isinstance(table, dict)
+        }
+
+    def serve(
+        self, *, host: str | None = None, port: int | None = None, log: TextIO | None = None
+    ) -> RepositoryServer:
+        """Bind the repository of ``[repository]`` (call ``start`` or ``serve_forever`` on the
+        result); ``host`` and ``port`` override its listen address, port 0 picks a free one."""
+        repo = self.repository()
+        return serve_repository(
+            repo.directory,
+            host=host if host is not None else repo.host,
+            port=port if port is not None else repo.port,
+            tls_cert=repo.tls_certificate,
+            tls_key=repo.tls_key,
+            max_age=repo.max_age,
+            log=log,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepositorySettings:
+    directory: Path
+    host: str
+    port: int
+    tls_certificate: Path | None
+    tls_key: Path | None
+    max_age: int
+
+
+def _listen(text: str) -> tuple[str, str, int]:
+    """``transport:host:port`` (an IPv6 host in brackets) as its three parts."""
+    transport, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":")
+    if transport not in ("http", "https") or not host or not port.isdigit():
+        raise ValueError(f"listen {text!r} is not 'https:HOST:PORT'")
+    return transport, host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def open_lab(directory: Path) -> Lab:
+    """Read ``DIR/lab.json`` (written by :func:`init_lab`)."""
+    path = directory / "lab.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"{directory} is not a lab (no lab.json; make one with 'shaken lab init')"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConfigurationError(f"{path} is not a {FORMAT} file")
+    settings = data.get("settings")
+    if not isinstance(settings, dict) or set(settings) - set(LabSettings.__dataclass_fields__):
+        raise ConfigurationError(f"{path}: bad or unknown settings")
+    return Lab(directory, LabSettings(**settings))
+
+
+def init_lab(directory: Path, *, now: datetime, settings: LabSettings = LabSettings()) -> Lab:
+    """Make a complete lab in ``directory`` (which must be new or empty)."""
+    if directory.exists() and any(directory.iterdir()):
+        raise ConfigurationError(f"{directory} is not empty; a lab needs a directory of its own")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lab = Lab(directory, settings)
+    ca = TestCa.init(
+        lab.ca_dir,
+        now=now,
+        settings=CaSettings(
+            org="Example Lab STI-CA (TEST ONLY)",
+            repository_url=settings.repository_url,
+            crl_url=lab.crl_url,
+            publish_dir="../repo",
+        ),
+    )
+    sp_key = generate_private_key()
+    create_private(lab.sp_key, private_key_pem(sp_key))
+    csr = build_csr(sp_key, spc=settings.spc, org=settings.org)
+    write_atomic(lab.directory / "sp" / "sp.csr", csr.public_bytes(Encoding.PEM))
+    issued = ca.issue(csr, now=now)
+    write_atomic(lab.sp_chain, issued.chain_pem)
+    write_atomic(lab.repo_dir / "sp.pem", issued.chain_pem)
+    _write_tls(lab, now)
+    api_key = secrets.token_urlsafe(32)
+    create_private(lab.directory / "secrets" / "rest-api-key", (api_key + "\n").encode())
+    digest = hashlib.sha256(api_key.encode()).hexdigest()
+    write_atomic(lab.config, render_config(lab, api_key_sha256=digest).encode())
+    record: dict[str, Any] = {"format": FORMAT, "notice": TEST_NOTICE, "settings": asdict(settings)}
+    write_atomic(lab.directory / "lab.json", (json.dumps(record, indent=2) + "\n").encode())
+    write_atomic(lab.directory / "README.txt", _readme(lab).encode())
+    return lab
+
+
+def _write_tls(lab: Lab, now: datetime) -> None:
+    """A TLS CA and the repository's server certificate, trusted only by the lab verifier."""
+    ca_key, server_key = generate_private_key(), generate_private_key()
+    start = now - timedelta(hours=1)
+    org = "Example Lab TLS (TEST ONLY)"
+    ca = build_tls_ca(
+        ca_key,
+        cn="TEST shaken lab TLS CA",
+        org=org,
+        not_before=start,
+        not_after=now + timedelta(days=3650),
+    )
+    hosts = [lab.settings.host, "127.0.0.1", "::1", "localhost"]
+    server = build_tls_server_certificate(
+        server_key.public_key(),
+        hosts=hosts,
+        org=org,
+        ca=ca,
+        ca_key=ca_key,
+        not_before=start,
+        not_after=now + timedelta(days=365),
+    )
+    tls = lab.directory / "tls"
+    create_private(tls / "ca.key", private_key_pem(ca_key))
+    create_private(tls / "server.key", private_key_pem(server_key))
+    write_atomic(tls / "ca.pem", certificates_pem(ca))
+    write_atomic(tls / "server.pem", certificates_pem(server))
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def render_config(lab: Lab, *, api_key_sha256: str) -> str:
+    """The lab's ``shaken.toml`` in the schema of :mod:`shaken.config`, every key explained."""
+    s = lab.settings
+    ports = sorted({443, 8443, s.repository_port})
+    last = int(s.tn_start) + s.tn_count - 1
+    host = s.url_host
+    q = _toml_string
+
+    def listeners(port: int) -> str:
+        return f"[{q(f'udp:{host}:{port}')}, {q(f'tcp:{host}:{port}')}]"
+
+    loopback = '["127.0.0.0/8", "::1/128"]'
+    return f"""\
+# shaken configuration of a TEST LAB, written by `shaken lab init`.
+#
+# TEST MATERIAL ONLY. Every key and certificate named here comes from the throwaway test
+# STI-CA in ca/, which no real verifier trusts. Never use this file for real calls.
+#
+# Relative paths are relative to the directory of this file. `shaken config check` validates
+# the file and the files it names; unknown keys and bad values are errors with their line.
+
+[attestation]
+# Signing (STI-AS) defaults. A [tn."..."] or [tn_range.NAME] entry overrides them for its
+# numbers; a [profile.NAME] overrides them for the calls it applies to.
+private_key = {q("sp/sp.key")}  # the SP's P-256 key (PEM, mode 0600) that signs PASSporTs
+x5u = {q(lab.x5u)}  # where verifiers fetch our chain (x5u and info=)
+attest = "A"  # the level for numbers that have a [tn] or [tn_range] entry
+unknown_tn_attest = "C"  # callers with no entry are still signed, at C (gateway)
+
+[tn_range.lab]
+# One entry for many numbers: `count` consecutive TNs from `start` (canonical: digits only,
+# no '+'), here {s.tn_start} to {last}. It takes the keys of a [tn."..."] entry.
+start = {q(s.tn_start)}
+count = {s.tn_count}
+attest = "A"  # full attestation: the lab SP serves these numbers
+
+[verification]
+# Verification (STI-VS) defaults.
+trust_anchors = [{q("ca/root.pem")}]  # the STI-CA roots to trust (PEM files or directories)
+# trust_list = {q("ca/trust-list.jwt")}  # instead: the STI-PA's signed list of roots
+sti_pa_certificate = {q("ca/sti-pa.pem")}  # the STI-PA: checks that list, signs the CRL
+crl_files = [{q("ca/crl.pem")}]  # the SHAKEN CRL; `shaken ca crl --ca ca` renews it
+x5u_allowed_hosts = [{q(s.host)}]  # LAB: hosts exempt from the special-address rule
+x5u_allowed_ports = {json.dumps(ports)}  # ports an x5u URL may name (SHAKEN: 443, 8443)
+tls_ca_file = {q("tls/ca.pem")}  # LAB: the CA of the repository's TLS certificate
+cache_dir = {q("cache")}  # fetched certificates, kept across restarts
+max_iat_age = 60  # seconds a PASSporT's iat may be old (ATIS-1000074)
+
+[profile.lab]
+# Calls from loopback addresses: sign and verify with the settings above.
+behavior = "both"  # sign, verify, both or off
+sources = {loopback}  # the source addresses (CIDR) this profile applies to
+
+[api_key.lab]
+# A REST client of the lab. The key itself is in secrets/rest-api-key (0600); only its
+# SHA-256 is here.
+sha256 = {q(api_key_sha256)}
+spcs = [{q(s.spc)}]  # it may sign with certificates of this SPC
+profiles = ["lab"]  # the profiles its requests use
+may_verify = true  # it may call the verification API
+
+[server]
+# Listeners ("transport:address:port").
+sip_sign = {listeners(s.sip_signing_port)}  # SIP redirect: 302 + Identity
+sip_verify = {listeners(s.sip_verification_port)}  # SIP redirect: 302 + verstat
+rest = [{q(f"http:{host}:{s.rest_port}")}]  # ATIS-1000082 REST API
+
+[repository]
+# The lab's certificate repository (STI-CR), run by `shaken lab up`.
+directory = {q("repo")}  # what it serves: sp.pem, crl.der, ...
+listen = {q(f"https:{host}:{s.repository_port}")}  # where (x5u above points here)
+tls_certificate = {q("tls/server.pem")}  # its TLS certificate (issued by tls/ca.pem)
+tls_key = {q("tls/server.key")}  # and key
+max_age = 86400  # Cache-Control max-age, seconds (ATIS: cache at least a day)
+"""
+
+
+def _readme(lab: Lab) -> str:
+    s = lab.settings
+    return f"""\
+{TEST_NOTICE}
+
+This directory is a STIR/SHAKEN test lab made by 'shaken lab init'. Its CA, keys and
+certificates are test material: no real verifier trusts them.
+
+  shaken lab up .    serve the certificate repository on {s.repository_url}
+
+SP: SPC {s.spc}, key sp/sp.key, chain sp/sp.pem, x5u {lab.x5u}
+TNs {s.tn_start} to {int(s.tn_start) + s.tn_count - 1} are signed at attestation A, others at C.
+Configuration for the servers: shaken.toml (see the comments in it);
+check it with:  shaken config check shaken.toml
+Revoke the SP certificate:  shaken ca revoke --ca ca SERIAL   (publishes repo/crl.der)
+"""
