@@ -341,7 +341,7 @@ def test_crl_with_a_bad_signature_is_ignored(pki: StiPki) -> None:
     _validate(pki, crls=[forged.public_bytes(serialization.Encoding.DER)])
     with pytest.raises(ChainError) as info:
         _validate(pki, crls=[forged.public_bytes(serialization.Encoding.DER)], require_crl=True)
-    assert _reason(info) is Reason.CERT_REVOKED
+    assert _reason(info) is Reason.CERT_UNTRUSTED
     assert "no CRL" in info.value.detail
 
 
@@ -350,7 +350,7 @@ def test_stale_crl(pki: StiPki) -> None:
     _validate(pki, crls=[stale], crl_signers=[pki.sti_pa])  # not required: nothing to say
     with pytest.raises(ChainError) as info:
         _validate(pki, crls=[stale], crl_signers=[pki.sti_pa], require_crl=True)
-    assert _reason(info) is Reason.CERT_REVOKED
+    assert _reason(info) is Reason.CERT_UNTRUSTED
     assert "nextUpdate" in info.value.detail
 
 
@@ -366,7 +366,7 @@ def test_stale_crl_listing_the_serial_still_revokes(pki: StiPki) -> None:
 def test_require_crl_without_crl(pki: StiPki) -> None:
     with pytest.raises(ChainError) as info:
         _validate(pki, require_crl=True)
-    assert _reason(info) is Reason.CERT_REVOKED
+    assert _reason(info) is Reason.CERT_UNTRUSTED
     assert info.value.fields["depth"] == 0
 
 
@@ -387,7 +387,7 @@ def test_malformed_crl(pki: StiPki) -> None:
     _validate(pki, crls=[b"garbage", good], crl_signers=[pki.sti_pa])
     with pytest.raises(ChainError) as info:
         _validate(pki, crls=[b"garbage", good], crl_signers=[pki.sti_pa], require_crl=True)
-    assert _reason(info) is Reason.CERT_REVOKED
+    assert _reason(info) is Reason.CERT_UNTRUSTED
     assert "does not parse" in info.value.detail
 
 

@@ -73,3 +73,9 @@ def test_lab_relaxations_are_explicit() -> None:
 )
 def test_special_purpose(address: str, special: bool) -> None:
     assert is_special_purpose(address) is special
+
+
+def test_allowed_hosts_compare_case_insensitively() -> None:
+    lab = X5uPolicy(allowed_hosts=("CR.Lab.Test",))
+    assert lab.allowed_hosts == ("cr.lab.test",)
+    assert lab.host_allowed("cr.LAB.test")

@@ -258,7 +258,8 @@ def validate_chain(
     limits CA KeyUsage to exactly keyCertSign, so a direct CRL could never pass it.
 
     A CRL that does not parse is ignored, unless ``require_crl``: then it is a
-    ``CERT_REVOKED`` failure, because an unreadable CRL cannot prove anything current.
+    ``CERT_UNTRUSTED`` failure, because an unreadable CRL cannot prove anything current (an
+    unknown revocation status is not "revoked", but it is not trusted either).
 
     Expired or untrusted: ``CERT_EXPIRED`` needs a path to a trusted anchor (by names and
     signatures) on which some certificate is outside its validity at ``at``; a chain that leads
@@ -437,7 +438,7 @@ def _check_revocation(
         except (ValueError, TypeError) as exc:
             if require_crl:
                 raise ChainError(
-                    Reason.CERT_REVOKED,
+                    Reason.CERT_UNTRUSTED,
                     f"CRL #{index} does not parse, so revocation cannot be checked: {exc}",
                     cause=str(exc),
                 ) from None
@@ -476,7 +477,15 @@ def _check_revocation(
                     if applicable
                     else "no CRL from its issuer or its cRLIssuer was supplied"
                 )
-                raise _revocation_error(depth, cert, f"revocation not checkable: {detail}")
+                # Unknown status is not "revoked": the rule is to fail as untrusted.
+                raise ChainError(
+                    Reason.CERT_UNTRUSTED,
+                    f"certificate at depth {depth} ({_subject(cert)}): revocation not"
+                    f" checkable: {detail}",
+                    depth=depth,
+                    subject=_subject(cert),
+                    cause=detail,
+                )
 
 
 def _crl_issuer_names(cert: x509.Certificate) -> tuple[x509.Name, ...]:

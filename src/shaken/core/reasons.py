@@ -245,7 +245,7 @@ REASONS: dict[Reason, ReasonInfo] = {
         sip_code=437,
         phrase=_UNSUPPORTED,
         verstat=_FAILED,
-        description="A certificate of the chain is revoked, or its CRL could not be checked.",
+        description="A certificate of the chain is revoked.",
     ),
     Reason.CERT_PROFILE: ReasonInfo(
         sip_code=437,

@@ -114,6 +114,10 @@ class X5uPolicy:
     allowed_hosts: tuple[str, ...] = ()
     max_length: int = 2048
 
+    def __post_init__(self) -> None:
+        # Host names compare case-insensitively (RFC 3986 section 3.2.2).
+        object.__setattr__(self, "allowed_hosts", tuple(h.lower() for h in self.allowed_hosts))
+
     def host_allowed(self, host: str) -> bool:
         return self.allow_special_addresses or host.lower() in self.allowed_hosts
 
