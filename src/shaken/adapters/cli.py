@@ -7,6 +7,7 @@ Exit codes: 0 success (for ``verify``: the call verified), 1 the call did not ve
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -18,7 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from shaken.adapters.fetch import fetch_certificate
+from shaken.adapters.fetch import LAB_POLICY, FetchLimits, HttpsFetcher
+from shaken.adapters.store import DirectoryCertificateStore, default_cache_dir
+from shaken.adapters.trust_loader import TrustSources, default_trust_dir, load_trust
 from shaken.core.certs import (
     Spc,
     StirCertificate,
@@ -45,10 +48,13 @@ from shaken.core.sign import sign_shaken
 from shaken.core.verify import (
     SHAKEN,
     CertificateMaterial,
+    Plan,
     VerificationProfile,
     complete,
     prepare,
 )
+from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
+from shaken.services.trust import TrustStore
 
 EXIT_OK = 0
 EXIT_NOT_VERIFIED = 1
@@ -125,33 +131,87 @@ def _print_result(result: VerificationResult, out: Any = None) -> None:
         print(f"  certificate finding: {finding}", file=out)
 
 
-def _certificates_for(
-    args: argparse.Namespace, urls: Sequence[str], profile: VerificationProfile
+def _trust_sources(args: argparse.Namespace) -> TrustSources:
+    """--ca files, --trust-list (+ --sti-pa-cert), --trust-dir.
+
+    The default trust directory is read only when no anchors were named on the command line,
+    so ``--ca FILE`` means exactly that file.
+    """
+    directories: tuple[Path, ...] = ()
+    if args.trust_dir:
+        directories = (Path(args.trust_dir),)
+    elif not args.ca and not args.trust_list:
+        default = default_trust_dir()
+        directories = (default,) if default.is_dir() else ()
+    return TrustSources(
+        pem_files=tuple(Path(p) for p in args.ca),
+        directories=directories,
+        trust_list=Path(args.trust_list) if args.trust_list else None,
+        sti_pa_cert=Path(args.sti_pa_cert) if args.sti_pa_cert else None,
+    )
+
+
+def _trust_store(args: argparse.Namespace, now: datetime) -> TrustStore:
+    sources = _trust_sources(args)
+    if sources.empty:
+        raise UsageError("give the trust anchors with --ca FILE (or --trust-list, --trust-dir)")
+    try:
+        loaded = load_trust(sources, now=now)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    return TrustStore(
+        TrustAnchors(certificates=loaded.anchors), loaded.crl_signers, source=loaded.source
+    )
+
+
+async def _through_cache(
+    args: argparse.Namespace, plan: Plan, trust: TrustStore, profile: VerificationProfile
 ) -> dict[str, CertificateMaterial]:
+    """Obtain the plan's certificates through the persisted cache and the HTTPS fetcher."""
+    store = None
+    if not args.no_cache:
+        store = DirectoryCertificateStore(args.cache_dir or default_cache_dir())
+    if args.fetch_timeout <= 0:
+        raise UsageError("--fetch-timeout wants a positive number of seconds")
+    limits = FetchLimits(timeout=args.fetch_timeout)
+    async with HttpsFetcher(
+        policy=profile.x5u_policy, limits=limits, tls_ca_file=args.tls_ca
+    ) as fetcher:
+        cache = CertificateCache(
+            fetcher,
+            trust,
+            store=store,
+            settings=CacheSettings(revocation=RevocationMode(args.crl)),
+            profile=profile,
+        )
+        urls = plan.urls
+        materials = await asyncio.gather(*(cache.get(u, now=plan.now) for u in urls))
+    return dict(zip(urls, materials, strict=True))
+
+
+def _certificates_for(
+    args: argparse.Namespace, plan: Plan, profile: VerificationProfile
+) -> tuple[dict[str, CertificateMaterial], TrustAnchors | None]:
+    """The certificates of ``plan.urls`` and the anchors to validate raw bytes with.
+
+    ``--cert FILE`` stands for every URL (validated in ``complete``, without CRLs, as before);
+    otherwise the cache answers: from disk when warm, fetching and validating (CRLs included)
+    when not.
+    """
+    trust = _trust_store(args, plan.now)
     if args.cert is not None:
         data = _read(args.cert)
-        return dict.fromkeys(urls, data)
-    fetched: dict[str, CertificateMaterial] = {}
-    for url in urls:
-        try:
-            fetched[url] = fetch_certificate(url, policy=profile.x5u_policy)
-        except VerificationFailure as failure:
-            fetched[url] = failure
-    return fetched
+        return dict.fromkeys(plan.urls, data), trust.current.anchors
+    return asyncio.run(_through_cache(args, plan, trust, profile)), trust.current.anchors
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     now = _epoch(args.at)
-    anchors = None
-    if args.ca:
-        pem = b"".join(_read(path) for path in args.ca)
-        try:
-            anchors = TrustAnchors.from_pem(pem)
-        except (ConfigurationError, CertificateError) as exc:
-            raise UsageError(f"--ca: {exc}") from None
     profile = SHAKEN
     if args.max_iat_age is not None:
         profile = replace(profile, max_iat_age=args.max_iat_age)
+    if args.lab:
+        profile = replace(profile, x5u_policy=LAB_POLICY)
     context = SipContext(
         identity=tuple(args.identity),
         from_header=args.orig if ":" in args.orig else f"<tel:{args.orig}>",
@@ -162,9 +222,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if isinstance(step, VerificationResult):
         result = step
     else:
-        if anchors is None:
-            raise UsageError("give the trust anchors with --ca FILE")
-        certificates = _certificates_for(args, step.urls, profile)
+        certificates, anchors = _certificates_for(args, step, profile)
         result = complete(step, certificates, anchors, now=now)
     if args.json:
         print(json.dumps(result.to_dict(), sort_keys=True))
@@ -320,6 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", required=True, help="called TN, or a To header value")
     p.add_argument("--cert", help="the certificate chain the x5u would return (PEM or DER)")
     p.add_argument("--ca", action="append", default=[], help="trust anchor PEM file (repeatable)")
+    p.add_argument("--trust-dir", help="directory of trust anchor PEM files (see shaken trust)")
+    p.add_argument("--trust-list", metavar="FILE", help="an STI-PA trust list (signed JWT)")
+    p.add_argument("--sti-pa-cert", metavar="FILE", help="verifies --trust-list; signs CRLs")
+    p.add_argument(
+        "--cache-dir", help="certificate cache ($SHAKEN_CACHE_DIR, else ~/.cache/shaken/certs)"
+    )
+    p.add_argument("--no-cache", action="store_true", help="fetch without the persisted cache")
+    p.add_argument(
+        "--crl",
+        choices=[m.value for m in RevocationMode],
+        default=RevocationMode.SOFT.value,
+        help="CRL checking: off, soft (report and pass when unavailable), hard (fail)",
+    )
+    p.add_argument("--fetch-timeout", type=float, default=2.0, help="seconds per fetch (2)")
+    p.add_argument(
+        "--lab", action="store_true", help="LAB ONLY: allow http, loopback hosts and any port"
+    )
+    p.add_argument("--tls-ca", metavar="FILE", help="CA file for the repositories' TLS")
     p.add_argument("--at", help="verification time, seconds since the epoch; now when omitted")
     p.add_argument("--date", help="the SIP Date header of the request, if any")
     p.add_argument("--max-iat-age", type=int, help="freshness window for iat in seconds (60)")

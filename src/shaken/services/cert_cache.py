@@ -1,0 +1,712 @@
+"""The certificate cache: x5u URL -> validated chain, fast when warm, safe when not.
+
+What it guarantees (DESIGN.md section 3 "Certificate cache"; ``reference/asterisk.md`` 2.6 for
+what Asterisk users missed):
+
+* **One fetch per URL in flight**, however many verifications wait for it: the first caller
+  starts a task, the others await the same task (:class:`~shaken.services._flight.SingleFlight`).
+* **Lifetime**: ``max(HTTP freshness, min_ttl)`` capped at ``max_ttl`` and at the chain's
+  earliest notAfter. HTTP freshness is ``s-maxage``, else ``max-age``, else ``Expires - Date``
+  (RFC 9111 section 4.2.1), minus ``Age``. ATIS-1000074 (v003 section 5.3.1) says to cache
+  for 24 hours when the repository says less or nothing, so ``no-cache``/``no-store`` only mean
+  "the floor", as in Asterisk.
+* **Negative cache**: a failure (fetch or validation) is remembered for ``negative_ttl``, so a
+  dead repository costs one timeout per URL per ``negative_ttl``, not one per call.
+* **Stale on error**: an entry past its lifetime is still served for ``stale_for`` while its
+  refresh fails, never past the chain's notAfter.
+* **Never replaced by a worse copy**: a fetched chain that does not validate leaves the cached
+  good one in place (RFC 8224 section 7.4: never overwrite a cached certificate without
+  revalidating it).
+* **Bounded**: LRU by entry count and by body bytes.
+* **Persisted** through a :class:`~shaken.services.ports.CertificateStore`: the raw chain is
+  stored, so a restart validates again (against the anchors of the day) without fetching.
+* **Warm hits are a dict lookup**: the :class:`~shaken.core.verify.ValidatedCertificate` is kept
+  in memory, tagged with the trust version it was validated under and with the moment it must be
+  checked again (its CRLs' nextUpdate); :meth:`CertificateCache.lookup` compares two numbers.
+
+Revocation: once a chain validates against the anchors, the CRLs named by the CRL Distribution
+Points of its certificates (leaf and intermediates) are obtained through
+:class:`~shaken.services.crl.CrlCache` and the chain is validated again with them. CRLs are
+fetched only for chains that already lead to a trusted STI-CA, so an attacker's certificate
+cannot make the verifier fetch URLs of its choosing. :class:`RevocationMode` says what happens
+when a CRL cannot be had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+from cryptography import x509
+
+from shaken.core.certs import crl_distribution_points, load_certificates
+from shaken.core.chain import validate_chain
+from shaken.core.errors import (
+    CertificateError,
+    CertificateFetchError,
+    ChainError,
+    ConfigurationError,
+    VerificationFailure,
+)
+from shaken.core.reasons import Reason
+from shaken.core.verify import SHAKEN, ValidatedCertificate, VerificationProfile
+from shaken.core.verify import validate_certificate as _validate_certificate
+from shaken.services._flight import SingleFlight
+from shaken.services.crl import CrlCache, CrlRecord
+from shaken.services.ports import (
+    CertificateFetcher,
+    CertificateStore,
+    Clock,
+    DocumentKind,
+    FetchedDocument,
+    StoredEntry,
+    SystemClock,
+)
+from shaken.services.trust import TrustMaterial, TrustStore
+
+__all__ = [
+    "CacheSettings",
+    "CacheSnapshot",
+    "CertificateCache",
+    "RevocationMode",
+    "entry_expiry",
+    "http_freshness",
+]
+
+Material = ValidatedCertificate | VerificationFailure
+
+_FOREVER = datetime.max.replace(tzinfo=UTC)
+
+
+class RevocationMode(enum.StrEnum):
+    """What to do about CRLs.
+
+    ``OFF``: fetch none. ``SOFT``: fetch and apply them; when one cannot be had, pass the chain
+    and report it (a ``warning:crl_unavailable`` finding on the result). ``HARD``: when one
+    cannot be had, the chain is ``cert_untrusted``.
+    """
+
+    OFF = "off"
+    SOFT = "soft"
+    HARD = "hard"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheSettings:
+    """The cache's knobs; the defaults follow ATIS-1000074 and DESIGN.md section 3."""
+
+    min_ttl: timedelta = timedelta(hours=24)
+    max_ttl: timedelta = timedelta(days=7)
+    negative_ttl: timedelta = timedelta(seconds=30)
+    stale_for: timedelta = timedelta(hours=1)
+    max_entries: int = 10_000
+    max_bytes: int = 64 * 1024 * 1024
+    revocation: RevocationMode = RevocationMode.SOFT
+
+    def __post_init__(self) -> None:
+        zero = timedelta(0)
+        if self.min_ttl < zero or self.negative_ttl < zero or self.stale_for < zero:
+            raise ConfigurationError("cache durations must not be negative")
+        if self.max_ttl < self.min_ttl:
+            raise ConfigurationError("max_ttl must be at least min_ttl")
+        if self.max_entries < 1 or self.max_bytes < 1:
+            raise ConfigurationError("cache bounds must be positive")
+
+
+# --------------------------------------------------------------------------------------------
+# Lifetime (pure)
+
+
+def _directives(cache_control: str | None) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for part in (cache_control or "").split(","):
+        name, eq, value = part.strip().partition("=")
+        if name:
+            out[name.strip().lower()] = value.strip().strip('"') if eq else None
+    return out
+
+
+def _http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def http_freshness(
+    *,
+    cache_control: str | None,
+    expires: str | None,
+    date: str | None = None,
+    age: str | None = None,
+    fetched_at: datetime,
+) -> timedelta | None:
+    """How long the repository says the response stays fresh, or None when it says nothing.
+
+    RFC 9111 section 4.2.1: ``s-maxage`` (we are a shared cache) over ``max-age`` over
+    ``Expires`` minus ``Date`` (``fetched_at`` when there is no Date); section 4.2.3: less
+    ``Age``. An unparseable ``Expires`` means "already expired" (section 5.3).
+    """
+    directives = _directives(cache_control)
+    lifetime: timedelta | None = None
+    for name in ("s-maxage", "max-age"):
+        value = directives.get(name)
+        if value is not None and value.isdigit():
+            lifetime = timedelta(seconds=int(value))
+            break
+    if lifetime is None and expires is not None:
+        expires_at = _http_date(expires)
+        if expires_at is None:
+            lifetime = timedelta(0)
+        else:
+            lifetime = expires_at - (_http_date(date) or fetched_at)
+    if lifetime is None:
+        return None
+    if age is not None and age.strip().isdigit():
+        lifetime -= timedelta(seconds=int(age.strip()))
+    return max(lifetime, timedelta(0))
+
+
+def entry_expiry(
+    *,
+    now: datetime,
+    http_lifetime: timedelta | None,
+    not_after: datetime | None,
+    settings: CacheSettings,
+) -> datetime:
+    """``now + clamp(http_lifetime, min_ttl, max_ttl)``, never past ``not_after``."""
+    lifetime = max(http_lifetime or timedelta(0), settings.min_ttl)
+    lifetime = min(lifetime, settings.max_ttl)
+    expires_at = now + lifetime
+    return expires_at if not_after is None else min(expires_at, not_after)
+
+
+# --------------------------------------------------------------------------------------------
+# Entries
+
+
+@dataclass(slots=True, kw_only=True)
+class _Entry:
+    url: str
+    body: bytes
+    fetched_at: datetime
+    expires_at: datetime
+    etag: str | None = None
+    content_type: str | None = None
+    warnings: tuple[str, ...] = ()
+    # Validation state: the result under trust ``version``, good until ``good_until``.
+    result: Material | None = None
+    version: int = -1
+    good_until: datetime = field(default=_FOREVER)
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheSnapshot:
+    """One entry as :meth:`CertificateCache.snapshot` reports it."""
+
+    url: str
+    size: int
+    fetched_at: datetime
+    expires_at: datetime
+    etag: str | None
+    validated: bool
+    subject: str | None
+    failure: str | None
+
+
+@dataclass(slots=True)
+class _Negative:
+    failure: VerificationFailure
+    until: datetime
+
+
+class CertificateCache:
+    """x5u URL -> :class:`ValidatedCertificate`, or the :class:`VerificationFailure` why not.
+
+    :param fetcher: gets URL bodies; it enforces the URL policy.
+    :param trust: the current trust anchors and CRL signers (may be reloaded at any time).
+    :param store: persistence; ``None`` keeps everything in memory.
+    :param clock: used only when a caller does not pass ``now``.
+    :param profile: the validation knobs (``require_tnauthlist``, ``enforce_certificate_profile``,
+        ``require_crl``); verifications served from this cache must use the same.
+    :param crls: the CRL cache; by default one over the same fetcher and store.
+
+    One cache belongs to one event loop (it is not thread-safe); its methods take ``now`` so
+    the caller's single clock read decides every expiry.
+    """
+
+    def __init__(
+        self,
+        fetcher: CertificateFetcher,
+        trust: TrustStore,
+        *,
+        store: CertificateStore | None = None,
+        clock: Clock | None = None,
+        settings: CacheSettings = CacheSettings(),
+        profile: VerificationProfile = SHAKEN,
+        crls: CrlCache | None = None,
+    ) -> None:
+        self._fetcher = fetcher
+        self._trust = trust
+        self._store = store
+        self._clock = clock or SystemClock()
+        self.settings = settings
+        self.profile = profile
+        self._crls = crls or CrlCache(
+            fetcher,
+            store=store,
+            clock=self._clock,
+            max_ttl=settings.max_ttl,
+            negative_ttl=settings.negative_ttl,
+            stale_for=settings.stale_for,
+        )
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._negative: OrderedDict[str, _Negative] = OrderedDict()
+        self._looked_in_store: set[str] = set()
+        self._flight: SingleFlight[Material] = SingleFlight()
+        self._background: set[asyncio.Task[None]] = set()
+        #: Fetches started (requests sent or attempted), for metrics and tests.
+        self.fetches = 0
+
+    @property
+    def crl_cache(self) -> CrlCache:
+        return self._crls
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._trust
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._bytes
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        # _delete_all swallows OSError; anything else is left for asyncio to report.
+        self._background.discard(task)
+
+    # ---------------------------------------------------------------------------- the hot path
+
+    def lookup(self, url: str, now: datetime) -> ValidatedCertificate | None:
+        """The validated chain for ``url`` when one is in memory and good at ``now``, else None.
+
+        No I/O and no validation: this is what the fast verification path calls.
+        """
+        entry = self._entries.get(url)
+        if entry is None:
+            return None
+        result = entry.result
+        if (
+            not isinstance(result, ValidatedCertificate)
+            or entry.version != self._trust.version
+            or now >= entry.expires_at
+            or now >= entry.good_until
+        ):
+            return None
+        self._entries.move_to_end(url)
+        return result
+
+    async def get(self, url: str, *, now: datetime | None = None) -> Material:
+        """The validated chain for ``url``, or the failure that stands for it.
+
+        From memory when warm; otherwise from the store, or fetched and validated (one fetch
+        per URL whatever the number of callers). Never raises for the peer's faults.
+        """
+        when = now if now is not None else self._clock.now()
+        hit = self.lookup(url, when)
+        if hit is not None:
+            return hit
+        negative = self._negative.get(url)
+        if negative is not None and when < negative.until:
+            entry = self._entries.get(url)
+            if entry is None or (
+                entry.result is not None
+                and entry.version == self._trust.version
+                and when < entry.good_until
+            ):
+                return self._while_negative(entry, negative, when)
+        return await self._flight.run(url, lambda: self._obtain(url, when))
+
+    # ------------------------------------------------------------------------- the slow path
+
+    def _stale_value(self, entry: _Entry | None, now: datetime) -> ValidatedCertificate | None:
+        """A good entry past its lifetime, still servable while refreshes fail."""
+        if entry is None or entry.version != self._trust.version:
+            return None
+        result = entry.result
+        if (
+            isinstance(result, ValidatedCertificate)
+            and now < entry.expires_at + self.settings.stale_for
+            and now <= result.valid_until
+            and now < entry.good_until
+        ):
+            return result
+        return None
+
+    def _while_negative(self, entry: _Entry | None, negative: _Negative, now: datetime) -> Material:
+        stale = self._stale_value(entry, now)
+        if stale is not None:
+            return stale
+        if (
+            entry is not None
+            and isinstance(entry.result, VerificationFailure)
+            and now < entry.expires_at
+        ):
+            # The held copy, still within its lifetime, itself fails (revoked, anchors
+            # changed): that says more than the fetch failure that kept it from being replaced.
+            return entry.result
+        return negative.failure
+
+    async def _obtain(self, url: str, now: datetime) -> Material:
+        material = self._trust.current
+        entry = self._entries.get(url)
+        if entry is None:
+            entry = await self._from_store(url)
+        held_failure: VerificationFailure | None = None
+        if entry is not None and now < entry.expires_at:
+            held = await self._validated(entry, now, material)
+            if isinstance(held, ValidatedCertificate):
+                return held
+            # The held copy no longer validates: the repository may have a renewed one.
+            held_failure = held
+        negative = self._negative.get(url)
+        if negative is not None and now < negative.until:
+            if entry is not None:
+                await self._validated(entry, now, material)
+            return self._while_negative(entry, negative, now)
+        self.fetches += 1
+        # A conditional request only for a copy that may still be good: a bad one must be
+        # replaced, not confirmed.
+        etag = entry.etag if entry is not None and held_failure is None else None
+        try:
+            document = await self._fetcher.fetch(url, etag=etag)
+        except VerificationFailure as failure:
+            return await self._failed(url, entry, held_failure or failure, now, material)
+        if document.not_modified:
+            if entry is None:
+                return await self._failed(url, None, _not_modified_without_copy(url), now, material)
+            return await self._renew(entry, document, now, material)
+        fresh = _Entry(
+            url=url,
+            body=document.body,
+            fetched_at=now,
+            expires_at=now,  # set below once the chain's notAfter is known
+            etag=document.etag,
+            content_type=document.content_type,
+            warnings=document.warnings,
+        )
+        result = await self._validated(fresh, now, material)
+        if isinstance(result, VerificationFailure):
+            return await self._failed(url, entry, result, now, material)
+        fresh.expires_at = self._expiry(document, now, result)
+        self._install(fresh)
+        self._negative.pop(url, None)
+        await self._persist(fresh)
+        return result
+
+    def _expiry(
+        self, document: FetchedDocument, now: datetime, result: ValidatedCertificate
+    ) -> datetime:
+        lifetime = http_freshness(
+            cache_control=document.cache_control,
+            expires=document.expires,
+            date=document.date,
+            age=document.age,
+            fetched_at=document.fetched_at,
+        )
+        return entry_expiry(
+            now=now, http_lifetime=lifetime, not_after=result.valid_until, settings=self.settings
+        )
+
+    async def _renew(
+        self, entry: _Entry, document: FetchedDocument, now: datetime, material: TrustMaterial
+    ) -> Material:
+        """304 Not Modified: the held body stays; its lifetime starts again."""
+        result = await self._validated(entry, now, material)
+        if isinstance(result, VerificationFailure):
+            return await self._failed(entry.url, entry, result, now, material)
+        entry.fetched_at = now
+        entry.expires_at = self._expiry(document, now, result)
+        if document.etag:
+            entry.etag = document.etag
+        self._negative.pop(entry.url, None)
+        await self._persist(entry)
+        return result
+
+    async def _failed(
+        self,
+        url: str,
+        entry: _Entry | None,
+        failure: VerificationFailure,
+        now: datetime,
+        material: TrustMaterial,
+    ) -> Material:
+        negative = _Negative(failure, now + self.settings.negative_ttl)
+        self._negative[url] = negative
+        self._negative.move_to_end(url)
+        while len(self._negative) > self.settings.max_entries:
+            self._negative.popitem(last=False)
+        if entry is not None:
+            await self._validated(entry, now, material)
+        return self._while_negative(entry, negative, now)
+
+    async def _from_store(self, url: str) -> _Entry | None:
+        """Read one entry from the store, once per URL per process (misses are remembered)."""
+        if self._store is None or url in self._looked_in_store:
+            return None
+        self._looked_in_store.add(url)
+        try:
+            stored = await asyncio.to_thread(self._store.load, url)
+        except OSError:
+            return None
+        if stored is None or stored.kind is not DocumentKind.CERTIFICATE:
+            return None
+        entry = _entry_from_stored(stored)
+        self._install(entry)
+        return entry
+
+    # ----------------------------------------------------------------------------- validation
+
+    async def _validated(self, entry: _Entry, now: datetime, material: TrustMaterial) -> Material:
+        """The entry's validation result under ``material`` at ``now``, computed if needed."""
+        if (
+            entry.result is not None
+            and entry.version == material.version
+            and now < entry.good_until
+        ):
+            return entry.result
+        result, good_until = await self._validate(entry.body, entry.warnings, now, material)
+        entry.result, entry.version, entry.good_until = result, material.version, good_until
+        return result
+
+    async def _validate(
+        self, body: bytes, warnings: tuple[str, ...], now: datetime, material: TrustMaterial
+    ) -> tuple[Material, datetime]:
+        """Validate ``body``; returns the result and until when it may be reused."""
+        anchors = material.anchors
+        if anchors is None:
+            return ChainError(Reason.CERT_UNTRUSTED, "no trust anchors are loaded"), _FOREVER
+        profile = self.profile
+        crl_bodies: list[bytes] = []
+        notes: list[str] = [f"warning:{w}" for w in warnings]
+        good_until = _FOREVER
+        if self.settings.revocation is not RevocationMode.OFF:
+            # First the path, without CRLs: only a chain that reaches a trusted STI-CA may
+            # make us fetch the CRL URLs it names.
+            try:
+                path = validate_chain(load_certificates(body), anchors, at=now)
+            except CertificateError as exc:
+                return ChainError(Reason.CERT_UNPARSEABLE, str(exc)), _FOREVER
+            except ChainError as exc:
+                return exc, _FOREVER
+            urls = _crl_urls(path.certificates[:-1])
+            records = await asyncio.gather(*(self._crls.get(u, now=now) for u in urls))
+            missing: list[str] = []
+            for url, record in zip(urls, records, strict=True):
+                if isinstance(record, CrlRecord):
+                    crl_bodies.append(record.body)
+                    good_until = min(good_until, record.fresh_until)
+                    if record.next_update is not None and record.next_update < now:
+                        notes.append(
+                            f"warning:crl_stale: the CRL at {url} is past its nextUpdate"
+                            f" {record.next_update.isoformat()}"
+                        )
+                else:
+                    missing.append(f"{url}: {record.detail}")
+            if missing:
+                if self.settings.revocation is RevocationMode.HARD:
+                    failure = ChainError(
+                        Reason.CERT_UNTRUSTED,
+                        "revocation status cannot be checked: " + "; ".join(missing),
+                        cause="crl_unavailable",
+                    )
+                    return failure, now + self.settings.negative_ttl
+                notes.append("warning:crl_unavailable: " + "; ".join(missing))
+                good_until = min(good_until, now + self.settings.negative_ttl)
+        try:
+            validated = _validate_certificate(
+                body,
+                anchors,
+                now=now,
+                profile=profile,
+                crls=crl_bodies,
+                crl_signers=material.crl_signers,
+            )
+        except ChainError as exc:
+            return exc, good_until
+        if notes:
+            validated = replace(validated, findings=(*validated.findings, *notes))
+        return validated, good_until
+
+    # --------------------------------------------------------------------------------- storage
+
+    def _install(self, entry: _Entry) -> None:
+        old = self._entries.pop(entry.url, None)
+        if old is not None:
+            self._bytes -= old.size
+        self._entries[entry.url] = entry
+        self._bytes += entry.size
+        evicted: list[str] = []
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.settings.max_entries or self._bytes > self.settings.max_bytes
+        ):
+            url, victim = self._entries.popitem(last=False)
+            self._bytes -= victim.size
+            evicted.append(url)
+        if evicted and self._store is not None:
+            # The store mirrors the memory bounds, so a restart cannot load more than fits.
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                _delete_all(self._store, evicted)  # called from synchronous code
+                return
+            task = loop.create_task(asyncio.to_thread(_delete_all, self._store, evicted))
+            self._background.add(task)
+            task.add_done_callback(self._background_done)
+
+    async def _persist(self, entry: _Entry) -> None:
+        if self._store is None:
+            return
+        stored = StoredEntry(
+            url=entry.url,
+            body=entry.body,
+            kind=DocumentKind.CERTIFICATE,
+            fetched_at=entry.fetched_at,
+            expires_at=entry.expires_at,
+            etag=entry.etag,
+            content_type=entry.content_type,
+        )
+        # A full or read-only disk costs warmth after a restart, never a call.
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self._store.save, stored)
+
+    async def warm(self) -> int:
+        """Load every stored entry into memory (not validated yet); returns how many.
+
+        Entries come newest first until the bounds are reached; CRLs go to the CRL cache's
+        store lookups as they are needed.
+        """
+        if self._store is None:
+            return 0
+        try:
+            stored = await asyncio.to_thread(self._store.entries)
+        except OSError:
+            return 0
+        certs = sorted(
+            (s for s in stored if s.kind is DocumentKind.CERTIFICATE),
+            key=lambda s: s.fetched_at,
+        )
+        count = 0
+        for item in certs[-self.settings.max_entries :]:
+            self._looked_in_store.add(item.url)
+            self._install(_entry_from_stored(item))
+            count += 1
+        return count
+
+    def import_chain(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        now: datetime | None = None,
+        expires_at: datetime | None = None,
+    ) -> None:
+        """Put a chain in memory as if fetched (operator pre-population, tests).
+
+        It is validated on first use like any entry; ``expires_at`` defaults to ``min_ttl``.
+        """
+        when = now if now is not None else self._clock.now()
+        entry = _Entry(
+            url=url,
+            body=body,
+            fetched_at=when,
+            expires_at=expires_at
+            or entry_expiry(now=when, http_lifetime=None, not_after=None, settings=self.settings),
+        )
+        self._install(entry)
+        self._negative.pop(url, None)
+
+    def purge(self, url: str | None = None) -> None:
+        """Forget ``url`` (or everything) in memory, positive and negative."""
+        if url is None:
+            self._entries.clear()
+            self._negative.clear()
+            self._looked_in_store.clear()
+            self._bytes = 0
+            return
+        entry = self._entries.pop(url, None)
+        if entry is not None:
+            self._bytes -= entry.size
+        self._negative.pop(url, None)
+        self._looked_in_store.discard(url)
+
+    def snapshot(self) -> list[CacheSnapshot]:
+        """What is in memory, least recently used first."""
+        out = []
+        for entry in self._entries.values():
+            result = entry.result
+            out.append(
+                CacheSnapshot(
+                    url=entry.url,
+                    size=entry.size,
+                    fetched_at=entry.fetched_at,
+                    expires_at=entry.expires_at,
+                    etag=entry.etag,
+                    validated=isinstance(result, ValidatedCertificate),
+                    subject=result.subject if isinstance(result, ValidatedCertificate) else None,
+                    failure=result.detail if isinstance(result, VerificationFailure) else None,
+                )
+            )
+        return out
+
+
+def _entry_from_stored(stored: StoredEntry) -> _Entry:
+    return _Entry(
+        url=stored.url,
+        body=stored.body,
+        fetched_at=stored.fetched_at,
+        expires_at=stored.expires_at,
+        etag=stored.etag,
+        content_type=stored.content_type,
+    )
+
+
+def _crl_urls(certificates: Iterable[x509.Certificate]) -> list[str]:
+    urls: dict[str, None] = {}
+    for cert in certificates:
+        try:
+            for url in crl_distribution_points(cert):
+                urls.setdefault(url, None)
+        except CertificateError:
+            continue
+    return list(urls)
+
+
+def _not_modified_without_copy(url: str) -> VerificationFailure:
+    return CertificateFetchError(
+        Reason.CERT_FETCH_FAILED, f"{url} answered 304 but no copy is held", url=url
+    )
+
+
+def _delete_all(store: CertificateStore, urls: list[str]) -> None:
+    for url in urls:
+        try:
+            store.delete(url)
+        except OSError:
+            continue

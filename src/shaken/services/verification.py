@@ -1,0 +1,94 @@
+"""The STI-VS as a service: the core's two pure steps with the certificate cache between them.
+
+DESIGN.md section 2 principle 2: :func:`~shaken.core.verify.prepare` runs every check that needs
+no certificate and names the x5u URLs; the cache obtains them (memory, store, or one fetch per
+URL); :func:`~shaken.core.verify.complete` finishes. The clock is read once per request, here,
+and that ``now`` decides freshness, certificate validity and cache expiry alike.
+
+Before any of that, the common case (one full-form SHAKEN PASSporT whose certificate the cache
+already validated) goes through :func:`~shaken.core.verify.try_verify_common`, which looks the
+certificate up with :meth:`CertificateCache.lookup` (a dict lookup); anything else, or any
+failure there, takes the general path, which names the Reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from shaken.core.context import SipContext
+from shaken.core.result import VerificationResult
+from shaken.core.verify import (
+    CertificateMaterial,
+    Plan,
+    ReplayWindow,
+    VerificationProfile,
+    complete,
+    prepare,
+    try_verify_common,
+)
+from shaken.services.cert_cache import CertificateCache
+from shaken.services.ports import Clock, SystemClock
+
+__all__ = ["VerificationService"]
+
+
+class VerificationService:
+    """Verify SIP requests with certificates from a :class:`CertificateCache`.
+
+    :param profile: the verification profile; its validation knobs should match the cache's
+        (``cache.profile`` is the default).
+    :param replay: an optional replay window (RFC 8224 section 12.1); with one, every request
+        takes the general path so the window sees every signature.
+    """
+
+    def __init__(
+        self,
+        cache: CertificateCache,
+        *,
+        clock: Clock | None = None,
+        profile: VerificationProfile | None = None,
+        replay: ReplayWindow | None = None,
+    ) -> None:
+        self._cache = cache
+        self._clock = clock or SystemClock()
+        self.profile = profile if profile is not None else cache.profile
+        self._replay = replay
+
+    @property
+    def cache(self) -> CertificateCache:
+        return self._cache
+
+    async def verify(
+        self, context: SipContext, *, now: datetime | None = None
+    ) -> VerificationResult:
+        """Verify one request. A bad token is a result; only caller mistakes raise.
+
+        :param now: the request's time; the clock is read when it is omitted.
+        :raises ConfigurationError: ``now`` is naive.
+        """
+        when = now if now is not None else self._clock.now()
+        if self._replay is None:
+            lookup = self._cache.lookup
+            common = try_verify_common(
+                context, lambda url: lookup(url, when), now=when, profile=self.profile
+            )
+            if common is not None:
+                return common
+        step = prepare(context, now=when, profile=self.profile)
+        if isinstance(step, VerificationResult):
+            return step
+        return await self.complete(step)
+
+    async def complete(self, plan: Plan) -> VerificationResult:
+        """Obtain the plan's certificates (concurrently) and finish at the plan's ``now``."""
+        urls = plan.urls
+        cache = self._cache
+        if len(urls) == 1:
+            materials: list[CertificateMaterial] = [await cache.get(urls[0], now=plan.now)]
+        else:
+            materials = list(await asyncio.gather(*(cache.get(u, now=plan.now) for u in urls)))
+        certificates = dict(zip(urls, materials, strict=True))
+        # Every material is validated or a failure, so no anchors are needed here: the cache
+        # validated against the trust anchors (and CRLs) current when it did.
+        return complete(plan, certificates, None, now=plan.now, replay=self._replay)

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites (and the cache benchmark): a loopback HTTPS repository."""
