@@ -1,0 +1,42 @@
+"""What the call log records, and the port a call-log store implements.
+
+Every decision, whether it came over SIP or REST, becomes one :class:`CallRecord` (DESIGN.md
+section 8). Recording must never slow a call: :meth:`CallLog.record` only enqueues, and the
+store writes in batches off the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["CallLog", "CallRecord"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecord:
+    """One decision. ``direction`` is ``sign`` or ``verify``; ``interface`` ``sip`` or ``rest``.
+
+    ``allowed`` is False when the call was rejected (the action was ``reject``).
+    """
+
+    time: float
+    direction: str
+    interface: str
+    call_id: str | None = None
+    profile: str | None = None
+    orig: str | None = None
+    dest: str | None = None
+    attest: str | None = None
+    verstat: str | None = None
+    reason: str | None = None
+    sip_code: int | None = None
+    action: str | None = None
+    allowed: bool = True
+    x5u: str | None = None
+    latency_ms: float | None = None
+
+
+class CallLog(Protocol):
+    def record(self, record: CallRecord) -> None:
+        """Queue one record; never blocks and never raises for a full or failing store."""
