@@ -53,7 +53,7 @@ from shaken.core.jws import (
     private_key_pem,
 )
 from shaken.core.trustlist import make_trust_list
-from shaken.toolkit.files import create_private, write_atomic
+from shaken.files import create_private, write_atomic
 from shaken.toolkit.x509build import (
     SHAKEN_CP_1_4,
     RevokedEntry,

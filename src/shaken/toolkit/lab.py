@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from shaken.core.certs import TnRange
 from shaken.core.errors import ConfigurationError
 from shaken.core.jws import generate_private_key, private_key_pem
+from shaken.files import create_private, write_atomic
 from shaken.toolkit.ca import TEST_NOTICE, CaSettings, TestCa
-from shaken.toolkit.files import create_private, write_atomic
 from shaken.toolkit.repository import RepositoryServer, serve_repository
 from shaken.toolkit.x509build import (
     build_csr,

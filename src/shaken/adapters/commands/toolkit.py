@@ -20,8 +20,8 @@ from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, UsageErr
 from shaken.core.certs import CertRole, Tn, TNEntry, TnRange, load_certificates
 from shaken.core.errors import CertificateError
 from shaken.core.jws import generate_private_key, load_private_key, private_key_pem
+from shaken.files import create_private, write_atomic
 from shaken.toolkit.ca import CaSettings, TestCa, parse_serial
-from shaken.toolkit.files import create_private, write_atomic
 from shaken.toolkit.lab import LabSettings, init_lab, open_lab
 from shaken.toolkit.lint import (
     compare_with_corpus,

@@ -16,16 +16,15 @@ cannot start is worse than a cold one (Asterisk deleted and refetched such entri
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shaken.files import PRIVATE, fsync_directory, write_atomic
 from shaken.services.ports import DocumentKind, StoredEntry
 
 __all__ = ["DirectoryCertificateStore", "default_cache_dir"]
@@ -45,34 +44,6 @@ def default_cache_dir() -> Path:
 
 def _key(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the renames durable too (POSIX); not possible everywhere, so best effort."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class DirectoryCertificateStore:
@@ -104,9 +75,11 @@ class DirectoryCertificateStore:
             "sha256": hashlib.sha256(entry.body).hexdigest(),
             "size": len(entry.body),
         }
-        _atomic_write(body_path, entry.body)
-        _atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
-        _fsync_dir(self.directory)
+        write_atomic(body_path, entry.body, mode=PRIVATE)
+        write_atomic(
+            meta_path, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"), mode=PRIVATE
+        )
+        fsync_directory(self.directory)
 
     def load(self, url: str) -> StoredEntry | None:
         """The entry for ``url``, or None when absent or damaged (damage is logged)."""

@@ -1,4 +1,4 @@
-"""File writing for the toolkit: private keys are 0600 from their first byte, updates are atomic.
+"""Writing files safely: private keys are 0600 from their first byte, updates are atomic.
 
 Why not ``Path.write_bytes`` then ``chmod``: between the two calls a private key would be
 readable under the process umask. Why temp file + ``os.replace``: a CA index or a CRL that a
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shaken.core.errors import ConfigurationError
 
-__all__ = ["PRIVATE", "PUBLIC", "create_private", "write_atomic"]
+__all__ = ["PRIVATE", "PUBLIC", "create_private", "fsync_directory", "write_atomic"]
 
 PRIVATE = 0o600
 PUBLIC = 0o644
@@ -35,6 +35,20 @@ def write_atomic(path: Path, data: bytes, *, mode: int = PUBLIC) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames in ``directory`` durable too (POSIX); best effort where not possible."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def create_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
