@@ -172,14 +172,7 @@ class StiPki:
 
         ``at`` (default ``now``) is thisUpdate; ``next_update`` defaults to a day later.
         """
-        at = at if at is not None else self.now
-        return _crl(
-            issuer=self.intermediate,
-            key=self.intermediate_key,
-            revoked=revoked,
-            at=at,
-            next_update=next_update if next_update is not None else at + timedelta(days=1),
-        )
+        return self._crl(self.intermediate, self.intermediate_key, revoked, at, next_update)
 
     def sti_pa_crl(
         self,
@@ -193,10 +186,20 @@ class StiPki:
         It can revoke the intermediate and the leaf alike (an indirect CRL); pass
         :attr:`sti_pa` as a ``crl_signer`` to the chain validator.
         """
+        return self._crl(self.sti_pa, self.sti_pa_key, revoked, at, next_update)
+
+    def _crl(
+        self,
+        issuer: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        revoked: Iterable[int],
+        at: datetime | None,
+        next_update: datetime | None,
+    ) -> bytes:
         at = at if at is not None else self.now
         return _crl(
-            issuer=self.sti_pa,
-            key=self.sti_pa_key,
+            issuer=issuer,
+            key=key,
             revoked=revoked,
             at=at,
             next_update=next_update if next_update is not None else at + timedelta(days=1),
