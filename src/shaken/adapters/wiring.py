@@ -15,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import TrustSources, load_trust
 from shaken.config import EffectiveProfile, Settings, effective_profile
+from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
-from shaken.core.errors import ConfigurationError
+from shaken.core.errors import CertificateError, ConfigurationError, VerificationFailure
 from shaken.core.jws import load_private_key
 from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
@@ -30,7 +33,7 @@ from shaken.services.signing import Credential, SigningPolicy, SigningService, T
 from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 
-__all__ = ["ProfileRuntime", "Runtime", "build_runtime"]
+__all__ = ["ProfileRuntime", "Runtime", "build_runtime", "check_signing_certificates"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -241,3 +244,69 @@ def build_runtime(
         trust_sources=sources,
         notes=notes,
     )
+
+
+def _signing_credentials(profile: ProfileRuntime) -> list[Credential]:
+    """Every credential a profile's signer may use: its own, and its TN entries'."""
+    if profile.signer is None:
+        return []
+    policy = profile.signer.policy
+    found = [policy.credential] if policy.credential is not None else []
+    found += [rule.credential for rule in policy.tns.values() if rule.credential is not None]
+    found += [rule.credential for *_, rule in policy.ranges if rule.credential is not None]
+    return found
+
+
+async def check_signing_certificates(runtime: Runtime, *, now: datetime | None = None) -> int:
+    """Fetch the x5u of every signing credential whose profile sets ``check_x5u_at_load``.
+
+    Asterisk's ``check_tn_cert_public_url`` (``reference/asterisk.md`` section 1.1), made
+    stricter: the URL must answer with a certificate chain that is valid now, holds no private
+    key, and whose leaf is the public half of the key that signs with it (Asterisk feature
+    request #907). The flag on ``[attestation]`` or a profile covers the ``[tn]`` and
+    ``[tn_range]`` credentials that profile signs with too. Returns how many URLs were checked.
+
+    :raises ConfigurationError: every problem found, one per line.
+    """
+    when = now if now is not None else datetime.now(UTC)
+    checked: dict[tuple[str, bytes], str | None] = {}
+    for profile in runtime.profiles.values():
+        if not profile.effective.attestation.get("check_x5u_at_load"):
+            continue
+        for credential in _signing_credentials(profile):
+            spki = credential.key.public_key().public_bytes(
+                Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+            )
+            key = (credential.x5u, spki)
+            if key not in checked:
+                checked[key] = await _check_x5u(runtime, credential, spki, when)
+    problems = sorted({p for p in checked.values() if p is not None})
+    if problems:
+        raise ConfigurationError("check_x5u_at_load: " + "; ".join(problems))
+    return len(checked)
+
+
+async def _check_x5u(
+    runtime: Runtime, credential: Credential, spki: bytes, now: datetime
+) -> str | None:
+    url = credential.x5u
+    try:
+        document = await runtime.fetcher.fetch(url)
+    except VerificationFailure as exc:
+        return f"{url}: {exc}"
+    if b"PRIVATE KEY" in document.body:
+        return f"{url} serves a private key: take it down"
+    try:
+        chain = load_certificates(document.body)
+    except CertificateError as exc:
+        return f"{url}: {exc}"
+    leaf = chain[0]
+    if leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != spki:
+        name = credential.name or "the private key"
+        return f"{url}: the certificate is not for {name} (public keys differ)"
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        return (
+            f"{url}: the certificate is not valid now "
+            f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})"
+        )
+    return None

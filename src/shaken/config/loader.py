@@ -243,6 +243,15 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
             if profile not in profiles:
                 r.problem(("api_key", name, "profiles"), f"no [profile.{profile}]")
     server = r.keys(r.table(document.get("server", {}), ("server",)), SERVER_KEYS, ("server",))
+    sip_listeners = {*server.get("sip_sign", []), *server.get("sip_verify", [])}
+    for listener, profile in server.get("listener_profiles", {}).items():
+        if listener not in sip_listeners:
+            r.problem(
+                ("server", "listener_profiles", listener),
+                "not one of the listeners in server.sip_sign or server.sip_verify",
+            )
+        if profile != "global" and profile not in profiles:
+            r.problem(("server", "listener_profiles", listener), f"no [profile.{profile}]")
     repository = r.keys(
         r.table(document.get("repository", {}), ("repository",)), REPOSITORY_KEYS, ("repository",)
     )

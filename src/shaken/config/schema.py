@@ -272,9 +272,29 @@ API_KEY_KEYS: dict[str, Spec] = {
     "tns": Spec("list", _list(_tn), "TNs this key may sign for (empty: none by TN)"),
     "spcs": Spec("list", _list(_string()), "SPCs whose certificates this key may sign with"),
     "profiles": Spec("list", _list(_string()), "profiles this key may use"),
-    "may_verify": Spec("bool", _bool(), "this key may call the verification API"),
-    "rate_per_second": Spec("number", _number(0), "requests per second allowed"),
+    "may_verify": Spec("bool", _bool(), "this key may call the verification API (default true)"),
+    "rate_per_second": Spec(
+        "number", _number(0), "requests per second allowed, bursts of one second (default: any)"
+    ),
 }
+
+
+def _listener_profiles(value: Any) -> str | None:
+    """A table of SIP listener -> profile name (``"global"``: no profile, the global settings)."""
+    if not isinstance(value, dict):
+        return f"expected a table of listener = profile, got {type(value).__name__}"
+    for listener, profile in value.items():
+        problem = _listen(listener)
+        if problem is None and listener.partition(":")[0] not in ("udp", "tcp", "tls"):
+            problem = f"{listener!r} is not a SIP listener (udp, tcp or tls)"
+        if problem is not None:
+            return problem
+        problem = _string()(profile)
+        if problem is not None:
+            return f"{listener}: {problem}"
+    return None
+
+
 SERVER_KEYS: dict[str, Spec] = {
     "sip_sign": Spec("list", _list(_listen), "SIP signing listeners, e.g. 'udp:127.0.0.1:5060'"),
     "sip_verify": Spec("list", _list(_listen), "SIP verification listeners"),
@@ -285,6 +305,24 @@ SERVER_KEYS: dict[str, Spec] = {
     "call_log": Spec("path", _string(), "SQLite call log file"),
     "tls_certificate": Spec("path", _string(), "TLS certificate for tls/https listeners"),
     "tls_key": Spec("path", _string(), "TLS private key for tls/https listeners"),
+    "listener_profiles": Spec(
+        "table",
+        _listener_profiles,
+        'bind SIP listeners to profiles: {"udp:127.0.0.1:5062" = "carrier"} ("global": none)',
+    ),
+    "max_message_size": Spec("bytes", _int(1024, 65535), "largest SIP message accepted (513)"),
+    "retry_after": Spec("seconds", _int(1, 3600), "Retry-After of the overload 503 (default 1)"),
+    "call_log_flush_ms": Spec(
+        "ms", _int(1, 10000), "call log batch window: commit at least this often (default 100)"
+    ),
+    "verification_open": Spec(
+        "bool", _bool(), "REST verification needs no API key (default false: a key is needed)"
+    ),
+    "api_schema": Spec(
+        "atis|3gpp|auto",
+        _choice("atis", "3gpp", "auto"),
+        "REST JSON schema: ATIS-1000082, 3GPP TS 24.229 Ms, or by request shape (default auto)",
+    ),
 }
 REPOSITORY_KEYS: dict[str, Spec] = {
     "directory": Spec("path", _string(), "directory of chains and CRLs the repository serves"),

@@ -281,6 +281,10 @@ class CertificateCache:
         self._background: set[asyncio.Task[None]] = set()
         #: Fetches started (requests sent or attempted), for metrics and tests.
         self.fetches = 0
+        #: Lookups answered from memory, and :meth:`get` calls that memory could not answer
+        #: (counted per call, not per verification), for metrics.
+        self.hits = 0
+        self.misses = 0
 
     @property
     def crl_cache(self) -> CrlCache:
@@ -320,6 +324,7 @@ class CertificateCache:
         ):
             return None
         self._entries.move_to_end(url)
+        self.hits += 1
         return result
 
     async def get(self, url: str, *, now: datetime | None = None) -> Material:
@@ -332,6 +337,7 @@ class CertificateCache:
         hit = self.lookup(url, when)
         if hit is not None:
             return hit
+        self.misses += 1
         negative = self._negative.get(url)
         if negative is not None and when < negative.until:
             entry = self._entries.get(url)
