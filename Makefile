@@ -17,8 +17,10 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.run-installed
 
+# A lab (test CA, SP certificate, configuration) in a temporary directory, its real servers
+# (repository, SIP redirect, REST), five SIP calls through them, their verdicts, the call log.
 run: $(VENV)/.run-installed
-	$(BIN)/shaken demo
+	$(BIN)/python -m shaken.adapters.tour
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench

@@ -18,8 +18,10 @@ TEST MATERIAL. ``shaken lab init DIR`` writes::
     DIR/secrets/rest-api-key  the REST API key of the lab (0600)
 
 ``shaken lab up DIR`` serves the ``[repository]`` of ``shaken.toml`` (``DIR/repo`` over HTTPS
-on 127.0.0.1:8443 by default) until interrupted. The SIP and REST servers will be started from
-the same configuration once they exist; until then ``up`` says so and prints their addresses.
+on 127.0.0.1:8443 by default) and runs the SIP redirect servers (signing on 5060, verification
+on 5062, UDP and TCP) and the REST API (8080) from the same configuration, until interrupted.
+Their decisions go to the call log ``server.call_log`` names, else ``DIR/calls.sqlite`` (read it
+with ``shaken calls --db DIR/calls.sqlite``).
 """
 
 from __future__ import annotations
@@ -396,6 +398,8 @@ This directory is a STIR/SHAKEN test lab made by 'shaken lab init'. Its CA, keys
 certificates are test material: no real verifier trusts them.
 
   shaken lab up .    serve the certificate repository on {s.repository_url}
+                     and run the SIP and REST servers of shaken.toml
+  shaken calls --db calls.sqlite       what the servers decided
 
 SP: SPC {s.spc}, key sp/sp.key, chain sp/sp.pem, x5u {lab.x5u}
 TNs {s.tn_start} to {int(s.tn_start) + s.tn_count - 1} are signed at attestation A, others at C.

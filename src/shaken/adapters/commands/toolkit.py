@@ -323,16 +323,14 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
             f"note: shaken.toml and the certificates name {configured.host}:{configured.port}; "
             "x5u and CRL URLs pointing there are not served by this process"
         )
-    waiting = {
-        "sip_sign": ("sip-signing", "SIP server"),
-        "sip_verify": ("sip-verification", "SIP server"),
-        "rest": ("rest", "REST server"),
-    }
-    for kind, listens in lab.listeners().items():
-        label, server_issue = waiting[kind]
-        for listen in listens:
-            lines.append(f"{label:16} {listen}  (not started: arrives with the {server_issue})")
-    return _serve_until_interrupted(server, lines)
+    # Imported here: the servers pull in asyncio transports, uvloop and uvicorn.
+    from shaken.adapters.serve import run_lab  # noqa: PLC0415
+
+    server.start()
+    try:
+        return run_lab(lab.config, lines, call_log=(lab.directory / "calls.sqlite").resolve())
+    finally:
+        server.close()
 
 
 # ---------------------------------------------------------------------------------- register
@@ -453,7 +451,7 @@ def register(commands: Any, cert_commands: Any) -> None:
     p.add_argument("--tn-count", type=int, default=defaults.tn_count, help="how many TNs")
     p.set_defaults(func=cmd_lab_init)
 
-    p = lab.add_parser("up", help="run the lab's repository (and, later, its servers)")
+    p = lab.add_parser("up", help="run the lab: its repository, SIP and REST servers")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--host", help="address to bind (default: the lab's)")
     p.add_argument("--port", type=int, help="repository port (default: the lab's; 0 picks one)")

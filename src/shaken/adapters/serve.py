@@ -1,0 +1,503 @@
+"""``shaken serve``: the SIP redirect server and the REST API from one configuration file.
+
+The composition of a running service (DESIGN.md sections 6 to 8): the configuration is read and
+proven usable (keys load, trust anchors parse, ``check_x5u_at_load`` fetches succeed) before
+any socket is bound; the SIP listeners are bound once and shared by the worker processes
+(:class:`~shaken.adapters.sip.server.Supervisor`); each worker builds its own
+:class:`~shaken.adapters.wiring.Runtime`, opens its own writer to the call log and runs, in one
+event loop, the SIP listeners and, when ``[server] rest`` lists any, the REST API
+(``shaken.adapters.http.server.serve_rest``, imported here so that the SIP and HTTP adapters
+never import each other).
+
+SIGHUP reloads: each worker reads the file again and builds a new runtime next to the running
+one. Any problem (a syntax error, an unknown key, a key file that does not load, a failed
+``check_x5u_at_load``) is logged with its file, key and line, and the running configuration
+stays. Otherwise the handler switches to the new runtime in one assignment: requests already
+started finish with the old one, which is closed once they are done. The REST API is restarted
+on the new runtime (a moment without the REST listener; SIP never stops). Listeners and the
+number of workers are bound at start: changing them needs a restart, and a reload says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import importlib.util
+import logging
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from shaken.adapters.sip.handler import SipHandler
+from shaken.adapters.sip.server import (
+    BoundListener,
+    SipServer,
+    Supervisor,
+    bind_listeners,
+    listener_specs,
+    tls_context,
+)
+from shaken.adapters.store.calllog import SqliteCallLog
+from shaken.adapters.wiring import Runtime, build_runtime, check_signing_certificates
+from shaken.config import Settings, load_config
+from shaken.core.errors import ConfigurationError
+
+__all__ = [
+    "ServiceOptions",
+    "Worker",
+    "check_settings",
+    "configure_logging",
+    "run_lab",
+    "serve",
+]
+
+log = logging.getLogger("shaken.serve")
+
+RestServer = Callable[..., Any]
+#: Keys of ``[server]`` that only a restart changes.
+RESTART_KEYS = ("sip_sign", "sip_verify", "workers", "tls_certificate", "tls_key")
+
+
+def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
+    """One line per event on stderr, with the process id (workers share the stream)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger("shaken")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def rest_server() -> RestServer | None:
+    """``serve_rest`` of the REST adapter, or None when this build has none."""
+    name = "shaken.adapters.http.server"
+    if importlib.util.find_spec(name) is None:
+        return None
+    module = importlib.import_module(name)
+    found: RestServer | None = getattr(module, "serve_rest", None)
+    return found
+
+
+def with_workers(settings: Settings, workers: int | None) -> Settings:
+    """``settings`` with ``--workers`` applied, so every adapter sees the same count."""
+    if workers is None:
+        return settings
+    return replace(settings, server={**settings.server, "workers": workers})
+
+
+async def check_settings(settings: Settings) -> Runtime:
+    """Build the runtime ``settings`` describe and prove it usable (start and reload).
+
+    :raises ConfigurationError: a file that does not load, a failed ``check_x5u_at_load``.
+    """
+    runtime = await asyncio.to_thread(build_runtime, settings)
+    try:
+        await check_signing_certificates(runtime)
+        await runtime.cache.warm()
+    except BaseException:
+        await runtime.aclose()
+        raise
+    return runtime
+
+
+def open_call_log(settings: Settings) -> SqliteCallLog | None:
+    """The call log ``[server] call_log`` names, or None.
+
+    :raises ConfigurationError: the file cannot be opened as a call log.
+    """
+    path = settings.server.get("call_log")
+    if not path:
+        return None
+    flush = int(settings.server.get("call_log_flush_ms", 100)) / 1000.0
+    try:
+        return SqliteCallLog(path, flush_interval=flush)
+    except Exception as exc:
+        raise ConfigurationError(f"cannot open the call log {path}: {exc}") from None
+
+
+def _handler_options(settings: Settings) -> dict[str, Any]:
+    server = settings.server
+    return {
+        "max_in_flight": int(server.get("max_in_flight", 1000)),
+        "retry_after": int(server.get("retry_after", 1)),
+    }
+
+
+class ServiceOptions:
+    """How to run a worker: the configuration file and what the command line adds.
+
+    :param workers: ``--workers``, overriding ``server.workers`` for every adapter.
+    :param grace: seconds answers in progress get at shutdown.
+    :param handle_signals: install SIGTERM/SIGINT (stop) and SIGHUP (reload) handlers; only
+        the main thread of a process can.
+    :param call_log: the call log when ``server.call_log`` names none (``lab up``).
+    :param freeze_gc: move what exists after start-up out of the garbage collector's way
+        (``gc.freeze``); for a process that is only this worker.
+    """
+
+    def __init__(
+        self,
+        config: Path,
+        *,
+        workers: int | None = None,
+        grace: float = 5.0,
+        handle_signals: bool = True,
+        call_log: Path | None = None,
+        freeze_gc: bool = False,
+    ) -> None:
+        self.config = config
+        self.freeze_gc = freeze_gc
+        self.workers = workers
+        self.grace = grace
+        self.handle_signals = handle_signals
+        self.call_log = call_log
+
+    def settings(self) -> Settings:
+        """The configuration file with the command line's overrides applied.
+
+        ``call_log`` is a default: a ``server.call_log`` in the file wins.
+        """
+        settings = with_workers(load_config(self.config), self.workers)
+        if self.call_log is not None and not settings.server.get("call_log"):
+            settings = replace(settings, server={**settings.server, "call_log": str(self.call_log)})
+        return settings
+
+
+class Worker:
+    """One event loop's worth of service: SIP listeners, REST, the call log, reloads."""
+
+    def __init__(
+        self,
+        options: ServiceOptions,
+        bound: Sequence[BoundListener],
+        *,
+        slot: int = 0,
+        ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.bound = bound
+        self.slot = slot
+        self.ready_callback = ready
+        self.stopping = asyncio.Event()
+        self.handler: SipHandler | None = None
+        self.sip: SipServer | None = None
+        self.call_log: SqliteCallLog | None = None
+        self._rest_task: asyncio.Task[None] | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reloading: set[asyncio.Task[bool]] = set()
+        self.reloads = 0
+
+    def _load(self) -> Settings:
+        return self.options.settings()
+
+    async def run(self) -> int:
+        settings = self._load()
+        runtime = await check_settings(settings)
+        try:
+            self.call_log = open_call_log(settings)
+            handler = SipHandler(runtime, call_log=self.call_log, **_handler_options(settings))
+            self.handler = handler
+            needs_tls = any(b.listener.transport == "tls" for b in self.bound)
+            tls = (
+                tls_context(settings.server.get("tls_certificate"), settings.server.get("tls_key"))
+                if needs_tls
+                else None
+            )
+            max_size = int(settings.server.get("max_message_size", 65535))
+            self.sip = SipServer(handler, self.bound, tls=tls, max_message_size=max_size)
+            await self.sip.start()
+            await self._start_rest(runtime)
+            if self.options.handle_signals:
+                loop = asyncio.get_running_loop()
+                loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
+                loop.add_signal_handler(signal.SIGINT, self.stopping.set)
+                loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            for note in runtime.notes:
+                log.warning("%s", note)
+            if self.options.freeze_gc:
+                # What exists now lives as long as the worker: keep the collector off it.
+                gc.collect()
+                gc.freeze()
+            if self.ready_callback is not None:
+                self.ready_callback()
+            await self.stopping.wait()
+        finally:
+            await self._shutdown()
+            if self.handler is None:
+                await runtime.aclose()
+        return 0
+
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloading.add(task)  # a task nobody holds may be collected before it ends
+        task.add_done_callback(self._reloading.discard)
+
+    async def reload(self) -> bool:
+        """Read the file again; switch to it only if all of it works. True if switched."""
+        async with self._reload_lock:
+            handler = self.handler
+            if handler is None:
+                return False
+            path = self.options.config
+            try:
+                settings = self._load()
+                runtime = await check_settings(settings)
+            except Exception as exc:
+                log.error(
+                    "reload: %s is not usable, the running configuration stays:\n%s", path, exc
+                )
+                return False
+            old = handler.runtime
+            for key in RESTART_KEYS:
+                if old.settings.server.get(key) != settings.server.get(key):
+                    log.warning(
+                        "reload: server.%s changed; the SIP listeners take it at restart", key
+                    )
+            old_log = None
+            if settings.server.get("call_log") != old.settings.server.get("call_log"):
+                try:
+                    new_log = open_call_log(settings)
+                except ConfigurationError as exc:
+                    log.error("reload: %s; the running configuration stays", exc)
+                    await runtime.aclose()
+                    return False
+                old_log, self.call_log = self.call_log, new_log
+                handler.call_log = new_log
+            in_progress = set(self.sip.tasks) if self.sip is not None else set()
+            options = _handler_options(settings)
+            handler.max_in_flight = options["max_in_flight"]
+            handler.retry_after = options["retry_after"]
+            if self.sip is not None:
+                self.sip.max_message_size = int(settings.server.get("max_message_size", 65535))
+            handler.runtime = runtime  # the switch: one assignment in the loop's thread
+            self.reloads += 1
+            log.info("reloaded %s (profiles: %s)", path, ", ".join(_profile_names(runtime)))
+            await self._stop_rest()
+            try:
+                await self._start_rest(runtime)
+            except Exception as exc:
+                log.error("reload: the REST API did not restart: %s", exc)
+            if in_progress:
+                await asyncio.wait(in_progress, timeout=30.0)
+            await old.aclose()
+            if old_log is not None:
+                await asyncio.to_thread(old_log.close)
+            return True
+
+    async def _start_rest(self, runtime: Runtime) -> None:
+        listeners = list(runtime.settings.server.get("rest", []))
+        if not listeners:
+            return
+        serve_rest = rest_server()
+        if serve_rest is None:
+            log.warning("REST listeners %s not started: no REST adapter", ", ".join(listeners))
+            return
+        ready = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(
+            serve_rest(runtime, listeners, self.call_log, ready=ready)
+        )
+        waiter = asyncio.ensure_future(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            error = task.exception()
+            raise ConfigurationError(f"REST server did not start: {error}")
+        self._rest_task = task
+
+    async def _stop_rest(self) -> None:
+        task, self._rest_task = self._rest_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _shutdown(self) -> None:
+        if self.sip is not None:
+            await self.sip.stop(self.options.grace)
+        await self._stop_rest()
+        if self.call_log is not None:
+            await asyncio.to_thread(self.call_log.close)
+        if self.handler is not None:
+            await self.handler.runtime.aclose()
+
+
+async def _probe(settings: Settings) -> None:
+    runtime = await check_settings(settings)
+    await runtime.aclose()
+
+
+def _profile_names(runtime: Runtime) -> list[str]:
+    return sorted(name or "global" for name in runtime.profiles)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop  # noqa: PLC0415  (optional speed-up; absent on Windows)
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_worker(
+    options: ServiceOptions,
+    bound: Sequence[BoundListener],
+    *,
+    slot: int = 0,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Run one worker in this process until SIGTERM/SIGINT (or its ``stopping`` event)."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        worker = Worker(options, bound, slot=slot, ready=ready)
+        return runner.run(worker.run())
+
+
+def serve(config: str | Path, *, workers: int | None = None, out: TextIO | None = None) -> int:
+    """``shaken serve``: check, bind, fork, serve until SIGTERM/SIGINT. Returns the exit status.
+
+    Prints one line per listener, then ``ready`` once every worker serves.
+
+    :raises ConfigError: the file has problems (each with its line).
+    :raises ConfigurationError: it names files that do not load, or a listener cannot be bound.
+    """
+    stream = out or sys.stdout
+    path = Path(config)
+    settings = with_workers(load_config(path), workers)
+    count = int(settings.server.get("workers", 1))
+    listeners = listener_specs(settings.server)
+    rest = list(settings.server.get("rest", []))
+    if not listeners and not rest:
+        raise ConfigurationError(f"{path}: no listeners ([server] sip_sign, sip_verify or rest)")
+    # Prove the configuration before binding: a bad key should not leave a half-started server.
+    asyncio.run(_probe(settings))
+    bound = bind_listeners(listeners)
+    for item in bound:
+        print(f"sip-{item.listener.role.value:7} {item.listener.spec}", file=stream)
+    for spec in rest:
+        print(f"rest         {spec}", file=stream)
+    if settings.server.get("call_log"):
+        print(f"call log     {settings.server['call_log']}", file=stream)
+    stream.flush()
+    options = ServiceOptions(path, workers=workers, freeze_gc=True)
+    try:
+        if count == 1:
+
+            def one_ready() -> None:
+                print("ready (1 worker)", file=stream, flush=True)
+
+            return run_worker(options, bound, ready=one_ready)
+        reader, writer = os.pipe()
+
+        def announce() -> None:
+            seen = 0
+            while seen < count:
+                readable, _, _ = select.select([reader], [], [], 60.0)
+                if not readable:
+                    log.warning("workers slow to start (%d of %d ready)", seen, count)
+                    continue
+                chunk = os.read(reader, 64)
+                if not chunk:
+                    return
+                seen += len(chunk)
+            print(f"ready ({count} workers)", file=stream, flush=True)
+
+        def target(slot: int) -> int:
+            os.close(reader)
+
+            def worker_ready() -> None:
+                os.write(writer, b".")
+
+            return run_worker(options, bound, slot=slot, ready=worker_ready)
+
+        # The thread starts after the first forks: a process should not fork with threads.
+        started = lambda: threading.Thread(target=announce, daemon=True).start()  # noqa: E731
+        return Supervisor(count, target).run(after_start=started)
+    finally:
+        for item in bound:
+            with contextlib.suppress(OSError):
+                item.sock.close()
+
+
+_LABELS = {"sign": "sip-signing", "verify": "sip-verification"}
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def run_lab(config: Path, lines: list[str], *, call_log: Path, out: TextIO | None = None) -> int:
+    """``shaken lab up``: the lab's SIP and REST servers in this process, until interrupted.
+
+    ``call_log`` is where decisions go unless the configuration names a file. ``lines`` (what
+    else the lab runs) are printed first, then one line per listener and
+    ``Ctrl-C to stop`` once everything listens. A server that cannot start (a port in use,
+    a broken configuration) is reported on its line and the rest of the lab keeps running.
+    """
+    stream = out or sys.stdout
+    lines = list(lines)
+    listeners = []
+    rest: list[str] = []
+    options = ServiceOptions(config, grace=2.0, call_log=call_log, freeze_gc=True)
+    try:
+        settings = options.settings()
+        listeners = listener_specs(settings.server)
+        rest = list(settings.server.get("rest", []))
+        bound = bind_listeners(listeners)
+    except ConfigurationError as exc:
+        return _lab_without_servers(lines, listeners, rest, str(exc), stream)
+    lines += [f"{_LABELS[b.listener.role.value]:16} {b.listener.spec}" for b in bound]
+    lines += [f"{'rest':16} {spec}" for spec in rest]
+    lines.append(f"{'call log':16} {settings.server['call_log']}")
+    started = False
+
+    def ready() -> None:
+        nonlocal started
+        started = True
+        for line in lines:
+            print(line, file=stream)
+        print("Ctrl-C to stop", file=stream, flush=True)
+
+    try:
+        run_worker(options, bound, ready=ready)
+    except (ConfigurationError, OSError) as exc:
+        if started:
+            raise
+        return _lab_without_servers(
+            lines[: -len(bound) - len(rest)], listeners, rest, str(exc), stream
+        )
+    finally:
+        for item in bound:
+            with contextlib.suppress(OSError):
+                item.sock.close()
+    print("stopped", file=stream, flush=True)
+    return 0
+
+
+def _lab_without_servers(
+    lines: list[str], listeners: Sequence[Any], rest: list[str], why: str, stream: TextIO
+) -> int:
+    reason = why.splitlines()[0] if why else "unknown error"
+    for listener in listeners:
+        lines.append(f"{_LABELS[listener.role.value]:16} {listener.spec}  (not started: {reason})")
+    lines += [f"{'rest':16} {spec}  (not started: {reason})" for spec in rest]
+    for line in lines:
+        print(line, file=stream)
+    print("Ctrl-C to stop", file=stream, flush=True)
+    _wait_for_interrupt()
+    print("stopped", file=stream, flush=True)
+    return 0

@@ -1,0 +1,278 @@
+"""The transports over real loopback sockets: UDP, TCP, TLS; and ``shaken serve`` as a process
+with two workers, SIGHUP reloads (a broken file keeps the running configuration) and SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from shaken.adapters.sip.client import build_invite, parse_response, send_invite
+from shaken.adapters.sip.handler import Listener, Role, SipHandler
+from shaken.adapters.sip.server import SipServer, bind_listeners, tls_context
+from shaken.toolkit.lab import Lab
+
+from .conftest import DEST, ORIG, RuntimeFactory, free_port, invite, warm, write_config
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def server(runtimes: RuntimeFactory, lab: Lab) -> AsyncIterator[SipServer]:
+    runtime = runtimes()
+    await warm(runtime, lab)
+    bound = bind_listeners(
+        [
+            Listener("udp:127.0.0.1:0", Role.SIGN),
+            Listener("tcp:127.0.0.1:0", Role.SIGN),
+            Listener("tls:127.0.0.1:0", Role.VERIFY),
+        ]
+    )
+    sip = SipServer(
+        SipHandler(runtime), bound, tls=tls_context(str(lab.tls_cert), str(lab.tls_key))
+    )
+    await sip.start()
+    yield sip
+    await sip.stop(grace=1.0)
+
+
+def address(sip: SipServer, transport: str) -> tuple[str, int]:
+    return next(b.address for b in sip.bound if b.listener.transport == transport)
+
+
+def request_for(local: tuple[str, int]) -> bytes:
+    return build_invite(
+        request_uri=f"sip:{DEST}@127.0.0.1",
+        from_value=f"<sip:{ORIG}@127.0.0.1>;tag=t1",
+        to_value=f"<sip:{DEST}@127.0.0.1>",
+        local=local,
+    )
+
+
+async def test_udp_with_rport(server: SipServer) -> None:
+    response = await send_invite(address(server, "udp"), request_for, timeout=5.0)
+    assert response.code == 302 and response.first("identity")
+    via = response.first("via") or ""
+    assert ";rport=" in via and "received=127.0.0.1" in via  # RFC 3581
+
+
+async def test_udp_answers_the_via_port_without_rport(server: SipServer) -> None:
+    # RFC 3261 18.2.2: no rport, so the answer goes to the sent-by port, not the source port.
+    loop = asyncio.get_running_loop()
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        port = receiver.getsockname()[1]
+        data = invite(via_host=f"127.0.0.1:{port}")
+        sender.sendto(data, address(server, "udp"))
+        reply = await asyncio.wait_for(loop.sock_recv(receiver, 65535), 5.0)
+    assert parse_response(reply).code == 302
+
+
+async def test_tcp_framing_keepalive_and_errors(server: SipServer) -> None:
+    reader, writer = await asyncio.open_connection(*address(server, "tcp"))
+    try:
+        writer.write(invite(call_id="a") + b"\r\n\r\n" + invite(call_id="b"))
+        await writer.drain()
+        first = await read_response(reader)
+        pong = await asyncio.wait_for(reader.readexactly(2), 5.0)
+        second = await read_response(reader)
+        assert (first.code, first.first("call-id")) == (302, "a")
+        assert pong == b"\r\n"  # RFC 5626 section 4.4.1
+        assert (second.code, second.first("call-id")) == (302, "b")
+        writer.write(invite(call_id="c").replace(b"Content-Length: 0", b"Content-Length: x"))
+        await writer.drain()
+        bad = await read_response(reader)
+        assert bad.code == 400 and "Content-Length" in (bad.first("warning") or "")
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""  # then the stream is closed
+    finally:
+        writer.close()
+
+
+async def test_tls(server: SipServer, lab: Lab) -> None:
+    context = ssl.create_default_context(cafile=str(lab.tls_ca))
+    host, port = address(server, "tls")
+    reader, writer = await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    try:
+        writer.write(invite(method="OPTIONS"))
+        await writer.drain()
+        assert (await read_response(reader)).code == 200
+        writer.write(invite(call_id="tls-1"))
+        await writer.drain()
+        response = await read_response(reader)
+        # A verification listener: the INVITE carries no Identity.
+        assert response.code == 302 and "missing_identity" in (
+            response.first("x-shaken-reason") or ""
+        )
+    finally:
+        writer.close()
+
+
+async def read_response(reader: asyncio.StreamReader):  # type: ignore[no-untyped-def]
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+    return parse_response(head)
+
+
+def test_binding_a_busy_port_names_it() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        from shaken.core.errors import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match=f"tcp:127.0.0.1:{port}"):
+            bind_listeners([Listener(f"tcp:127.0.0.1:{port}", Role.SIGN)])
+
+
+# --------------------------------------------------------------------------- shaken serve
+
+
+class Served:
+    """A ``shaken serve`` process and what it printed."""
+
+    def __init__(self, process: subprocess.Popen[str], sip: tuple[str, int], rest: int) -> None:
+        self.process = process
+        self.sip = sip
+        self.rest = rest
+        self.out: list[str] = []
+
+    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.out.append(line.rstrip("\n"))
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"no {prefix!r} line: {self.out}")
+
+
+@pytest.fixture
+def served(lab: Lab, tmp_path: Path) -> Iterator[tuple[Served, Path]]:
+    sip_port, rest_port = free_port(socket.SOCK_DGRAM), free_port()
+    config = write_config(
+        lab,
+        listeners=False,
+        server=(
+            f'sip_verify = ["udp:127.0.0.1:{sip_port}"]\n'
+            f'rest = ["http:127.0.0.1:{rest_port}"]\n'
+            f'call_log = "{tmp_path / "calls.sqlite"}"\nworkers = 2'
+        ),
+    )
+    log = tmp_path / "serve.log"
+    with log.open("w") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shaken.adapters.cli", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        )
+        try:
+            yield Served(process, ("127.0.0.1", sip_port), rest_port), config
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def missing_identity_code(target: tuple[str, int]) -> int:
+    def build(local: tuple[str, int]) -> bytes:
+        return request_for(local)
+
+    return asyncio.run(send_invite(target, build, timeout=10.0)).code
+
+
+def test_serve_reload_and_stop(served: tuple[Served, Path], tmp_path: Path) -> None:
+    serving, config = served
+    assert serving.wait_for("ready") == "ready (2 workers)\n"
+    assert missing_identity_code(serving.sip) == 302  # the lab continues without Identity
+    with urllib.request.urlopen(f"http://127.0.0.1:{serving.rest}/healthz", timeout=10) as reply:
+        assert reply.status == 200  # REST runs in the same workers
+    good = config.read_text()
+    # A broken file: logged with its line, and the running configuration stays.
+    config.write_text(good + '\n[verification.on.missing]\naction = "rejcet"\n')
+    serving.process.send_signal(signal.SIGHUP)
+    log = tmp_path / "serve.log"
+    wait_until(lambda: log.read_text().count("is not usable") >= 2)  # both workers say so
+    assert "verification.on.missing.action" in log.read_text()
+    assert missing_identity_code(serving.sip) == 302
+    # A good one is taken by both workers.
+    config.write_text(good + '\n[verification.on.missing]\naction = "reject"\n')
+    serving.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: log.read_text().count("reloaded") >= 2)
+    assert {missing_identity_code(serving.sip) for _ in range(6)} == {428}
+    serving.process.send_signal(signal.SIGTERM)
+    assert serving.process.wait(timeout=30) == 0
+    rows = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shaken.adapters.cli",
+            "calls",
+            "--db",
+            str(tmp_path / "calls.sqlite"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    outcomes = [json.loads(r)["allowed"] for r in rows]
+    assert outcomes.count(True) == 2 and outcomes.count(False) == 6
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_serve_refuses_a_broken_file(lab: Lab, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[server]\nsip_sign = ["udp:127.0.0.1:5060"]\nworkrs = 2\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "shaken.adapters.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"{config}:3: server.workrs: unknown key (did you mean 'workers'?)" in done.stderr
+
+
+async def test_connection_bound_and_idle_timeout(runtimes: RuntimeFactory) -> None:
+    bound = bind_listeners([Listener("tcp:127.0.0.1:0", Role.SIGN)])
+    sip = SipServer(SipHandler(runtimes()), bound, max_connections=1, idle_timeout=0.2)
+    await sip.start()
+    try:
+        first_reader, first = await asyncio.open_connection(*bound[0].address)
+        await asyncio.sleep(0.05)
+        second_reader, second = await asyncio.open_connection(*bound[0].address)
+        with contextlib.suppress(ConnectionResetError):  # refused: closed (or reset) at once
+            assert await asyncio.wait_for(second_reader.read(), 5.0) == b""
+        second.close()
+        # The first, silent, is closed by the sweep.
+        assert await asyncio.wait_for(first_reader.read(), 5.0) == b""
+        first.close()
+    finally:
+        await sip.stop(grace=0.5)
