@@ -14,14 +14,12 @@ failure there, takes the general path, which names the Reason.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from datetime import datetime
 
-from shaken.core.context import SipContext, parse_sip_date
+from shaken.core.context import SipContext
 from shaken.core.result import VerificationResult
 from shaken.core.verify import (
     CertificateMaterial,
-    DatePolicy,
     Plan,
     ReplayWindow,
     VerificationProfile,
@@ -56,7 +54,6 @@ class VerificationService:
         self._clock = clock or SystemClock()
         self.profile = profile if profile is not None else cache.profile
         self._replay = replay
-        self._last_date: tuple[str | None, datetime | None] = (None, None)
 
     @property
     def cache(self) -> CertificateCache:
@@ -95,10 +92,7 @@ class VerificationService:
         if self._replay is None:
             lookup = self._cache.lookup
             common = try_verify_common(
-                self._without_fresh_date(context, now),
-                lambda url: lookup(url, now),
-                now=now,
-                profile=self.profile,
+                context, lambda url: lookup(url, now), now=now, profile=self.profile
             )
             if common is not None:
                 return common
@@ -112,30 +106,6 @@ class VerificationService:
                 return None
             certificates[url] = hit
         return complete(step, certificates, None, now=step.now, replay=self._replay)
-
-    def _without_fresh_date(self, context: SipContext, now: datetime) -> SipContext:
-        """``context`` without its Date header when that header passes check 9 at ``now``.
-
-        :func:`~shaken.core.verify.try_verify_common` leaves every request with a Date to the
-        general pipeline, but SBCs put a Date on nearly every INVITE. The common path only ever
-        returns a pass, so taking a Date that is fresh (the rule of check 9: not older than
-        ``max_date_age``, not ahead by more than ``max_future_skew``) out of its way gives the
-        same result as the pipeline; any other Date goes to the pipeline, which names it.
-        """
-        date = context.date
-        if date is None or self.profile.date_policy is not DatePolicy.CHECK_IF_PRESENT:
-            return context
-        # Calls of the same second carry the same Date: parse each text once.
-        last, moment = self._last_date
-        if date != last:
-            moment = parse_sip_date(date)
-            self._last_date = (date, moment)
-        if moment is None:
-            return context
-        age = (now - moment).total_seconds()
-        if age > self.profile.max_date_age or -age > self.profile.max_future_skew:
-            return context
-        return replace(context, date=None)
 
     async def complete(self, plan: Plan) -> VerificationResult:
         """Obtain the plan's certificates (concurrently) and finish at the plan's ``now``."""

@@ -31,7 +31,7 @@ from shaken.core.passport import ATTESTATION_LEVELS, UUID_PATTERN
 from shaken.core.reasons import REASONS, Reason, Verstat
 from shaken.core.result import VerificationResult
 from shaken.core.tn import canonicalize_tn
-from shaken.core.verify import DatePolicy, VerificationProfile
+from shaken.core.verify import VerificationProfile
 
 __all__ = [
     "ATIS",
@@ -355,20 +355,9 @@ class VerificationRequest:
     def context(self, now: datetime, profile: VerificationProfile) -> SipContext:
         """The SIP view of the request: From and To as URIs, ``time`` as the Date header.
 
-        ATIS E3 (``time`` not fresh) is the core's Date check (403 Stale Date). When ``time``
-        is inside that window the Date is left out, which changes no verdict (it would pass)
-        and lets the core's one-pass path verify the call; the window arithmetic is the
-        core's own (``_check_date`` in ``shaken.core.verify``).
+        ATIS E3 (``time`` not fresh) is the core's Date check (403 Stale Date).
         """
-        date: str | None = None
-        if profile.date_policy is not DatePolicy.IGNORE:
-            age = now.timestamp() - self.time
-            if (
-                profile.date_policy is DatePolicy.REQUIRE
-                or age > profile.max_date_age
-                or -age > profile.max_future_skew
-            ):
-                date = format_sip_date(datetime.fromtimestamp(self.time, UTC))
+        date = format_sip_date(datetime.fromtimestamp(self.time, UTC))
         return SipContext(
             identity=self.identities,
             from_header=f"<tel:{self.orig_tn}>" if self.orig_tn else f"<{self.orig_uri}>",
