@@ -24,7 +24,7 @@ SPOOFED = "12025550142"
 X5U = "https://cr.example.test/sti/demo-sp.pem"
 
 
-def _tamper(identity: str, orig_tn: str) -> str:
+def spoof_orig(identity: str, orig_tn: str) -> str:
     """Rewrite the orig claim, keep the signature: what a spoofer would try."""
     header = IdentityHeader.parse(identity)
     head, payload, signature = header.token.split(".")
@@ -76,7 +76,7 @@ def run_demo(out: TextIO) -> int:
     )
     _show("The call as signed", good, out)
 
-    forged = _tamper(identity, SPOOFED)
+    forged = spoof_orig(identity, SPOOFED)
     bad = verify_identity(
         forged,
         orig=SPOOFED,

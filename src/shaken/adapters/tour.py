@@ -20,7 +20,6 @@ TEST MATERIAL: the keys and certificates of the lab are throwaway ones.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
 import subprocess
@@ -32,11 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from shaken.adapters.demo import spoof_orig
 from shaken.adapters.sip.client import SipResponse, build_invite, send_invite
 from shaken.core.context import format_sip_date
-from shaken.core.identity import IdentityHeader
-from shaken.core.jws import b64url_decode, b64url_encode, load_private_key
-from shaken.core.passport import canonical_json
+from shaken.core.jws import load_private_key
 from shaken.core.sign import sign_shaken
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
 
@@ -71,16 +69,6 @@ def _free_port() -> int:
                     continue
                 return port
     raise OSError("no free port")
-
-
-def _spoof(identity: str, orig: str) -> str:
-    """The same PASSporT with another caller in its claims and the original signature."""
-    header = IdentityHeader.parse(identity)
-    head, payload, signature = header.token.split(".")
-    claims = json.loads(b64url_decode(payload))
-    claims["orig"] = {"tn": orig}
-    forged = f"{head}.{b64url_encode(canonical_json(claims))}.{signature}"
-    return IdentityHeader(token=forged, info=header.info, alg=header.alg, ppt=header.ppt).format()
 
 
 def _verdict(response: SipResponse) -> str:
@@ -127,7 +115,7 @@ async def _calls(lab: Lab, out: TextIO) -> None:
         (
             "tampered",
             f'"Bank" <sip:{SPOOFED}@127.0.0.1>;tag=tour',
-            (("Identity", _spoof(identity, SPOOFED)), ("Date", date)),
+            (("Identity", spoof_orig(identity, SPOOFED)), ("Date", date)),
         ),
         ("no Identity", alice, ()),
         ("stale", alice, (("Identity", _stale(lab)),)),
