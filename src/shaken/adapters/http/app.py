@@ -420,7 +420,7 @@ class RestApplication:
         profile = self._profile(key, request.profile_id, request.schema, signing=False)
         verifier = profile.verifier
         assert verifier is not None  # profile.verifies
-        context = request.context(now, verifier.profile)
+        context = request.context()
         begun = time.perf_counter()
         result = await verifier.verify(context, now=now)
         self.metrics.observe_verification(time.perf_counter() - begun)

@@ -31,7 +31,6 @@ from shaken.core.passport import ATTESTATION_LEVELS, UUID_PATTERN
 from shaken.core.reasons import REASONS, Reason, Verstat
 from shaken.core.result import VerificationResult
 from shaken.core.tn import canonicalize_tn
-from shaken.core.verify import VerificationProfile
 
 __all__ = [
     "ATIS",
@@ -352,7 +351,7 @@ class VerificationRequest:
     def orig(self) -> str | None:
         return self.orig_tn or self.orig_uri
 
-    def context(self, now: datetime, profile: VerificationProfile) -> SipContext:
+    def context(self) -> SipContext:
         """The SIP view of the request: From and To as URIs, ``time`` as the Date header.
 
         ATIS E3 (``time`` not fresh) is the core's Date check (403 Stale Date).
