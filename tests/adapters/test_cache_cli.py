@@ -17,6 +17,7 @@ from shaken.adapters.cli import main
 from shaken.core.sign import sign_shaken
 from shaken.core.trustlist import make_trust_list
 from shaken.testing import StiPki, make_sti_pki
+from tests.support.fakes import ManualClock
 from tests.support.https import RepositoryServer, Route
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -61,7 +62,8 @@ def files(tmp_path: Path, pki: StiPki) -> dict[str, Path]:
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    """The command at ``NOW``: the material is dated, so the command's clock is injected."""
+    code = main(list(argv), clock=ManualClock(NOW))
     out, err = capsys.readouterr()
     return code, out, err
 

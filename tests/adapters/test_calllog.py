@@ -123,9 +123,9 @@ def test_since_parsing() -> None:
     assert parse_since("-1h", now=now) == now.timestamp() - 3600
     assert parse_since("-90s", now=now) == now.timestamp() - 90
     assert parse_since("2d", now=now) == now.timestamp() - 2 * 86400
-    assert parse_since("2026-11-22T11:00:00Z") == now.timestamp() - 3600
-    assert parse_since("2026-11-22T11:00:00") == now.timestamp() - 3600  # UTC when unzoned
-    assert parse_since("2026-11-22T12:00:00+01:00") == now.timestamp() - 3600
+    assert parse_since("2026-11-22T11:00:00Z", now=now) == now.timestamp() - 3600
+    assert parse_since("2026-11-22T11:00:00", now=now) == now.timestamp() - 3600  # UTC when unzoned
+    assert parse_since("2026-11-22T12:00:00+01:00", now=now) == now.timestamp() - 3600
 
 
 def test_calls_command(tmp_path: Path, capsys: Capture) -> None:

@@ -51,6 +51,10 @@ SECSIPIDX = shutil.which("secsipidx")
 if SECSIPIDX is None:
     pytest.skip("secsipidx not installed", allow_module_level=True)
 
+pytestmark = pytest.mark.real_clock(
+    "secsipidx is a Go program: it reads the kernel's clock, which faketime does not shift"
+)
+
 X5U = "https://cr.example.test/sp.pem"
 ORIG, DEST = "12025550100", "12025550101"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

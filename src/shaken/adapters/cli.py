@@ -54,6 +54,7 @@ from shaken.core.verify import (
     prepare,
 )
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
+from shaken.services.ports import Clock, SystemClock
 from shaken.services.trust import TrustStore
 
 EXIT_OK = 0
@@ -72,13 +73,29 @@ def _read(path: str) -> bytes:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _epoch(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
+def now_of(args: argparse.Namespace) -> datetime:
+    """The command's one clock read: the clock :func:`main` was given (the system clock)."""
+    clock: Clock = args.clock
+    return clock.now()
+
+
+def parse_time(value: str, *, flag: str = "--at") -> datetime:
+    """``value`` as seconds since the epoch or an ISO 8601 time (UTC when it names no zone).
+
+    :raises UsageError: neither.
+    """
+    text = value.strip()
     try:
-        return datetime.fromtimestamp(int(value), UTC)
+        return datetime.fromtimestamp(int(text), UTC)
     except (ValueError, OverflowError, OSError):
-        raise UsageError(f"--at/--iat wants seconds since the epoch, not {value!r}") from None
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{flag} wants seconds since the epoch or an ISO 8601 time, not {value!r}"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------- sign
@@ -98,7 +115,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         orig=args.orig,
         dest=args.dest,
         attest=args.attest,
-        now=datetime.now(UTC) if iat is None else None,
+        now=now_of(args) if iat is None else None,
         iat=iat,
         origid=args.origid,
     )
@@ -175,12 +192,13 @@ async def _through_cache(
         raise UsageError("--fetch-timeout wants a positive number of seconds")
     limits = FetchLimits(timeout=args.fetch_timeout)
     async with HttpsFetcher(
-        policy=profile.x5u_policy, limits=limits, tls_ca_file=args.tls_ca
+        policy=profile.x5u_policy, limits=limits, tls_ca_file=args.tls_ca, clock=args.clock
     ) as fetcher:
         cache = CertificateCache(
             fetcher,
             trust,
             store=store,
+            clock=args.clock,
             settings=CacheSettings(revocation=RevocationMode(args.crl)),
             profile=profile,
         )
@@ -206,7 +224,7 @@ def _certificates_for(
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    now = _epoch(args.at)
+    now = now_of(args) if args.at is None else parse_time(args.at)
     profile = SHAKEN
     if args.max_iat_age is not None:
         profile = replace(profile, max_iat_age=args.max_iat_age)
@@ -343,7 +361,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Imported here: the demo pulls in the test PKI kit, which other commands never need.
     from shaken.adapters.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(sys.stdout)
+    return run_demo(sys.stdout, args.clock)
 
 
 # ---------------------------------------------------------------------------------- main
@@ -396,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--lab", action="store_true", help="LAB ONLY: allow http, loopback hosts and any port"
     )
     p.add_argument("--tls-ca", metavar="FILE", help="CA file for the repositories' TLS")
-    p.add_argument("--at", help="verification time, seconds since the epoch; now when omitted")
+    p.add_argument(
+        "--at", help="verification time: epoch seconds or ISO 8601 (UTC default); now if omitted"
+    )
     p.add_argument("--date", help="the SIP Date header of the request, if any")
     p.add_argument("--max-iat-age", type=int, help="freshness window for iat in seconds (60)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -426,9 +446,11 @@ def _command_modules() -> list[Any]:
     return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
+    """Run one command; ``clock`` is where every command reads the time (default: the system's)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.clock = clock or SystemClock()
     try:
         code: int = args.func(args)
     except UsageError as exc:

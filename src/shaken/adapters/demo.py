@@ -8,7 +8,6 @@ verifier as if fetched from its x5u URL.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import TextIO
 
 from shaken import sign_identity, verify_identity
@@ -16,6 +15,7 @@ from shaken.core.identity import IdentityHeader
 from shaken.core.jws import b64url_decode, b64url_encode
 from shaken.core.passport import canonical_json
 from shaken.core.result import VerificationResult
+from shaken.services.ports import Clock, SystemClock
 from shaken.testing import make_sti_pki
 
 ORIG = "+1 202 555 0100"
@@ -53,8 +53,9 @@ def _show(title: str, result: VerificationResult, out: TextIO) -> None:
         )
 
 
-def run_demo(out: TextIO) -> int:
-    now = datetime.now(UTC).replace(microsecond=0)
+def run_demo(out: TextIO, clock: Clock | None = None) -> int:
+    """Sign, verify, tamper and verify again at ``clock``'s now (the system clock's)."""
+    now = (clock or SystemClock()).now().replace(microsecond=0)
     pki = make_sti_pki(now)
     print("shaken demo: a throwaway STI PKI (test material, never trust it)", file=out)
     print(f"   root:         {pki.root.subject.rfc4514_string()}", file=out)

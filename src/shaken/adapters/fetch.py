@@ -33,7 +33,6 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,7 +42,7 @@ import httpx
 from shaken.core.errors import CertificateFetchError, X5uRejected
 from shaken.core.reasons import Reason
 from shaken.core.x5u import STRICT, X5uPolicy, check_x5u, is_special_purpose
-from shaken.services.ports import FetchedDocument
+from shaken.services.ports import Clock, FetchedDocument, SystemClock
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
@@ -152,6 +151,7 @@ class HttpsFetcher:
         CA); the certifi bundle when omitted.
     :param verify_tls: ``False`` turns TLS verification off (labs only).
     :param transport: an httpx transport to use instead of the network (tests).
+    :param clock: stamps ``fetched_at`` on each document (the system clock by default).
 
     The client is created on first use, in the running event loop; close it with
     :meth:`aclose` or ``async with``.
@@ -166,8 +166,10 @@ class HttpsFetcher:
         tls_ca_file: str | None = None,
         verify_tls: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.policy = policy
+        self._clock = clock or SystemClock()
         self.limits = limits
         self._resolver = resolver or system_resolver
         self._tls_ca_file = tls_ca_file
@@ -312,7 +314,7 @@ class HttpsFetcher:
     async def _read(self, url: str, response: httpx.Response) -> FetchedDocument:
         status = response.status_code
         headers = response.headers
-        fetched_at = datetime.now(UTC)
+        fetched_at = self._clock.now()
         if status == 304:
             return FetchedDocument(
                 url=url,

@@ -50,6 +50,7 @@ from shaken.adapters.store.calllog import SqliteCallLog
 from shaken.adapters.wiring import Runtime, build_runtime, check_signing_certificates
 from shaken.config import Settings, load_config
 from shaken.core.errors import ConfigurationError
+from shaken.services.ports import Clock, SystemClock
 
 __all__ = [
     "ServiceOptions",
@@ -96,14 +97,15 @@ def with_workers(settings: Settings, workers: int | None) -> Settings:
     return replace(settings, server={**settings.server, "workers": workers})
 
 
-async def check_settings(settings: Settings) -> Runtime:
+async def check_settings(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Build the runtime ``settings`` describe and prove it usable (start and reload).
 
     :raises ConfigurationError: a file that does not load, a failed ``check_x5u_at_load``.
     """
-    runtime = await asyncio.to_thread(build_runtime, settings)
+    clock = clock or SystemClock()
+    runtime = await asyncio.to_thread(build_runtime, settings, clock=clock, now=clock.now())
     try:
-        await check_signing_certificates(runtime)
+        await check_signing_certificates(runtime, now=clock.now())
         await runtime.cache.warm()
     except BaseException:
         await runtime.aclose()
@@ -144,6 +146,7 @@ class ServiceOptions:
     :param call_log: the call log when ``server.call_log`` names none (``lab up``).
     :param freeze_gc: move what exists after start-up out of the garbage collector's way
         (``gc.freeze``); for a process that is only this worker.
+    :param clock: where the services read the time (the system clock by default).
     """
 
     def __init__(
@@ -155,8 +158,10 @@ class ServiceOptions:
         handle_signals: bool = True,
         call_log: Path | None = None,
         freeze_gc: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        self.clock: Clock = clock or SystemClock()
         self.freeze_gc = freeze_gc
         self.workers = workers
         self.grace = grace
@@ -203,7 +208,7 @@ class Worker:
 
     async def run(self) -> int:
         settings = self._load()
-        runtime = await check_settings(settings)
+        runtime = await check_settings(settings, self.options.clock)
         try:
             self.call_log = open_call_log(settings)
             handler = SipHandler(runtime, call_log=self.call_log, **_handler_options(settings))
@@ -252,7 +257,7 @@ class Worker:
             path = self.options.config
             try:
                 settings = self._load()
-                runtime = await check_settings(settings)
+                runtime = await check_settings(settings, self.options.clock)
             except Exception as exc:
                 log.error(
                     "reload: %s is not usable, the running configuration stays:\n%s", path, exc
@@ -332,8 +337,8 @@ class Worker:
             await self.handler.runtime.aclose()
 
 
-async def _probe(settings: Settings) -> None:
-    runtime = await check_settings(settings)
+async def _probe(settings: Settings, clock: Clock) -> None:
+    runtime = await check_settings(settings, clock)
     await runtime.aclose()
 
 
@@ -363,7 +368,13 @@ def run_worker(
         return runner.run(worker.run())
 
 
-def serve(config: str | Path, *, workers: int | None = None, out: TextIO | None = None) -> int:
+def serve(
+    config: str | Path,
+    *,
+    workers: int | None = None,
+    out: TextIO | None = None,
+    clock: Clock | None = None,
+) -> int:
     """``shaken serve``: check, bind, fork, serve until SIGTERM/SIGINT. Returns the exit status.
 
     Prints one line per listener, then ``ready`` once every worker serves.
@@ -380,7 +391,8 @@ def serve(config: str | Path, *, workers: int | None = None, out: TextIO | None 
     if not listeners and not rest:
         raise ConfigurationError(f"{path}: no listeners ([server] sip_sign, sip_verify or rest)")
     # Prove the configuration before binding: a bad key should not leave a half-started server.
-    asyncio.run(_probe(settings))
+    clock = clock or SystemClock()
+    asyncio.run(_probe(settings, clock))
     bound = bind_listeners(listeners)
     for item in bound:
         print(f"sip-{item.listener.role.value:7} {item.listener.spec}", file=stream)
@@ -389,7 +401,7 @@ def serve(config: str | Path, *, workers: int | None = None, out: TextIO | None 
     if settings.server.get("call_log"):
         print(f"call log     {settings.server['call_log']}", file=stream)
     stream.flush()
-    options = ServiceOptions(path, workers=workers, freeze_gc=True)
+    options = ServiceOptions(path, workers=workers, freeze_gc=True, clock=clock)
     try:
         if count == 1:
 
@@ -440,7 +452,14 @@ def _wait_for_interrupt() -> None:
         pass
 
 
-def run_lab(config: Path, lines: list[str], *, call_log: Path, out: TextIO | None = None) -> int:
+def run_lab(
+    config: Path,
+    lines: list[str],
+    *,
+    call_log: Path,
+    out: TextIO | None = None,
+    clock: Clock | None = None,
+) -> int:
     """``shaken lab up``: the lab's SIP and REST servers in this process, until interrupted.
 
     ``call_log`` is where decisions go unless the configuration names a file. ``lines`` (what
@@ -452,7 +471,7 @@ def run_lab(config: Path, lines: list[str], *, call_log: Path, out: TextIO | Non
     lines = list(lines)
     listeners = []
     rest: list[str] = []
-    options = ServiceOptions(config, grace=2.0, call_log=call_log, freeze_gc=True)
+    options = ServiceOptions(config, grace=2.0, call_log=call_log, freeze_gc=True, clock=clock)
     try:
         settings = options.settings()
         listeners = listener_specs(settings.server)

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -36,6 +36,7 @@ from shaken.adapters.sip.client import SipResponse, build_invite, send_invite
 from shaken.core.context import format_sip_date
 from shaken.core.jws import load_private_key
 from shaken.core.sign import sign_shaken
+from shaken.services.ports import Clock, SystemClock
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
 
 __all__ = ["main", "run_tour"]
@@ -83,7 +84,7 @@ def _verdict(response: SipResponse) -> str:
     return "\n      ".join(parts)
 
 
-async def _calls(lab: Lab, out: TextIO) -> None:
+async def _calls(lab: Lab, out: TextIO, clock: Clock) -> None:
     s = lab.settings
     sign = ("127.0.0.1", s.sip_signing_port)
     verify = ("127.0.0.1", s.sip_verification_port)
@@ -104,7 +105,7 @@ async def _calls(lab: Lab, out: TextIO) -> None:
 
     signed = await send_invite(sign, invite(alice), timeout=10)
     identity = signed.first("identity") or ""
-    date = signed.first("date") or format_sip_date(datetime.now(UTC))
+    date = signed.first("date") or format_sip_date(clock.now())
     attest = signed.first("x-shaken-attest")
     print(f"1. {'signed':12} {signed.code} {signed.phrase}, attestation {attest}", file=out)
     print(f"      Identity: {identity[:60]}...", file=out)
@@ -118,20 +119,20 @@ async def _calls(lab: Lab, out: TextIO) -> None:
             (("Identity", spoof_orig(identity, SPOOFED)), ("Date", date)),
         ),
         ("no Identity", alice, ()),
-        ("stale", alice, (("Identity", _stale(lab)),)),
+        ("stale", alice, (("Identity", _stale(lab, clock.now())),)),
     ]
     for number, (title, frm, headers) in enumerate(cases, start=2):
         response = await send_invite(verify, invite(frm, *headers), timeout=10)
         print(f"{number}. {title:12} {_verdict(response)}", file=out)
 
 
-def _stale(lab: Lab) -> str:
+def _stale(lab: Lab, now: datetime) -> str:
     key = load_private_key(lab.sp_key.read_bytes())
-    when = datetime.now(UTC) - timedelta(minutes=2)
+    when = now - timedelta(minutes=2)
     return sign_shaken(key=key, x5u=lab.x5u, orig=CALLER, dest=CALLED, attest="A", now=when)
 
 
-def run_tour(directory: Path, out: TextIO) -> int:
+def run_tour(directory: Path, out: TextIO, clock: Clock | None = None) -> int:
     """Make the lab in ``directory``, run it, place the calls; 0 when all went as expected."""
     settings = LabSettings(
         repository_port=_free_port(),
@@ -139,7 +140,8 @@ def run_tour(directory: Path, out: TextIO) -> int:
         sip_verification_port=_free_port(),
         rest_port=_free_port(),
     )
-    lab = init_lab(directory, now=datetime.now(UTC), settings=settings)
+    clock = clock or SystemClock()
+    lab = init_lab(directory, now=clock.now(), settings=settings)
     with lab.config.open("a", encoding="utf-8") as config:
         config.write(ACTIONS)
     print(f"lab in {lab.directory} (TEST MATERIAL)", file=out)
@@ -158,7 +160,7 @@ def run_tour(directory: Path, out: TextIO) -> int:
         else:
             raise RuntimeError(f"shaken lab up stopped: see {directory / 'lab-up.log'}")
         print("calls:", file=out)
-        asyncio.run(_calls(lab, out))
+        asyncio.run(_calls(lab, out, clock))
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,7 @@ def build_runtime(
     :raises ConfigurationError: a key or trust file cannot be used (naming it).
     """
     clock = clock or SystemClock()
-    when = now if now is not None else datetime.now(UTC)
+    when = now if now is not None else clock.now()
     glob = effective_profile(settings, None)
     verification = dict(glob.verification)
     sources = _trust_sources(verification)
@@ -165,6 +165,7 @@ def build_runtime(
         ),
         resolver=resolver,
         tls_ca_file=verification.get("tls_ca_file"),
+        clock=clock,
     )
     cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
     store = DirectoryCertificateStore(cache_dir or default_cache_dir())
@@ -268,7 +269,7 @@ async def check_signing_certificates(runtime: Runtime, *, now: datetime | None =
 
     :raises ConfigurationError: every problem found, one per line.
     """
-    when = now if now is not None else datetime.now(UTC)
+    when = now if now is not None else runtime.clock.now()
     checked: dict[tuple[str, bytes], str | None] = {}
     for profile in runtime.profiles.values():
         if not profile.effective.attestation.get("check_x5u_at_load"):

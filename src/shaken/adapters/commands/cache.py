@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, UsageError
+from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, UsageError, now_of
 from shaken.adapters.fetch import LAB_POLICY
 from shaken.adapters.store import DirectoryCertificateStore, default_cache_dir
 from shaken.core.certs import StirCertificate, load_certificates
@@ -33,10 +33,6 @@ __all__ = ["register"]
 
 def _store(args: argparse.Namespace) -> DirectoryCertificateStore:
     return DirectoryCertificateStore(args.cache_dir or default_cache_dir())
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _describe(entry: StoredEntry, now: datetime) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def _certificate_record(cert: x509.Certificate) -> dict[str, Any]:
 
 
 def cmd_cache_list(args: argparse.Namespace) -> int:
-    now = _now()
+    now = now_of(args)
     store = _store(args)
     records = sorted((_describe(e, now) for e in store.entries()), key=lambda r: r["url"])
     if args.json:
@@ -126,7 +122,7 @@ def cmd_cache_show(args: argparse.Namespace) -> int:
             for cert in load_certificates(entry.body):
                 sys.stdout.write(cert.public_bytes(Encoding.PEM).decode("ascii"))
         return EXIT_OK
-    record = _describe(entry, _now())
+    record = _describe(entry, now_of(args))
     if args.json:
         print(json.dumps(record, sort_keys=True))
         return EXIT_OK
@@ -157,7 +153,7 @@ def cmd_cache_import(args: argparse.Namespace) -> int:
         check_x5u(args.url, LAB_POLICY if args.lab else STRICT)
     except X5uRejected as exc:
         raise UsageError(f"--url: {exc.detail} (--lab relaxes the lab rules)") from None
-    now = _now()
+    now = now_of(args)
     kind = DocumentKind.CRL if args.crl else DocumentKind.CERTIFICATE
     if kind is DocumentKind.CRL:
         try:

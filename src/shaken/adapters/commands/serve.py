@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shaken.adapters.cli import EXIT_OK, UsageError
+from shaken.adapters.cli import EXIT_OK, UsageError, now_of
 from shaken.adapters.store.calllog import OUTCOMES, read_calls
 from shaken.config import ConfigError, load_config
 
@@ -28,7 +28,7 @@ _RELATIVE = re.compile(r"-?([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_since(value: str, *, now: datetime | None = None) -> float:
+def parse_since(value: str, *, now: datetime) -> float:
     """A Unix time from ``-1h``-style relative text or an ISO 8601 time.
 
     :raises UsageError: neither.
@@ -37,7 +37,7 @@ def parse_since(value: str, *, now: datetime | None = None) -> float:
     relative = _RELATIVE.fullmatch(text)
     if relative is not None:
         amount, unit = relative.groups()
-        moment = (now or datetime.now(UTC)) - timedelta(seconds=float(amount) * _UNITS[unit])
+        moment = now - timedelta(seconds=float(amount) * _UNITS[unit])
         return moment.timestamp()
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError("--workers must be from 1 to 64")
     configure_logging()
     try:
-        return serve(args.config, workers=args.workers)
+        return serve(args.config, workers=args.workers, clock=args.clock)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -111,7 +111,7 @@ def _line(row: dict[str, Any]) -> str:
 
 def cmd_calls(args: argparse.Namespace) -> int:
     path = _database(args)
-    since = parse_since(args.since) if args.since else None
+    since = parse_since(args.since, now=now_of(args)) if args.since else None
     try:
         rows = read_calls(path, since=since, outcome=args.outcome, limit=args.limit)
     except FileNotFoundError:

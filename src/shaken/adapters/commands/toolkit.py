@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, UsageError
+from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, UsageError, now_of
 from shaken.core.certs import CertRole, Tn, TNEntry, TnRange, load_certificates
 from shaken.core.errors import CertificateError
 from shaken.core.jws import generate_private_key, load_private_key, private_key_pem
@@ -33,10 +32,6 @@ from shaken.toolkit.repository import RepositoryServer, serve_repository
 from shaken.toolkit.x509build import build_csr
 
 __all__ = ["register"]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _read(path: str) -> bytes:
@@ -104,7 +99,7 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     try:
         ca = TestCa.init(
             Path(args.dir),
-            now=_now(),
+            now=now_of(args),
             settings=settings,
             root_days=args.root_days,
             intermediate_days=args.intermediate_days,
@@ -142,7 +137,9 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
         csr = x509.load_pem_x509_csr(_read(args.csr))
     except ValueError as exc:
         raise UsageError(f"{args.csr} is not a PEM CSR: {exc}") from None
-    issued = ca.issue(csr, now=_now(), days=args.days, spc=args.spc, tn_entries=_tn_entries(args))
+    issued = ca.issue(
+        csr, now=now_of(args), days=args.days, spc=args.spc, tn_entries=_tn_entries(args)
+    )
     if args.out is not None:
         _write_out(args.out, issued.chain_pem)
     kind = (
@@ -169,7 +166,7 @@ def _serial_of(value: str) -> int:
 def cmd_ca_revoke(args: argparse.Namespace) -> int:
     ca = _open_ca(args.ca)
     serial = _serial_of(args.serial)
-    crl = ca.revoke(serial, now=_now(), reason=args.reason)
+    crl = ca.revoke(serial, now=now_of(args), reason=args.reason)
     print(
         f"revoked {serial:x}; CRL number {_crl_number(crl)} written to {ca.directory / 'crl.der'}"
     )
@@ -184,7 +181,7 @@ def _crl_number(crl: x509.CertificateRevocationList) -> int:
 
 def cmd_ca_crl(args: argparse.Namespace) -> int:
     ca = _open_ca(args.ca)
-    crl = ca.publish_crl(now=_now(), days=args.days)
+    crl = ca.publish_crl(now=now_of(args), days=args.days)
     if args.out is not None:
         _write_out(args.out, crl.public_bytes(Encoding.DER))
     print(
@@ -198,7 +195,7 @@ def cmd_ca_crl(args: argparse.Namespace) -> int:
 def cmd_ca_trust_list(args: argparse.Namespace) -> int:
     ca = _open_ca(args.ca)
     path = Path(args.out) if args.out is not None else None
-    ca.write_trust_list(now=_now(), days=args.days, path=path)
+    ca.write_trust_list(now=now_of(args), days=args.days, path=path)
     print(f"trust list signed by the STI-PA: {path or ca.directory / 'trust-list.jwt'}")
     return EXIT_OK
 
@@ -295,7 +292,7 @@ def cmd_lab_init(args: argparse.Namespace) -> int:
         tn_count=args.tn_count,
     )
     try:
-        lab = init_lab(Path(args.dir), now=_now(), settings=settings)
+        lab = init_lab(Path(args.dir), now=now_of(args), settings=settings)
     except OSError as exc:
         raise UsageError(f"{args.dir}: {exc.strerror or exc}") from None
     last = int(settings.tn_start) + settings.tn_count - 1
@@ -328,7 +325,9 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
 
     server.start()
     try:
-        return run_lab(lab.config, lines, call_log=(lab.directory / "calls.sqlite").resolve())
+        return run_lab(
+            lab.config, lines, call_log=(lab.directory / "calls.sqlite").resolve(), clock=args.clock
+        )
     finally:
         server.close()
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
-from shaken.adapters.cli import EXIT_OK, UsageError
+from shaken.adapters.cli import EXIT_OK, UsageError, now_of
 from shaken.adapters.trust_loader import (
     default_trust_dir,
     fingerprint,
@@ -60,7 +60,7 @@ def cmd_trust_list(args: argparse.Namespace) -> int:
         anchors, signers = load_directory(directory)
     except ConfigurationError as exc:
         raise UsageError(str(exc)) from None
-    now = datetime.now(UTC)
+    now = now_of(args)
     records = [_record(c, "anchor", now) for c in anchors]
     records += [_record(c, "crl_signer", now) for c in signers]
     if args.json:
@@ -98,7 +98,7 @@ def _certificates_of(args: argparse.Namespace, data: bytes) -> tuple[list[x509.C
             " (or --allow-unsigned in a lab)"
         )
     try:
-        listed = read_trust_list(data, signer=signer, now=datetime.now(UTC))
+        listed = read_trust_list(data, signer=signer, now=now_of(args))
     except CertificateError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
     state = "signature checked" if listed.signature_checked else "signature NOT checked"
