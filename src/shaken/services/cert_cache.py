@@ -23,6 +23,12 @@ what Asterisk users missed):
 * **Warm hits are a dict lookup**: the :class:`~shaken.core.verify.ValidatedCertificate` is kept
   in memory, tagged with the trust version it was validated under and with the moment it must be
   checked again (its CRLs' nextUpdate); :meth:`CertificateCache.lookup` compares two numbers.
+* **Validation off the event loop, within a budget**: a cold chain is parsed and validated on a
+  small thread pool of its own (``validation_threads``), never on the loop that answers the
+  other calls, and each validation may spend at most ``validation_signature_checks`` signature
+  checks and ``validation_timeout`` seconds (:class:`~shaken.core.chain.ValidationBudget`). An
+  x5u body of look-alike CAs built to make path building search (issue 17 item 1) therefore
+  costs one bounded validation on a side thread, and the chain is ``cert_untrusted``.
 
 Revocation: once a chain validates against the anchors, the CRLs named by the CRL Distribution
 Points of its certificates (leaf and intermediates) are obtained through
@@ -37,16 +43,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 from cryptography import x509
 
 from shaken.core.certs import crl_distribution_points, load_certificates
-from shaken.core.chain import validate_chain
+from shaken.core.chain import (
+    DEFAULT_SIGNATURE_CHECKS,
+    VERIFIER_SIGNATURE_CHECKS,
+    TrustAnchors,
+    ValidatedChain,
+    ValidationBudget,
+    validate_chain,
+)
 from shaken.core.errors import (
     CertificateError,
     CertificateFetchError,
@@ -80,6 +97,7 @@ __all__ = [
 ]
 
 Material = ValidatedCertificate | VerificationFailure
+T = TypeVar("T")
 
 _FOREVER = datetime.max.replace(tzinfo=UTC)
 
@@ -108,6 +126,12 @@ class CacheSettings:
     max_entries: int = 10_000
     max_bytes: int = 64 * 1024 * 1024
     revocation: RevocationMode = RevocationMode.SOFT
+    #: The work one chain validation may do (see :class:`~shaken.core.chain.ValidationBudget`):
+    #: a SHAKEN chain needs 2 or 3 signature checks and well under a millisecond.
+    validation_signature_checks: int = DEFAULT_SIGNATURE_CHECKS
+    validation_timeout: timedelta = timedelta(seconds=1)
+    #: Threads that validate cold chains, off the event loop.
+    validation_threads: int = 2
 
     def __post_init__(self) -> None:
         zero = timedelta(0)
@@ -117,6 +141,12 @@ class CacheSettings:
             raise ConfigurationError("max_ttl must be at least min_ttl")
         if self.max_entries < 1 or self.max_bytes < 1:
             raise ConfigurationError("cache bounds must be positive")
+        if self.validation_signature_checks < VERIFIER_SIGNATURE_CHECKS:
+            raise ConfigurationError(
+                f"validation_signature_checks must be at least {VERIFIER_SIGNATURE_CHECKS}"
+            )
+        if self.validation_timeout <= zero or self.validation_threads < 1:
+            raise ConfigurationError("validation_timeout and validation_threads must be positive")
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,6 +309,7 @@ class CertificateCache:
         self._looked_in_store: set[str] = set()
         self._flight: SingleFlight[Material] = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
         #: Fetches started (requests sent or attempted), for metrics and tests.
         self.fetches = 0
         #: Lookups answered from memory, and :meth:`get` calls that memory could not answer
@@ -304,6 +335,29 @@ class CertificateCache:
     def _background_done(self, task: asyncio.Task[None]) -> None:
         # _delete_all swallows OSError; anything else is left for asyncio to report.
         self._background.discard(task)
+
+    async def aclose(self) -> None:
+        """Stop the validation threads (a validation in progress finishes first)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True)
+
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        """Run CPU-heavy ``work`` (chain validation) on the validation threads."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.settings.validation_threads,
+                thread_name_prefix="shaken-validate",
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    def _budget(self) -> ValidationBudget:
+        """A fresh budget whose deadline starts now (called on the validating thread)."""
+        deadline = time.monotonic() + self.settings.validation_timeout.total_seconds()
+        return ValidationBudget(
+            self.settings.validation_signature_checks,
+            expired=lambda: time.monotonic() > deadline,
+        )
 
     # ---------------------------------------------------------------------------- the hot path
 
@@ -512,15 +566,15 @@ class CertificateCache:
         crl_bodies: list[bytes] = []
         notes: list[str] = [f"warning:{w}" for w in warnings]
         good_until = _FOREVER
+        # First the path, without CRLs, within the budget: only a chain that reaches a trusted
+        # STI-CA may make us fetch the CRL URLs it names, or cost a second validation.
+        try:
+            path = await self._off_loop(functools.partial(self._path, body, anchors, now))
+        except CertificateError as exc:
+            return ChainError(Reason.CERT_UNPARSEABLE, str(exc)), _FOREVER
+        except ChainError as exc:
+            return exc, _FOREVER
         if self.settings.revocation is not RevocationMode.OFF:
-            # First the path, without CRLs: only a chain that reaches a trusted STI-CA may
-            # make us fetch the CRL URLs it names.
-            try:
-                path = validate_chain(load_certificates(body), anchors, at=now)
-            except CertificateError as exc:
-                return ChainError(Reason.CERT_UNPARSEABLE, str(exc)), _FOREVER
-            except ChainError as exc:
-                return exc, _FOREVER
             urls = _crl_urls(path.certificates[:-1])
             records = await asyncio.gather(*(self._crls.get(u, now=now) for u in urls))
             missing: list[str] = []
@@ -546,19 +600,26 @@ class CertificateCache:
                 notes.append("warning:crl_unavailable: " + "; ".join(missing))
                 good_until = min(good_until, now + self.settings.negative_ttl)
         try:
-            validated = _validate_certificate(
-                body,
-                anchors,
-                now=now,
-                profile=profile,
-                crls=crl_bodies,
-                crl_signers=material.crl_signers,
+            validated = await self._off_loop(
+                functools.partial(
+                    _validate_certificate,
+                    body,
+                    anchors,
+                    now=now,
+                    profile=profile,
+                    crls=crl_bodies,
+                    crl_signers=material.crl_signers,
+                )
             )
         except ChainError as exc:
             return exc, good_until
         if notes:
             validated = replace(validated, findings=(*validated.findings, *notes))
         return validated, good_until
+
+    def _path(self, body: bytes, anchors: TrustAnchors, now: datetime) -> ValidatedChain:
+        """Parse and validate ``body`` within a budget (on a validation thread)."""
+        return validate_chain(load_certificates(body), anchors, at=now, budget=self._budget())
 
     # --------------------------------------------------------------------------------- storage
 
