@@ -173,7 +173,10 @@ class CrlCache:
         record = self._records.get(url)
         if record is None and self._store is not None and url not in self._looked_in_store:
             self._looked_in_store.add(url)
-            stored = await asyncio.to_thread(self._store.load, url)
+            try:
+                stored = await asyncio.to_thread(self._store.load, url)
+            except OSError:  # an unreadable store costs a fetch, never a call
+                stored = None
             if stored is not None and stored.kind is DocumentKind.CRL:
                 loaded = self._make_record(url, stored.body, now, fetched_at=stored.fetched_at)
                 if isinstance(loaded, CrlRecord):
