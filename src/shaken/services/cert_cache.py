@@ -17,7 +17,9 @@ what Asterisk users missed):
 * **Never replaced by a worse copy**: a fetched chain that does not validate leaves the cached
   good one in place (RFC 8224 section 7.4: never overwrite a cached certificate without
   revalidating it).
-* **Bounded**: LRU by entry count and by body bytes.
+* **Bounded**: LRU by entry count and by body bytes; what it remembers about other URLs (recent
+  failures, store misses) is bounded in bytes too (``max_failure_bytes``, ``max_miss_bytes``),
+  because those URLs are the caller's choosing.
 * **Persisted** through a :class:`~shaken.services.ports.CertificateStore`: the raw chain is
   stored, so a restart validates again (against the anchors of the day) without fetching.
 * **Warm hits are a dict lookup**: the :class:`~shaken.core.verify.ValidatedCertificate` is kept
@@ -74,6 +76,7 @@ from shaken.core.errors import (
 from shaken.core.reasons import Reason
 from shaken.core.verify import SHAKEN, ValidatedCertificate, VerificationProfile
 from shaken.core.verify import validate_certificate as _validate_certificate
+from shaken.services._bounded import ByteBoundedLru, failure_size
 from shaken.services._flight import SingleFlight
 from shaken.services.crl import CrlCache, CrlRecord
 from shaken.services.ports import (
@@ -125,6 +128,10 @@ class CacheSettings:
     stale_for: timedelta = timedelta(hours=1)
     max_entries: int = 10_000
     max_bytes: int = 64 * 1024 * 1024
+    #: What remembering recent failures (the negative cache) and URLs the store does not
+    #: hold may take, in bytes: about 1,000 and 2,000 URLs of 2 KiB.
+    max_failure_bytes: int = 4 * 1024 * 1024
+    max_miss_bytes: int = 4 * 1024 * 1024
     revocation: RevocationMode = RevocationMode.SOFT
     #: The work one chain validation may do (see :class:`~shaken.core.chain.ValidationBudget`):
     #: a SHAKEN chain needs 2 or 3 signature checks and well under a millisecond.
@@ -139,7 +146,7 @@ class CacheSettings:
             raise ConfigurationError("cache durations must not be negative")
         if self.max_ttl < self.min_ttl:
             raise ConfigurationError("max_ttl must be at least min_ttl")
-        if self.max_entries < 1 or self.max_bytes < 1:
+        if min(self.max_entries, self.max_bytes, self.max_failure_bytes, self.max_miss_bytes) < 1:
             raise ConfigurationError("cache bounds must be positive")
         if self.validation_signature_checks < VERIFIER_SIGNATURE_CHECKS:
             raise ConfigurationError(
@@ -305,8 +312,10 @@ class CertificateCache:
         )
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
-        self._negative: OrderedDict[str, _Negative] = OrderedDict()
-        self._looked_in_store: set[str] = set()
+        self._negative: ByteBoundedLru[_Negative] = ByteBoundedLru(
+            settings.max_failure_bytes, max_entries=settings.max_entries
+        )
+        self._looked_in_store: ByteBoundedLru[None] = ByteBoundedLru(settings.max_miss_bytes)
         self._flight: SingleFlight[Material] = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
@@ -476,7 +485,7 @@ class CertificateCache:
             return await self._failed(url, entry, result, now, material)
         fresh.expires_at = self._expiry(document, now, result)
         self._install(fresh)
-        self._negative.pop(url, None)
+        self._negative.pop(url)
         await self._persist(fresh)
         return result
 
@@ -505,7 +514,7 @@ class CertificateCache:
         entry.expires_at = self._expiry(document, now, result)
         if document.etag:
             entry.etag = document.etag
-        self._negative.pop(entry.url, None)
+        self._negative.pop(entry.url)
         await self._persist(entry)
         return result
 
@@ -518,10 +527,7 @@ class CertificateCache:
         material: TrustMaterial,
     ) -> Material:
         negative = _Negative(failure, now + self.settings.negative_ttl)
-        self._negative[url] = negative
-        self._negative.move_to_end(url)
-        while len(self._negative) > self.settings.max_entries:
-            self._negative.popitem(last=False)
+        self._negative.put(url, negative, failure_size(failure))
         if entry is not None:
             await self._validated(entry, now, material)
         return self._while_negative(entry, negative, now)
@@ -530,7 +536,7 @@ class CertificateCache:
         """Read one entry from the store, once per URL per process (misses are remembered)."""
         if self._store is None or url in self._looked_in_store:
             return None
-        self._looked_in_store.add(url)
+        self._looked_in_store.put(url, None)
         try:
             stored = await asyncio.to_thread(self._store.load, url)
         except OSError:
@@ -681,7 +687,7 @@ class CertificateCache:
         )
         count = 0
         for item in certs[-self.settings.max_entries :]:
-            self._looked_in_store.add(item.url)
+            self._looked_in_store.put(item.url, None)
             self._install(_entry_from_stored(item))
             count += 1
         return count
@@ -707,7 +713,7 @@ class CertificateCache:
             or entry_expiry(now=when, http_lifetime=None, not_after=None, settings=self.settings),
         )
         self._install(entry)
-        self._negative.pop(url, None)
+        self._negative.pop(url)
 
     def purge(self, url: str | None = None) -> None:
         """Forget ``url`` (or everything) in memory, positive and negative."""
@@ -720,7 +726,7 @@ class CertificateCache:
         entry = self._entries.pop(url, None)
         if entry is not None:
             self._bytes -= entry.size
-        self._negative.pop(url, None)
+        self._negative.pop(url)
         self._looked_in_store.discard(url)
 
     def snapshot(self) -> list[CacheSnapshot]:

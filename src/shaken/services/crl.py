@@ -25,6 +25,7 @@ from cryptography import x509
 
 from shaken.core.errors import CertificateFetchError, VerificationFailure
 from shaken.core.reasons import Reason
+from shaken.services._bounded import ByteBoundedLru, failure_size
 from shaken.services._flight import SingleFlight
 from shaken.services.ports import (
     CertificateFetcher,
@@ -72,6 +73,8 @@ class CrlCache:
     :param default_ttl: freshness of a CRL without nextUpdate (RFC 5280 requires one).
     :param negative_ttl: how long a failed fetch is remembered before the next attempt.
     :param stale_for: how long past its freshness a CRL is still used while refreshes fail.
+    :param max_entries: CRLs held (LRU); also the bound on remembered failures.
+    :param max_index_bytes: what remembering failures and store misses may take, each.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class CrlCache:
         negative_ttl: timedelta = timedelta(seconds=30),
         stale_for: timedelta = timedelta(hours=1),
         max_entries: int = 256,
+        max_index_bytes: int = 512 * 1024,
     ) -> None:
         self._fetcher = fetcher
         self._store = store
@@ -95,8 +99,10 @@ class CrlCache:
         self._stale_for = stale_for
         self._max_entries = max_entries
         self._records: OrderedDict[str, CrlRecord] = OrderedDict()
-        self._negative: dict[str, _Negative] = {}
-        self._looked_in_store: set[str] = set()
+        self._negative: ByteBoundedLru[_Negative] = ByteBoundedLru(
+            max_index_bytes, max_entries=max_entries
+        )
+        self._looked_in_store: ByteBoundedLru[None] = ByteBoundedLru(max_index_bytes)
         self._flight: SingleFlight[CrlRecord | VerificationFailure] = SingleFlight()
         self.fetches = 0
 
@@ -147,7 +153,7 @@ class CrlCache:
     def _put(self, record: CrlRecord) -> None:
         self._records[record.url] = record
         self._records.move_to_end(record.url)
-        self._negative.pop(record.url, None)
+        self._negative.pop(record.url)
         while len(self._records) > self._max_entries:
             self._records.popitem(last=False)
 
@@ -172,7 +178,7 @@ class CrlCache:
     async def _refresh(self, url: str, now: datetime) -> CrlRecord | VerificationFailure:
         record = self._records.get(url)
         if record is None and self._store is not None and url not in self._looked_in_store:
-            self._looked_in_store.add(url)
+            self._looked_in_store.put(url, None)
             try:
                 stored = await asyncio.to_thread(self._store.load, url)
             except OSError:  # an unreadable store costs a fetch, never a call
@@ -217,9 +223,7 @@ class CrlCache:
     def _fail(
         self, url: str, record: CrlRecord | None, failure: VerificationFailure, now: datetime
     ) -> CrlRecord | VerificationFailure:
-        self._negative[url] = _Negative(failure, now + self._negative_ttl)
-        if len(self._negative) > self._max_entries:
-            self._negative.pop(next(iter(self._negative)))
+        self._negative.put(url, _Negative(failure, now + self._negative_ttl), failure_size(failure))
         return self._stale(record, now) or failure
 
     def purge(self, url: str | None = None) -> None:
@@ -230,7 +234,7 @@ class CrlCache:
             self._looked_in_store.clear()
         else:
             self._records.pop(url, None)
-            self._negative.pop(url, None)
+            self._negative.pop(url)
             self._looked_in_store.discard(url)
 
 
