@@ -12,6 +12,12 @@ what Asterisk users missed):
   "the floor", as in Asterisk.
 * **Negative cache**: a failure (fetch or validation) is remembered for ``negative_ttl``, so a
   dead repository costs one timeout per URL per ``negative_ttl``, not one per call.
+* **Bounded fetching**: at most ``max_fetches_in_flight`` cold fetches run at once, and at most
+  ``max_fetches_per_source`` for one ``source`` (the SIP peer's address, the REST client), so
+  slow repositories named by one peer cannot take a worker's descriptors (issue 17 item 6:
+  five INVITEs at slow URLs took one from 17 to 517). A fetch over either bound is not started:
+  the caller gets ``cert_fetch_failed`` saying why, at once, and nothing is remembered against
+  the URL. Joining a fetch already in flight for the same URL costs no slot.
 * **Stale on error**: an entry past its lifetime is still served for ``stale_for`` while its
   refresh fails, never past the chain's notAfter.
 * **Never replaced by a worse copy**: a fetched chain that does not validate leaves the cached
@@ -132,6 +138,9 @@ class CacheSettings:
     #: hold may take, in bytes: about 1,000 and 2,000 URLs of 2 KiB.
     max_failure_bytes: int = 4 * 1024 * 1024
     max_miss_bytes: int = 4 * 1024 * 1024
+    #: Cold x5u fetches in progress at once: in all, and for one source.
+    max_fetches_in_flight: int = 64
+    max_fetches_per_source: int = 8
     revocation: RevocationMode = RevocationMode.SOFT
     #: The work one chain validation may do (see :class:`~shaken.core.chain.ValidationBudget`):
     #: a SHAKEN chain needs 2 or 3 signature checks and well under a millisecond.
@@ -146,7 +155,8 @@ class CacheSettings:
             raise ConfigurationError("cache durations must not be negative")
         if self.max_ttl < self.min_ttl:
             raise ConfigurationError("max_ttl must be at least min_ttl")
-        if min(self.max_entries, self.max_bytes, self.max_failure_bytes, self.max_miss_bytes) < 1:
+        bounds = (self.max_entries, self.max_bytes, self.max_failure_bytes, self.max_miss_bytes)
+        if min(*bounds, self.max_fetches_in_flight, self.max_fetches_per_source) < 1:
             raise ConfigurationError("cache bounds must be positive")
         if self.validation_signature_checks < VERIFIER_SIGNATURE_CHECKS:
             raise ConfigurationError(
@@ -270,6 +280,41 @@ class _Negative:
     until: datetime
 
 
+class _FetchSlots:
+    """Cold fetches in progress, in all and per source; a slot is taken or refused at once."""
+
+    def __init__(self, total: int, per_source: int) -> None:
+        self.total = total
+        self.per_source = per_source
+        self.in_flight = 0
+        self._by_source: dict[str, int] = {}
+
+    def refusal(self, source: str | None) -> str | None:
+        """Why a fetch for ``source`` may not start now, or None."""
+        if self.in_flight >= self.total:
+            return f"{self.in_flight} certificate fetches are in progress (the limit in all)"
+        if source is not None and self._by_source.get(source, 0) >= self.per_source:
+            return (
+                f"{self.per_source} certificate fetches are in progress for this source"
+                " (the limit per source)"
+            )
+        return None
+
+    def take(self, source: str | None) -> None:
+        self.in_flight += 1
+        if source is not None:
+            self._by_source[source] = self._by_source.get(source, 0) + 1
+
+    def give_back(self, source: str | None) -> None:
+        self.in_flight -= 1
+        if source is not None:
+            left = self._by_source.get(source, 1) - 1
+            if left > 0:
+                self._by_source[source] = left
+            else:
+                self._by_source.pop(source, None)
+
+
 class CertificateCache:
     """x5u URL -> :class:`ValidatedCertificate`, or the :class:`VerificationFailure` why not.
 
@@ -319,8 +364,11 @@ class CertificateCache:
         self._flight: SingleFlight[Material] = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._slots = _FetchSlots(settings.max_fetches_in_flight, settings.max_fetches_per_source)
         #: Fetches started (requests sent or attempted), for metrics and tests.
         self.fetches = 0
+        #: Fetches not started because too many were in progress (in all or for the source).
+        self.fetches_refused = 0
         #: Lookups answered from memory, and :meth:`get` calls that memory could not answer
         #: (counted per call, not per verification), for metrics.
         self.hits = 0
@@ -390,11 +438,20 @@ class CertificateCache:
         self.hits += 1
         return result
 
-    async def get(self, url: str, *, now: datetime | None = None) -> Material:
+    @property
+    def fetches_in_flight(self) -> int:
+        return self._slots.in_flight
+
+    async def get(
+        self, url: str, *, now: datetime | None = None, source: str | None = None
+    ) -> Material:
         """The validated chain for ``url``, or the failure that stands for it.
 
         From memory when warm; otherwise from the store, or fetched and validated (one fetch
         per URL whatever the number of callers). Never raises for the peer's faults.
+
+        :param source: who asks (a SIP peer's address, a REST client), for the bound on the
+            cold fetches one source may have in progress; None counts in the total only.
         """
         when = now if now is not None else self._clock.now()
         hit = self.lookup(url, when)
@@ -410,7 +467,7 @@ class CertificateCache:
                 and when < entry.good_until
             ):
                 return self._while_negative(entry, negative, when)
-        return await self._flight.run(url, lambda: self._obtain(url, when))
+        return await self._flight.run(url, lambda: self._obtain(url, when, source))
 
     # ------------------------------------------------------------------------- the slow path
 
@@ -442,7 +499,7 @@ class CertificateCache:
             return entry.result
         return negative.failure
 
-    async def _obtain(self, url: str, now: datetime) -> Material:
+    async def _obtain(self, url: str, now: datetime, source: str | None) -> Material:
         material = self._trust.current
         entry = self._entries.get(url)
         if entry is None:
@@ -459,14 +516,27 @@ class CertificateCache:
             if entry is not None:
                 await self._validated(entry, now, material)
             return self._while_negative(entry, negative, now)
+        refused = self._slots.refusal(source)
+        if refused is not None:
+            # Our own load, not the URL's fault: nothing is remembered against the URL.
+            self.fetches_refused += 1
+            stale = self._stale_value(entry, now)
+            if stale is not None:
+                return stale
+            return held_failure or CertificateFetchError(
+                Reason.CERT_FETCH_FAILED, f"{url} not fetched: {refused}", url=url, refused=True
+            )
         self.fetches += 1
         # A conditional request only for a copy that may still be good: a bad one must be
         # replaced, not confirmed.
         etag = entry.etag if entry is not None and held_failure is None else None
+        self._slots.take(source)
         try:
             document = await self._fetcher.fetch(url, etag=etag)
         except VerificationFailure as failure:
             return await self._failed(url, entry, held_failure or failure, now, material)
+        finally:
+            self._slots.give_back(source)
         if document.not_modified:
             if entry is None:
                 return await self._failed(url, None, _not_modified_without_copy(url), now, material)

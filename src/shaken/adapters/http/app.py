@@ -225,6 +225,14 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+def _source(key: ApiKey | None, scope: Scope) -> str | None:
+    """Who asks, for the certificate cache's bound per source: the API key, else the client."""
+    if key is not None:
+        return f"api_key:{key.name}"
+    client = scope.get("client")
+    return f"rest:{client[0]}" if client else None
+
+
 def _writable_directory(directory: Path) -> tuple[bool, str]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -333,7 +341,8 @@ class RestApplication:
                 raise ApiError("SVC4004", "application/json")
             document = decode_body(await _read_body(receive))
             if endpoint == "verification":
-                body = await self._verification(document, key, rid, now, started)
+                source = _source(key, scope)
+                body = await self._verification(document, key, rid, now, started, source)
             else:
                 body = await self._signing(document, key, rid, now, started)
             status = 200
@@ -415,6 +424,7 @@ class RestApplication:
         rid: bytes,
         now: datetime,
         started: float,
+        source: str | None = None,
     ) -> bytes:
         request = parse_verification(document, self.schema_mode)
         profile = self._profile(key, request.profile_id, request.schema, signing=False)
@@ -422,7 +432,7 @@ class RestApplication:
         assert verifier is not None  # profile.verifies
         context = request.context()
         begun = time.perf_counter()
-        result = await verifier.verify(context, now=now)
+        result = await verifier.verify(context, now=now, source=source)
         self.metrics.observe_verification(time.perf_counter() - begun)
         if result.reason is Reason.INVALID_HEADER and request.schema == ATIS:
             # ATIS-1000082 E2: an identity that is not an Identity header value at all is an
