@@ -107,6 +107,7 @@ async def check_settings(settings: Settings, clock: Clock | None = None) -> Runt
     try:
         await check_signing_certificates(runtime, now=clock.now())
         await runtime.cache.warm()
+        runtime.cache.start_refresh()  # CRLs now and every crl_refresh; aclose stops it
     except BaseException:
         await runtime.aclose()
         raise

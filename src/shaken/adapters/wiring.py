@@ -8,6 +8,7 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
-from shaken.adapters.trust_loader import TrustSources, load_trust
+from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
 from shaken.config import EffectiveProfile, Settings, effective_profile
+from shaken.config.schema import revocation_of
 from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import CertificateError, ConfigurationError, VerificationFailure
@@ -28,12 +30,19 @@ from shaken.core.jws import load_private_key
 from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
+from shaken.services.crl import LocalCrls
 from shaken.services.ports import Clock, SystemClock
 from shaken.services.signing import Credential, SigningPolicy, SigningService, TnRule
 from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 
-__all__ = ["ProfileRuntime", "Runtime", "build_runtime", "check_signing_certificates"]
+__all__ = [
+    "ProfileRuntime",
+    "Runtime",
+    "build_runtime",
+    "check_signing_certificates",
+    "revocation_mode",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -74,6 +83,7 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        await self.cache.aclose()  # the CRL refresh uses the fetcher: it stops first
         await self.fetcher.aclose()
 
     def profile_for_source(self, address: str) -> ProfileRuntime | None:
@@ -109,6 +119,17 @@ def _trust_sources(verification: dict[str, Any]) -> TrustSources:
         sti_pa_cert=Path(sti_pa) if sti_pa else None,
         crl_signer_files=(Path(sti_pa),) if sti_pa else (),
     )
+
+
+def revocation_mode(verification: Mapping[str, Any]) -> RevocationMode:
+    """The one revocation setting of an effective ``[verification]`` (old spellings included)."""
+    return RevocationMode(revocation_of(verification))
+
+
+def _crl_files(verification: Mapping[str, Any]) -> LocalCrls | None:
+    """What reads the configured CRL files again on each refresh (None: there are none)."""
+    paths = tuple(Path(p) for p in verification.get("crl_files", []))
+    return functools.partial(load_crl_files, paths) if paths else None
 
 
 def _credential(
@@ -169,7 +190,7 @@ def build_runtime(
     )
     cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
     store = DirectoryCertificateStore(cache_dir or default_cache_dir())
-    hard = verification["require_crl"] or verification["crl_unavailable"] == "fail"
+    crl_files = _crl_files(verification)
     cache = CertificateCache(
         fetcher,
         trust,
@@ -180,10 +201,14 @@ def build_runtime(
             max_ttl=timedelta(seconds=verification["max_cache_ttl"]),
             negative_ttl=timedelta(seconds=verification["negative_cache_ttl"]),
             max_entries=verification["max_cache_entries"],
-            revocation=RevocationMode.HARD if hard else RevocationMode.SOFT,
+            revocation=revocation_mode(verification),
+            crl_refresh=timedelta(seconds=verification.get("crl_refresh", 3600)),
         ),
         profile=glob.verification_profile,
+        crl_files=crl_files,
     )
+    if crl_files is not None:
+        cache.crl_cache.set_local(crl_files(), now=when)
     credentials: dict[tuple[str, str], Credential] = {}
     tns = {
         tn: TnRule(attest=v.get("attest"), credential=_credential(v, credentials))

@@ -68,8 +68,10 @@ __all__ = [
     "ValidationBudget",
     "check_delegation",
     "check_tn_scope",
+    "find_revocation",
     "require_tnauthlist",
     "tn_scope",
+    "unchecked_revocation",
     "validate_chain",
 ]
 
@@ -668,15 +670,7 @@ def _revocation_error(depth: int, cert: x509.Certificate, detail: str) -> ChainE
     )
 
 
-def _check_revocation(
-    path: list[x509.Certificate],
-    *,
-    anchors: TrustAnchors,
-    at: datetime,
-    crls: Sequence[bytes],
-    crl_signers: Sequence[x509.Certificate],
-    require_crl: bool,
-) -> None:
+def _parse_crls(crls: Sequence[bytes], require_crl: bool) -> list[x509.CertificateRevocationList]:
     parsed: list[x509.CertificateRevocationList] = []
     for index, data in enumerate(crls):
         try:
@@ -687,51 +681,141 @@ def _check_revocation(
                     Reason.CERT_UNTRUSTED,
                     f"CRL #{index} does not parse, so revocation cannot be checked: {exc}",
                     cause=str(exc),
+                    unchecked=True,
                 ) from None
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """What the CRLs say about one certificate of a path."""
+
+    revoked: ChainError | None
+    #: Why its revocation status is not established by a current applicable CRL, or None.
+    unknown: str | None
+
+
+def _status(
+    depth: int,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    parsed: Sequence[x509.CertificateRevocationList],
+    trusted_signers: Sequence[x509.Certificate],
+    at: datetime,
+) -> _Status:
+    """Which CRLs apply to ``cert`` (see :func:`validate_chain`), and what they say."""
+    indirect_names = _crl_issuer_names(cert)
+    applicable: list[x509.CertificateRevocationList] = []
+    unverified: list[x509.CertificateRevocationList] = []
+    for crl in parsed:
+        named = crl.issuer == cert.issuer or crl.issuer in indirect_names
+        direct = crl.issuer == cert.issuer and _crl_signed_by(crl, issuer)
+        indirect = crl.issuer in indirect_names and any(
+            _crl_signed_by(crl, signer) for signer in trusted_signers
+        )
+        if direct or indirect:
+            applicable.append(crl)
+        elif named:
+            unverified.append(crl)
+    for crl in applicable:
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None:
+            detail = (
+                f"serial {cert.serial_number:x} revoked on "
+                f"{entry.revocation_date_utc.isoformat()} by the CRL of "
+                f"{crl.issuer.rfc4514_string()}"
+            )
+            return _Status(revoked=_revocation_error(depth, cert, detail), unknown=None)
+    if any(crl.next_update_utc is not None and at <= crl.next_update_utc for crl in applicable):
+        return _Status(revoked=None, unknown=None)
+    if applicable:
+        why = "every applicable CRL is past its nextUpdate"
+    elif unverified:
+        signers = ", ".join(sorted({crl.issuer.rfc4514_string() for crl in unverified}))
+        why = (
+            f"no CRL from its issuer or its cRLIssuer could be verified: the CRL of {signers} is"
+            " signed by neither its issuer nor a configured CRL signer (for the SHAKEN CRL, the"
+            " STI-PA certificate: ATIS-1000080 section 6.4.1)"
+        )
+    else:
+        why = "no CRL from its issuer or its cRLIssuer was supplied"
+    return _Status(revoked=None, unknown=why)
+
+
+def _check_revocation(
+    path: list[x509.Certificate],
+    *,
+    anchors: TrustAnchors,
+    at: datetime,
+    crls: Sequence[bytes],
+    crl_signers: Sequence[x509.Certificate],
+    require_crl: bool,
+) -> None:
+    parsed = _parse_crls(crls, require_crl)
     trusted_signers = (*anchors.certificates, *crl_signers)
     # The anchor itself is trusted a priori and has no issuer to revoke it.
     for depth, cert in enumerate(path[:-1]):
-        issuer = path[depth + 1]
-        indirect_names = _crl_issuer_names(cert)
-        applicable: list[x509.CertificateRevocationList] = []
-        for crl in parsed:
-            direct = crl.issuer == cert.issuer and _crl_signed_by(crl, issuer)
-            indirect = crl.issuer in indirect_names and any(
-                _crl_signed_by(crl, signer) for signer in trusted_signers
+        status = _status(depth, cert, path[depth + 1], parsed, trusted_signers, at)
+        if status.revoked is not None:
+            raise status.revoked
+        if require_crl and status.unknown is not None:
+            # Unknown status is not "revoked": the issue's rule is to fail as untrusted.
+            raise ChainError(
+                Reason.CERT_UNTRUSTED,
+                f"certificate at depth {depth} ({_subject(cert)}): revocation not"
+                f" checkable: {status.unknown}",
+                depth=depth,
+                subject=_subject(cert),
+                cause=status.unknown,
+                unchecked=True,
             )
-            if direct or indirect:
-                applicable.append(crl)
-        for crl in applicable:
-            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if entry is not None:
-                raise _revocation_error(
-                    depth,
-                    cert,
-                    f"serial {cert.serial_number:x} revoked on "
-                    f"{entry.revocation_date_utc.isoformat()} by the CRL of "
-                    f"{crl.issuer.rfc4514_string()}",
-                )
-        if require_crl:
-            current = [
-                crl
-                for crl in applicable
-                if crl.next_update_utc is not None and at <= crl.next_update_utc
-            ]
-            if not current:
-                detail = (
-                    "every applicable CRL is past its nextUpdate"
-                    if applicable
-                    else "no CRL from its issuer or its cRLIssuer was supplied"
-                )
-                # Unknown status is not "revoked": the issue's rule is to fail as untrusted.
-                raise ChainError(
-                    Reason.CERT_UNTRUSTED,
-                    f"certificate at depth {depth} ({_subject(cert)}): revocation not"
-                    f" checkable: {detail}",
-                    depth=depth,
-                    subject=_subject(cert),
-                    cause=detail,
-                )
+
+
+def unchecked_revocation(
+    chain: ValidatedChain,
+    anchors: TrustAnchors,
+    *,
+    at: datetime,
+    crls: Sequence[bytes] = (),
+    crl_signers: Sequence[x509.Certificate] = (),
+) -> tuple[str, ...]:
+    """Why the revocation status of each certificate of a validated path is unknown.
+
+    One sentence per certificate below the anchor that no current applicable CRL covers (the
+    rules of :func:`validate_chain`): what a verifier that passes such a chain anyway must
+    say. Empty when every certificate's status is established.
+    """
+    parsed = _parse_crls(crls, False)
+    trusted_signers = (*anchors.certificates, *crl_signers)
+    path = chain.certificates
+    notes: list[str] = []
+    for depth, cert in enumerate(path[:-1]):
+        status = _status(depth, cert, path[depth + 1], parsed, trusted_signers, at)
+        if status.unknown is not None:
+            notes.append(f"certificate at depth {depth} ({_subject(cert)}): {status.unknown}")
+    return tuple(notes)
+
+
+def find_revocation(
+    path: Sequence[x509.Certificate],
+    *,
+    crls: Sequence[bytes],
+    crl_signers: Sequence[x509.Certificate],
+    at: datetime,
+) -> ChainError | None:
+    """The ``CERT_REVOKED`` failure the CRLs give for a path that was not validated, or None.
+
+    For a chain that could not be validated here (our own signing chain, on a server with no
+    anchors for it): each certificate is looked up in the CRLs that apply to it by the same
+    rules, its issuer being the next certificate of ``path`` (a direct CRL) or one of
+    ``crl_signers`` (the STI-PA). A CRL can only say "revoked" when its issuer's key signed it.
+    """
+    parsed = _parse_crls(crls, False)
+    for depth, cert in enumerate(path[:-1]):
+        status = _status(depth, cert, path[depth + 1], parsed, tuple(crl_signers), at)
+        if status.revoked is not None:
+            return status.revoked
+    return None
 
 
 def _crl_issuer_names(cert: x509.Certificate) -> tuple[x509.Name, ...]:

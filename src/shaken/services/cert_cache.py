@@ -70,6 +70,7 @@ from shaken.core.chain import (
     TrustAnchors,
     ValidatedChain,
     ValidationBudget,
+    unchecked_revocation,
     validate_chain,
 )
 from shaken.core.errors import (
@@ -84,7 +85,7 @@ from shaken.core.verify import SHAKEN, ValidatedCertificate, VerificationProfile
 from shaken.core.verify import validate_certificate as _validate_certificate
 from shaken.services._bounded import ByteBoundedLru, failure_size
 from shaken.services._flight import SingleFlight
-from shaken.services.crl import CrlCache, CrlRecord
+from shaken.services.crl import MAX_REFRESH_INTERVAL, CrlCache, CrlRecord, LocalCrls
 from shaken.services.ports import (
     CertificateFetcher,
     CertificateStore,
@@ -101,6 +102,7 @@ __all__ = [
     "CacheSnapshot",
     "CertificateCache",
     "RevocationMode",
+    "RevocationReport",
     "entry_expiry",
     "http_freshness",
 ]
@@ -148,6 +150,9 @@ class CacheSettings:
     validation_timeout: timedelta = timedelta(seconds=1)
     #: Threads that validate cold chains, off the event loop.
     validation_threads: int = 2
+    #: How often CRLs are fetched again whatever their nextUpdate (at most a day), so that a
+    #: revocation published today takes effect today.
+    crl_refresh: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         zero = timedelta(0)
@@ -164,6 +169,8 @@ class CacheSettings:
             )
         if self.validation_timeout <= zero or self.validation_threads < 1:
             raise ConfigurationError("validation_timeout and validation_threads must be positive")
+        if not zero < self.crl_refresh <= MAX_REFRESH_INTERVAL:
+            raise ConfigurationError("crl_refresh must be positive and at most a day")
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,9 +257,11 @@ class _Entry:
     etag: str | None = None
     content_type: str | None = None
     warnings: tuple[str, ...] = ()
-    # Validation state: the result under trust ``version``, good until ``good_until``.
+    # Validation state: the result under trust ``version`` and CRLs ``crl_version``, good
+    # until ``good_until``.
     result: Material | None = None
     version: int = -1
+    crl_version: int = -1
     good_until: datetime = field(default=_FOREVER)
 
     @property
@@ -278,6 +287,25 @@ class CacheSnapshot:
 class _Negative:
     failure: VerificationFailure
     until: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationReport:
+    """What :meth:`CertificateCache.revocation_report` says about the revocation data.
+
+    ``stale`` names the CRLs past their nextUpdate or not refreshed for two intervals;
+    ``unchecked_total`` counts the chains that passed (``soft``) without a revocation status,
+    ``unchecked_held`` those of them in memory now.
+    """
+
+    mode: RevocationMode
+    crls: int
+    stale: tuple[str, ...]
+    last_refresh: datetime | None
+    refreshes: int
+    refresh_failures: int
+    unchecked_total: int
+    unchecked_held: int
 
 
 class _FetchSlots:
@@ -322,9 +350,11 @@ class CertificateCache:
     :param trust: the current trust anchors and CRL signers (may be reloaded at any time).
     :param store: persistence; ``None`` keeps everything in memory.
     :param clock: used only when a caller does not pass ``now``.
-    :param profile: the validation knobs (``require_tnauthlist``, ``enforce_certificate_profile``,
-        ``require_crl``); verifications served from this cache must use the same.
+    :param profile: the validation knobs (``require_tnauthlist``, ``enforce_certificate_profile``);
+        verifications served from this cache must use the same. Its ``require_crl`` is not
+        used: ``settings.revocation`` is the one revocation setting (``hard`` requires CRLs).
     :param crls: the CRL cache; by default one over the same fetcher and store.
+    :param crl_files: reads the operator's CRL files, for the default CRL cache.
 
     One cache belongs to one event loop (it is not thread-safe); its methods take ``now`` so
     the caller's single clock read decides every expiry.
@@ -340,6 +370,7 @@ class CertificateCache:
         settings: CacheSettings = CacheSettings(),
         profile: VerificationProfile = SHAKEN,
         crls: CrlCache | None = None,
+        crl_files: LocalCrls | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._trust = trust
@@ -354,6 +385,8 @@ class CertificateCache:
             max_ttl=settings.max_ttl,
             negative_ttl=settings.negative_ttl,
             stale_for=settings.stale_for,
+            refresh_interval=settings.crl_refresh,
+            local=crl_files,
         )
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
@@ -369,6 +402,10 @@ class CertificateCache:
         self.fetches = 0
         #: Fetches not started because too many were in progress (in all or for the source).
         self.fetches_refused = 0
+        #: Chains that passed (``soft``) although the revocation status of one of their
+        #: certificates could not be established.
+        self.revocation_unchecked = 0
+        self._refresh_task: asyncio.Task[None] | None = None
         #: Lookups answered from memory, and :meth:`get` calls that memory could not answer
         #: (counted per call, not per verification), for metrics.
         self.hits = 0
@@ -393,8 +430,51 @@ class CertificateCache:
         # _delete_all swallows OSError; anything else is left for asyncio to report.
         self._background.discard(task)
 
+    def start_refresh(self) -> asyncio.Task[None] | None:
+        """Start refreshing the CRLs in the background: now, then every ``crl_refresh``.
+
+        The servers call this once their runtime is built (at start and on every reload);
+        :meth:`aclose` stops it. Nothing is started when revocation is ``off``.
+        """
+        if self.settings.revocation is RevocationMode.OFF:
+            return None
+        if self._refresh_task is None or self._refresh_task.done():
+            self._refresh_task = asyncio.get_running_loop().create_task(
+                self._crls.run_refresh(), name="shaken-crl-refresh"
+            )
+        return self._refresh_task
+
+    async def refresh_revocation(self, now: datetime | None = None) -> list[str]:
+        """One refresh pass now (what the background task does each interval)."""
+        return await self._crls.refresh_all(now)
+
+    def revocation_report(self, now: datetime) -> RevocationReport:
+        """The revocation data as ``/readyz`` and the metrics report it."""
+        unchecked = sum(
+            1
+            for entry in self._entries.values()
+            if isinstance(entry.result, ValidatedCertificate)
+            and any(f.startswith("warning:crl_unavailable") for f in entry.result.findings)
+        )
+        return RevocationReport(
+            mode=self.settings.revocation,
+            crls=len(self._crls.records()),
+            stale=tuple(self._crls.stale(now)),
+            last_refresh=self._crls.last_refresh,
+            refreshes=self._crls.refreshes,
+            refresh_failures=self._crls.refresh_failures,
+            unchecked_total=self.revocation_unchecked,
+            unchecked_held=unchecked,
+        )
+
     async def aclose(self) -> None:
-        """Stop the validation threads (a validation in progress finishes first)."""
+        """Stop the CRL refresh and the validation threads (a validation in progress
+        finishes first)."""
+        task, self._refresh_task = self._refresh_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         executor, self._executor = self._executor, None
         if executor is not None:
             await asyncio.to_thread(executor.shutdown, wait=True)
@@ -430,6 +510,7 @@ class CertificateCache:
         if (
             not isinstance(result, ValidatedCertificate)
             or entry.version != self._trust.version
+            or entry.crl_version != self._crls.version
             or now >= entry.expires_at
             or now >= entry.good_until
         ):
@@ -461,11 +542,7 @@ class CertificateCache:
         negative = self._negative.get(url)
         if negative is not None and when < negative.until:
             entry = self._entries.get(url)
-            if entry is None or (
-                entry.result is not None
-                and entry.version == self._trust.version
-                and when < entry.good_until
-            ):
+            if entry is None or self._current(entry, when, self._trust.version):
                 return self._while_negative(entry, negative, when)
         return await self._flight.run(url, lambda: self._obtain(url, when, source))
 
@@ -473,14 +550,13 @@ class CertificateCache:
 
     def _stale_value(self, entry: _Entry | None, now: datetime) -> ValidatedCertificate | None:
         """A good entry past its lifetime, still servable while refreshes fail."""
-        if entry is None or entry.version != self._trust.version:
+        if entry is None or not self._current(entry, now, self._trust.version):
             return None
         result = entry.result
         if (
             isinstance(result, ValidatedCertificate)
             and now < entry.expires_at + self.settings.stale_for
             and now <= result.valid_until
-            and now < entry.good_until
         ):
             return result
         return None
@@ -619,27 +695,40 @@ class CertificateCache:
 
     # ----------------------------------------------------------------------------- validation
 
+    def _current(self, entry: _Entry, now: datetime, version: int) -> bool:
+        """The entry's result still stands: same anchors, same CRLs, not past good_until."""
+        return (
+            entry.result is not None
+            and entry.version == version
+            and entry.crl_version == self._crls.version
+            and now < entry.good_until
+        )
+
     async def _validated(self, entry: _Entry, now: datetime, material: TrustMaterial) -> Material:
         """The entry's validation result under ``material`` at ``now``, computed if needed."""
-        if (
-            entry.result is not None
-            and entry.version == material.version
-            and now < entry.good_until
-        ):
+        if self._current(entry, now, material.version):
+            assert entry.result is not None
             return entry.result
-        result, good_until = await self._validate(entry.body, entry.warnings, now, material)
+        result, good_until, crl_version = await self._validate(
+            entry.body, entry.warnings, now, material
+        )
         entry.result, entry.version, entry.good_until = result, material.version, good_until
+        entry.crl_version = crl_version
         return result
 
     async def _validate(
         self, body: bytes, warnings: tuple[str, ...], now: datetime, material: TrustMaterial
-    ) -> tuple[Material, datetime]:
-        """Validate ``body``; returns the result and until when it may be reused."""
+    ) -> tuple[Material, datetime, int]:
+        """Validate ``body``; returns the result, until when it may be reused, and the version
+        of the CRLs it was validated with."""
         anchors = material.anchors
+        crl_version = self._crls.version
         if anchors is None:
-            return ChainError(Reason.CERT_UNTRUSTED, "no trust anchors are loaded"), _FOREVER
-        profile = self.profile
-        crl_bodies: list[bytes] = []
+            failure = ChainError(Reason.CERT_UNTRUSTED, "no trust anchors are loaded")
+            return failure, _FOREVER, crl_version
+        mode = self.settings.revocation
+        # One revocation setting: the cache's mode decides whether an unknown status fails.
+        profile = replace(self.profile, require_crl=mode is RevocationMode.HARD)
         notes: list[str] = [f"warning:{w}" for w in warnings]
         good_until = _FOREVER
         # First the path, without CRLs, within the budget: only a chain that reaches a trusted
@@ -647,33 +736,30 @@ class CertificateCache:
         try:
             path = await self._off_loop(functools.partial(self._path, body, anchors, now))
         except CertificateError as exc:
-            return ChainError(Reason.CERT_UNPARSEABLE, str(exc)), _FOREVER
+            return ChainError(Reason.CERT_UNPARSEABLE, str(exc)), _FOREVER, crl_version
         except ChainError as exc:
-            return exc, _FOREVER
-        if self.settings.revocation is not RevocationMode.OFF:
+            return exc, _FOREVER, crl_version
+        crl_bodies: list[bytes] = []
+        missing: list[str] = []
+        if mode is not RevocationMode.OFF:
             urls = _crl_urls(path.certificates[:-1])
             records = await asyncio.gather(*(self._crls.get(u, now=now) for u in urls))
-            missing: list[str] = []
-            for url, record in zip(urls, records, strict=True):
-                if isinstance(record, CrlRecord):
-                    crl_bodies.append(record.body)
-                    good_until = min(good_until, record.fresh_until)
-                    if record.next_update is not None and record.next_update < now:
-                        notes.append(
-                            f"warning:crl_stale: the CRL at {url} is past its nextUpdate"
-                            f" {record.next_update.isoformat()}"
-                        )
-                else:
-                    missing.append(f"{url}: {record.detail}")
-            if missing:
-                if self.settings.revocation is RevocationMode.HARD:
-                    failure = ChainError(
-                        Reason.CERT_UNTRUSTED,
-                        "revocation status cannot be checked: " + "; ".join(missing),
-                        cause="crl_unavailable",
+            crl_version = self._crls.version
+            held = [r for r in records if isinstance(r, CrlRecord)]
+            missing = [
+                f"{url}: {r.detail}"
+                for url, r in zip(urls, records, strict=True)
+                if isinstance(r, VerificationFailure)
+            ]
+            for record in (*held, *self._crls.local_records()):
+                crl_bodies.append(record.body)
+                good_until = min(good_until, record.fresh_until)
+                if record.next_update is not None and record.next_update < now:
+                    notes.append(
+                        f"warning:crl_stale: the CRL at {record.url} is past its nextUpdate"
+                        f" {record.next_update.isoformat()}"
                     )
-                    return failure, now + self.settings.negative_ttl
-                notes.append("warning:crl_unavailable: " + "; ".join(missing))
+            if missing:
                 good_until = min(good_until, now + self.settings.negative_ttl)
         try:
             validated = await self._off_loop(
@@ -688,10 +774,36 @@ class CertificateCache:
                 )
             )
         except ChainError as exc:
-            return exc, good_until
+            if exc.fields.get("unchecked"):
+                # hard: a status that cannot be checked is never "not revoked".
+                failure = ChainError(
+                    Reason.CERT_UNTRUSTED,
+                    "revocation status cannot be checked: " + "; ".join([exc.detail, *missing]),
+                    cause="crl_unavailable",
+                )
+                return failure, min(good_until, now + self.settings.negative_ttl), crl_version
+            return exc, good_until, crl_version
+        if mode is RevocationMode.SOFT:
+            unknown = await self._off_loop(
+                functools.partial(
+                    unchecked_revocation,
+                    validated.chain,
+                    anchors,
+                    at=now,
+                    crls=crl_bodies,
+                    crl_signers=material.crl_signers,
+                )
+            )
+            if unknown:
+                # soft: the chain passes, and the result says revocation was not checked.
+                self.revocation_unchecked += 1
+                notes.append("warning:crl_unavailable: " + "; ".join([*unknown, *missing]))
+                good_until = min(good_until, now + self.settings.negative_ttl)
+            elif missing:
+                notes.append("warning:crl_unreachable: " + "; ".join(missing))
         if notes:
             validated = replace(validated, findings=(*validated.findings, *notes))
-        return validated, good_until
+        return validated, good_until, crl_version
 
     def _path(self, body: bytes, anchors: TrustAnchors, now: datetime) -> ValidatedChain:
         """Parse and validate ``body`` within a budget (on a validation thread)."""
@@ -755,6 +867,12 @@ class CertificateCache:
             (s for s in stored if s.kind is DocumentKind.CERTIFICATE),
             key=lambda s: s.fetched_at,
         )
+        # The CRLs too, so that the first refresh (at start, or after a reload) fetches them.
+        now = self._clock.now()
+        for crl in sorted(
+            (s for s in stored if s.kind is DocumentKind.CRL), key=lambda s: s.fetched_at
+        ):
+            self._crls.install_stored(crl, now=now)
         count = 0
         for item in certs[-self.settings.max_entries :]:
             self._looked_in_store.put(item.url, None)

@@ -604,7 +604,9 @@ class RestApplication:
 
     async def readiness(self) -> tuple[bool, dict[str, dict[str, Any]]]:
         """Whether this server can do its work: trust anchors for verifying, keys for signing,
-        a writable certificate cache directory, a writable call log."""
+        a writable certificate cache directory, a writable call log, revocation data that is
+        current enough for the revocation mode, and none of our signing certificates revoked
+        or expired (issue 9 item 3)."""
         profiles = self.runtime.profiles.values()
         verifies = any(p.verifies for p in profiles)
         signs = any(p.signs for p in profiles)
@@ -629,11 +631,47 @@ class RestApplication:
             check("signing_keys", keys > 0, f"{keys} signing key(s) loaded")
         else:
             check("signing_keys", True, "signing is off")
+        now = self.clock.now()
+        if verifies:
+            check("revocation", *self._revocation_ready(now))
+        else:
+            check("revocation", True, "verification is off")
+        if signs:
+            check("signing_certificates", *await self._signing_certificates_ready(now))
+        else:
+            check("signing_certificates", True, "signing is off")
         configured = self.runtime.settings.verification.get("cache_dir")
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
         check("call_log", *await self._call_log_ready())
         return all(c["ok"] for c in checks.values()), checks
+
+    def _revocation_ready(self, now: datetime) -> tuple[bool, str]:
+        """Stale revocation data is reported; with ``hard`` every chain then fails: not ready."""
+        report = self.runtime.cache.revocation_report(now)
+        mode = report.mode.value
+        if mode == "off":
+            return True, "off: no CRL is checked"
+        detail = f"{mode}: {report.crls} CRL(s) held"
+        if report.last_refresh is not None:
+            detail += f", last refreshed {report.last_refresh.isoformat()}"
+        if report.unchecked_held:
+            detail += f"; {report.unchecked_held} signer chain(s) accepted without a status"
+        if report.stale:
+            detail += "; stale: " + "; ".join(report.stale)
+        return not (report.stale and mode == "hard"), detail
+
+    async def _signing_certificates_ready(self, now: datetime) -> tuple[bool, str]:
+        """Our own signing certificates: not ready while one is revoked or expired."""
+        statuses = await self.certificates.refresh(now)
+        bad = [
+            f"{s.x5u}: {'revoked' if s.revoked else 'expired'} ({s.detail})"
+            for s in statuses
+            if s.revoked or s.expired(now)
+        ]
+        if bad:
+            return False, "; ".join(bad)
+        return True, f"{len(statuses)} signing certificate(s) neither revoked nor expired"
 
     async def _call_log_ready(self) -> tuple[bool, str]:
         call_log = self.call_log
