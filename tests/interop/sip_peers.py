@@ -21,6 +21,7 @@ from types import TracebackType
 
 from shaken.adapters.sip.codec import SipRequest, build_response, parse_request
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
+from tests.support.config import without_tables
 
 SIPP = shutil.which("sipp")
 ORIG, DEST = "12025550123", "13035550000"
@@ -74,9 +75,10 @@ def start_shaken(
 ) -> ShakenServer:
     """Serve signing and verification over UDP on free ports; the lab chain pre-cached.
 
-    ``extra`` is appended to the configuration (actions, profiles); ``cached`` are more
-    (chain file, URL) pairs to import into the certificate cache first. The lab's own
-    listeners (fixed ports) are left out.
+    ``extra`` is appended to the configuration (actions, profiles); a table it has replaces
+    the lab's table of that name (e.g. one of the lab's PASS / STOP / ALERT actions).
+    ``cached`` are more (chain file, URL) pairs to import into the certificate cache first.
+    The lab's own listeners (fixed ports) are left out.
     """
     sign, verify = free_port(), free_port()
     cache = work / "cache"
@@ -98,6 +100,8 @@ def start_shaken(
     )
     text = text[:start] + server + text[end:]
     text = text.replace('cache_dir = "cache"', f'cache_dir = "{cache}"')
+    tables = {line.strip() for line in extra.splitlines() if line.startswith("[")}
+    text = without_tables(text, tables.__contains__)
     config = lab.directory / f"serve-{sign}.toml"
     config.write_text(text + "\n" + extra, encoding="utf-8")
     log = work / "shaken.log"
