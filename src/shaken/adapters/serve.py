@@ -106,7 +106,8 @@ async def check_settings(settings: Settings, clock: Clock | None = None) -> Runt
     runtime = await asyncio.to_thread(build_runtime, settings, clock=clock, now=clock.now())
     try:
         await check_signing_certificates(runtime, now=clock.now())
-        await runtime.cache.warm()
+        for cache in runtime.caches:
+            await cache.warm()
     except BaseException:
         await runtime.aclose()
         raise

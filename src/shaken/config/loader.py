@@ -20,6 +20,7 @@ from shaken.config.schema import (
     ACTION_KEYS,
     API_KEY_KEYS,
     ATTESTATION_KEYS,
+    GLOBAL_ONLY,
     OUTCOMES,
     PROFILE_KEYS,
     REASON_NAMES,
@@ -117,10 +118,14 @@ class _Reader:
         specs: Mapping[str, Spec],
         path: tuple[str, ...],
         skip: tuple[str, ...] = (),
+        refused: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in table.items():
             if key in skip:
+                continue
+            if refused and key in refused:
+                self.problem((*path, key), f"cannot be set in a profile: {refused[key]}")
                 continue
             spec = specs.get(key)
             if spec is None:
@@ -206,7 +211,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
     for name, raw in r.table(document.get("profile", {}), ("profile",)).items():
         path = ("profile", name)
         table = r.table(raw, path)
-        values = r.keys(table, PROFILE_KEYS, path, skip=("on",))
+        values = r.keys(table, PROFILE_KEYS, path, skip=("on",), refused=GLOBAL_ONLY)
         values["on"] = r.actions(table.get("on", {}), (*path, "on"))
         profiles[name] = values
     tns: dict[str, dict[str, Any]] = {}

@@ -20,7 +20,7 @@ from typing import Any
 from shaken.core.reasons import Reason
 from shaken.core.tn import is_valid_tn
 
-__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "VERIFICATION_KEYS", "Spec"]
+__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "GLOBAL_ONLY", "VERIFICATION_KEYS", "Spec"]
 
 Check = Callable[[Any], str | None]
 
@@ -244,6 +244,29 @@ ACTION_KEYS: dict[str, Spec] = {
 OUTCOMES = ("verified", "missing", "failed", "not_checked")
 REASON_NAMES = tuple(r.value for r in Reason)
 
+#: ``[verification]`` keys that only the global section may set, and why. One trust store (the
+#: anchors, the STI-PA certificate, the CRLs and how strictly revocation is checked) and one
+#: certificate store serve every profile, so a per-profile value could not take effect; a
+#: profile that sets one is refused rather than ignored.
+GLOBAL_ONLY: dict[str, str] = {
+    "enabled": "verification is switched off per profile with behavior",
+    **dict.fromkeys(
+        (
+            "trust_anchors",
+            "trust_list",
+            "sti_pa_certificate",
+            "crl_files",
+            "require_crl",
+            "crl_unavailable",
+        ),
+        "one trust store and one revocation setting serve every profile; set it in [verification]",
+    ),
+    **dict.fromkeys(
+        ("cache_dir", "max_cache_entries"),
+        "one certificate store serves every profile; set it in [verification]",
+    ),
+}
+
 PROFILE_KEYS: dict[str, Spec] = {
     "behavior": Spec(
         "sign|verify|both|off",
@@ -252,10 +275,9 @@ PROFILE_KEYS: dict[str, Spec] = {
     ),
     "sources": Spec("list", _list(_network), "source addresses (CIDR) this profile applies to"),
     "header_value": Spec("string", _string(), "value of the profile-selecting SIP header"),
-    **ATTESTATION_KEYS,
-    **{k: v for k, v in VERIFICATION_KEYS.items() if k != "enabled"},
+    **{k: v for k, v in ATTESTATION_KEYS.items() if k != "enabled"},
+    **{k: v for k, v in VERIFICATION_KEYS.items() if k not in GLOBAL_ONLY},
 }
-PROFILE_KEYS.pop("enabled", None)
 
 TN_KEYS: dict[str, Spec] = {
     "private_key": ATTESTATION_KEYS["private_key"],
