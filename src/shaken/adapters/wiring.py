@@ -268,16 +268,22 @@ def build_runtime(
     fetcher, cache = backends.for_profile(glob)
     credentials: dict[tuple[str, str], Credential] = {}
     tns = {
-        tn: TnRule(attest=v.get("attest"), credential=_credential(v, credentials))
+        tn: TnRule(
+            attest=v.get("attest"), credential=_credential(v, credentials), label=f'[tn."{tn}"]'
+        )
         for tn, v in settings.tns.items()
     }
     ranges = tuple(
         SigningPolicy.range_of(
             v["start"],
             v["count"],
-            TnRule(attest=v.get("attest"), credential=_credential(v, credentials)),
+            TnRule(
+                attest=v.get("attest"),
+                credential=_credential(v, credentials),
+                label=f"[tn_range.{name}]",
+            ),
         )
-        for v in settings.tn_ranges.values()
+        for name, v in settings.tn_ranges.items()
     )
     profiles: dict[str | None, ProfileRuntime] = {}
     for name in [None, *settings.profiles]:
@@ -294,6 +300,9 @@ def build_runtime(
                 ranges=ranges,
                 caller_sources=effective.verification_profile.caller_sources,
                 numbering_plan=effective.verification_profile.numbering_plan,
+                # A profile's own attest caps every TN entry for the calls it applies to.
+                ceiling=raw.get("attest"),
+                ceiling_label=f"[profile.{name}]",
             )
             if policy.credential is not None or tns or ranges:
                 signer = SigningService(policy, clock=clock)

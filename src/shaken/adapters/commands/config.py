@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import stat
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from shaken.adapters.cli import now_of
 from shaken.config import ConfigError, Problem, Settings, effective_profile, load_config
 from shaken.core.certs import load_certificates
-from shaken.core.errors import CertificateError, ConfigurationError
+from shaken.core.errors import CertificateError, ConfigurationError, SigningError
 from shaken.core.jws import load_private_key
+from shaken.core.tn import canonicalize_tn
 
 
 def register(commands: Any, cert_commands: Any) -> None:
@@ -28,6 +31,11 @@ def register(commands: Any, cert_commands: Any) -> None:
     p = sub.add_parser("show", help="print the configuration, or one effective profile")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--effective", metavar="PROFILE", help="a profile name, or 'global'")
+    p.add_argument(
+        "--tn",
+        metavar="TN",
+        help="with --effective: the attestation a call from TN gets under the profile, and why",
+    )
     p.set_defaults(func=cmd_show)
 
 
@@ -108,6 +116,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         return 1
+    if args.tn is not None and args.effective is None:
+        print("--tn needs --effective PROFILE (or --effective global)")
+        return 1
     if args.effective is None:
         data: dict[str, Any] = {
             "attestation": dict(settings.attestation),
@@ -143,6 +154,36 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"on.attest.{attest} = {_action(action)}")
     for reason, action in sorted(a.by_reason.items()):
         print(f"on.reason.{reason.value} = {_action(action)}")
+    if args.tn is not None:
+        return _show_attestation(settings, name, args.tn, now_of(args))
+    return 0
+
+
+def _show_attestation(settings: Settings, name: str | None, tn: str, now: datetime) -> int:
+    """The level a call from ``tn`` really gets, from the same policy the servers sign with."""
+    # Imported here: the composition root pulls in the fetcher and the stores.
+    from shaken.adapters.wiring import build_runtime  # noqa: PLC0415
+
+    canonical = canonicalize_tn(tn)
+    if not canonical:
+        print(f"attestation for {tn!r}: not a telephone number")
+        return 1
+    try:
+        runtime = build_runtime(settings, now=now)
+    except ConfigurationError as exc:
+        print(f"attestation for {canonical}: the configuration does not load: {exc}")
+        return 1
+    profile = runtime.profiles[name]
+    label = "global" if name is None else name
+    if not profile.signs or profile.signer is None:
+        print(f"attestation for {canonical}: not signed (profile {label} does not sign)")
+        return 0
+    try:
+        chosen = profile.signer.policy.attestation(canonical)
+    except SigningError as exc:
+        print(f"attestation for {canonical}: not signed ({exc})")
+        return 0
+    print(f"attestation for {canonical} = {chosen.level}    # {chosen.why}")
     return 0
 
 

@@ -552,12 +552,22 @@ def parse_signing(document: Mapping[str, Any], mode: str) -> SigningRequest:
     )
 
 
-def signing_body(request: SigningRequest, identity: str) -> bytes:
-    if request.schema == ATIS:
-        return _dumps({"signingResponse": {"identity": identity}})
-    inner: dict[str, Any] = {"identityHeader": identity}
-    if request.request_id is not None:
+def signing_body(request: SigningRequest, identity: str, *, attest: str, why: str) -> bytes:
+    """The signing response; ``attest`` is the level signed, ``why`` the reason for it.
+
+    ATIS-1000082 answers ``identity`` only. When the level signed is not the one the request
+    asked for (a client may only lower it; the number or the profile may allow less), the
+    answer says so in two informational members beside it, ``attest`` (the level applied) and
+    ``attestReason``, rather than sign a weaker PASSporT silently.
+    """
+    inner: dict[str, Any] = (
+        {"identity": identity} if request.schema == ATIS else {"identityHeader": identity}
+    )
+    if request.schema != ATIS and request.request_id is not None:
         inner["requestId"] = request.request_id
+    if attest != request.attest:
+        inner["attest"] = attest
+        inner["attestReason"] = why
     return _dumps({"signingResponse": inner})
 
 
@@ -638,6 +648,19 @@ _CLAIMS: dict[str, Any] = {
     "origid": {"type": "string", "format": "uuid"},
 }
 _VERSTAT: dict[str, Any] = {"type": "string", "enum": [v.value for v in Verstat]}
+
+#: Present only when the level signed differs from the one requested (see ``signing_body``).
+_APPLIED_ATTEST: dict[str, Any] = {
+    "attest": {
+        "type": "string",
+        "enum": list(ATTESTATION_LEVELS),
+        "description": "the attestation signed, when it is not the one requested",
+    },
+    "attestReason": {
+        "type": "string",
+        "description": "why the number or the profile allowed no more than that level",
+    },
+}
 
 _COMPONENTS: dict[str, Any] = {
     "TelephoneNumber": _TN_SCHEMA,
@@ -721,7 +744,7 @@ _COMPONENTS: dict[str, Any] = {
             "signingResponse": {
                 "type": "object",
                 "required": ["identity"],
-                "properties": {"identity": {"type": "string"}},
+                "properties": {"identity": {"type": "string"}, **_APPLIED_ATTEST},
             }
         },
     },
@@ -732,7 +755,11 @@ _COMPONENTS: dict[str, Any] = {
             "signingResponse": {
                 "type": "object",
                 "required": ["identityHeader"],
-                "properties": {"identityHeader": {"type": "string"}, "requestId": _REQUEST_ID},
+                "properties": {
+                    "identityHeader": {"type": "string"},
+                    "requestId": _REQUEST_ID,
+                    **_APPLIED_ATTEST,
+                },
             }
         },
     },
