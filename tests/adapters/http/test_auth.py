@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from datetime import UTC, datetime
 
 import pytest
 
 from shaken.adapters.http.auth import Keyring, TokenBucket, presented_key
 from tests.adapters.http.conftest import (
-    DEST,
     IN_RANGE,
     OUTSIDE,
     Api,
