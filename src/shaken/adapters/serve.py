@@ -37,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
     BoundListener,
@@ -48,7 +49,7 @@ from shaken.adapters.sip.server import (
 )
 from shaken.adapters.store.calllog import SqliteCallLog
 from shaken.adapters.wiring import Runtime, build_runtime, check_signing_certificates
-from shaken.config import Settings, load_config
+from shaken.config import Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
 
@@ -106,7 +107,8 @@ async def check_settings(settings: Settings, clock: Clock | None = None) -> Runt
     runtime = await asyncio.to_thread(build_runtime, settings, clock=clock, now=clock.now())
     try:
         await check_signing_certificates(runtime, now=clock.now())
-        await runtime.cache.warm()
+        for cache in runtime.caches:
+            await cache.warm()
     except BaseException:
         await runtime.aclose()
         raise
@@ -173,7 +175,7 @@ class ServiceOptions:
 
         ``call_log`` is a default: a ``server.call_log`` in the file wins.
         """
-        settings = with_workers(load_config(self.config), self.workers)
+        settings = with_workers(load_checked(self.config), self.workers)
         if self.call_log is not None and not settings.server.get("call_log"):
             settings = replace(settings, server={**settings.server, "call_log": str(self.call_log)})
         return settings
@@ -384,7 +386,8 @@ def serve(
     """
     stream = out or sys.stdout
     path = Path(config)
-    settings = with_workers(load_config(path), workers)
+    # The same checks as `shaken config check`, before anything is bound or started.
+    settings = with_workers(load_checked(path), workers)
     count = int(settings.server.get("workers", 1))
     listeners = listener_specs(settings.server)
     rest = list(settings.server.get("rest", []))

@@ -25,7 +25,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cryptography import x509
 
@@ -467,6 +467,32 @@ _STAGE_NAMES = (
 _STAGE_CERTIFICATE = _STAGE_NAMES.index("certificate_fetched")
 
 
+def describe_age(seconds: float) -> str:
+    """How old a moment ``seconds`` before now is, in the unit a person reads at a glance:
+    ``"75 s old"``, ``"3.0 h old"``, ``"4.0 years old"``, ``"12 s in the future"``."""
+    size = abs(seconds)
+    if size < 120:
+        text = f"{size:.0f} s"
+    elif size < 2 * 3600:
+        text = f"{size / 60:.0f} min"
+    elif size < 2 * 86400:
+        text = f"{size / 3600:.1f} h"
+    elif size < 730 * 86400:
+        text = f"{size / 86400:.0f} days"
+    else:
+        text = f"{size / (365.25 * 86400):.1f} years"
+    return f"{text} old" if seconds >= 0 else f"{text} in the future"
+
+
+def _utc_text(epoch: int) -> str:
+    """`` (2021-01-07T06:13:20Z)`` for an epoch time, or nothing when it is out of range."""
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    return f" ({moment.isoformat().replace('+00:00', 'Z')})"
+
+
 def _check_date(
     context: SipContext, now: datetime, profile: VerificationProfile
 ) -> VerificationFailure | None:
@@ -484,7 +510,8 @@ def _check_date(
     if age > profile.max_date_age or -age > profile.max_future_skew:
         return StaleError(
             Reason.STALE_DATE,
-            f"the Date header is {age:+.0f} s from now (window {profile.max_date_age} s)",
+            f"the Date header is {describe_age(age)} (window {profile.max_date_age} s,"
+            f" future skew {profile.max_future_skew} s)",
             date=context.date,
             now=now.isoformat(),
             max_age=profile.max_date_age,
@@ -572,7 +599,7 @@ def _prepare_candidate(
     if age > max_age or -age > profile.max_future_skew:
         raise StaleError(
             Reason.STALE_IAT,
-            f"iat {claims.iat} is {age:+.0f} s from now (window {max_age} s,"
+            f"iat {claims.iat}{_utc_text(claims.iat)} is {describe_age(age)} (window {max_age} s,"
             f" future skew {profile.max_future_skew} s)",
             iat=claims.iat,
             now=now.isoformat(),
