@@ -502,7 +502,7 @@ def test_issue9_item5_no_verdict_sends_the_call_on_cleaned_by_default(
     [
         ("stopped", 503, "Service Unavailable"),
         ("overloaded-503", 608, "Rejected"),
-        ("error-500", 503, "Service Unavailable"),
+        ("error-500", 480, "No Verification"),
         ("bare-302", 608, "Rejected"),
         ("silent", 503, "Service Unavailable"),
         ("no-route", 608, "Rejected"),

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, UsageError, now_of
 from shaken.adapters.sip.client import SipResponse
-from shaken.adapters.tour import CALLED, CALLER, sign_call, verdict, verify_call
+from shaken.adapters.tour import CALLED, sign_call, verdict, verify_call
 from shaken.core.certs import CertRole, Tn, TNEntry, TnRange, load_certificates
 from shaken.core.errors import CertificateError
 from shaken.core.jws import generate_private_key, load_private_key, private_key_pem
@@ -340,7 +340,8 @@ def cmd_lab_call(args: argparse.Namespace) -> int:
     ``--no-identity``, then verified by its STI-VS, each answer printed. Exit 0 when the lab
     let the call through, 1 when it rejected it."""
     lab = open_lab(Path(args.dir))
-    who = {"caller": args.caller, "called": args.called, "name": args.name}
+    caller = args.caller or lab.settings.tn_start
+    who = {"caller": caller, "called": args.called, "name": args.name}
 
     async def call() -> tuple[SipResponse | None, SipResponse]:
         signed = None
@@ -498,7 +499,7 @@ def register(commands: Any, cert_commands: Any) -> None:
         "call", help="place a SIP call into a running lab: signed, then verified (UDP)"
     )
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--from", dest="caller", default=CALLER, help=f"the caller (default {CALLER})")
+    p.add_argument("--from", dest="caller", help="the caller's TN (default: the lab's first TN)")
     p.add_argument("--to", dest="called", default=CALLED, help=f"the called TN (default {CALLED})")
     p.add_argument("--name", default="Alice", help="the caller's display name")
     how = p.add_mutually_exclusive_group()
