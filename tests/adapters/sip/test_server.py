@@ -276,3 +276,21 @@ async def test_connection_bound_and_idle_timeout(runtimes: RuntimeFactory) -> No
         first.close()
     finally:
         await sip.stop(grace=0.5)
+
+
+# ---------------------------------------------------------------- issue 17 items 8 and 13
+
+
+async def test_17_13_oversized_header_block_over_tcp_gets_513(server: SipServer) -> None:
+    # No end of headers within max_message_size: the 513 still carries the Via to answer to.
+    reader, writer = await asyncio.open_connection(*address(server, "tcp"))
+    try:
+        head = invite(call_id="big-1").replace(b"Content-Length: 0\r\n\r\n", b"")
+        writer.write(head + b"X-Pad: " + b"a" * 70000)
+        await writer.drain()
+        response = await read_response(reader)
+        assert (response.code, response.phrase) == (513, "Message Too Large")
+        assert response.first("call-id") == "big-1" and response.first("via")
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
