@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 from shaken.adapters.sip.client import SipResponse, parse_response
 from shaken.adapters.sip.codec import parse_request
-from shaken.adapters.sip.handler import Listener, Role, SipHandler
+from shaken.adapters.sip.handler import BY_SOURCE_ENTRIES, Listener, Role, SipHandler
 from shaken.adapters.wiring import Runtime, build_runtime
 from shaken.config import load_config
 from shaken.core.context import SipContext
@@ -676,3 +679,74 @@ async def test_17_4_a_profile_with_sources_is_never_selected_by_header(
     headed = parse_request(invite(headers=(("X-Shaken-Profile", "lab-2"),)))
     assert handler.select_profile(headed, SIGN, "192.0.2.44") is None
     assert handler.select_profile(headed, SIGN, "198.51.100.7") is runtime.profiles["lab2"]
+
+
+# ---------------------------------------- issue 17 item 7: tables bounded in bytes
+
+
+def _retained_after(work: Callable[[], None]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+async def test_17_7_transaction_table_keeps_answers_within_its_byte_budget(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    budget = 4 * 1024 * 1024
+    handler = SipHandler(runtimes(), transaction_bytes=budget)
+    pad = "A" * 60_000
+    answers: list[bytes] = []
+
+    def flood() -> None:
+        for i in range(600):  # 600 signing INVITEs with a 60 KB From: 36 MB of answers
+            data = invite(from_value=f'"{pad}" <sip:{ORIG}@192.0.2.1>;tag={i}', call_id=f"big{i}")
+            reply = handler.handle(parse_request(data), SIGN, LOOPBACK)
+            assert isinstance(reply, bytes) and len(reply) > 60_000
+            answers.append(reply[:0])
+
+    kept = _retained_after(flood)
+    table = handler.transactions
+    assert table.bytes <= budget
+    assert kept < budget + 2 * 1024 * 1024, kept  # the table, and no more than slack
+    # What fits is still kept: the latest answers are retransmitted byte for byte.
+    last = invite(from_value=f'"{pad}" <sip:{ORIG}@192.0.2.1>;tag=599', call_id="big599")
+    again = handler.handle(parse_request(last), SIGN, LOOPBACK)
+    assert isinstance(again, bytes)
+    small = invite(branch="z9hG4bKsmall1", call_id="small1")
+    first = handler.handle(parse_request(small), SIGN, LOOPBACK)
+    assert handler.handle(parse_request(small), SIGN, LOOPBACK) == first
+    assert len(table) < 100
+
+
+async def test_17_7_an_answer_larger_than_the_budget_is_sent_not_kept(
+    runtimes: RuntimeFactory,
+) -> None:
+    handler = SipHandler(runtimes(), transaction_bytes=10_000)
+    data = invite(from_value=f'"{"A" * 20_000}" <sip:{ORIG}@192.0.2.1>;tag=1')
+    reply = handler.handle(parse_request(data), SIGN, LOOPBACK)
+    assert isinstance(reply, bytes) and reply.startswith(b"SIP/2.0 302 ")
+    assert len(handler.transactions) == 0 and handler.transactions.bytes == 0
+    ordinary = invite(branch="z9hG4bKfits")
+    first = handler.handle(parse_request(ordinary), SIGN, LOOPBACK)
+    assert handler.handle(parse_request(ordinary), SIGN, LOOPBACK) == first  # 17.2.1 kept
+
+
+async def test_17_7_by_source_table_has_a_byte_ceiling(runtimes: RuntimeFactory) -> None:
+    handler = SipHandler(runtimes())
+    request = parse_request(invite())
+
+    def many_sources() -> None:
+        for i in range(20_000):
+            handler.select_profile(request, VERIFY, f"2001:db8:{i >> 8:x}:{i & 255:x}::{i:x}")
+        handler.select_profile(request, VERIFY, "fe80::1%" + "x" * 5000)  # not kept
+
+    kept = _retained_after(many_sources)
+    assert len(handler._bindings.by_source) <= BY_SOURCE_ENTRIES
+    assert kept < BY_SOURCE_ENTRIES * 250, kept  # an address and a dict slot each

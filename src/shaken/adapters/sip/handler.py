@@ -76,6 +76,9 @@ SERVER = f"shaken/{__version__}"
 #: retransmissions.
 TRANSACTION_TTL = 32.0
 
+#: Source addresses whose profile is remembered (then the table starts afresh).
+BY_SOURCE_ENTRIES = 4096
+
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
 
@@ -96,19 +99,49 @@ class Listener:
         return self.spec.partition(":")[0]
 
 
+#: What one table entry costs besides its key's and answer's characters: the tuple, the
+#: entry object, the bytes header and the ordered dict's slot (measured with tracemalloc on
+#: CPython 3.11, rounded up).
+ENTRY_OVERHEAD = 400
+
+
 @dataclass(slots=True)
 class _Transaction:
+    key: tuple[str, ...]
     expires: float
-    response: bytes | None = None  # None while the answer is being worked on
+    cost: int
+    _response: bytes | None = None  # None while the answer is being worked on
     cancelled: bool = False
+    table: _Transactions | None = None
+
+    @property
+    def response(self) -> bytes | None:
+        return self._response
+
+    @response.setter
+    def response(self, answer: bytes | None) -> None:
+        if self.table is not None:
+            self.table.answered(self, answer)
+        else:
+            self._response = answer
 
 
 class _Transactions:
-    """Answers by transaction key, for retransmissions; bounded in time and in count."""
+    """Answers by transaction key, for retransmissions (RFC 3261 17.2.1).
 
-    def __init__(self, ttl: float, size: int) -> None:
+    Bounded in time (``ttl``, Timer H), in count (``size``) and in bytes (``max_bytes``: keys
+    and stored answers, each entry's cost counted as :data:`ENTRY_OVERHEAD` plus its
+    characters). Past the byte budget the oldest answered entries go first; an answer that
+    cannot fit even then is sent but not kept, and its retransmission is answered afresh. A
+    pending entry is never dropped for bytes: there are at most ``max_in_flight`` of them, each
+    holding no more than its request already does.
+    """
+
+    def __init__(self, ttl: float, size: int, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.ttl = ttl
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[tuple[str, ...], _Transaction] = OrderedDict()
 
     def __len__(self) -> int:
@@ -121,23 +154,60 @@ class _Transactions:
         return entry
 
     def open(self, key: tuple[str, ...], now: float) -> _Transaction:
-        entry = _Transaction(expires=now + self.ttl)
+        cost = ENTRY_OVERHEAD + sum(len(part) for part in key)
+        entry = _Transaction(key=key, expires=now + self.ttl, cost=cost, table=self)
         entries = self._entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self._drop(old)
         entries[key] = entry
-        entries.move_to_end(key)
+        self.bytes += cost
         while entries:
             first = next(iter(entries.values()))
             if len(entries) <= self.size and first.expires >= now:
                 break
             if first.response is None and len(entries) <= self.size * 2:
                 break  # never forget a pending answer while there is room at all
-            entries.popitem(last=False)
+            self._drop(entries.popitem(last=False)[1])
         return entry
+
+    def answered(self, entry: _Transaction, answer: bytes | None) -> None:
+        """Keep ``answer`` for ``entry`` if it fits the byte budget (evicting older answers)."""
+        if self._entries.get(entry.key) is not entry:
+            entry.table = None  # forgotten or replaced meanwhile: nothing to account
+            entry._response = answer
+            return
+        grow = len(answer) if answer is not None else 0
+        shrink = len(entry._response) if entry._response is not None else 0
+        entry._response = answer
+        entry.cost += grow - shrink
+        self.bytes += grow - shrink
+        if self.bytes <= self.max_bytes:
+            return
+        entries = self._entries
+        skipped = 0
+        while self.bytes > self.max_bytes and skipped < len(entries):
+            key, older = next(iter(entries.items()))
+            if older is entry or older._response is None:
+                entries.move_to_end(key)  # pending (at most max_in_flight) or this one: keep
+                skipped += 1
+                continue
+            del entries[key]
+            self._drop(older)
+        if self.bytes > self.max_bytes:
+            # Too big to keep even alone: sent, not kept (a retransmission is answered again).
+            del entries[entry.key]
+            self._drop(entry)
+
+    def _drop(self, entry: _Transaction) -> None:
+        self.bytes -= entry.cost
+        entry.table = None
 
     def forget(self, key: tuple[str, ...]) -> None:
         entry = self._entries.get(key)
         if entry is not None and entry.response is not None:
             del self._entries[key]
+            self._drop(entry)
 
 
 def _transaction_key(request: SipRequest, method: str) -> tuple[str, ...]:
@@ -171,6 +241,7 @@ class SipHandler:
     :param call_log: where decisions go (queued, never blocking).
     :param max_in_flight: how many requests may wait on I/O at once before ``503``.
     :param retry_after: the ``Retry-After`` of those ``503`` answers, seconds.
+    :param transaction_bytes: the byte budget of the answers kept for retransmissions.
     """
 
     def __init__(
@@ -182,13 +253,16 @@ class SipHandler:
         retry_after: int = 1,
         transaction_ttl: float = TRANSACTION_TTL,
         transaction_size: int = 65536,
+        transaction_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.call_log = call_log
         self.max_in_flight = max_in_flight
         self.retry_after = retry_after
         self.in_flight = 0
-        self.transactions = _Transactions(transaction_ttl, transaction_size)
+        #: 503s answered because ``max_in_flight`` requests were waiting on I/O.
+        self.overloads = 0
+        self.transactions = _Transactions(transaction_ttl, transaction_size, transaction_bytes)
         self._monotonic = clock
         self._runtime = runtime
         self._bindings = self._bind(runtime)
@@ -236,9 +310,12 @@ class SipHandler:
             profile = by_source[source_ip]
         else:
             profile = self._runtime.profile_for_source(source_ip)
-            if len(by_source) >= 4096:
+            # Bounded in bytes: 4096 keys of at most an address's length (an IPv6 address
+            # with a zone index), each mapping to a profile that exists anyway.
+            if len(by_source) >= BY_SOURCE_ENTRIES:
                 by_source.clear()
-            by_source[source_ip] = profile
+            if len(source_ip) <= 64:
+                by_source[source_ip] = profile
         if profile is not None:
             return profile
         if bindings.header is not None:
@@ -276,6 +353,13 @@ class SipHandler:
         except Exception:
             log.exception("internal error answering %s %s", method, request.first("call-id"))
             return self._respond(request, source, 500)
+
+    def overloaded(self, request: SipRequest, source: tuple[str, int]) -> bytes | None:
+        """The cheap ``503`` for a request shed before any work (RFC 3261 21.5.4), or None
+        when it gets no answer (an ACK, a malformed request, one without a Via)."""
+        if request.is_response or request.problem is not None or request.method == "ACK":
+            return None
+        return self._respond(request, source, 503, [("Retry-After", str(self.retry_after))])
 
     def absorb_ack(self, data: bytes) -> bool:
         """Take an ACK read by :func:`ack_transaction`; False when it needs a full parse."""
@@ -426,6 +510,7 @@ class SipHandler:
                 request, source, profile, now, started, result_now, context, callers
             )
         if self.in_flight >= self.max_in_flight:
+            self.overloads += 1
             answer = self._respond(
                 request,
                 source,
