@@ -189,6 +189,7 @@ class _KernelClock:
     def __init__(self) -> None:
         self.offset: float | None = None
         self._next = 0.0
+        self._sequence = 0
         self._sock: socket.socket | None = None
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -206,19 +207,30 @@ class _KernelClock:
             return
         best: tuple[float, float] | None = None
         for _ in range(3):
-            before = time.monotonic()
+            self._sequence += 1
+            token = self._sequence.to_bytes(8, "big")
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                while True:  # a late echo of an earlier round must not be matched
+                    sock.recv(16)
+            sock.settimeout(0.01)
             try:
-                sock.sendto(b"t", sock.getsockname())
-                _, ancillary, _, _ = sock.recvmsg(16, 64)
+                before = time.monotonic()
+                sock.sendto(token, sock.getsockname())
+                while True:
+                    payload, ancillary, _, _ = sock.recvmsg(16, 64)
+                    if payload == token:
+                        break
+                after = time.monotonic()
             except OSError:
                 continue
-            after = time.monotonic()
-            for _level, kind, payload in ancillary:
-                if kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
-                    sec, nsec = _TIMESPEC.unpack_from(payload)
+            for _level, kind, stamp in ancillary:
+                if kind == _SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(stamp)
                     spread = after - before
                     if best is None or spread < best[1]:
                         best = (sec + nsec * 1e-9 - (before + after) / 2, spread)
+        sock.setblocking(False)
         if best is not None:
             self.offset = best[0]
         self._next = time.monotonic() + self.RECALIBRATE
@@ -241,7 +253,8 @@ class _Datagrams:
     leaves after the client's 500 ms retransmission timer is worse than none. Each datagram
     carries the kernel's receive time, so before any work its queueing age is known; past
     ``udp_max_age`` a request is answered ``503`` with ``Retry-After`` from its parsed
-    Via/From/To/Call-ID/CSeq only (or dropped, as configured), and counted. ACKs are always
+    Via/From/To/Call-ID/CSeq only (or dropped, as configured), and counted; then requests are
+    shed until one is younger than half the bound. ACKs are always
     absorbed (cheap, and they free the transaction table). One turn of the loop reads for
     at most :data:`UDP_SLICE`, then lets the other callbacks run.
     """
@@ -250,6 +263,7 @@ class _Datagrams:
         self.server = server
         self.listener = listener
         self.sock = sock
+        self.shedding = False
         self.stamped = True
         try:
             sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
@@ -289,9 +303,13 @@ class _Datagrams:
                     age = now - (sec + nsec * 1e-9 - offset)
             if data[:4] == b"ACK " and handler.absorb_ack(data):
                 pass  # one per call: read its transaction key only
-            elif age > max_age:
+            elif age > max_age or (self.shedding and age > max_age / 2):
+                # Once behind, catch up to half the bound before serving again, so the
+                # calls answered under sustained overload are not all at the bound.
+                self.shedding = True
                 self._shed(data, addr)
             else:
+                self.shedding = False
                 self._serve(data, addr)
             if now > deadline:
                 return  # the loop comes back: the socket is still readable
