@@ -14,6 +14,11 @@ worker, while a shared socket goes to whichever worker is free. The parent only 
 forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to the workers and restarts a
 worker that dies (and stops everything if they keep dying).
 
+UDP sockets are read directly (a reader per socket, not asyncio's datagram transport) so that
+each datagram's kernel receive time is known and overload is shed by queueing age before any
+work (see :class:`_Datagrams`); TCP/TLS connections are capped in total and per source address
+and must deliver each message within a deadline (see :class:`_Stream`).
+
 Responses over UDP go where RFC 3261 section 18.2.2 and RFC 3581 say (source port with
 ``rport``, else the Via's sent-by port at the source address); over TCP and TLS they go back on
 the connection the request came on (section 18.2.2 bullet 1).
@@ -285,7 +290,8 @@ class _Datagrams:
         monotonic = time.monotonic
         now = monotonic()
         deadline = now + UDP_SLICE
-        offset = server.kernel_clock.current(now) if self.stamped else None
+        clock = server.kernel_clock
+        offset = clock.current(now) if self.stamped and clock is not None else None
         max_age = server.udp_max_age
         while True:
             try:
@@ -495,7 +501,7 @@ class SipServer:
         self.udp_max_age = udp_max_age
         self.overload_answer = overload_answer
         self.udp_receive_buffer = udp_receive_buffer
-        self.kernel_clock = _KernelClock()
+        self.kernel_clock: _KernelClock | None = None  # made when a UDP listener starts
         self._readers: list[_Datagrams] = []
         #: Counters for the metrics (see :meth:`counters`).
         self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
@@ -514,6 +520,8 @@ class SipServer:
                         item.sock.setsockopt(
                             socket.SOL_SOCKET, socket.SO_RCVBUF, self.udp_receive_buffer
                         )
+                if self.kernel_clock is None:
+                    self.kernel_clock = _KernelClock()
                 reader = _Datagrams(self, listener, item.sock)
                 loop.add_reader(item.sock.fileno(), reader.readable)
                 self._readers.append(reader)
@@ -610,7 +618,9 @@ class SipServer:
                 loop.remove_reader(reader.sock.fileno())
             reader.sock.close()
         self._readers.clear()
-        self.kernel_clock.close()
+        if self.kernel_clock is not None:
+            self.kernel_clock.close()
+            self.kernel_clock = None
         for stream in list(self.connections):
             if stream.transport is not None:
                 stream.transport.close()
