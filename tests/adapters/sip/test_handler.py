@@ -544,6 +544,10 @@ async def test_9_5_stacked_marks_of_every_outcome_are_stripped_case_sensitively(
         f'"IRS" <sip:{ORIG};verstat=No-TN-Validation@192.0.2.1>',
         f'"(verified) Bob" <tel:+{ORIG};verstat=No-TN-Validation>',  # not this case
     ]
+    # One field with both: an SBC copying the 302's first PAI field passes on both.
+    assert response.first("p-asserted-identity") == ", ".join(
+        response.values("p-asserted-identity")
+    )
     # A verified call: only shaken's own prefix, once.
     response = await answer(
         handler,

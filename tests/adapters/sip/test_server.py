@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from shaken.adapters.sip.client import build_invite, parse_response, send_invite
 from shaken.adapters.sip.handler import Listener, Role, SipHandler
-from shaken.adapters.sip.server import SipServer, bind_listeners, tls_context
+from shaken.adapters.sip.server import SipCollector, SipServer, bind_listeners, tls_context
 from shaken.toolkit.lab import Lab
 
 from .conftest import DEST, ORIG, RuntimeFactory, free_port, invite, warm, write_config
@@ -452,5 +453,20 @@ async def test_17_9_kernel_drops_are_counted(runtimes: RuntimeFactory) -> None:
             counters = sip.counters()
             assert counters["udp_kernel_drops"] > 0
             assert counters["udp_kernel_drops"] + counters["udp_shed_503"] == 200
+        finally:
+            await sip.stop(grace=0.5)
+
+
+async def test_17_9_shed_counts_are_readable_by_prometheus(runtimes: RuntimeFactory) -> None:
+    sip = await _udp_server(runtimes, udp_max_age=0.05)
+    with _client() as sock:
+        try:
+            _stale_burst(sock, sip.bound[0].address, 5, stall=0.3)
+            await _answers(sock, 5, 10.0)
+            registry = CollectorRegistry()
+            registry.register(SipCollector(sip))
+            text = generate_latest(registry).decode()
+            assert "shaken_sip_udp_shed_503_total 5.0" in text
+            assert "shaken_sip_tcp_refused_per_source_total 0.0" in text
         finally:
             await sip.stop(grace=0.5)

@@ -492,11 +492,14 @@ class SipHandler:
         if profile is None or profile.behavior not in ("verify", "both"):
             why = "no profile" if profile is None else f"profile {profile.name} does not verify"
             marks = self._bindings.marks
-            headers = [("Contact", f"<{request.uri}>")]
-            for caller in callers:
-                name = strip_marks(caller.display_name, *marks)
-                value = NameAddr(display_name=name, uri=strip_verstat(caller.uri)).format()
-                headers.append(("P-Asserted-Identity", value))
+            cleaned = [
+                NameAddr(
+                    display_name=strip_marks(caller.display_name, *marks),
+                    uri=strip_verstat(caller.uri),
+                ).format()
+                for caller in callers
+            ]
+            headers = [("Contact", f"<{request.uri}>"), _asserted_header(cleaned)]
             headers.append(_x_reason("not_checked", why))
             return self._respond(request, source, 302, headers)
         context = _context(request)
@@ -594,8 +597,7 @@ class SipHandler:
             self._log(record, started)
             return answer
         headers = [("Contact", f"<{request.uri}>")]
-        for value in _asserted(callers, names, decision):
-            headers.append(("P-Asserted-Identity", value))
+        headers.append(_asserted_header(_asserted(callers, names, decision)))
         if result.attest:
             headers.append(("X-Shaken-Attest", result.attest))
         headers.append(summary)
@@ -673,6 +675,13 @@ def _identities(request: SipRequest) -> list[NameAddr] | str:
             return "P-Asserted-Identity" if pai else "From"
         out.append(addr)
     return out
+
+
+def _asserted_header(values: list[str]) -> tuple[str, str]:
+    """One P-Asserted-Identity field with every value (RFC 3325 section 9.1 allows the list):
+    an SBC that copies the 302's first field of that name (``$T_rpl($hdr(...))`` in
+    Kamailio) then passes on every identity."""
+    return ("P-Asserted-Identity", ", ".join(values))
 
 
 def _asserted(callers: list[NameAddr], names: list[str | None], decision: Decision) -> list[str]:

@@ -35,9 +35,11 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from shaken.adapters.sip.codec import (
     MAX_MESSAGE_SIZE,
@@ -51,6 +53,7 @@ from shaken.core.errors import ConfigurationError
 
 __all__ = [
     "BoundListener",
+    "SipCollector",
     "SipServer",
     "Supervisor",
     "bind_listeners",
@@ -62,15 +65,17 @@ log = logging.getLogger("shaken.sip")
 
 #: Socket buffer asked for on UDP listeners: bursts wait here, not in retransmissions.
 UDP_BUFFER = 4 * 1024 * 1024
-#: The counters of :meth:`SipServer.counters`.
-COUNTERS = (
-    "tcp_refused_total",
-    "tcp_refused_per_source",
-    "tcp_message_timeouts",
-    "udp_shed_503",
-    "udp_shed_dropped",
-    "udp_send_errors",
-)
+#: The counters of :meth:`SipServer.counters`, with what each counts.
+COUNTERS: dict[str, str] = {
+    "tcp_refused_total": "TCP/TLS connections refused: the worker's connection cap",
+    "tcp_refused_per_source": "TCP/TLS connections refused: the source address's cap",
+    "tcp_message_timeouts": "TCP/TLS connections closed inside an unfinished message",
+    "udp_shed_503": "UDP requests older than udp_max_age_ms, answered 503",
+    "udp_shed_dropped": "UDP requests older than udp_max_age_ms, dropped",
+    "udp_send_errors": "UDP answers the socket refused to send",
+    "udp_kernel_drops": "datagrams the kernel dropped on the shared UDP sockets",
+    "overload_503": "requests answered 503 at max_in_flight",
+}
 #: A worker that dies more than this many times (per worker) within CRASH_WINDOW seconds is
 #: not started again: the whole server stops and says why, rather than spin.
 CRASH_LIMIT = 5
@@ -504,7 +509,7 @@ class SipServer:
         self.kernel_clock: _KernelClock | None = None  # made when a UDP listener starts
         self._readers: list[_Datagrams] = []
         #: Counters for the metrics (see :meth:`counters`).
-        self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # two are read in counters()
         self._sweeper: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[bytes | None]] = set()
         self.connections: set[_Stream] = set()
@@ -628,6 +633,22 @@ class SipServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+
+
+class SipCollector:
+    """A Prometheus collector of :meth:`SipServer.counters`, read at scrape time.
+
+    Register it on the registry that serves ``/metrics`` in the worker that runs ``server``
+    (``registry.register(SipCollector(server))``); each counter becomes
+    ``shaken_sip_<name>_total``.
+    """
+
+    def __init__(self, server: SipServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterable[Metric]:
+        for name, value in self._server.counters().items():
+            yield CounterMetricFamily(f"shaken_sip_{name}", COUNTERS.get(name, name), value=value)
 
 
 # -------------------------------------------------------------------------------- processes
