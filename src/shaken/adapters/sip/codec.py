@@ -136,6 +136,8 @@ _CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?")
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 # Controls other than HTAB, CR and LF (those are looked at as line structure).
 _CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Every control byte but HTAB, for bytes.translate.
+_CONTROL_BYTES = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
 # Any control but HTAB: what a header line may not hold once split on its real line ends.
 _LINE_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -270,8 +272,10 @@ def parse_request(
     text = head.decode("utf-8", "surrogateescape")
     # Line ends are CRLF (RFC 3261 section 7), or LF throughout (tolerated). A CR anywhere else,
     # an LF inside a CRLF message or another control makes the slow, field-by-field path run.
-    crlf = text.count("\r\n")
-    tainted = (
+    # Fast check first: when every control character of the head is a CR or LF of a CRLF
+    # pair, it is clean (one C-speed pass and one count, instead of three counts and a scan).
+    crlf = head.count(b"\r\n")
+    tainted = len(head) - len(head.translate(None, _CONTROL_BYTES)) != 2 * crlf and (
         text.count("\r") != crlf
         or (crlf > 0 and text.count("\n") != crlf)
         or _CTL.search(text) is not None
