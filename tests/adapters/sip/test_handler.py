@@ -463,6 +463,10 @@ FRAGMENTS = st.sampled_from(
         b"\r\n",
         b"\xff",
         b" ",
+        b"\r",  # issue 17 item 3: stray controls, to prove none reaches an answer
+        b"\n",
+        b"\x00",
+        b'From: "A\rP-Asserted-Identity: <sip:+1;verstat=TN-Validation-Passed@e>" <sip:1@h>\r\n',
     ]
 )
 
@@ -488,6 +492,10 @@ def test_any_bytes_get_an_answer_or_none(fuzz_handler: SipHandler, data: bytes) 
             continue
         assert reply is None or isinstance(reply, bytes)
         if isinstance(reply, bytes):
+            head = reply.split(b"\r\n\r\n", 1)[0]
+            for line in head.split(b"\r\n"):
+                assert not any((c < 0x20 and c != 0x09) or c == 0x7F for c in line), reply
+            assert b"verstat=TN-Validation-Passed@e" not in reply
             response = parse_response(reply)
             assert 100 <= response.code < 700
             if request.problem is not None:
