@@ -307,6 +307,24 @@ class RevocationReport:
     unchecked_total: int
     unchecked_held: int
 
+    @classmethod
+    def of(cls, caches: Iterable[CertificateCache], now: datetime) -> RevocationReport:
+        """One report for several caches (a runtime has one per distinct profile backend)."""
+        reports = [cache.revocation_report(now) for cache in caches]
+        if not reports:
+            raise ValueError("no certificate cache to report on")
+        refreshed = [r.last_refresh for r in reports]
+        return cls(
+            mode=reports[0].mode,
+            crls=sum(r.crls for r in reports),
+            stale=tuple(dict.fromkeys(s for r in reports for s in r.stale)),
+            last_refresh=None if None in refreshed else min(r for r in refreshed if r),
+            refreshes=sum(r.refreshes for r in reports),
+            refresh_failures=sum(r.refresh_failures for r in reports),
+            unchecked_total=sum(r.unchecked_total for r in reports),
+            unchecked_held=sum(r.unchecked_held for r in reports),
+        )
+
 
 class _FetchSlots:
     """Cold fetches in progress, in all and per source; a slot is taken or refused at once."""

@@ -69,6 +69,7 @@ from shaken.core.errors import SigningError
 from shaken.core.policy import decide
 from shaken.core.reasons import Reason
 from shaken.services.calllog import CallLog, CallRecord
+from shaken.services.cert_cache import RevocationReport
 from shaken.services.ports import Clock
 from shaken.services.signing import SigningService
 
@@ -389,21 +390,38 @@ class RestApplication:
     def _profile(
         self, key: ApiKey | None, requested: str | None, schema: str, *, signing: bool
     ) -> ProfileRuntime:
+        """The profile a request runs under: the one it names, else the first of the key's
+        ``profiles`` that does the job (signs, or verifies), else the global one."""
         profiles = self.runtime.profiles
+        job = "sign" if signing else "verify"
+
+        def does(profile: ProfileRuntime) -> bool:
+            return profile.signs if signing else profile.verifies
+
         if requested is not None:
             if key is not None and not key.may_use(requested):
-                raise ApiError("POL4030", "this API key may not use that profile", schema=schema)
+                raise ApiError(
+                    "POL4030", f"this API key may not use the profile {requested}", schema=schema
+                )
             found = profiles.get(requested)
             if found is None:
                 raise ApiError("SVC4005", "profileId", "no such profile", schema=schema)
-            profile = found
-        else:
-            profile = profiles[key.default_profile if key is not None else None]
-        if signing and not profile.signs:
-            raise ApiError("POL4030", "the profile does not sign", schema=schema)
-        if not signing and not profile.verifies:
-            raise ApiError("POL4030", "the profile does not verify", schema=schema)
-        return profile
+            if not does(found):
+                raise ApiError("POL4030", f"the profile {requested} does not {job}", schema=schema)
+            return found
+        names: tuple[str | None, ...] = (
+            key.profiles if key is not None and key.profiles else (None,)
+        )
+        for name in names:
+            candidate = profiles.get(name)
+            if candidate is not None and does(candidate):
+                return candidate
+        listed = ", ".join(name or GLOBAL_PROFILE for name in names)
+        raise ApiError(
+            "POL4030",
+            f"none of this API key's profiles ({listed}) may {job}",
+            schema=schema,
+        )
 
     def _record(self, record: CallRecord) -> None:
         if self.call_log is None:
@@ -517,7 +535,7 @@ class RestApplication:
                 latency_ms=(time.perf_counter() - started) * 1000.0,
             )
         )
-        return signing_body(request, signed.identity)
+        return signing_body(request, signed.identity, attest=signed.attest, why=signed.why)
 
     async def _authorize(
         self, key: ApiKey, signer: SigningService, request: SigningRequest, now: datetime
@@ -648,7 +666,7 @@ class RestApplication:
 
     def _revocation_ready(self, now: datetime) -> tuple[bool, str]:
         """Stale revocation data is reported; with ``hard`` every chain then fails: not ready."""
-        report = self.runtime.cache.revocation_report(now)
+        report = RevocationReport.of(self.runtime.caches or (self.runtime.cache,), now)
         mode = report.mode.value
         if mode == "off":
             return True, "off: no CRL is checked"

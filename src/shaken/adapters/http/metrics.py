@@ -41,7 +41,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from shaken.adapters.http.credentials import SigningCertificates
 from shaken.adapters.wiring import Runtime
-from shaken.services.cert_cache import RevocationMode
+from shaken.services.cert_cache import RevocationMode, RevocationReport
 from shaken.services.ports import Clock
 
 __all__ = ["CONTENT_TYPE", "RestMetrics"]
@@ -62,22 +62,27 @@ class _RuntimeCollector:
         self._clock = clock
 
     def collect(self) -> Iterable[Metric]:
-        cache = self._runtime.cache
+        # Every profile's cache: a profile with its own fetch or validation settings has one.
+        caches = self._runtime.caches or (self._runtime.cache,)
         yield GaugeMetricFamily(
-            "shaken_certificate_cache_entries", "x5u chains held in memory", value=len(cache)
+            "shaken_certificate_cache_entries",
+            "x5u chains held in memory",
+            value=sum(len(c) for c in caches),
         )
         yield CounterMetricFamily(
             "shaken_certificate_cache_hits",
             "certificate lookups answered from memory",
-            value=cache.hits,
+            value=sum(c.hits for c in caches),
         )
         yield CounterMetricFamily(
             "shaken_certificate_cache_misses",
             "certificate requests memory could not answer (store, fetch or negative entry)",
-            value=cache.misses,
+            value=sum(c.misses for c in caches),
         )
         yield CounterMetricFamily(
-            "shaken_certificate_fetches", "x5u fetches started", value=cache.fetches
+            "shaken_certificate_fetches",
+            "x5u fetches started",
+            value=sum(c.fetches for c in caches),
         )
         anchors = self._runtime.trust.current.anchors
         yield GaugeMetricFamily(
@@ -120,7 +125,7 @@ class _RuntimeCollector:
         yield from self._revocation(now)
 
     def _revocation(self, now: datetime) -> Iterable[Metric]:
-        report = self._runtime.cache.revocation_report(now)
+        report = RevocationReport.of(self._runtime.caches or (self._runtime.cache,), now)
         mode = GaugeMetricFamily(
             "shaken_revocation_mode", "1 for the revocation mode in force", labels=["mode"]
         )
