@@ -183,6 +183,26 @@ async def test_9_3_run_refresh_refreshes_at_once_and_then_every_interval(pki: St
 
 
 @pytest.mark.anyio
+async def test_9_3_a_pass_that_breaks_does_not_end_the_schedule(pki: StiPki) -> None:
+    def broken() -> dict[str, bytes]:
+        raise RuntimeError("the disk went away")
+
+    fetcher = FakeFetcher({CRL_URL: Reply(body=_week_crl(pki))})
+    crls = CrlCache(fetcher, clock=ManualClock(NOW), local=broken)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await crls.run_refresh(sleep=sleep)
+    assert len(waits) == 2 and crls.refresh_failures == 2
+    assert crls.last_refresh_error == "RuntimeError: the disk went away"
+
+
+@pytest.mark.anyio
 async def test_9_3_a_failed_refresh_keeps_the_crl_and_is_reported_stale(pki: StiPki) -> None:
     fetcher = FakeFetcher({URL: Reply(body=pki.chain_pem), CRL_URL: Reply(body=_week_crl(pki))})
     cache = _cache(fetcher, pki, RevocationMode.HARD)

@@ -29,8 +29,9 @@ what Asterisk users missed):
 * **Persisted** through a :class:`~shaken.services.ports.CertificateStore`: the raw chain is
   stored, so a restart validates again (against the anchors of the day) without fetching.
 * **Warm hits are a dict lookup**: the :class:`~shaken.core.verify.ValidatedCertificate` is kept
-  in memory, tagged with the trust version it was validated under and with the moment it must be
-  checked again (its CRLs' nextUpdate); :meth:`CertificateCache.lookup` compares two numbers.
+  in memory, tagged with the trust and CRL versions it was validated under and with the moment
+  it must be checked again (its CRLs' freshness); :meth:`CertificateCache.lookup` compares
+  three numbers and two times.
 * **Validation off the event loop, within a budget**: a cold chain is parsed and validated on a
   small thread pool of its own (``validation_threads``), never on the loop that answers the
   other calls, and each validation may spend at most ``validation_signature_checks`` signature
@@ -40,10 +41,15 @@ what Asterisk users missed):
 
 Revocation: once a chain validates against the anchors, the CRLs named by the CRL Distribution
 Points of its certificates (leaf and intermediates) are obtained through
-:class:`~shaken.services.crl.CrlCache` and the chain is validated again with them. CRLs are
-fetched only for chains that already lead to a trusted STI-CA, so an attacker's certificate
-cannot make the verifier fetch URLs of its choosing. :class:`RevocationMode` says what happens
-when a CRL cannot be had.
+:class:`~shaken.services.crl.CrlCache` and the chain is validated again with them and with the
+operator's CRL files. CRLs are fetched only for chains that already lead to a trusted STI-CA,
+so an attacker's certificate cannot make the verifier fetch URLs of its choosing.
+:class:`RevocationMode` is the one revocation setting (issue 9 item 3): a status that cannot
+be established (no CRL, a CRL no configured signer verifies, a stale one) is never "not
+revoked": ``hard`` fails the chain, ``soft`` passes it with a ``warning:crl_unavailable``
+finding that says why and counts it (:attr:`CertificateCache.revocation_unchecked`). CRLs are
+fetched again every ``crl_refresh`` by :meth:`CertificateCache.start_refresh` (and on demand),
+and a CRL that changed makes every cached chain validate again.
 """
 
 from __future__ import annotations

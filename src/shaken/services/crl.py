@@ -151,6 +151,8 @@ class CrlCache:
         self.refreshes = 0
         self.refresh_failures = 0
         self.last_refresh: datetime | None = None
+        #: What broke the last pass that failed as a whole (counted in refresh_failures).
+        self.last_refresh_error: str | None = None
 
     def record(self, url: str) -> CrlRecord | None:
         """The CRL held for ``url``, fresh or not."""
@@ -402,7 +404,12 @@ class CrlCache:
         clock for its ``now``.
         """
         while True:
-            await self.refresh_all()
+            try:
+                await self.refresh_all()
+            except Exception as exc:  # a pass that breaks must not end the schedule
+                self.refreshes += 1
+                self.refresh_failures += 1
+                self.last_refresh_error = f"{type(exc).__name__}: {exc}"
             await sleep(self.refresh_interval.total_seconds())
 
     def stale(self, now: datetime) -> list[str]:
