@@ -116,6 +116,7 @@ async def check_settings(settings: Settings, clock: Clock | None = None) -> Runt
         await check_signing_certificates(runtime, now=clock.now())
         for cache in runtime.caches:
             await cache.warm()
+            cache.start_refresh()  # CRLs now and every crl_refresh; aclose stops it
     except BaseException:
         await runtime.aclose()
         raise

@@ -8,6 +8,7 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -21,8 +22,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
-from shaken.adapters.trust_loader import TrustSources, load_trust
+from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
 from shaken.config import EffectiveProfile, Settings, effective_profile
+from shaken.config.schema import revocation_of
 from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import CertificateError, ConfigurationError, VerificationFailure
@@ -31,12 +33,19 @@ from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
 from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
+from shaken.services.crl import LocalCrls
 from shaken.services.ports import Clock, SystemClock
 from shaken.services.signing import Credential, SigningPolicy, SigningService, TnRule
 from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 
-__all__ = ["ProfileRuntime", "Runtime", "build_runtime", "check_signing_certificates"]
+__all__ = [
+    "ProfileRuntime",
+    "Runtime",
+    "build_runtime",
+    "check_signing_certificates",
+    "revocation_mode",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -83,6 +92,8 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        for cache in self.caches or (self.cache,):
+            await cache.aclose()  # the CRL refresh uses the fetcher: it stops first
         for fetcher in self.fetchers or (self.fetcher,):
             await fetcher.aclose()
 
@@ -130,6 +141,17 @@ def _trust_sources(verification: dict[str, Any]) -> TrustSources:
         sti_pa_cert=Path(sti_pa) if sti_pa else None,
         crl_signer_files=(Path(sti_pa),) if sti_pa else (),
     )
+
+
+def revocation_mode(verification: Mapping[str, Any]) -> RevocationMode:
+    """The one revocation setting of an effective ``[verification]`` (old spellings included)."""
+    return RevocationMode(revocation_of(verification))
+
+
+def _crl_files(verification: Mapping[str, Any]) -> LocalCrls | None:
+    """What reads the configured CRL files again on each refresh (None: there are none)."""
+    paths = tuple(Path(p) for p in verification.get("crl_files", []))
+    return functools.partial(load_crl_files, paths) if paths else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +202,10 @@ class _Backends:
     resolver: Resolver | None
     max_entries: int
     revocation: RevocationMode
+    #: Revocation is global (``GLOBAL_ONLY``): every cache refreshes and reads the same CRLs.
+    crl_refresh: timedelta
+    crl_files: LocalCrls | None
+    now: datetime
     built: dict[_BackendKey, tuple[HttpsFetcher, CertificateCache]] = field(default_factory=dict)
 
     def for_profile(self, effective: EffectiveProfile) -> tuple[HttpsFetcher, CertificateCache]:
@@ -208,9 +234,13 @@ class _Backends:
                 negative_ttl=timedelta(seconds=key.negative_ttl),
                 max_entries=self.max_entries,
                 revocation=self.revocation,
+                crl_refresh=self.crl_refresh,
             ),
             profile=effective.verification_profile,
+            crl_files=self.crl_files,
         )
+        if self.crl_files is not None:
+            cache.crl_cache.set_local(self.crl_files(), now=self.now)
         self.built[key] = (fetcher, cache)
         return fetcher, cache
 
@@ -269,14 +299,16 @@ def build_runtime(
         )
     cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
     store_dir = cache_dir or default_cache_dir()
-    hard = verification["require_crl"] or verification["crl_unavailable"] == "fail"
     backends = _Backends(
         trust=trust,
         store_dir=store_dir,
         clock=clock,
         resolver=resolver,
         max_entries=int(verification["max_cache_entries"]),
-        revocation=RevocationMode.HARD if hard else RevocationMode.SOFT,
+        revocation=revocation_mode(verification),
+        crl_refresh=timedelta(seconds=verification.get("crl_refresh", 3600)),
+        crl_files=_crl_files(verification),
+        now=when,
     )
     fetcher, cache = backends.for_profile(glob)
     credentials: dict[tuple[str, str], Credential] = {}

@@ -13,7 +13,7 @@ booleans here are tri-state by construction (absent, true, false), unlike Asteri
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +21,18 @@ from urllib.parse import urlsplit
 from shaken.core.reasons import Reason
 from shaken.core.tn import is_valid_tn
 
-__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "GLOBAL_ONLY", "VERIFICATION_KEYS", "Spec"]
+__all__ = [
+    "ACTION_KEYS",
+    "ATTESTATION_KEYS",
+    "GLOBAL_ONLY",
+    "REVOCATION_KEYS",
+    "REVOCATION_MODES",
+    "VERIFICATION_KEYS",
+    "Spec",
+    "revocation_conflict",
+    "revocation_of",
+    "revocation_spellings",
+]
 
 Check = Callable[[Any], str | None]
 
@@ -195,6 +206,54 @@ def _hex64(value: Any) -> str | None:
 
 ATTEST = _choice("A", "B", "C")
 
+#: The one revocation setting (``revocation``); ``require_crl`` and ``crl_unavailable`` are
+#: its old spellings, still accepted.
+REVOCATION_MODES = ("off", "soft", "hard")
+REVOCATION_KEYS = ("revocation", "require_crl", "crl_unavailable")
+
+
+def _spelled(values: Mapping[str, Any]) -> dict[str, str]:
+    """The revocation mode each revocation key set in ``values`` stands for."""
+    found: dict[str, str] = {}
+    if values.get("revocation") in REVOCATION_MODES:
+        found["revocation"] = values["revocation"]
+    if values.get("require_crl") is True:
+        found["require_crl"] = "hard"
+    if values.get("crl_unavailable") in ("pass", "fail"):
+        found["crl_unavailable"] = "hard" if values["crl_unavailable"] == "fail" else "soft"
+    return found
+
+
+def revocation_of(values: Mapping[str, Any]) -> str:
+    """The revocation mode of a ``[verification]`` table, a profile or an effective profile.
+
+    ``revocation`` when it is set; otherwise the old spellings, which were ORed: ``require_crl
+    = true`` or ``crl_unavailable = "fail"`` is ``"hard"``; otherwise ``"soft"``.
+    """
+    spelled = _spelled(values)
+    if "revocation" in spelled:
+        return spelled["revocation"]
+    return "hard" if "hard" in spelled.values() else "soft"
+
+
+def revocation_conflict(values: Mapping[str, Any]) -> str | None:
+    """Why the revocation keys set in one table contradict each other, or None."""
+    spelled = _spelled(values)
+    if len(set(spelled.values())) < 2:
+        return None
+    said = ", ".join(f'{key} means "{mode}"' for key, mode in spelled.items())
+    return f"the revocation keys contradict each other ({said}); set only revocation"
+
+
+def revocation_spellings(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, explanation) for each old spelling of ``revocation`` set in one table."""
+    return [
+        (key, f'the old spelling of revocation = "{mode}"; write that instead')
+        for key, mode in _spelled(values).items()
+        if key != "revocation"
+    ]
+
+
 ATTESTATION_KEYS: dict[str, Spec] = {
     "enabled": Spec("bool", _bool(), "sign calls at all (Asterisk global_disable, inverted)"),
     "private_key": Spec("path", _string(), "PEM P-256 private key (file mode 0600)"),
@@ -217,10 +276,25 @@ VERIFICATION_KEYS: dict[str, Spec] = {
     "sti_pa_certificate": Spec(
         "path", _string(), "the STI-PA certificate the trust list is checked with"
     ),
-    "crl_files": Spec("paths", _list(_string()), "CRLs to load (PEM or DER)"),
-    "require_crl": Spec("bool", _bool(), "fail a chain whose CRL cannot be had"),
+    "revocation": Spec(
+        "off|soft|hard",
+        _choice(*REVOCATION_MODES),
+        "CRL checking: soft (default) applies the CRLs that can be had and says so in the"
+        " result when a status is unknown; hard fails such a chain; off checks none",
+    ),
+    "crl_files": Spec(
+        "paths", _list(_string()), "CRLs (PEM or DER) applied with the fetched ones; re-read"
+    ),
+    "crl_refresh": Spec(
+        "seconds",
+        _int(60, 86400),
+        "how often CRLs are fetched again, whatever their nextUpdate (default 3600, at most a day)",
+    ),
+    "require_crl": Spec("bool", _bool(), 'old spelling: true is revocation = "hard"'),
     "crl_unavailable": Spec(
-        "pass|fail", _choice("pass", "fail"), "when a CRL cannot be fetched: report, or fail"
+        "pass|fail",
+        _choice("pass", "fail"),
+        'old spelling: "fail" is revocation = "hard", "pass" is revocation = "soft"',
     ),
     "cache_dir": Spec("path", _string(), "certificate cache directory (Asterisk cert_cache_dir)"),
     "fetch_timeout": Spec("seconds", _number(0), "total x5u fetch time (Asterisk curl_timeout)"),
@@ -291,6 +365,8 @@ GLOBAL_ONLY: dict[str, str] = {
             "trust_list",
             "sti_pa_certificate",
             "crl_files",
+            "revocation",
+            "crl_refresh",
             "require_crl",
             "crl_unavailable",
         ),

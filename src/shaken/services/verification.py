@@ -65,11 +65,13 @@ class VerificationService:
         return self._cache
 
     async def verify(
-        self, context: SipContext, *, now: datetime | None = None
+        self, context: SipContext, *, now: datetime | None = None, source: str | None = None
     ) -> VerificationResult:
         """Verify one request. A bad token is a result; only caller mistakes raise.
 
         :param now: the request's time; the clock is read when it is omitted.
+        :param source: who sent the request (a SIP peer's address, a REST client): the
+            certificate cache bounds the cold fetches one source may have in progress.
         :raises ConfigurationError: ``now`` is naive.
         """
         when = now if now is not None else self._clock.now()
@@ -83,16 +85,19 @@ class VerificationService:
         step = prepare(context, now=when, profile=self.profile)
         if isinstance(step, VerificationResult):
             return step
-        return await self.complete(step)
+        return await self.complete(step, source=source)
 
-    def verify_warm(self, context: SipContext, *, now: datetime) -> VerificationResult | None:
+    def verify_warm(
+        self, context: SipContext, *, now: datetime, source: str | None = None
+    ) -> VerificationResult | None:
         """The result :meth:`verify` would give, when it needs nothing but memory; else None.
 
         A server calls this inline and creates a task only for the requests that return None
         (a certificate to fetch or revalidate): on a warm cache that is almost none, and a
         task per request would cost a sixth of a whole verification. Nothing is recorded
         (cache statistics aside) unless a result is returned, so falling back to
-        :meth:`verify` after None is safe.
+        :meth:`verify` after None is safe. ``source`` is accepted for symmetry with
+        :meth:`verify`: nothing is fetched here.
         """
         if self._replay is None:
             lookup = self._cache.lookup
@@ -112,14 +117,19 @@ class VerificationService:
             certificates[url] = hit
         return complete(step, certificates, None, now=step.now, replay=self._replay)
 
-    async def complete(self, plan: Plan) -> VerificationResult:
+    async def complete(self, plan: Plan, *, source: str | None = None) -> VerificationResult:
         """Obtain the plan's certificates (concurrently) and finish at the plan's ``now``."""
         urls = plan.urls
         cache = self._cache
+        when = plan.now
         if len(urls) == 1:
-            materials: list[CertificateMaterial] = [await cache.get(urls[0], now=plan.now)]
+            materials: list[CertificateMaterial] = [
+                await cache.get(urls[0], now=when, source=source)
+            ]
         else:
-            materials = list(await asyncio.gather(*(cache.get(u, now=plan.now) for u in urls)))
+            materials = list(
+                await asyncio.gather(*(cache.get(u, now=when, source=source) for u in urls))
+            )
         certificates = dict(zip(urls, materials, strict=True))
         # Every material is validated or a failure, so no anchors are needed here: the cache
         # validated against the trust anchors (and CRLs) current when it did.

@@ -138,6 +138,8 @@ async def test_readyz_ready(make_api: ApiFactory) -> None:
         "signing_keys",
         "certificate_cache",
         "call_log",
+        "revocation",  # issue 9 item 3: revocation data and our own certificates
+        "signing_certificates",
     }
     assert all(check["ok"] for check in body["checks"].values())
 

@@ -507,7 +507,7 @@ class SipHandler:
         if verifier is None:
             result = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.NOT_CHECKED)
             return self._decided(request, source, profile, now, started, result, context, callers)
-        result_now = verifier.verify_warm(context, now=now)
+        result_now = verifier.verify_warm(context, now=now, source=source[0])
         if result_now is not None:
             return self._decided(
                 request, source, profile, now, started, result_now, context, callers
@@ -541,7 +541,7 @@ class SipHandler:
     ) -> bytes:
         try:
             try:
-                result = await verifier.verify(context, now=now)
+                result = await verifier.verify(context, now=now, source=source[0])
             except ShakenError:
                 log.exception("verification of %s failed", context.call_id)
                 answer = self._respond(request, source, 500)
