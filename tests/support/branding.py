@@ -41,8 +41,16 @@ def served_content(case: dict[str, Any]) -> dict[str, bytes | None]:
     return out
 
 
-def rcd_claims(case: dict[str, Any]) -> dict[str, Any]:
-    """The rcd, rcdi and crn claims the row signs (rcdi over the content at signing time)."""
+def signed_content(case: dict[str, Any]) -> dict[str, bytes]:
+    """What the brand's server held when the row's call was signed."""
+    contents = dict(SIGNED_CONTENT)
+    if case.get("served", {}).get(JCL) == "nested":
+        contents[JCL] = NESTED_JCARD
+    return contents
+
+
+def rcd_claims(case: dict[str, Any], contents: dict[str, bytes] | None = None) -> dict[str, Any]:
+    """The rcd, rcdi and crn claims the row signs (rcdi over ``contents``, the signed content)."""
     claims: dict[str, Any] = {}
     if "rcd" in case:
         claims["rcd"] = case["rcd"]
@@ -50,10 +58,7 @@ def rcd_claims(case: dict[str, Any]) -> dict[str, Any]:
             if case["rcdi"] is not None:
                 claims["rcdi"] = case["rcdi"]
         else:
-            contents = dict(SIGNED_CONTENT)
-            if case.get("served", {}).get(JCL) == "nested":
-                contents[JCL] = NESTED_JCARD
-            claims["rcdi"] = compute_rcdi(case["rcd"], contents)
+            claims["rcdi"] = compute_rcdi(case["rcd"], contents or signed_content(case))
     if "crn" in case:
         claims["crn"] = case["crn"]
     return claims
