@@ -44,7 +44,7 @@ from shaken.core.rcd import (
 )
 from shaken.core.reasons import REASONS, Reason
 
-__all__ = ["RcdStatus", "RcdVerdict", "judge", "not_present"]
+__all__ = ["RcdStatus", "RcdVerdict", "call_info", "judge", "not_present"]
 
 
 class RcdStatus(enum.StrEnum):
@@ -221,3 +221,38 @@ def judge(
     return RcdVerdict(
         status=RcdStatus.VERIFIED, data=data, verified_references=data.references, jcard=jcard
     )
+
+
+def _quoted(text: str) -> str:
+    # RFC 3261 quoted-string; the claim checks already refused control characters.
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def call_info(verdict: RcdVerdict) -> str | None:
+    """The RFC 9796 ``Call-Info`` value presenting a verified brand, or None.
+
+    One header field holds every RCD entry (RFC 9796 section 4): the jCard (``purpose=jcard``,
+    section 5) and the icon (``purpose=icon``, section 4), each only when its content matched
+    its ``rcdi`` digest, with that digest as ``integrity`` and ``verified=true`` (this verifier
+    checked it), and the call reason as ``call-reason`` (section 6) on the first entry. A brand
+    that did not verify, or one with no verified URI, gives None: nothing unverified is shown.
+    The URIs were checked to be https URIs without quotes, spaces or angle brackets.
+    """
+    if not verdict.presentable or verdict.data is None:
+        return None
+    entries: list[str] = []
+    digests = verdict.data.rcdi or {}
+    for role, purpose in (("jcard", "jcard"), ("icon", "icon")):
+        reference = verdict.reference(role)
+        if reference is None:
+            continue
+        entry = f"<{reference.uri}>;purpose={purpose}"
+        digest = digests.get(reference.pointer)
+        if digest is not None:
+            entry += f";integrity={_quoted(digest)}"
+        entries.append(entry + ";verified=true")
+    if not entries:
+        return None
+    if verdict.crn is not None:
+        entries[0] += f";call-reason={_quoted(verdict.crn)}"
+    return ", ".join(entries)
