@@ -8,6 +8,8 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -105,11 +107,22 @@ class Runtime:
         return None
 
     def profile_for_header(self, value: str) -> ProfileRuntime | None:
-        """The profile named by the configured profile-selecting header's value."""
+        """The profile whose ``header_value`` is the profile-selecting header's ``value``.
+
+        Only the configured value selects (never a profile's name: ``header_value`` may be a
+        secret shared with one PBX), compared in constant time over every candidate, and a
+        profile bound to ``sources`` is never selected this way: the header is the last resort
+        for addresses no profile lists.
+        """
+        offered = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
+        found: ProfileRuntime | None = None
         for profile in self.profiles.values():
-            if profile.header_value is not None and profile.header_value == value.strip():
-                return profile
-        return self.profiles.get(value.strip())
+            if profile.header_value is None or profile.sources:
+                continue
+            wanted = hashlib.sha256(profile.header_value.encode("utf-8")).digest()
+            if hmac.compare_digest(offered, wanted) and found is None:
+                found = profile
+        return found
 
 
 def _trust_sources(verification: dict[str, Any]) -> TrustSources:

@@ -426,6 +426,33 @@ SERVER_KEYS: dict[str, Spec] = {
         _choice("atis", "3gpp", "auto"),
         "REST JSON schema: ATIS-1000082, 3GPP TS 24.229 Ms, or by request shape (default auto)",
     ),
+    # SIP robustness: memory, connections and overload (one block).
+    "transaction_memory": Spec(
+        "bytes",
+        _int(65536),
+        "bytes of SIP answers kept for retransmissions per worker (default 67108864)",
+    ),
+    "tcp_connections_per_source": Spec(
+        "int", _int(1), "SIP TCP/TLS connections one source address may hold (default 64)"
+    ),
+    "tcp_message_timeout": Spec(
+        "seconds", _number(0), "a SIP message over TCP/TLS must arrive whole within (default 10)"
+    ),
+    "udp_max_age_ms": Spec(
+        "ms",
+        _int(1, 10000),
+        "a UDP request queued longer than this is shed before any work (default 100)",
+    ),
+    "overload_answer": Spec(
+        "503|drop",
+        _choice("503", "drop"),
+        "what a shed request gets: 503 with Retry-After, or nothing (default 503)",
+    ),
+    "udp_receive_buffer": Spec(
+        "bytes",
+        _int(4096, 2**30),
+        "SO_RCVBUF of the SIP UDP sockets (default 4194304; the kernel doubles it)",
+    ),
 }
 REPOSITORY_KEYS: dict[str, Spec] = {
     "directory": Spec("path", _string(), "directory of chains and CRLs the repository serves"),

@@ -983,6 +983,17 @@ _I_FETCHED = _STAGE_NAMES.index("certificate_fetched")
 _I_CHAIN = _STAGE_NAMES.index("chain_trusted")
 
 
+def _header_x5u(header_b64: str) -> str | None:
+    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
+    within the default x5u length limit), so the cache is bounded in bytes as well."""
+    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
+        return _common_header_x5u.__wrapped__(header_b64)
+    return _common_header_x5u(header_b64)
+
+
+_CACHED_HEADER_B64_CHARS = 1024
+
+
 @functools.lru_cache(maxsize=1024)
 def _common_header_x5u(header_b64: str) -> str | None:
     """The x5u of a header segment that is exactly a plain SHAKEN header, else None.
@@ -1036,7 +1047,7 @@ def try_verify_common(
     if tail not in _COMMON_TAILS:
         return None
     parts = token.split(".")
-    if len(parts) != 3 or _common_header_x5u(parts[0]) != x5u:
+    if len(parts) != 3 or _header_x5u(parts[0]) != x5u:
         return None
     try:
         text = b64url_decode(parts[1]).decode("utf-8")
