@@ -109,7 +109,7 @@ def test_branded_tn_signs_rcd_rcdi_and_crn_in_the_shaken_passport() -> None:
     assert claims["rcd"] == {"nam": "Acme Bank", "icn": LOGO_URL}
     assert claims["rcdi"] == {"/icn": content_digest(b"logo-bytes")}
     assert claims["crn"] == "Fraud alert"
-    assert signed.brand == "acme" and signed.rcd_identity is None
+    assert signed.brand == "Acme Bank" and signed.rcd_identity is None
     # An unbranded number of the same policy gets a plain SHAKEN PASSporT.
     plain = _claims(_branded().sign(orig="12025550150", dest="12025550199", now=NOW).identity)
     assert not {"rcd", "rcdi", "crn"} & set(plain)

@@ -70,6 +70,10 @@ class ContentCache:
         #: Fetches started (after the cache missed), for metrics and tests.
         self.fetches = 0
 
+    def forget(self) -> None:
+        """Drop every cached entry (an operator's reload; the next call fetches again)."""
+        self._entries.clear()
+
     def peek(self, url: str, now: datetime) -> Content | None:
         """What is cached for ``url`` and still good at ``now``; no I/O."""
         entry = self._entries.get(url)

@@ -250,7 +250,7 @@ class SignedCall:
     date: str | None = None
     #: Why the call got its attestation (:attr:`Attestation.why`).
     why: str = ""
-    #: The brand signed (its configured name), if any.
+    #: The brand's name signed (rcd ``nam``), if any: what the call log records.
     brand: str | None = None
     #: A separate ``ppt: "rcd"`` Identity header value, when the brand asks for one.
     rcd_identity: str | None = None
@@ -323,7 +323,7 @@ class SigningService:
             x5u=credential.x5u,
             iat=int(when.timestamp()),
             why=chosen.why,
-            brand=None if brand is None else brand.name,
+            brand=None if brand is None else claims["rcd"]["nam"],
             rcd_identity=rcd_identity,
         )
 

@@ -473,6 +473,13 @@ class RestApplication:
                     allowed=decision.allowed,
                     x5u=result.x5u,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
+                    brand=None if result.rcd is None else result.rcd.nam,
+                    rcd_status=None if result.rcd is None else result.rcd.status.value,
+                    rcd_reason=(
+                        None
+                        if result.rcd is None or result.rcd.reason is None
+                        else result.rcd.reason.value
+                    ),
                 )
             )
         return body
@@ -527,6 +534,7 @@ class RestApplication:
                 action="signed",
                 x5u=signed.x5u,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
+                brand=signed.brand,
             )
         )
         return signing_body(
