@@ -18,8 +18,12 @@ from typing import Any
 import pytest
 
 from shaken.adapters.fetch import HttpsFetcher
+from shaken.core.branding import RcdStatus
 from shaken.core.certs import TnRange
 from shaken.core.context import SipContext
+from shaken.core.identity import IdentityHeader
+from shaken.core.passport import decode_token
+from shaken.core.reasons import Reason
 from shaken.core.sign import sign_shaken
 from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CertificateCache
@@ -30,6 +34,7 @@ from shaken.testing import StiPki, make_sti_pki
 from tests.support.branding import (
     ICN,
     JCL,
+    LOGO,
     rcd_claims,
     row_constraints,
     served_content,
@@ -158,3 +163,66 @@ async def test_rcd_conformance_case_end_to_end(
 
 def _here(server: RepositoryServer, url: str) -> str:
     return server.url(url.split(BRAND, 1)[1], host=BRAND)
+
+
+# ----------------------------------------------------------- the separate ppt=rcd PASSporT
+
+
+def _signer(delegate: Any, x5u: str, logo_url: str, ppt: str) -> Any:
+    from shaken.services.signing import Brand, Credential, SigningPolicy, SigningService
+
+    brand = Brand(name="acme", rcd={"nam": "Acme Bank", "icn": logo_url}, ppt=ppt).with_content(
+        {logo_url: LOGO}
+    )
+    policy = SigningPolicy(
+        credential=Credential(key=delegate.leaf_key, x5u=x5u),
+        attest="A",
+        brand=brand,
+        unknown_tn_attest="A",
+    )
+    return SigningService(policy, clock=ManualClock(NOW))
+
+
+@pytest.mark.anyio
+async def test_separate_rcd_passport_is_verified_with_its_own_signature(
+    server: RepositoryServer, pki: StiPki
+) -> None:
+    delegate = pki.delegate((TnRange(start=ORIG, count=10),))
+    server.route("/rcd/separate.pem", Route(body=delegate.chain_pem))
+    server.route(
+        "/crl", Route(body=pki.sti_pa_crl(), headers={"Content-Type": "application/pkix-crl"})
+    )
+    logo_url = server.url("/acme.png", host=BRAND)
+    server.route("/acme.png", Route(body=LOGO, headers={"Content-Type": "image/png"}))
+    signed = _signer(delegate, server.url("/rcd/separate.pem"), logo_url, "rcd").sign(
+        orig=ORIG, dest=DEST
+    )
+    assert signed.rcd_identity is not None
+    shaken_claims = decode_token(IdentityHeader.parse(signed.identity).token).payload
+    assert "rcd" not in shaken_claims
+
+    async def verify(*identities: str) -> Any:
+        service = _lab(server, pki, {})
+        context = SipContext(identity=identities, from_header=f"<tel:+{ORIG}>", to=f"<tel:+{DEST}>")
+        async with service.cache._fetcher:  # type: ignore[attr-defined]
+            return await service.verify(context)
+
+    result = await verify(signed.identity, signed.rcd_identity)
+    assert result.verified and result.rcd is not None
+    assert (result.rcd.status, result.rcd.nam) == (RcdStatus.VERIFIED, "Acme Bank")
+    # Its signature broken: the brand is invalid, SHAKEN still verified.
+    token, _, params = signed.rcd_identity.partition(";")
+    broken = f"{token[:-6]}{'AAAAAA' if token[-6:] != 'AAAAAA' else 'BBBBBB'};{params}"
+    result = await verify(signed.identity, broken)
+    assert result.verified and result.rcd is not None
+    assert (result.rcd.status, result.rcd.reason) == (RcdStatus.INVALID, Reason.RCD_INVALID)
+    # An rcd PASSporT of another call (another orig) does not lend this one its brand.
+    other = _signer(delegate, server.url("/rcd/separate.pem"), logo_url, "rcd").sign(
+        orig="12025550105", dest=DEST
+    )
+    result = await verify(signed.identity, other.rcd_identity or "")
+    assert result.rcd is not None and result.rcd.reason is Reason.RCD_INVALID
+    assert "not for this call" in result.rcd.detail
+    # Without any: not present.
+    result = await verify(signed.identity)
+    assert result.rcd is not None and result.rcd.status is RcdStatus.NOT_PRESENT

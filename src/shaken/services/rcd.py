@@ -26,6 +26,7 @@ from shaken.core.branding import RcdStatus, RcdVerdict, judge
 from shaken.core.context import SipContext
 from shaken.core.errors import IdentityHeaderError, PassportError, VerificationFailure
 from shaken.core.identity import IdentityHeader
+from shaken.core.jws import verify_es256
 from shaken.core.passport import decode_token
 from shaken.core.rcd import DEFAULT_MAX_CRN_LENGTH, RcdError, parse_rich_call_data
 from shaken.core.reasons import Reason
@@ -119,6 +120,59 @@ def _payload(context: SipContext, result: VerificationResult) -> dict[str, objec
         return None
 
 
+#: How far the ``iat`` of a separate rcd PASSporT may be from the SHAKEN one's: both are
+#: signed for the same call at the same moment (RFC 9795 section 4).
+RCD_IAT_SKEW = 60
+
+
+@dataclass(frozen=True, slots=True)
+class _RcdPassport:
+    """A separate ``ppt: "rcd"`` PASSporT of the request, decoded (not yet trusted)."""
+
+    x5u: str
+    payload: dict[str, object]
+    signing_input: bytes
+    signature: bytes
+
+
+def _rcd_passport(
+    context: SipContext, result: VerificationResult, shaken: dict[str, object]
+) -> _RcdPassport | RcdVerdict | None:
+    """The request's ``ppt=rcd`` PASSporT for the verified call, or why it cannot count.
+
+    Used only when the SHAKEN PASSporT itself carries no Rich Call Data. It must be full form,
+    bound to the same call (``orig``, ``dest`` and ``iat`` of the verified SHAKEN PASSporT);
+    its signature is checked by the caller with its own validated certificate.
+    """
+    for index, value in enumerate(context.identity):
+        if index == result.identity_index:
+            continue
+        try:
+            header = IdentityHeader.parse(value)
+            if header.ppt != "rcd" or header.token is None:
+                continue
+            token = decode_token(header.token)
+        except (IdentityHeaderError, PassportError):
+            continue
+        payload = dict(token.payload)
+        x5u = token.header.get("x5u")
+        same_call = (
+            payload.get("orig") == shaken.get("orig")
+            and payload.get("dest") == shaken.get("dest")
+            and isinstance(payload.get("iat"), int)
+            and isinstance(shaken.get("iat"), int)
+            and abs(int(payload["iat"]) - int(shaken["iat"])) <= RCD_IAT_SKEW  # type: ignore[call-overload]
+        )
+        if token.header.get("ppt") != "rcd" or not isinstance(x5u, str) or not same_call:
+            return RcdVerdict(
+                status=RcdStatus.INVALID,
+                reason=Reason.RCD_INVALID,
+                detail="the rcd PASSporT is not for this call (orig, dest or iat differ)",
+            )
+        return _RcdPassport(x5u, payload, token.signing_input, token.signature)
+    return None
+
+
 class BrandingService:
     """Give verified results their Rich Call Data verdict.
 
@@ -161,12 +215,15 @@ class BrandingService:
     def apply_warm(
         self, context: SipContext, result: VerificationResult, now: datetime
     ) -> VerificationResult | None:
-        """:meth:`apply` from memory alone, or None when something must be fetched."""
+        """:meth:`apply` from memory alone, or None when something must be fetched (or a
+        separate rcd PASSporT checked, which the async path does)."""
         if not result.verified:
             return result
         payload = _payload(context, result)
         if payload is None:
             return result
+        if not _carries_rcd(payload) and _rcd_passport(context, result, payload) is not None:
+            return None
         certificate = None
         if result.x5u is not None:
             certificate = self._cache.lookup(result.x5u, now)
@@ -183,28 +240,55 @@ class BrandingService:
     async def apply(
         self, context: SipContext, result: VerificationResult, now: datetime
     ) -> VerificationResult:
-        """``result`` with its branding verdict; unchanged when it did not verify."""
+        """``result`` with its branding verdict; unchanged when it did not verify.
+
+        The Rich Call Data is the verified SHAKEN PASSporT's, or, when it has none, that of a
+        separate ``ppt=rcd`` PASSporT for the same call (RFC 9795 section 4), whose signature
+        is checked here with its own validated certificate (whose constraints then apply).
+        """
         if not result.verified:
             return result
         payload = _payload(context, result)
         if payload is None:
             return result
-        urls = self._urls(payload)
+        x5u = result.x5u
+        separate: _RcdPassport | None = None
+        if not _carries_rcd(payload):
+            found = _rcd_passport(context, result, payload)
+            if isinstance(found, RcdVerdict):
+                return replace(result, rcd=found)
+            if found is not None:
+                separate, x5u, payload = found, found.x5u, found.payload
         certificate: ValidatedCertificate | None = None
-        if result.x5u is not None:
-            certificate = self._cache.lookup(result.x5u, now)
-            if certificate is None:
-                material = await self._cache.get(result.x5u, now=now)
-                if not isinstance(material, ValidatedCertificate):
-                    # Verification just validated this chain; if it is gone, fail closed: the
-                    # constraints it may carry cannot be checked.
-                    verdict = RcdVerdict(
-                        status=RcdStatus.CONSTRAINT_VIOLATED,
-                        reason=Reason.RCD_CONSTRAINT_VIOLATED,
-                        detail="the signing certificate is no longer at hand to check constraints",
-                    )
-                    return replace(result, rcd=verdict)
-                certificate = material
+        if x5u is not None:
+            material = self._cache.lookup(x5u, now) or await self._cache.get(x5u, now=now)
+            if not isinstance(material, ValidatedCertificate):
+                # Fail closed: the constraints the certificate may carry cannot be checked.
+                detail = "the certificate of the rcd claims could not be validated"
+                if isinstance(material, VerificationFailure):
+                    detail += f": {material.detail}"
+                verdict = RcdVerdict(
+                    status=RcdStatus.CONSTRAINT_VIOLATED,
+                    reason=Reason.RCD_CONSTRAINT_VIOLATED,
+                    detail=detail,
+                )
+                return replace(result, rcd=verdict)
+            certificate = material
+        if separate is not None and (
+            certificate is None
+            or not verify_es256(certificate.public_key, separate.signing_input, separate.signature)
+        ):
+            verdict = RcdVerdict(
+                status=RcdStatus.INVALID,
+                reason=Reason.RCD_INVALID,
+                detail="the rcd PASSporT's signature does not verify",
+            )
+            return replace(result, rcd=verdict)
+        urls = self._urls(payload)
         fetched = await asyncio.gather(*(self.content.get(u, now) for u in urls))
         contents = dict(zip(urls, fetched, strict=True))
         return replace(result, rcd=self._judge(payload, certificate, contents))
+
+
+def _carries_rcd(payload: dict[str, object]) -> bool:
+    return any(name in payload for name in ("rcd", "rcdi", "crn"))
