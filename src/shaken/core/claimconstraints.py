@@ -5,7 +5,8 @@ JWTClaimConstraints extension (``id-pe 27``, RFC 8226 section 8) lists claims th
 must include (``mustInclude``) and, for some claims, the only values they may take
 (``permittedValues``); the EnhancedJWTClaimConstraints extension (``id-pe 33``, RFC 9118
 section 3) adds ``mustExclude``, claims that must not appear. Branded calling uses them to pin
-the ``rcd`` (and ``rcdi``) values a delegate certificate vouches for (RFC 9795 section 9).
+the ``rcd`` (and ``rcdi``) values a delegate certificate vouches for (RFC 9795's claim
+constraints for RCD).
 
 Rules followed (RFC 9118 sections 3, 4 and 6; RFC 8226 section 8):
 

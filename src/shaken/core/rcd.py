@@ -6,38 +6,40 @@ the same claims. Everything here takes values and bytes and returns values or ra
 :class:`RcdError`; fetching the referenced content is a service's job
 (:mod:`shaken.services.rcd`).
 
-What was followed, and where a choice had to be made:
+What was followed, and where a choice had to be made. Only the front matter and the table of
+contents of RFC 9795 and RFC 9796 could be read when this was written (section 4 "Overview of
+Rich Call Data Integrity", section 5 "'rcd' PASSporT Claim: Definition and Usage", 5.1 the
+claim), and the full text of RFC 9796's -09 draft, whose section numbers are used here; the
+rest follows the drafts' published summaries and the vendor APIs that implement them, and
+every rule below that is a choice says so:
 
 * RFC 9795 section 5.1 (the ``rcd`` claim and the PASSporT RCD Claim Types registry): the keys
   ``nam`` (display name, a string; required when ``rcd`` is present), ``apn`` (alternate
   presentation number, a string), ``icn`` (a URI of an icon), ``jcd`` (a jCard, RFC 7095,
   inline) and ``jcl`` (the URI of a jCard). ``jcd`` and ``jcl`` are two ways to give the same
   thing and MUST NOT both appear. Keys outside the registry are kept, never presented.
-* RFC 9795 section 7 / RFC 9796 section 6: ``crn`` is a top-level string claim. RFC 9796 says a
-  call reason SHOULD be short (64 characters, the limit its drafts settled on); a verifier that
-  renders it needs a hard limit, so :data:`DEFAULT_MAX_CRN_LENGTH` is enforced and configurable.
-* RFC 9796 section 8.1 (one level of URI references): content that a URI references MUST NOT
-  reference further content. So the URIs inside an inline ``jcd`` (``photo``, ``logo``,
-  ``sound``) are references like ``icn`` and ``jcl``; a jCard fetched through ``jcl`` may carry
-  no URI of its own except ``data:`` (inline) ones, and one that does is refused.
-* RFC 9795 section 6 (``rcdi``): a JSON object whose keys are JSON Pointers (RFC 6901) into the
-  ``rcd`` claim, each naming one URI-valued member, and whose values are
+* ``crn`` is a top-level string claim (RFC 9795; RFC 9796 ``call-reason``). RFC 9796's drafts
+  say a call reason SHOULD stay under 64 characters; a verifier that renders it needs a hard
+  limit, so :data:`DEFAULT_MAX_CRN_LENGTH` is enforced and configurable (a choice).
+* RFC 9796 (one level of URI references, since its -02 draft): content that a URI references
+  MUST NOT reference further content. So the URIs inside an inline ``jcd`` (``photo``,
+  ``logo``, ``sound``) are references like ``icn`` and ``jcl``; a jCard fetched through
+  ``jcl`` may carry no URI of its own except ``data:`` (inline) ones, and one that does is
+  refused.
+* ``rcdi`` (RFC 9795, the integrity section): a JSON object whose keys are JSON Pointers
+  (RFC 6901) into the ``rcd`` claim, each naming one URI-valued member, and whose values are
   ``<alg>-<base64 digest>`` with ``alg`` one of ``sha256``, ``sha384``, ``sha512`` and the
   digest in standard (not url-safe) base64 with padding, as W3C Subresource Integrity writes
-  them. The digest is over the **bytes of the resource exactly as received** (the HTTP body;
-  the fetcher asks for ``identity`` coding, so nothing re-encodes it). The key ``/jcd`` (the
-  inline jCard itself) is accepted with the digest taken over its RFC 8785 (JCS) canonical
-  form, the one serialization two parties can agree on for a JSON value; we never emit it, since
-  the inline jCard is covered by the PASSporT signature already. When ``rcdi`` is present every
-  reference must have a digest: a reference without one is an integrity failure, because the
-  verifier could not tell changed content from unchanged.
-
-  These digest rules are recorded in the project's notes only partly confirmed and could not be
-  re-read in the RFC text here: the confirmed parts are the JSON Pointer keys and the
-  ``sha256-<base64>`` values (vendor APIs and the TransNexus example use exactly that form);
-  hashing the bytes as fetched is the Subresource Integrity rule that form comes from. If the
-  RFC's text differs, :func:`content_digest` and :func:`check_integrity` are the two places to
-  change.
+  them (confirmed by vendor APIs and published examples). Choices: the digest is over the
+  **bytes of the resource exactly as received** (the HTTP body; the fetcher asks for
+  ``identity`` coding, so nothing re-encodes it), the Subresource Integrity rule that value
+  form comes from. The key ``/jcd`` (the inline jCard itself) is accepted with the digest
+  taken over its RFC 8785 (JCS) canonical form, the one serialization two parties can agree on
+  for a JSON value; it is never emitted, since the PASSporT signature covers an inline jCard
+  already. When ``rcdi`` is present every reference must have a digest: a reference without
+  one is an integrity failure, because the verifier could not tell changed content from
+  unchanged. If the RFC's text differs, :func:`content_digest` and :func:`check_integrity`
+  are the two places to change.
 
 JCS is the ``rfc8785`` package and JSON Pointer the ``jsonpointer`` package (both maintained,
 pure Python); the jCard shape check is written here because it is RFC 7095 section 3's four
@@ -85,7 +87,7 @@ __all__ = [
     "references_of",
 ]
 
-#: The PASSporT RCD Claim Types registry (RFC 9795 section 12.3).
+#: The PASSporT RCD Claim Types registry (RFC 9795, IANA Considerations).
 RCD_KEYS = ("nam", "apn", "icn", "jcd", "jcl")
 #: RFC 9796's recommended ceiling for a call reason; enforced, configurable.
 DEFAULT_MAX_CRN_LENGTH = 64

@@ -152,7 +152,7 @@ def _claim_constraints(args: argparse.Namespace) -> ClaimConstraints | None:
             raise UsageError(f"{args.pin_rcd} is not JSON: {exc}") from None
         if not isinstance(pinned, dict):
             raise UsageError(f"{args.pin_rcd} must hold the rcd JSON object")
-        # RFC 9795 section 9: the CA pins the vetted rcd; JCS makes the value comparable.
+        # RFC 9795: the CA pins the vetted rcd; JCS makes the value comparable.
         permitted.setdefault("rcd", []).append(jcs(pinned).decode())
         if "rcd" not in include:
             include.append("rcd")
