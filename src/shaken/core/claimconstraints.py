@@ -29,6 +29,7 @@ test vector for it.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,8 +218,16 @@ def encode_constraints(constraints: ClaimConstraints) -> bytes:
 def constraints_of(certificate: x509.Certificate) -> ClaimConstraints | None:
     """The claim constraints of ``certificate``, or None when it carries none that apply.
 
+    Parsed once per certificate (a verifier sees the same few signing certificates on every
+    call, and the ASN.1 decode costs more than the rest of a branding verdict).
+
     :raises ClaimConstraintError: both extensions (RFC 9118 section 6), or one is malformed.
     """
+    return _constraints_of(certificate)
+
+
+@functools.lru_cache(maxsize=4096)
+def _constraints_of(certificate: x509.Certificate) -> ClaimConstraints | None:
     found: dict[bool, bytes] = {}
     for extension in certificate.extensions:
         if extension.oid == OID_JWT_CLAIM_CONSTRAINTS:
