@@ -48,7 +48,12 @@ from shaken.adapters.sip.server import (
     tls_context,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
-from shaken.adapters.wiring import Runtime, build_runtime, check_signing_certificates
+from shaken.adapters.wiring import (
+    Runtime,
+    build_runtime,
+    check_signing_certificates,
+    prepare_brands,
+)
 from shaken.config import Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
@@ -108,12 +113,15 @@ def with_workers(settings: Settings, workers: int | None) -> Settings:
 async def check_settings(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Build the runtime ``settings`` describe and prove it usable (start and reload).
 
-    :raises ConfigurationError: a file that does not load, a failed ``check_x5u_at_load``.
+    :raises ConfigurationError: a file that does not load, a failed ``check_x5u_at_load``, a
+        brand whose published content cannot be fetched.
     """
     clock = clock or SystemClock()
     runtime = await asyncio.to_thread(build_runtime, settings, clock=clock, now=clock.now())
     try:
         await check_signing_certificates(runtime, now=clock.now())
+        # Brands whose logo or jCard has no local copy: fetched once, rcdi computed.
+        await prepare_brands(runtime)
         for cache in runtime.caches:
             await cache.warm()
             cache.start_refresh()  # CRLs now and every crl_refresh; aclose stops it

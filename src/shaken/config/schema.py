@@ -3,7 +3,8 @@
 The object model is Asterisk's ``stir_shaken.conf`` in TOML (DESIGN.md section 7,
 ``reference/asterisk.md`` section 1): ``[attestation]`` and ``[verification]`` hold global
 defaults, ``[profile.NAME]`` overrides any of them for the calls a profile applies to,
-``[tn."TN"]`` and ``[tn_range.NAME]`` give per-number signing data, ``[api_key.NAME]`` the REST
+``[tn."TN"]`` and ``[tn_range.NAME]`` give per-number signing data, ``[brand.NAME]`` a vetted
+brand for branded calling (RFC 9795) that a TN, range or profile names, ``[api_key.NAME]`` the REST
 clients, ``[server]`` the listeners. Every key is optional: an unset key inherits, which is why
 booleans here are tri-state by construction (absent, true, false), unlike Asterisk's
 ``not_set`` strings. Unknown keys and bad values are errors; nothing falls back silently
@@ -24,6 +25,7 @@ from shaken.core.tn import is_valid_tn
 __all__ = [
     "ACTION_KEYS",
     "ATTESTATION_KEYS",
+    "BRAND_KEYS",
     "GLOBAL_ONLY",
     "REVOCATION_KEYS",
     "REVOCATION_MODES",
@@ -337,6 +339,21 @@ VERIFICATION_KEYS: dict[str, Spec] = {
     "reason_protocol": Spec(
         "STIR|SIP", _choice("STIR", "SIP"), "Reason header protocol (RFC 9410 STIR, or SIP)"
     ),
+    "rcd_verify": Spec("bool", _bool(), "check Rich Call Data of verified calls (RFC 9795)"),
+    "rcd_display": Spec(
+        "off|replace|prefix",
+        _choice("off", "replace", "prefix"),
+        "show a verified brand: display name := nam, or rcd_display_prefix + nam",
+    ),
+    "rcd_display_prefix": Spec(
+        "string", _string(nonempty=False), "prefix of a verified brand name ('(Verified) ')"
+    ),
+    "rcd_call_info": Spec("bool", _bool(), "add RFC 9796 Call-Info for a verified brand"),
+    "rcd_require_integrity": Spec(
+        "bool", _bool(), "refuse a brand whose referenced content has no rcdi digest"
+    ),
+    "rcd_max_crn_length": Spec("int", _int(1, 1024), "longest call reason (crn) accepted"),
+    "rcd_cache_ttl": Spec("seconds", _int(1), "how long fetched logos and jCards are kept"),
 }
 
 ACTION_KEYS: dict[str, Spec] = {
@@ -390,10 +407,31 @@ PROFILE_KEYS: dict[str, Spec] = {
     **{k: v for k, v in VERIFICATION_KEYS.items() if k not in GLOBAL_ONLY},
 }
 
+_BRAND_REF = Spec("name", _string(), "the [brand.NAME] vetted for these numbers (RFC 9795)")
+PROFILE_KEYS["brand"] = _BRAND_REF
+
 TN_KEYS: dict[str, Spec] = {
     "private_key": ATTESTATION_KEYS["private_key"],
     "x5u": ATTESTATION_KEYS["x5u"],
     "attest": ATTESTATION_KEYS["attest"],
+    "brand": _BRAND_REF,
+}
+BRAND_KEYS: dict[str, Spec] = {
+    "nam": Spec("string", _string(), "the vetted display name (rcd nam)"),
+    "apn": Spec("string", _string(), "alternate presentation number (rcd apn)"),
+    "icn": Spec("url", _x5u, "URL of the logo (rcd icn); https, as verifiers fetch it"),
+    "icn_file": Spec("path", _string(), "local copy of the logo published at icn (for rcdi)"),
+    "jcl": Spec("url", _x5u, "URL of the brand's jCard (rcd jcl)"),
+    "jcl_file": Spec("path", _string(), "local copy of the jCard published at jcl (for rcdi)"),
+    "jcd_file": Spec("path", _string(), "a jCard (RFC 7095 JSON) signed inline (rcd jcd)"),
+    "crn": Spec("string", _string(), "the call reason signed by default (crn)"),
+    "call_reasons": Spec("list", _list(_string()), "other call reasons a request may ask for"),
+    "ppt": Spec(
+        "shaken|rcd|both",
+        _choice("shaken", "rcd", "both"),
+        "claims in the SHAKEN PASSporT (default), a separate ppt=rcd one, or both",
+    ),
+    "digest": Spec("alg", _choice("sha256", "sha384", "sha512"), "rcdi digest algorithm"),
 }
 TN_RANGE_KEYS: dict[str, Spec] = {
     "start": Spec("TN", _tn, "first TN of the range"),

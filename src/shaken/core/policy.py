@@ -20,6 +20,13 @@ identity loses what only a verifier may write: every ``verstat`` parameter
 configured to add (:meth:`ActionPolicy.strip_marks`; an attacker picks the most convincing, so
 all outcomes' marks go, repeatedly while stacked, matched case-sensitively as configured).
 Everything here is pure string work.
+
+Branded calling (RFC 9795, RFC 9796): when a call verified *and* its Rich Call Data verdict is
+``verified``, a profile may present the brand: ``rcd_display`` ``replace`` makes the caller's
+display name the verified ``nam``, ``prefix`` makes it ``rcd_display_prefix`` + ``nam`` (e.g.
+"(Verified) Acme Bank"); ``rcd_call_info`` adds the RFC 9796 ``Call-Info`` header. A brand that
+did not verify is never presented: the display name is then left as the action makes it. The
+brand prefix is one of the policy's marks, so a caller cannot send "(Verified) ..." itself.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from shaken.core.branding import call_info
 from shaken.core.errors import ConfigurationError
 from shaken.core.reasons import REASONS, Reason, Verstat, sip_phrase
 from shaken.core.result import Outcome, VerificationResult
@@ -76,6 +84,9 @@ def _empty_mapping() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 
+RCD_DISPLAY = ("off", "replace", "prefix")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActionPolicy:
     """Per-outcome actions. ``by_attest`` refines ``verified``; ``by_reason`` refines ``failed``."""
@@ -88,15 +99,26 @@ class ActionPolicy:
     by_reason: Mapping[Reason, OutcomeAction] = field(default_factory=_empty_mapping)
     reason_protocol: str = "STIR"
     tag_verstat: bool = True
+    #: Present a verified brand's name: "off", "replace" or "prefix" (module docstring).
+    rcd_display: str = "off"
+    rcd_display_prefix: str = "(Verified) "
+    #: Add the RFC 9796 Call-Info header of a verified brand.
+    rcd_call_info: bool = False
     #: Every display prefix and suffix an action of this policy adds (see :meth:`strip_marks`).
     marks: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reason_protocol not in ("STIR", "SIP"):
             raise ConfigurationError("reason_protocol is STIR (RFC 9410) or SIP")
+        if self.rcd_display not in RCD_DISPLAY:
+            raise ConfigurationError(f"rcd_display is one of {', '.join(RCD_DISPLAY)}")
         actions = [self.verified, self.missing, self.failed, self.not_checked]
         actions += [*self.by_attest.values(), *self.by_reason.values()]
-        prefixes = sorted({a.display_prefix for a in actions if a.display_prefix.strip()})
+        brand_marks = {self.rcd_display_prefix} if self.rcd_display == "prefix" else set()
+        prefixes = sorted(
+            {a.display_prefix for a in actions if a.display_prefix.strip()}
+            | {m for m in brand_marks if m.strip()}
+        )
         suffixes = sorted({a.display_suffix for a in actions if a.display_suffix.strip()})
         object.__setattr__(self, "marks", (tuple(prefixes), tuple(suffixes)))
 
@@ -127,6 +149,10 @@ class Decision:
     reason_header: str | None = None
     display_name: str | None = None
     tag_verstat: bool = True
+    #: The RFC 9796 Call-Info value of a verified brand, when the profile presents it.
+    call_info: str | None = None
+    #: True when ``display_name`` is the verified brand's name.
+    brand_presented: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -210,12 +236,24 @@ def decide(
     name = display_name
     if chosen.action is Action.ALERT:
         name = f"{chosen.display_prefix}{display_name or ''}{chosen.display_suffix}"
+    brand = result.rcd if result.verified else None
+    presented = False
+    info_value = None
+    if brand is not None and brand.presentable:
+        if policy.rcd_display != "off" and brand.nam is not None:
+            label = policy.rcd_display_prefix if policy.rcd_display == "prefix" else ""
+            name = f"{label}{brand.nam}"
+            presented = True
+        if policy.rcd_call_info:
+            info_value = call_info(brand)
     return Decision(
         action=chosen.action,
         verstat=result.verstat,
         reason_header=header,
         display_name=name,
         tag_verstat=policy.tag_verstat,
+        call_info=info_value,
+        brand_presented=presented,
     )
 
 

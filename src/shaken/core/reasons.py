@@ -12,6 +12,12 @@ made here is documented on the row:
 * a missing Date header when policy requires one: 438;
 * a broken ``div`` chain (RFC 8946 section 4.2): 438.
 
+The ``rcd_*`` Reasons are the Rich Call Data verdict (RFC 9795), which is separate from the
+SHAKEN verdict: a call can pass SHAKEN while its branding is refused, so their verstat is the
+one the call still gets (TN-Validation-Passed) and their code is what a profile that rejects
+unverified branding sends: 436 when referenced content could not be had (as for x5u), 438 when
+what the signer asserted is wrong.
+
 :data:`SIP_PHRASES` is the one table of SIP reason phrases: every status code this project
 renders (a handler's own answers, a configured ``reject_code``) takes its phrase from
 :func:`sip_phrase`.
@@ -66,6 +72,12 @@ class Reason(enum.StrEnum):
     TN_OUT_OF_SCOPE = "tn_out_of_scope"
     BAD_SIGNATURE = "bad_signature"
     REPLAYED = "replayed"
+    RCD_INVALID = "rcd_invalid"
+    RCD_INTEGRITY_FAILED = "rcd_integrity_failed"
+    RCD_RESOURCE_REFUSED = "rcd_resource_refused"
+    RCD_RESOURCE_UNAVAILABLE = "rcd_resource_unavailable"
+    RCD_CONSTRAINT_VIOLATED = "rcd_constraint_violated"
+    RCD_NOT_AUTHORIZED = "rcd_not_authorized"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +97,7 @@ class ReasonInfo:
 
 _NO = Verstat.NO_VALIDATION
 _FAILED = Verstat.FAILED
+_PASSED = Verstat.PASSED
 _USE = "Use Identity Header"
 _BAD_INFO = "Bad Identity Info"
 _UNSUPPORTED = "Unsupported Credential"
@@ -280,6 +293,42 @@ REASONS: dict[Reason, ReasonInfo] = {
         phrase=_INVALID,
         verstat=_FAILED,
         description="The same PASSporT signature was already seen within the freshness window.",
+    ),
+    Reason.RCD_INVALID: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="The rcd, rcdi or crn claim is malformed (RFC 9795); the brand is not shown.",
+    ),
+    Reason.RCD_INTEGRITY_FAILED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="Content referenced by the rcd claim does not match its rcdi digest.",
+    ),
+    Reason.RCD_RESOURCE_REFUSED: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_PASSED,
+        description="A URL of the rcd claim fails the URL policy; nothing was fetched.",
+    ),
+    Reason.RCD_RESOURCE_UNAVAILABLE: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_PASSED,
+        description="Content referenced by the rcd claim could not be obtained.",
+    ),
+    Reason.RCD_CONSTRAINT_VIOLATED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="The claims break the certificate's JWTClaimConstraints (RFC 8226, 9118).",
+    ),
+    Reason.RCD_NOT_AUTHORIZED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="The certificate does not allow Rich Call Data (mustExclude rcd, RFC 9118).",
     ),
 }
 

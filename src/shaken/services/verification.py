@@ -29,6 +29,7 @@ from shaken.core.verify import (
 )
 from shaken.services.cert_cache import CertificateCache
 from shaken.services.ports import Clock, SystemClock
+from shaken.services.rcd import BrandingService
 
 __all__ = ["VerificationService"]
 
@@ -40,6 +41,8 @@ class VerificationService:
         (``cache.profile`` is the default).
     :param replay: an optional replay window (RFC 8224 section 12.1); with one, every request
         takes the general path so the window sees every signature.
+    :param branding: the Rich Call Data step (RFC 9795), run on verified results only; it adds
+        :attr:`VerificationResult.rcd` and never changes the SHAKEN verdict.
     """
 
     def __init__(
@@ -49,11 +52,13 @@ class VerificationService:
         clock: Clock | None = None,
         profile: VerificationProfile | None = None,
         replay: ReplayWindow | None = None,
+        branding: BrandingService | None = None,
     ) -> None:
         self._cache = cache
         self._clock = clock or SystemClock()
         self.profile = profile if profile is not None else cache.profile
         self._replay = replay
+        self.branding = branding
 
     @property
     def replay(self) -> ReplayWindow | None:
@@ -75,6 +80,14 @@ class VerificationService:
         :raises ConfigurationError: ``now`` is naive.
         """
         when = now if now is not None else self._clock.now()
+        result = await self._verify(context, when, source)
+        if self.branding is not None:
+            result = await self.branding.apply(context, result, when)
+        return result
+
+    async def _verify(
+        self, context: SipContext, when: datetime, source: str | None
+    ) -> VerificationResult:
         if self._replay is None:
             lookup = self._cache.lookup
             common = try_verify_common(
@@ -96,9 +109,16 @@ class VerificationService:
         (a certificate to fetch or revalidate): on a warm cache that is almost none, and a
         task per request would cost a sixth of a whole verification. Nothing is recorded
         (cache statistics aside) unless a result is returned, so falling back to
-        :meth:`verify` after None is safe. ``source`` is accepted for symmetry with
-        :meth:`verify`: nothing is fetched here.
+        :meth:`verify` after None is safe. A branded call whose referenced content is not
+        cached yet also gives None. ``source`` is accepted for symmetry with :meth:`verify`:
+        nothing is fetched here.
         """
+        result = self._verify_warm(context, now=now)
+        if result is None or self.branding is None:
+            return result
+        return self.branding.apply_warm(context, result, now)
+
+    def _verify_warm(self, context: SipContext, *, now: datetime) -> VerificationResult | None:
         if self._replay is None:
             lookup = self._cache.lookup
             common = try_verify_common(

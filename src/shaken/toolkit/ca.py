@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from shaken.core.certs import TNAUTHLIST_OID, Spc, TNAuthList, TNEntry, load_certificates
+from shaken.core.claimconstraints import ClaimConstraints
 from shaken.core.errors import CertificateError, ConfigurationError
 from shaken.core.jws import (
     PrivateKey,
@@ -332,6 +333,7 @@ class TestCa:
         days: int | None = None,
         spc: str | None = None,
         tn_entries: Sequence[TNEntry] = (),
+        claim_constraints: ClaimConstraints | None = None,
     ) -> IssuedCertificate:
         """Issue an SP certificate for ``csr``, or an RFC 9060 delegate when TNs are asked for.
 
@@ -345,6 +347,9 @@ class TestCa:
         certificate whose TNAuthList is the TNs: RFC 9060 section 4, the parent's list
         encompasses the child's. The delegation CA's key signs that one certificate and is
         then discarded, so nothing else can ever be issued under it.
+
+        ``claim_constraints`` go into the end-entity certificate (RFC 8226 section 8 or, when
+        enhanced, RFC 9118): a branded-calling certificate that pins the ``rcd`` it vetted.
         """
         now = _aware(now)
         if not csr.is_signature_valid:
@@ -389,6 +394,7 @@ class TestCa:
                 issuer_key=intermediate_key,
                 ca=False,
                 tnauthlist=TNAuthList(entries=(Spc(code=chosen),)),
+                claim_constraints=claim_constraints,
                 **common,
             )
             chain: tuple[x509.Certificate, ...] = (cert, self.intermediate)
@@ -412,6 +418,7 @@ class TestCa:
                 issuer_key=delegation_key,
                 ca=False,
                 tnauthlist=TNAuthList(entries=entries),
+                claim_constraints=claim_constraints,
                 **common,
             )
             del delegation_key

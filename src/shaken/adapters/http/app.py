@@ -60,6 +60,7 @@ from shaken.adapters.http.schemas import (
     openapi_document,
     parse_signing,
     parse_verification,
+    rcd_member,
     signing_body,
     verification_body,
 )
@@ -458,11 +459,13 @@ class RestApplication:
             raise ApiError("SVC4005", "identity", "not an Identity header value", schema=ATIS)
         reason = result.reason
         self.metrics.count("verification", result.outcome.value, reason.value if reason else "")
-        if request.schema == ATIS and self.call_log is None:
+        if request.schema == ATIS and self.call_log is None and rcd_member(result) is None:
             return verification_body(request, result, display_name=None)
-        # The action matters to the call log and to the 3GPP display name, not to ATIS.
+        # The action matters to the call log, the 3GPP display name and the brand presented.
         decision = decide(result, profile.actions, display_name=request.display_name)
-        body = verification_body(request, result, display_name=decision.display_name)
+        body = verification_body(
+            request, result, display_name=decision.display_name, call_info=decision.call_info
+        )
         if self.call_log is not None:
             self._record(
                 CallRecord(
@@ -481,6 +484,13 @@ class RestApplication:
                     allowed=decision.allowed,
                     x5u=result.x5u,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
+                    brand=None if result.rcd is None else result.rcd.nam,
+                    rcd_status=None if result.rcd is None else result.rcd.status.value,
+                    rcd_reason=(
+                        None
+                        if result.rcd is None or result.rcd.reason is None
+                        else result.rcd.reason.value
+                    ),
                 )
             )
         return body
@@ -513,6 +523,8 @@ class RestApplication:
                     now=when,
                     attest=request.attest,
                     origid=request.origid,
+                    rcd=request.rcd,
+                    crn=request.crn,
                 )
             except SigningError as exc:
                 raise ApiError("POL4030", str(exc), schema=request.schema) from None
@@ -533,9 +545,16 @@ class RestApplication:
                 action="signed",
                 x5u=signed.x5u,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
+                brand=signed.brand,
             )
         )
-        return signing_body(request, signed.identity, attest=signed.attest, why=signed.why)
+        return signing_body(
+            request,
+            signed.identity,
+            attest=signed.attest,
+            why=signed.why,
+            rcd_identity=signed.rcd_identity,
+        )
 
     async def _authorize(
         self, key: ApiKey, signer: SigningService, request: SigningRequest, now: datetime

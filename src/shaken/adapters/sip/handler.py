@@ -458,6 +458,9 @@ class SipHandler:
                 [contact, _x_reason("not_signed", str(exc))],
             )
         headers = [contact, ("Identity", signed.identity)]
+        if signed.rcd_identity is not None:
+            # The brand asks for a separate ppt=rcd PASSporT (RFC 9795 section 4).
+            headers.append(("Identity", signed.rcd_identity))
         if signed.date is not None:
             headers.append(("Date", signed.date))
         headers.append(("X-Shaken-Attest", signed.attest))
@@ -467,6 +470,7 @@ class SipHandler:
             dest=",".join(signed.dest),
             attest=signed.attest,
             x5u=signed.x5u,
+            brand=signed.brand,
             sip_code=302,
         )
         answer = self._respond(request, source, 302, headers)
@@ -588,6 +592,7 @@ class SipHandler:
             action=decision.action.value,
             allowed=decision.allowed,
             x5u=result.x5u,
+            **_brand_fields(result),
         )
         if decision.sip_code is not None:
             record.update(sip_code=decision.sip_code)
@@ -603,6 +608,9 @@ class SipHandler:
         headers.append(summary)
         if decision.reason_header is not None:
             headers.append(("Reason", decision.reason_header))
+        if decision.call_info is not None:
+            # RFC 9796: the verified brand, one Call-Info field (built from checked values).
+            headers.append(("Call-Info", decision.call_info))
         record.update(sip_code=302)
         answer = self._respond(request, source, 302, headers)
         self._log(record, started)
@@ -648,6 +656,18 @@ def _parties(
     return orig, dest
 
 
+def _brand_fields(result: VerificationResult) -> dict[str, Any]:
+    """The call log's view of the branding verdict (RFC 9795), beside the SHAKEN one."""
+    verdict = result.rcd
+    if verdict is None:
+        return {}
+    return {
+        "brand": verdict.nam,
+        "rcd_status": verdict.status.value,
+        "rcd_reason": None if verdict.reason is None else verdict.reason.value,
+    }
+
+
 def _record_base(
     request: SipRequest, direction: str, profile: ProfileRuntime | None, now: datetime
 ) -> dict[str, Any]:
@@ -687,10 +707,11 @@ def _asserted_header(values: list[str]) -> tuple[str, str]:
 def _asserted(callers: list[NameAddr], names: list[str | None], decision: Decision) -> list[str]:
     """The P-Asserted-Identity values of the 302, rendered from parsed parts only: each caller
     identity's URI without inbound verstat, tagged with ours (3GPP TS 24.229 7.2A.20), and its
-    cleaned display name (``names``), or the one the action chose (RFC 3325 gives the value no
-    header parameters, so none is kept)."""
+    cleaned display name (``names``), or the one the action chose, or the verified brand's
+    (RFC 9795; :attr:`Decision.brand_presented`). RFC 3325 gives the value no header
+    parameters, so none is kept."""
     out: list[str] = []
-    alert = decision.action is Action.ALERT
+    alert = decision.action is Action.ALERT or decision.brand_presented
     kinds: set[str] = set()
     for caller, name in zip(callers, names, strict=True):
         # RFC 3325 section 9.1: at most one sip/sips and one tel value; the first of each.
