@@ -27,8 +27,9 @@ is dropped and counted; a writer thread that dies anyway is started again on the
 and counted in :attr:`SqliteCallLog.restarts`.
 
 The file can go away under a running writer (deleted, or moved aside by a rotation): SQLite
-would go on writing into the unlinked inode and every later row would be lost. Before each
-commit the writer compares the path's inode with the one it opened; when they differ it closes
+would go on writing into the unlinked inode and every later row would be lost. At every flush
+interval, and so before each commit, the writer compares the path's inode with the one it
+opened; when they differ it closes
 its connection (the last one to close folds the WAL into the old file) and opens the path again,
 creating a new call log, counted in :attr:`SqliteCallLog.reopened`. Until that has happened,
 :meth:`SqliteCallLog.healthy` says why the log is not healthy (REST ``/readyz`` reports it).
@@ -331,9 +332,9 @@ class SqliteCallLog:
 
     def _flush(self) -> None:
         queue = self._queue
+        if not self._same_file():
+            return  # the records wait for a file to write to
         while queue:
-            if not self._same_file():
-                return  # the records wait for a file to write to
             batch: list[CallRecord] = []
             try:
                 while len(batch) < 5000:
