@@ -41,6 +41,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import select
 import sqlite3
 import threading
 import time
@@ -219,6 +220,41 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     return connection
 
 
+class _Wakeup:
+    """What the writer waits on between flushes: a pipe and ``select``.
+
+    Not a :class:`threading.Event`: its timed wait computes an absolute deadline on the
+    monotonic clock, and under libfaketime (CI runs the suite under ``faketime``) that clock
+    is shifted while the kernel's deadline is not, so the wait never times out and the writer
+    would commit only when a batch fills. ``select`` takes a relative timeout.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        if self._write < 0:
+            return
+        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Until :meth:`set` or ``timeout`` seconds; clears what woke it."""
+        with contextlib.suppress(InterruptedError):
+            select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._read, 4096):
+                pass
+
+    def close(self) -> None:
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class SqliteCallLog:
     """A :class:`~shaken.services.calllog.CallLog` on a SQLite file (created if missing).
 
@@ -252,7 +288,7 @@ class SqliteCallLog:
         self.reopened = 0
         self.last_error: str | None = None
         self._queue: deque[CallRecord] = deque()
-        self._wake = threading.Event()
+        self._wake = _Wakeup()
         self._closing = False
         self._writer_died = False
         self._restart_lock = threading.Lock()
@@ -318,7 +354,6 @@ class SqliteCallLog:
         try:
             while True:
                 self._wake.wait(interval)
-                self._wake.clear()
                 closing = self._closing
                 self._flush()
                 if closing:
@@ -424,6 +459,7 @@ class SqliteCallLog:
                 self._flush()
         if self._connection is not None:
             self._connection.close()
+        self._wake.close()
 
     # ---------------------------------------------------------------------------- reading
 
