@@ -255,3 +255,91 @@ def test_console_script_demo_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "VERIFIED" in proc.stdout and "bad_signature -> SIP 438" in proc.stdout
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9 item 7: ``shaken --version``, from the one version the package has."""
+    from shaken import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"shaken {__version__}"
+
+
+def test_a_stale_token_says_how_old_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 9 item 7: a four-year-old token said "+127600948 s from now"."""
+    from datetime import timedelta
+
+    from tests.support.fakes import ManualClock
+
+    signed_at = datetime(2022, 11, 22, 12, 0, 0, tzinfo=UTC)
+    pki = make_sti_pki(signed_at)
+    key = tmp_path / "sp.key"
+    key.write_bytes(pki.leaf_key_pem)
+    chain, root = tmp_path / "chain.pem", tmp_path / "root.pem"
+    chain.write_bytes(pki.chain_pem)
+    root.write_bytes(pki.root_pem)
+    clock = ManualClock(signed_at)
+    assert (
+        main(
+            [
+                "sign",
+                "--key",
+                str(key),
+                "--x5u",
+                "https://cr.example.test/sp.pem",
+                "--orig",
+                "12025550100",
+                "--dest",
+                "12025550101",
+            ],
+            clock=clock,
+        )
+        == 0
+    )
+    value = capsys.readouterr().out.strip()
+    clock.advance(days=4 * 365 + 1)
+    code = main(
+        [
+            "verify",
+            "--identity",
+            value,
+            "--orig",
+            "12025550100",
+            "--dest",
+            "12025550101",
+            "--cert",
+            str(chain),
+            "--ca",
+            str(root),
+        ],
+        clock=clock,
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "is 4.0 years old (window 60 s, future skew 10 s)" in out
+    assert "(2022-11-22T12:00:00Z)" in out
+    assert "s from now" not in out
+    early = signed_at - timedelta(minutes=5)
+    code = main(
+        [
+            "verify",
+            "--identity",
+            value,
+            "--orig",
+            "12025550100",
+            "--dest",
+            "12025550101",
+            "--cert",
+            str(chain),
+            "--ca",
+            str(root),
+            "--at",
+            early.isoformat(),
+        ]
+    )
+    assert code == 1
+    assert "is 5 min in the future" in capsys.readouterr().out

@@ -9,6 +9,7 @@ ports and talks to it over loopback sockets.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -355,10 +356,16 @@ def test_17_11_a_sighup_while_a_worker_starts_waits_for_its_handler(
 # ---------------------------------------------------------- issue 17 items 2 and 12: the log
 
 
-def test_17_2_non_utf8_call_id_keeps_the_writer_alive_in_serve(
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def test_17_2_non_utf8_header_bytes_keep_the_writer_alive_in_serve(
     lab: Lab, tmp_path: Path, serving: list[Serve]
 ) -> None:
-    """An INVITE whose Call-ID holds byte 0xFF is logged, and so is every later call."""
+    """An Identity whose x5u holds byte 0xFF (its ``info`` on the wire, ``\\udcff`` in the
+    JSON: they match, so the value reaches the decision) is logged, and so is every later call
+    (the Call-ID grammar keeps such bytes out of Call-IDs; header values still carry them)."""
     sip, db = free_sip_port(), tmp_path / "calls.sqlite"
     config = lab_config(
         lab,
@@ -366,20 +373,33 @@ def test_17_2_non_utf8_call_id_keeps_the_writer_alive_in_serve(
     )
     served = start(serving, config, tmp_path / "serve.log")
     assert served.ready(), served.errors()
-    odd = lambda local: invite_bytes(local, "placeholder").replace(  # noqa: E731
-        b"placeholder", b"odd-\xff-call@h"
+    url = b"https://127.0.0.1/odd-\xff.pem"
+    header = (
+        b'{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"https://127.0.0.1/odd-\\udcff.pem"}'
     )
-    assert raw_sip_code(sip, odd) == 302
+    claims = b'{"attest":"A","dest":{"tn":["13035550000"]},"iat":1,"orig":{"tn":"12025550123"}}'
+    identity = b".".join([_b64(header), _b64(claims), _b64(b"x" * 64)])
+    identity += b";info=<" + url + b">;alg=ES256;ppt=shaken"
+
+    def odd(local: tuple[str, int]) -> bytes:
+        message = invite_bytes(local, "odd-call")
+        return message.replace(
+            b"Content-Length: 0", b"Identity: " + identity + b"\r\nContent-Length: 0"
+        )
+
+    assert raw_sip_code(sip, odd) >= 200
     assert sip_request(sip, call_id="plain-call").code == 302
     wait_until(lambda: len(calls(db)) == 2, 30, "both calls in the log")
-    assert [row["call_id"] for row in calls(db)] == ["odd-\udcff-call@h", "plain-call"]
+    rows = calls(db)
+    assert [row["call_id"] for row in rows] == ["odd-call", "plain-call"]
+    assert rows[0]["x5u"] == "https://127.0.0.1/odd-\udcff.pem"
     shown = subprocess.run(
         [sys.executable, "-m", "shaken.adapters.cli", "calls", "--db", str(db)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert "call-id=odd-\\xff-call@h" in shown
+    assert "call-id=odd-call" in shown
     assert "Traceback" not in served.errors()
 
 

@@ -124,7 +124,7 @@ def _problems(text: str) -> list[str]:
         ),
         (
             '[attestation]\nx5u = "ftp://x"\n',
-            "t.toml:2: attestation.x5u: must be an http(s) URL, got 'ftp://x'",
+            "t.toml:2: attestation.x5u: must be an https URL (verifiers fetch nothing else), got 'ftp://x'",
         ),
         (
             "[verificaton]\n",
@@ -200,3 +200,70 @@ def test_key_lines_scanner() -> None:
     assert lines[("a", "list")] == 4 and lines[("a", "after")] == 8
     assert lines[("b", "c d", "e")] == 9 and lines[("b", "c d", "e", "z", "y")] == 10
     assert ("not", "a", "table") not in lines and lines[("b", "c d", "e", "t")] == 14
+
+
+# Issue 17 item 14: configuration gaps, each once accepted or reported without its key/line.
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '[profile.p]\nsources = ["192.168.1.0/2"]\n',
+            "t.toml:2: profile.p.sources: item 0: '192.168.1.0/2' has host bits set: it would"
+            " mean 192.0.0.0/2 (write the network address, or /32 (/128) for one host)",
+        ),
+        (
+            '[server]\nrest = ["udp:127.0.0.1:8080"]\n',
+            "t.toml:2: server.rest: item 0: 'udp:127.0.0.1:8080' is not an HTTP listener"
+            " (http or https)",
+        ),
+        (
+            '[server]\nsip_sign = ["https:127.0.0.1:5060"]\n',
+            "t.toml:2: server.sip_sign: item 0: 'https:127.0.0.1:5060' is not a SIP listener"
+            " (udp, tcp or tls)",
+        ),
+        (
+            '[repository]\nlisten = "tcp:127.0.0.1:8443"\n',
+            "t.toml:2: repository.listen: 'tcp:127.0.0.1:8443' is not an HTTP listener"
+            " (http or https)",
+        ),
+        (
+            '[attestation]\nx5u = "https://cr.example.com/sp.pem?v=2"\n',
+            "t.toml:2: attestation.x5u: must not have a query string (verifiers refuse one):"
+            " 'https://cr.example.com/sp.pem?v=2'",
+        ),
+        (
+            '[tn."12025550100"]\nx5u = "https://cr.example.com/sp.pem#a"\n',
+            "t.toml:2: tn.12025550100.x5u: must not have a fragment (verifiers refuse one):"
+            " 'https://cr.example.com/sp.pem#a'",
+        ),
+        (
+            '[attestation]\nx5u = "https://me:pw@cr.example.com/sp.pem"\n',
+            "t.toml:2: attestation.x5u: must not carry a user name or password:"
+            " 'https://me:pw@cr.example.com/sp.pem'",
+        ),
+        (
+            '[attestation]\nx5u = "http://cr.example.com/sp.pem"\n',
+            "t.toml:2: attestation.x5u: must be an https URL (verifiers fetch nothing else),"
+            " got 'http://cr.example.com/sp.pem'",
+        ),
+        (
+            '[server]\nworkers = 2\ncall_log = "x"\nworkers = 3\n',
+            "t.toml:4: server.workers: this key is set twice (first set on line 2)",
+        ),
+        (
+            "[server]\nworkers = 2\n\n[server]\nretry_after = 3\n",
+            "t.toml:4: server: this table is set twice (first set on line 1)",
+        ),
+        (
+            '[attestation]\nattest = "A"\n\n[profiles.lab]\nbehavior = "both"\n',
+            "t.toml:4: profiles: unknown section (did you mean 'profile'?)",
+        ),
+    ],
+)
+def test_17_14_configuration_gaps_are_refused_with_key_and_line(text: str, expected: str) -> None:
+    assert _problems(text) == [expected]
+
+
+def test_17_14_a_host_address_is_still_a_network() -> None:
+    settings = parse_config('[profile.p]\nsources = ["192.0.2.7", "2001:db8::1", "10.0.0.0/8"]\n')
+    assert settings.profiles["p"]["sources"] == ["192.0.2.7", "2001:db8::1", "10.0.0.0/8"]

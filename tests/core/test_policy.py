@@ -11,7 +11,7 @@ from shaken.core.policy import (
     reason_header,
     tag_verstat,
 )
-from shaken.core.reasons import Reason, Verstat
+from shaken.core.reasons import REASONS, Reason, Verstat, sip_phrase
 from shaken.core.result import Outcome, VerificationResult
 
 VERIFIED_A = VerificationResult(verstat=Verstat.PASSED, outcome=Outcome.VERIFIED, attest="A")
@@ -101,3 +101,48 @@ def test_bad_configuration() -> None:
         OutcomeAction(action=Action.REJECT, reject_code=200)
     with pytest.raises(ConfigurationError):
         ActionPolicy(reason_protocol="Q.850")
+
+
+# Issue 9 item 7: every configured reject_code gets its registered reason phrase.
+@pytest.mark.parametrize(
+    ("code", "phrase"),
+    [
+        (428, "Use Identity Header"),
+        (433, "Anonymity Disallowed"),
+        (436, "Bad Identity Info"),
+        (437, "Unsupported Credential"),
+        (438, "Invalid Identity Header"),
+        (480, "Temporarily Unavailable"),
+        (486, "Busy Here"),
+        (603, "Decline"),
+        (607, "Unwanted"),
+        (608, "Rejected"),
+        (499, "Request Failure"),  # unregistered: its class (RFC 3261 section 21)
+    ],
+)
+def test_9_7_reject_code_gets_its_rfc_reason_phrase(code: int, phrase: str) -> None:
+    # MISSING's own Reason is 428: a different configured code must not read "Forbidden".
+    for result in (MISSING, BAD_SIG):
+        p = ActionPolicy(
+            missing=OutcomeAction(action=Action.REJECT, reject_code=code),
+            failed=OutcomeAction(action=Action.REJECT, reject_code=code),
+        )
+        d = decide(result, p)
+        assert (d.sip_code, d.sip_phrase) == (code, phrase)
+
+
+def test_9_7_reject_phrase_still_overrides_the_table() -> None:
+    p = ActionPolicy(
+        failed=OutcomeAction(action=Action.REJECT, reject_code=438, reject_phrase="No")
+    )
+    assert decide(BAD_SIG, p).sip_phrase == "No"
+    p = ActionPolicy(failed=OutcomeAction(action=Action.REJECT, reject_code=603, reject_phrase="X"))
+    assert decide(BAD_SIG, p).sip_phrase == "X"
+
+
+def test_9_7_one_phrase_table_agrees_with_the_reasons() -> None:
+    # A Reason's own phrase is the registered one, except RFC 8224's 403 "Stale Date".
+    for info in REASONS.values():
+        if info.sip_code != 403:
+            assert sip_phrase(info.sip_code) == info.phrase
+    assert sip_phrase(503) == "Service Unavailable" and sip_phrase(302) == "Moved Temporarily"

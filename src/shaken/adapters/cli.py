@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from shaken import __version__
 from shaken.adapters.fetch import LAB_POLICY, FetchLimits, HttpsFetcher
 from shaken.adapters.store import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import TrustSources, default_trust_dir, load_trust
@@ -375,6 +376,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shaken", description="STIR/SHAKEN signing and verification")
+    parser.add_argument("--version", action="version", version=f"shaken {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("demo", help="sign, verify, tamper and verify again with a throwaway PKI")

@@ -179,6 +179,11 @@ class HttpsFetcher:
         #: Requests sent (after every check passed), for metrics and tests.
         self.requests = 0
 
+    @property
+    def tls_ca_file(self) -> str | None:
+        """The CA file repository TLS is checked with, when it is not the certifi bundle."""
+        return self._tls_ca_file
+
     def _ssl_context(self) -> ssl.SSLContext | bool:
         if not self._verify_tls:
             return False

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
+from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
     WORKER_SIGNALS,
@@ -61,7 +62,7 @@ from shaken.adapters.sip.server import (
 )
 from shaken.adapters.store.calllog import SqliteCallLog
 from shaken.adapters.wiring import Runtime, build_runtime, check_signing_certificates
-from shaken.config import Settings, load_config
+from shaken.config import Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
 
@@ -85,6 +86,7 @@ RESTART_KEYS = (
     "workers",
     "tls_certificate",
     "tls_key",
+    "udp_receive_buffer",
     "descriptor_reserve",
 )
 
@@ -152,7 +154,8 @@ async def check_settings(settings: Settings, clock: Clock | None = None) -> Runt
     runtime = await asyncio.to_thread(build_runtime, settings, clock=clock, now=clock.now())
     try:
         await check_signing_certificates(runtime, now=clock.now())
-        await runtime.cache.warm()
+        for cache in runtime.caches:
+            await cache.warm()
     except BaseException:
         await runtime.aclose()
         raise
@@ -179,6 +182,19 @@ def _handler_options(settings: Settings) -> dict[str, Any]:
     return {
         "max_in_flight": int(server.get("max_in_flight", 1000)),
         "retry_after": int(server.get("retry_after", 1)),
+        "transaction_bytes": int(server.get("transaction_memory", 64 * 1024 * 1024)),
+    }
+
+
+def _sip_options(settings: Settings) -> dict[str, Any]:
+    """The SipServer settings of ``[server]`` that a reload can change in place."""
+    server = settings.server
+    return {
+        "max_message_size": int(server.get("max_message_size", 65535)),
+        "max_connections_per_source": int(server.get("tcp_connections_per_source", 64)),
+        "message_timeout": float(server.get("tcp_message_timeout", 10.0)),
+        "udp_max_age": int(server.get("udp_max_age_ms", 100)) / 1000.0,
+        "overload_answer": str(server.get("overload_answer", "503")),
     }
 
 
@@ -219,7 +235,7 @@ class ServiceOptions:
 
         ``call_log`` is a default: a ``server.call_log`` in the file wins.
         """
-        settings = with_workers(load_config(self.config), self.workers)
+        settings = with_workers(load_checked(self.config), self.workers)
         if self.call_log is not None and not settings.server.get("call_log"):
             settings = replace(settings, server={**settings.server, "call_log": str(self.call_log)})
         return settings
@@ -272,11 +288,16 @@ class Worker:
                 if needs_tls
                 else None
             )
-            max_size = int(settings.server.get("max_message_size", 65535))
+            buffer = settings.server.get("udp_receive_buffer")
             reserve = int(settings.server.get("descriptor_reserve", DEFAULT_RESERVE))
             self.budget = DescriptorBudget(reserve)
             self.sip = SipServer(
-                handler, self.bound, tls=tls, max_message_size=max_size, budget=self.budget
+                handler,
+                self.bound,
+                tls=tls,
+                udp_receive_buffer=None if buffer is None else int(buffer),
+                budget=self.budget,
+                **_sip_options(settings),
             )
             await self.sip.start()
             await self._start_rest(runtime)
@@ -347,8 +368,10 @@ class Worker:
             options = _handler_options(settings)
             handler.max_in_flight = options["max_in_flight"]
             handler.retry_after = options["retry_after"]
+            handler.transactions.max_bytes = options["transaction_bytes"]
             if self.sip is not None:
-                self.sip.max_message_size = int(settings.server.get("max_message_size", 65535))
+                for name, value in _sip_options(settings).items():
+                    setattr(self.sip, name, value)
             handler.runtime = runtime  # the switch: one assignment in the loop's thread
             if self.rest is not None:
                 self.rest.switch(runtime, self.call_log)  # same sockets, new application
@@ -443,7 +466,8 @@ def serve(
     path = Path(config)
     # A SIGHUP before the worker's handler exists waits for it (its default is to kill).
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-    settings = with_workers(load_config(path), workers)
+    # The same checks as `shaken config check`, before anything is bound or started.
+    settings = with_workers(load_checked(path), workers)
     count = int(settings.server.get("workers", 1))
     listeners = listener_specs(settings.server)
     rest = list(settings.server.get("rest", []))

@@ -8,6 +8,8 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from shaken.core.errors import CertificateError, ConfigurationError, Verificatio
 from shaken.core.jws import load_private_key
 from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
+from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
 from shaken.services.ports import Clock, SystemClock
 from shaken.services.signing import Credential, SigningPolicy, SigningService, TnRule
@@ -48,6 +51,8 @@ class ProfileRuntime:
     verifier: VerificationService | None
     signer: SigningService | None
     actions: ActionPolicy
+    #: The fetcher of this profile's certificate cache (its x5u policy, limits and TLS CA).
+    fetcher: HttpsFetcher | None = None
     sources: tuple[Network, ...] = ()
     header_value: str | None = None
 
@@ -71,10 +76,15 @@ class Runtime:
     profiles: dict[str | None, ProfileRuntime]
     clock: Clock
     trust_sources: TrustSources
+    #: Every certificate cache and fetcher, the global ones first: a profile whose fetch or
+    #: validation settings differ from the global ones has its own (:class:`_Backends`).
+    caches: tuple[CertificateCache, ...] = ()
+    fetchers: tuple[HttpsFetcher, ...] = ()
     notes: list[str] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        await self.fetcher.aclose()
+        for fetcher in self.fetchers or (self.fetcher,):
+            await fetcher.aclose()
 
     def profile_for_source(self, address: str) -> ProfileRuntime | None:
         """The first profile whose ``sources`` contain ``address`` (DESIGN.md section 6)."""
@@ -88,11 +98,22 @@ class Runtime:
         return None
 
     def profile_for_header(self, value: str) -> ProfileRuntime | None:
-        """The profile named by the configured profile-selecting header's value."""
+        """The profile whose ``header_value`` is the profile-selecting header's ``value``.
+
+        Only the configured value selects (never a profile's name: ``header_value`` may be a
+        secret shared with one PBX), compared in constant time over every candidate, and a
+        profile bound to ``sources`` is never selected this way: the header is the last resort
+        for addresses no profile lists.
+        """
+        offered = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
+        found: ProfileRuntime | None = None
         for profile in self.profiles.values():
-            if profile.header_value is not None and profile.header_value == value.strip():
-                return profile
-        return self.profiles.get(value.strip())
+            if profile.header_value is None or profile.sources:
+                continue
+            wanted = hashlib.sha256(profile.header_value.encode("utf-8")).digest()
+            if hmac.compare_digest(offered, wanted) and found is None:
+                found = profile
+        return found
 
 
 def _trust_sources(verification: dict[str, Any]) -> TrustSources:
@@ -109,6 +130,95 @@ def _trust_sources(verification: dict[str, Any]) -> TrustSources:
         sti_pa_cert=Path(sti_pa) if sti_pa else None,
         crl_signer_files=(Path(sti_pa),) if sti_pa else (),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _BackendKey:
+    """What makes two profiles need different fetchers or caches (everything else is shared)."""
+
+    policy: X5uPolicy
+    limits: FetchLimits
+    tls_ca_file: str | None
+    min_ttl: int
+    max_ttl: int
+    negative_ttl: int
+    require_tnauthlist: bool
+    enforce_certificate_profile: bool
+
+    @staticmethod
+    def of(effective: EffectiveProfile) -> _BackendKey:
+        v = effective.verification
+        vp = effective.verification_profile
+        return _BackendKey(
+            policy=vp.x5u_policy,
+            limits=FetchLimits(
+                timeout=float(v["fetch_timeout"]), max_bytes=int(v["max_fetch_bytes"])
+            ),
+            tls_ca_file=v.get("tls_ca_file"),
+            min_ttl=int(v["min_cache_ttl"]),
+            max_ttl=int(v["max_cache_ttl"]),
+            negative_ttl=int(v["negative_cache_ttl"]),
+            require_tnauthlist=vp.require_tnauthlist,
+            enforce_certificate_profile=vp.enforce_certificate_profile,
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class _Backends:
+    """One fetcher and certificate cache per distinct :class:`_BackendKey`.
+
+    Each profile's fetch limits, x5u policy, TLS CA, cache lifetimes and certificate checks
+    must take effect for that profile's calls: the fetcher enforces the URL policy and limits,
+    and the cache validates chains with the knobs it was built with. Profiles that agree share
+    one (the usual case: one cache, each x5u fetched once). A profile's own cache persists in a
+    subdirectory of the certificate store, so the lifetimes it computed are its own.
+    """
+
+    trust: TrustStore
+    store_dir: Path
+    clock: Clock
+    resolver: Resolver | None
+    max_entries: int
+    revocation: RevocationMode
+    built: dict[_BackendKey, tuple[HttpsFetcher, CertificateCache]] = field(default_factory=dict)
+
+    def for_profile(self, effective: EffectiveProfile) -> tuple[HttpsFetcher, CertificateCache]:
+        key = _BackendKey.of(effective)
+        found = self.built.get(key)
+        if found is not None:
+            return found
+        fetcher = HttpsFetcher(
+            policy=key.policy,
+            limits=key.limits,
+            resolver=self.resolver,
+            tls_ca_file=key.tls_ca_file,
+            clock=self.clock,
+        )
+        directory = self.store_dir
+        if self.built:  # not the global backend
+            directory = directory / "profiles" / (effective.name or "global")
+        cache = CertificateCache(
+            fetcher,
+            self.trust,
+            store=DirectoryCertificateStore(directory),
+            clock=self.clock,
+            settings=CacheSettings(
+                min_ttl=timedelta(seconds=key.min_ttl),
+                max_ttl=timedelta(seconds=key.max_ttl),
+                negative_ttl=timedelta(seconds=key.negative_ttl),
+                max_entries=self.max_entries,
+                revocation=self.revocation,
+            ),
+            profile=effective.verification_profile,
+        )
+        self.built[key] = (fetcher, cache)
+        return fetcher, cache
+
+    def caches(self) -> tuple[CertificateCache, ...]:
+        return tuple(cache for _, cache in self.built.values())
+
+    def fetchers(self) -> tuple[HttpsFetcher, ...]:
+        return tuple(fetcher for fetcher, _ in self.built.values())
 
 
 def _credential(
@@ -157,45 +267,36 @@ def build_runtime(
             crl_signers=loaded.crl_signers,
             source=loaded.source,
         )
-    fetcher = HttpsFetcher(
-        policy=glob.verification_profile.x5u_policy,
-        limits=FetchLimits(
-            timeout=float(verification["fetch_timeout"]),
-            max_bytes=int(verification["max_fetch_bytes"]),
-        ),
-        resolver=resolver,
-        tls_ca_file=verification.get("tls_ca_file"),
-        clock=clock,
-    )
     cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
-    store = DirectoryCertificateStore(cache_dir or default_cache_dir())
+    store_dir = cache_dir or default_cache_dir()
     hard = verification["require_crl"] or verification["crl_unavailable"] == "fail"
-    cache = CertificateCache(
-        fetcher,
-        trust,
-        store=store,
+    backends = _Backends(
+        trust=trust,
+        store_dir=store_dir,
         clock=clock,
-        settings=CacheSettings(
-            min_ttl=timedelta(seconds=verification["min_cache_ttl"]),
-            max_ttl=timedelta(seconds=verification["max_cache_ttl"]),
-            negative_ttl=timedelta(seconds=verification["negative_cache_ttl"]),
-            max_entries=verification["max_cache_entries"],
-            revocation=RevocationMode.HARD if hard else RevocationMode.SOFT,
-        ),
-        profile=glob.verification_profile,
+        resolver=resolver,
+        max_entries=int(verification["max_cache_entries"]),
+        revocation=RevocationMode.HARD if hard else RevocationMode.SOFT,
     )
+    fetcher, cache = backends.for_profile(glob)
     credentials: dict[tuple[str, str], Credential] = {}
     tns = {
-        tn: TnRule(attest=v.get("attest"), credential=_credential(v, credentials))
+        tn: TnRule(
+            attest=v.get("attest"), credential=_credential(v, credentials), label=f'[tn."{tn}"]'
+        )
         for tn, v in settings.tns.items()
     }
     ranges = tuple(
         SigningPolicy.range_of(
             v["start"],
             v["count"],
-            TnRule(attest=v.get("attest"), credential=_credential(v, credentials)),
+            TnRule(
+                attest=v.get("attest"),
+                credential=_credential(v, credentials),
+                label=f"[tn_range.{name}]",
+            ),
         )
-        for v in settings.tn_ranges.values()
+        for name, v in settings.tn_ranges.items()
     )
     profiles: dict[str | None, ProfileRuntime] = {}
     for name in [None, *settings.profiles]:
@@ -212,18 +313,23 @@ def build_runtime(
                 ranges=ranges,
                 caller_sources=effective.verification_profile.caller_sources,
                 numbering_plan=effective.verification_profile.numbering_plan,
+                # A profile's own attest caps every TN entry for the calls it applies to.
+                ceiling=raw.get("attest"),
+                ceiling_label=f"[profile.{name}]",
             )
             if policy.credential is not None or tns or ranges:
                 signer = SigningService(policy, clock=clock)
         verifier = None
+        profile_fetcher = None
         if effective.verification.get("enabled", True):
             replay = (
                 ReplayWindow(effective.verification_profile.max_iat_age)
                 if effective.verification["replay_check"]
                 else None
             )
+            profile_fetcher, profile_cache = backends.for_profile(effective)
             verifier = VerificationService(
-                cache, clock=clock, profile=effective.verification_profile, replay=replay
+                profile_cache, clock=clock, profile=effective.verification_profile, replay=replay
             )
         profiles[name] = ProfileRuntime(
             name=name,
@@ -232,6 +338,7 @@ def build_runtime(
             verifier=verifier,
             signer=signer,
             actions=effective.actions,
+            fetcher=profile_fetcher if verifier is not None else None,
             sources=tuple(ipaddress.ip_network(s, strict=False) for s in raw.get("sources", [])),
             header_value=raw.get("header_value"),
         )
@@ -240,6 +347,8 @@ def build_runtime(
         trust=trust,
         fetcher=fetcher,
         cache=cache,
+        caches=backends.caches(),
+        fetchers=backends.fetchers(),
         profiles=profiles,
         clock=clock,
         trust_sources=sources,

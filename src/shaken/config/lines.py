@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["key_lines"]
+__all__ = ["key_at", "key_lines"]
 
 _BARE = r"[A-Za-z0-9_-]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"' + r"|'[^']*'"
@@ -35,8 +35,28 @@ def _split(dotted: str) -> tuple[str, ...]:
 
 
 def key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each table and key path to its 1-based line number."""
+    """Map each table and key path to its 1-based line number (the first, if repeated)."""
     lines: dict[tuple[str, ...], int] = {}
+    for path, number in _scan(text):
+        lines.setdefault(path, number)
+    return lines
+
+
+def key_at(text: str, line: int) -> tuple[str, ...] | None:
+    """The table or key path written on ``line`` (1-based), if the line names one.
+
+    For a document ``tomllib`` refuses, such as one that sets a key twice: its error gives the
+    line only, and the operator needs the key.
+    """
+    for path, number in _scan(text):
+        if number == line:
+            return path
+    return None
+
+
+def _scan(text: str) -> list[tuple[tuple[str, ...], int]]:
+    """Every table header and key assignment, in order, with its line number."""
+    found: list[tuple[tuple[str, ...], int]] = []
     table: tuple[str, ...] = ()
     in_multiline: str | None = None
     depth = 0
@@ -51,17 +71,17 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
         match = _ARRAY_TABLE.match(line) or _TABLE.match(line)
         if match:
             table = _split(match.group(1))
-            lines.setdefault(table, number)
+            found.append((table, number))
             continue
         match = _ASSIGN.match(line)
         if match is None:
             continue
         path = table + _split(match.group(1))
-        lines.setdefault(path, number)
+        found.append((path, number))
         rest = line[match.end() :]
         for quote in ('"""', "'''"):
             if rest.count(quote) == 1:
                 in_multiline = quote
         value = rest.split("#", 1)[0]
         depth = max(0, value.count("[") - value.count("]"))
-    return lines
+    return found

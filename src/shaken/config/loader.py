@@ -15,11 +15,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shaken.config.lines import key_lines
+from shaken.config.lines import key_at, key_lines
 from shaken.config.schema import (
     ACTION_KEYS,
     API_KEY_KEYS,
     ATTESTATION_KEYS,
+    GLOBAL_ONLY,
     OUTCOMES,
     PROFILE_KEYS,
     REASON_NAMES,
@@ -103,6 +104,10 @@ class _Reader:
             line = self.lines.get(path[:cut])
             if line is not None:
                 break
+        if line is None:
+            # A table only ever named through its sub-tables ([profiles.lab] for "profiles").
+            inside = [n for p, n in self.lines.items() if p[: len(path)] == path]
+            line = min(inside, default=None)
         self.problems.append(Problem(self.source, line, ".".join(path), message))
 
     def table(self, value: Any, path: tuple[str, ...]) -> dict[str, Any]:
@@ -117,10 +122,14 @@ class _Reader:
         specs: Mapping[str, Spec],
         path: tuple[str, ...],
         skip: tuple[str, ...] = (),
+        refused: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in table.items():
             if key in skip:
+                continue
+            if refused and key in refused:
+                self.problem((*path, key), f"cannot be set in a profile: {refused[key]}")
                 continue
             spec = specs.get(key)
             if spec is None:
@@ -186,7 +195,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([Problem(source, _toml_line(exc), "(syntax)", str(exc))]) from None
+        raise ConfigError([_syntax_problem(text, source, exc)]) from None
     lines = key_lines(text)
     r = _Reader(source, lines, base)
     for key in document:
@@ -206,7 +215,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
     for name, raw in r.table(document.get("profile", {}), ("profile",)).items():
         path = ("profile", name)
         table = r.table(raw, path)
-        values = r.keys(table, PROFILE_KEYS, path, skip=("on",))
+        values = r.keys(table, PROFILE_KEYS, path, skip=("on",), refused=GLOBAL_ONLY)
         values["on"] = r.actions(table.get("on", {}), (*path, "on"))
         profiles[name] = values
     tns: dict[str, dict[str, Any]] = {}
@@ -280,6 +289,25 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _syntax_problem(text: str, source: str, exc: tomllib.TOMLDecodeError) -> Problem:
+    """The TOML error with its line, and the key when the error is one set twice."""
+    line = _toml_line(exc)
+    message = str(exc)
+    if line is not None and ("overwrite" in message or "twice" in message):
+        path = key_at(text, line)
+        if path is not None:
+            first = key_lines(text).get(path)
+            again = f" (first set on line {first})" if first is not None and first != line else ""
+            what = "table" if "twice" in message and path == _table_at(text, line) else "key"
+            return Problem(source, line, ".".join(path), f"this {what} is set twice{again}")
+    return Problem(source, line, "(syntax)", message)
+
+
+def _table_at(text: str, line: int) -> tuple[str, ...] | None:
+    header = text.splitlines()[line - 1].strip() if 0 < line <= len(text.splitlines()) else ""
+    return key_at(text, line) if header.startswith("[") else None
 
 
 def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:

@@ -16,11 +16,12 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from shaken.core.reasons import Reason
 from shaken.core.tn import is_valid_tn
 
-__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "VERIFICATION_KEYS", "Spec"]
+__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "GLOBAL_ONLY", "VERIFICATION_KEYS", "Spec"]
 
 Check = Callable[[Any], str | None]
 
@@ -107,14 +108,28 @@ def _list(item: Check, nonempty: bool = False) -> Check:
     return check
 
 
-def _url(value: Any) -> str | None:
+def _x5u(value: Any) -> str | None:
+    """A signing x5u: what every verifier's URL policy accepts, whatever host and port.
+
+    ATIS-1000074 and RFC 8224 verifiers fetch https only and refuse userinfo, a query or a
+    fragment; a signature pointing at such a URL fails at every peer, so it is refused here.
+    The port is left to the operator (a lab repository runs on any port; SHAKEN verifiers
+    accept 443 and 8443).
+    """
     problem = _string()(value)
     if problem is not None:
         return problem
-    if not value.startswith(("https://", "http://")):
-        return f"must be an http(s) URL, got {value!r}"
     if any(ch in value for ch in ' <>;\t"') or not value.isascii():
         return f"must not contain spaces, quotes, '<', '>' or ';': {value!r}"
+    parts = urlsplit(value)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        return f"must be an https URL (verifiers fetch nothing else), got {value!r}"
+    if "@" in parts.netloc:
+        return f"must not carry a user name or password: {value!r}"
+    if parts.query or "?" in value:
+        return f"must not have a query string (verifiers refuse one): {value!r}"
+    if parts.fragment or "#" in value:
+        return f"must not have a fragment (verifiers refuse one): {value!r}"
     return None
 
 
@@ -132,24 +147,44 @@ def _network(value: Any) -> str | None:
     if problem is not None:
         return problem
     try:
-        ipaddress.ip_network(value, strict=False)
+        ipaddress.ip_network(value, strict=True)
     except ValueError:
-        return f"must be an IP address or CIDR network, got {value!r}"
+        try:
+            network = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"must be an IP address or CIDR network, got {value!r}"
+        return (
+            f"{value!r} has host bits set: it would mean {network} (write the network address,"
+            " or /32 (/128) for one host)"
+        )
     return None
 
 
-def _listen(value: Any) -> str | None:
-    """``udp:HOST:PORT``, ``tcp:HOST:PORT``, ``tls:HOST:PORT`` (IPv6 hosts in brackets)."""
-    problem = _string()(value)
-    if problem is not None:
-        return problem
-    transport, _, rest = value.partition(":")
-    host, _, port = rest.rpartition(":")
-    if transport not in ("udp", "tcp", "tls", "http", "https") or not host or not port.isdigit():
-        return f"must look like 'udp:127.0.0.1:5060', got {value!r}"
-    if not 0 < int(port) < 65536:
-        return f"port out of range in {value!r}"
-    return None
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+HTTP_TRANSPORTS = ("http", "https")
+
+
+def _listen(*transports: str) -> Check:
+    """``TRANSPORT:HOST:PORT`` (IPv6 hosts in brackets), one of ``transports``."""
+    example = f"{transports[0]}:127.0.0.1:{5060 if transports[0] == 'udp' else 8080}"
+
+    def check(value: Any) -> str | None:
+        problem = _string()(value)
+        if problem is not None:
+            return problem
+        transport, _, rest = value.partition(":")
+        host, _, port = rest.rpartition(":")
+        if not host or not port.isdigit():
+            return f"must look like {example!r}, got {value!r}"
+        if transport not in transports:
+            kind = "a SIP" if transports == SIP_TRANSPORTS else "an HTTP"
+            names = ", ".join(transports[:-1]) + f" or {transports[-1]}"
+            return f"{value!r} is not {kind} listener ({names})"
+        if not 0 < int(port) < 65536:
+            return f"port out of range in {value!r}"
+        return None
+
+    return check
 
 
 def _hex64(value: Any) -> str | None:
@@ -163,7 +198,7 @@ ATTEST = _choice("A", "B", "C")
 ATTESTATION_KEYS: dict[str, Spec] = {
     "enabled": Spec("bool", _bool(), "sign calls at all (Asterisk global_disable, inverted)"),
     "private_key": Spec("path", _string(), "PEM P-256 private key (file mode 0600)"),
-    "x5u": Spec("url", _url, "certificate URL put in x5u and info (Asterisk public_cert_url)"),
+    "x5u": Spec("url", _x5u, "certificate URL put in x5u and info (Asterisk public_cert_url)"),
     "attest": Spec("A|B|C", ATTEST, "attestation for known TNs (Asterisk attest_level)"),
     "unknown_tn_attest": Spec(
         "A|B|C", ATTEST, "sign TNs with no [tn] entry at this level; unset: do not sign them"
@@ -244,6 +279,29 @@ ACTION_KEYS: dict[str, Spec] = {
 OUTCOMES = ("verified", "missing", "failed", "not_checked")
 REASON_NAMES = tuple(r.value for r in Reason)
 
+#: ``[verification]`` keys that only the global section may set, and why. One trust store (the
+#: anchors, the STI-PA certificate, the CRLs and how strictly revocation is checked) and one
+#: certificate store serve every profile, so a per-profile value could not take effect; a
+#: profile that sets one is refused rather than ignored.
+GLOBAL_ONLY: dict[str, str] = {
+    "enabled": "verification is switched off per profile with behavior",
+    **dict.fromkeys(
+        (
+            "trust_anchors",
+            "trust_list",
+            "sti_pa_certificate",
+            "crl_files",
+            "require_crl",
+            "crl_unavailable",
+        ),
+        "one trust store and one revocation setting serve every profile; set it in [verification]",
+    ),
+    **dict.fromkeys(
+        ("cache_dir", "max_cache_entries"),
+        "one certificate store serves every profile; set it in [verification]",
+    ),
+}
+
 PROFILE_KEYS: dict[str, Spec] = {
     "behavior": Spec(
         "sign|verify|both|off",
@@ -252,10 +310,9 @@ PROFILE_KEYS: dict[str, Spec] = {
     ),
     "sources": Spec("list", _list(_network), "source addresses (CIDR) this profile applies to"),
     "header_value": Spec("string", _string(), "value of the profile-selecting SIP header"),
-    **ATTESTATION_KEYS,
-    **{k: v for k, v in VERIFICATION_KEYS.items() if k != "enabled"},
+    **{k: v for k, v in ATTESTATION_KEYS.items() if k != "enabled"},
+    **{k: v for k, v in VERIFICATION_KEYS.items() if k not in GLOBAL_ONLY},
 }
-PROFILE_KEYS.pop("enabled", None)
 
 TN_KEYS: dict[str, Spec] = {
     "private_key": ATTESTATION_KEYS["private_key"],
@@ -284,9 +341,7 @@ def _listener_profiles(value: Any) -> str | None:
     if not isinstance(value, dict):
         return f"expected a table of listener = profile, got {type(value).__name__}"
     for listener, profile in value.items():
-        problem = _listen(listener)
-        if problem is None and listener.partition(":")[0] not in ("udp", "tcp", "tls"):
-            problem = f"{listener!r} is not a SIP listener (udp, tcp or tls)"
+        problem = _listen(*SIP_TRANSPORTS)(listener)
         if problem is not None:
             return problem
         problem = _string()(profile)
@@ -296,9 +351,13 @@ def _listener_profiles(value: Any) -> str | None:
 
 
 SERVER_KEYS: dict[str, Spec] = {
-    "sip_sign": Spec("list", _list(_listen), "SIP signing listeners, e.g. 'udp:127.0.0.1:5060'"),
-    "sip_verify": Spec("list", _list(_listen), "SIP verification listeners"),
-    "rest": Spec("list", _list(_listen), "REST listeners, e.g. 'http:127.0.0.1:8080'"),
+    "sip_sign": Spec(
+        "list", _list(_listen(*SIP_TRANSPORTS)), "SIP signing listeners, e.g. 'udp:127.0.0.1:5060'"
+    ),
+    "sip_verify": Spec("list", _list(_listen(*SIP_TRANSPORTS)), "SIP verification listeners"),
+    "rest": Spec(
+        "list", _list(_listen(*HTTP_TRANSPORTS)), "REST listeners, e.g. 'http:127.0.0.1:8080'"
+    ),
     "profile_header": Spec("string", _string(), "SIP header naming the profile (last resort)"),
     "workers": Spec("int", _int(1, 64), "worker processes"),
     "max_in_flight": Spec("int", _int(1), "requests in progress before answering 503"),
@@ -322,6 +381,33 @@ SERVER_KEYS: dict[str, Spec] = {
         "atis|3gpp|auto",
         _choice("atis", "3gpp", "auto"),
         "REST JSON schema: ATIS-1000082, 3GPP TS 24.229 Ms, or by request shape (default auto)",
+    ),
+    # SIP robustness: memory, connections and overload (one block).
+    "transaction_memory": Spec(
+        "bytes",
+        _int(65536),
+        "bytes of SIP answers kept for retransmissions per worker (default 67108864)",
+    ),
+    "tcp_connections_per_source": Spec(
+        "int", _int(1), "SIP TCP/TLS connections one source address may hold (default 64)"
+    ),
+    "tcp_message_timeout": Spec(
+        "seconds", _number(0), "a SIP message over TCP/TLS must arrive whole within (default 10)"
+    ),
+    "udp_max_age_ms": Spec(
+        "ms",
+        _int(1, 10000),
+        "a UDP request queued longer than this is shed before any work (default 100)",
+    ),
+    "overload_answer": Spec(
+        "503|drop",
+        _choice("503", "drop"),
+        "what a shed request gets: 503 with Retry-After, or nothing (default 503)",
+    ),
+    "udp_receive_buffer": Spec(
+        "bytes",
+        _int(4096, 2**30),
+        "SO_RCVBUF of the SIP UDP sockets (default 4194304; the kernel doubles it)",
     ),
     # What a REST client may hold and for how long, and the descriptors a worker keeps free.
     "rest_header_timeout": Spec(
@@ -348,7 +434,9 @@ SERVER_KEYS: dict[str, Spec] = {
 }
 REPOSITORY_KEYS: dict[str, Spec] = {
     "directory": Spec("path", _string(), "directory of chains and CRLs the repository serves"),
-    "listen": Spec("listen", _listen, "repository listener, e.g. 'https:127.0.0.1:8443'"),
+    "listen": Spec(
+        "listen", _listen(*HTTP_TRANSPORTS), "repository listener, e.g. 'https:127.0.0.1:8443'"
+    ),
     "tls_certificate": Spec("path", _string(), "repository TLS certificate"),
     "tls_key": Spec("path", _string(), "repository TLS key"),
     "max_age": Spec("seconds", _int(0), "Cache-Control max-age of served files"),

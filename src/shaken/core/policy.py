@@ -12,7 +12,14 @@ separate from the action, which a profile sets per outcome:
   (VoipNow ALERT, e.g. "(Verified) " or "[SPAM?] ").
 
 verstat tagging of P-Asserted-Identity/From (3GPP TS 24.229 section 7.2A.20) is independent of
-the action and on by default. Everything here is pure string work.
+the action and on by default.
+
+The callee must never see a verdict shaken did not reach, so before any action the inbound
+identity loses what only a verifier may write: every ``verstat`` parameter
+(:func:`strip_verstat`) and every display-name prefix and suffix any action of the policy is
+configured to add (:meth:`ActionPolicy.strip_marks`; an attacker picks the most convincing, so
+all outcomes' marks go, repeatedly while stacked, matched case-sensitively as configured).
+Everything here is pure string work.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from shaken.core.errors import ConfigurationError
-from shaken.core.reasons import REASONS, Reason, Verstat
+from shaken.core.reasons import REASONS, Reason, Verstat, sip_phrase
 from shaken.core.result import Outcome, VerificationResult
 from shaken.core.tn import parse_name_addr
 
@@ -36,6 +43,9 @@ __all__ = [
     "OutcomeAction",
     "decide",
     "reason_header",
+    "strip_marks",
+    "strip_verstat",
+    "tag_uri",
     "tag_verstat",
 ]
 
@@ -78,10 +88,21 @@ class ActionPolicy:
     by_reason: Mapping[Reason, OutcomeAction] = field(default_factory=_empty_mapping)
     reason_protocol: str = "STIR"
     tag_verstat: bool = True
+    #: Every display prefix and suffix an action of this policy adds (see :meth:`strip_marks`).
+    marks: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reason_protocol not in ("STIR", "SIP"):
             raise ConfigurationError("reason_protocol is STIR (RFC 9410) or SIP")
+        actions = [self.verified, self.missing, self.failed, self.not_checked]
+        actions += [*self.by_attest.values(), *self.by_reason.values()]
+        prefixes = sorted({a.display_prefix for a in actions if a.display_prefix.strip()})
+        suffixes = sorted({a.display_suffix for a in actions if a.display_suffix.strip()})
+        object.__setattr__(self, "marks", (tuple(prefixes), tuple(suffixes)))
+
+    def strip_marks(self, display_name: str | None) -> str | None:
+        """``display_name`` without any prefix or suffix this policy's actions add."""
+        return strip_marks(display_name, *self.marks)
 
     def action_for(self, result: VerificationResult) -> OutcomeAction:
         if result.outcome is Outcome.VERIFIED:
@@ -112,6 +133,45 @@ class Decision:
         return self.action is not Action.REJECT
 
 
+def strip_marks(
+    display_name: str | None, prefixes: tuple[str, ...], suffixes: tuple[str, ...]
+) -> str | None:
+    """Remove every ``prefixes``/``suffixes`` mark from both ends, repeatedly while stacked.
+
+    Marks match case-sensitively, as configured, and also without their own surrounding
+    spaces (``"(Verified)Bob"`` is as convincing as ``"(Verified) Bob"``). None when nothing
+    is left.
+    """
+    if not display_name:
+        return display_name or None
+    name = display_name.strip()
+    heads = [p.strip() for p in prefixes]
+    tails = [t.strip() for t in suffixes]
+    changed = True
+    while changed and name:
+        changed = False
+        for head in heads:
+            if name.startswith(head):
+                name = name[len(head) :].lstrip()
+                changed = True
+        for tail in tails:
+            if name.endswith(tail):
+                name = name[: -len(tail)].rstrip()
+                changed = True
+    return name or None
+
+
+# A verstat parameter anywhere in a URI: user part (3GPP TS 24.229 7.2A.20), URI parameters.
+_ANY_VERSTAT = re.compile(r";[ \t]*verstat[ \t]*(?:=[^;@>?]*)?(?=[;@>?]|$)", re.IGNORECASE)
+
+
+def strip_verstat(uri: str) -> str:
+    """``uri`` without any ``verstat`` parameter (only a verifier may say what it found)."""
+    if "verstat" not in uri.lower():
+        return uri
+    return _ANY_VERSTAT.sub("", uri)
+
+
 def reason_header(reason: Reason, *, protocol: str = "STIR", ppi: str | None = None) -> str:
     """The Reason header value for ``reason`` (RFC 9410 section 4; RFC 3326 for ``SIP``).
 
@@ -132,11 +192,11 @@ def decide(
     info = result.reason_info
     if chosen.action is Action.REJECT:
         code = chosen.reject_code or (info.sip_code if info is not None else 403)
+        # The Reason's own phrase for its own code (RFC 8224's 403 "Stale Date"), else the
+        # registered phrase of the configured code.
         phrase = chosen.reject_phrase or (
-            info.phrase if info is not None and code == info.sip_code else "Forbidden"
+            info.phrase if info is not None and code == info.sip_code else sip_phrase(code)
         )
-        if code == 603 and chosen.reject_phrase is None:
-            phrase = "Decline"
         return Decision(
             action=Action.REJECT,
             verstat=result.verstat,
@@ -170,17 +230,22 @@ def tag_verstat(header_value: str, verstat: Verstat, *, display_name: str | None
     is replaced, never duplicated. ``display_name`` replaces the display name when given.
     """
     addr = parse_name_addr(header_value)
-    uri = addr.uri
+    uri = tag_uri(addr.uri, verstat)
+    if uri is None:
+        return header_value if display_name is None else addr.format(display_name=display_name)
+    return addr.format(uri=uri, display_name=display_name)
+
+
+def tag_uri(uri: str, verstat: Verstat) -> str | None:
+    """``uri`` with ``verstat`` where 3GPP TS 24.229 7.2A.20 puts it; None for other schemes."""
     tag = f";verstat={verstat.value}"
     scheme, _, rest = uri.partition(":")
     if scheme.lower() == "tel":
         number, sep, params = rest.partition(";")
         params = _VERSTAT_PARAM.sub("", sep + params)
-        uri = f"{scheme}:{number}{tag}{params}"
-    elif scheme.lower() in ("sip", "sips") and "@" in rest:
+        return f"{scheme}:{number}{tag}{params}"
+    if scheme.lower() in ("sip", "sips") and "@" in rest:
         user, _, host = rest.rpartition("@")
         user = _VERSTAT_PARAM.sub("", user)
-        uri = f"{scheme}:{user}{tag}@{host}"
-    else:
-        return header_value if display_name is None else addr.format(display_name=display_name)
-    return addr.format(uri=uri, display_name=display_name)
+        return f"{scheme}:{user}{tag}@{host}"
+    return None

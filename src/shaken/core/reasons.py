@@ -11,6 +11,10 @@ made here is documented on the row:
 * a TN outside a TN-scoped certificate: 437 (we do not support the credential for that TN);
 * a missing Date header when policy requires one: 438;
 * a broken ``div`` chain (RFC 8946 section 4.2): 438.
+
+:data:`SIP_PHRASES` is the one table of SIP reason phrases: every status code this project
+renders (a handler's own answers, a configured ``reject_code``) takes its phrase from
+:func:`sip_phrase`.
 """
 
 from __future__ import annotations
@@ -278,6 +282,106 @@ REASONS: dict[Reason, ReasonInfo] = {
         description="The same PASSporT signature was already seen within the freshness window.",
     ),
 }
+
+
+#: Reason phrases of the IANA "SIP Response Codes" registry: RFC 3261 section 21 and the
+#: codes registered since (the RFC named on each later row).
+SIP_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",  # RFC 6228
+    200: "OK",
+    202: "Accepted",  # RFC 6665
+    204: "No Notification",  # RFC 5839
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",  # RFC 3903
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",  # RFC 4412
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",  # RFC 4028
+    423: "Interval Too Brief",
+    424: "Bad Location Information",  # RFC 6442
+    425: "Bad Alert Message",  # RFC 8876
+    428: "Use Identity Header",  # RFC 8224
+    429: "Provide Referrer Identity",  # RFC 3892
+    430: "Flow Failed",  # RFC 5626
+    433: "Anonymity Disallowed",  # RFC 5079
+    436: "Bad Identity Info",  # RFC 8224
+    437: "Unsupported Credential",  # RFC 8224
+    438: "Invalid Identity Header",  # RFC 8224
+    439: "First Hop Lacks Outbound Support",  # RFC 5626
+    440: "Max-Breadth Exceeded",  # RFC 5393
+    469: "Bad Info Package",  # RFC 6086
+    470: "Consent Needed",  # RFC 5360
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",  # RFC 6665
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",  # RFC 3329
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    555: "Push Notification Service Not Supported",  # RFC 8599
+    580: "Precondition Failure",  # RFC 3312
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",  # RFC 8197
+    608: "Rejected",  # RFC 8688
+}
+
+#: RFC 3261 section 21: an unregistered code is understood as its class's x00; these are the
+#: class names section 21 gives them.
+_CLASS_PHRASES = {
+    1: "Provisional",
+    2: "Successful",
+    3: "Redirection",
+    4: "Request Failure",
+    5: "Server Failure",
+    6: "Global Failure",
+}
+
+
+def sip_phrase(code: int) -> str:
+    """The reason phrase for SIP status ``code`` (its class's name when unregistered)."""
+    phrase = SIP_PHRASES.get(code)
+    if phrase is not None:
+        return phrase
+    return _CLASS_PHRASES.get(code // 100, "Unknown")
 
 
 def info(reason: Reason) -> ReasonInfo:

@@ -25,7 +25,7 @@ import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from cryptography import x509
 
@@ -467,6 +467,32 @@ _STAGE_NAMES = (
 _STAGE_CERTIFICATE = _STAGE_NAMES.index("certificate_fetched")
 
 
+def describe_age(seconds: float) -> str:
+    """How old a moment ``seconds`` before now is, in the unit a person reads at a glance:
+    ``"75 s old"``, ``"3.0 h old"``, ``"4.0 years old"``, ``"12 s in the future"``."""
+    size = abs(seconds)
+    if size < 120:
+        text = f"{size:.0f} s"
+    elif size < 2 * 3600:
+        text = f"{size / 60:.0f} min"
+    elif size < 2 * 86400:
+        text = f"{size / 3600:.1f} h"
+    elif size < 730 * 86400:
+        text = f"{size / 86400:.0f} days"
+    else:
+        text = f"{size / (365.25 * 86400):.1f} years"
+    return f"{text} old" if seconds >= 0 else f"{text} in the future"
+
+
+def _utc_text(epoch: int) -> str:
+    """`` (2021-01-07T06:13:20Z)`` for an epoch time, or nothing when it is out of range."""
+    try:
+        moment = datetime.fromtimestamp(epoch, UTC)
+    except (OverflowError, OSError, ValueError):
+        return ""
+    return f" ({moment.isoformat().replace('+00:00', 'Z')})"
+
+
 def _check_date(
     context: SipContext, now: datetime, profile: VerificationProfile
 ) -> VerificationFailure | None:
@@ -484,7 +510,8 @@ def _check_date(
     if age > profile.max_date_age or -age > profile.max_future_skew:
         return StaleError(
             Reason.STALE_DATE,
-            f"the Date header is {age:+.0f} s from now (window {profile.max_date_age} s)",
+            f"the Date header is {describe_age(age)} (window {profile.max_date_age} s,"
+            f" future skew {profile.max_future_skew} s)",
             date=context.date,
             now=now.isoformat(),
             max_age=profile.max_date_age,
@@ -572,7 +599,7 @@ def _prepare_candidate(
     if age > max_age or -age > profile.max_future_skew:
         raise StaleError(
             Reason.STALE_IAT,
-            f"iat {claims.iat} is {age:+.0f} s from now (window {max_age} s,"
+            f"iat {claims.iat}{_utc_text(claims.iat)} is {describe_age(age)} (window {max_age} s,"
             f" future skew {profile.max_future_skew} s)",
             iat=claims.iat,
             now=now.isoformat(),
@@ -956,6 +983,17 @@ _I_FETCHED = _STAGE_NAMES.index("certificate_fetched")
 _I_CHAIN = _STAGE_NAMES.index("chain_trusted")
 
 
+def _header_x5u(header_b64: str) -> str | None:
+    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
+    within the default x5u length limit), so the cache is bounded in bytes as well."""
+    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
+        return _common_header_x5u.__wrapped__(header_b64)
+    return _common_header_x5u(header_b64)
+
+
+_CACHED_HEADER_B64_CHARS = 1024
+
+
 @functools.lru_cache(maxsize=1024)
 def _common_header_x5u(header_b64: str) -> str | None:
     """The x5u of a header segment that is exactly a plain SHAKEN header, else None.
@@ -1009,7 +1047,7 @@ def try_verify_common(
     if tail not in _COMMON_TAILS:
         return None
     parts = token.split(".")
-    if len(parts) != 3 or _common_header_x5u(parts[0]) != x5u:
+    if len(parts) != 3 or _header_x5u(parts[0]) != x5u:
         return None
     try:
         text = b64url_decode(parts[1]).decode("utf-8")

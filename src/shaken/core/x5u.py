@@ -142,11 +142,18 @@ def check_x5u(url: str, policy: X5uPolicy = STRICT) -> str:
     """
     if len(url) > policy.max_length:
         raise _reject(url[:80] + "...", "length", f"longer than {policy.max_length} characters")
-    verdict = _verdict(url, policy)
+    # Only URLs of a real x5u's size are cached: 4096 entries x 512 characters at most.
+    if len(url) > _CACHED_URL_CHARS:
+        verdict = _verdict.__wrapped__(url, policy)
+    else:
+        verdict = _verdict(url, policy)
     if verdict is not None:
         rule, detail = verdict
         raise _reject(url, rule, detail)
     return url
+
+
+_CACHED_URL_CHARS = 512
 
 
 @functools.lru_cache(maxsize=4096)

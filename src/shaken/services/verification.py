@@ -56,6 +56,11 @@ class VerificationService:
         self._replay = replay
 
     @property
+    def replay(self) -> ReplayWindow | None:
+        """The replay window this service checks (RFC 8224 section 12.1), if any."""
+        return self._replay
+
+    @property
     def cache(self) -> CertificateCache:
         return self._cache
 

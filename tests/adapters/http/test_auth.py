@@ -130,6 +130,45 @@ async def test_a_key_uses_its_profiles_only(make_api: ApiFactory) -> None:
     assert "profile" in response.json()["error"]
 
 
+OUTBOUND = """
+[profile.outbound]
+behavior = "sign"
+sources = ["192.0.2.10/32"]
+"""
+
+
+async def test_a_key_verifies_with_its_first_profile_that_verifies(
+    make_api: ApiFactory, kit: LabKit
+) -> None:
+    """Issue 9 item 7: a key listing a signing-only profile first verified under it, and was
+    refused with an error naming no profile; now the first profile that verifies is used."""
+    keys = OUTBOUND + key_entry("both", SECRET, spcs=["1234"], profiles=["outbound", "lab"])
+    api: Api = await make_api(keys=keys, key=SECRET)
+    response = await api.verify(kit.token())
+    assert response.status_code == 200
+    assert response.json()["verificationResponse"]["verstat"] == "TN-Validation-Passed"
+    assert api.calls.records[-1].profile == "lab"
+    response = await api.sign(signing_request())
+    assert response.status_code == 200
+    assert api.calls.records[-1].profile == "outbound"
+
+
+async def test_a_key_whose_profiles_cannot_do_the_job_is_told_which(
+    make_api: ApiFactory, kit: LabKit
+) -> None:
+    keys = OUTBOUND + key_entry("out", SECRET, spcs=["1234"], profiles=["outbound"])
+    api: Api = await make_api(keys=keys, key=SECRET)
+    response = await api.verify(kit.token())
+    assert response.status_code == 403
+    assert "none of this API key's profiles (outbound) may verify" in response.text
+    request = {**signing_request(), "ppt": "shaken", "profileId": "lab"}
+    response = await api.client.post(
+        "/stir/v1/signing", json={"signingRequest": request}, headers=api.auth
+    )
+    assert response.status_code == 403
+    assert "this API key may not use the profile lab" in response.text
+
+
 async def test_rate_limit_answers_429_with_retry_after(make_api: ApiFactory) -> None:
     clock = ManualClock(datetime.now(UTC))
     api: Api = await make_api(

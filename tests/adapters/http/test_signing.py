@@ -71,6 +71,17 @@ async def test_attest_may_only_be_lowered(
     assert _claims(response.json()["signingResponse"]["identity"])["attest"] == signed
 
 
+async def test_a_lowered_attestation_is_stated_in_the_response(make_api: ApiFactory) -> None:
+    """Issue 9 item 7: asked for A on a number allowed only C, the answer says C and why."""
+    api: Api = await make_api()
+    body = (await api.sign(signing_request(OUTSIDE, attest="A"))).json()["signingResponse"]
+    assert _claims(body["identity"])["attest"] == "C"
+    assert body["attest"] == "C"
+    assert "unknown_tn_attest is C" in body["attestReason"]
+    same = (await api.sign(signing_request(IN_RANGE, attest="B"))).json()["signingResponse"]
+    assert list(same) == ["identity"]  # what was asked for was signed: the standard shape
+
+
 async def test_a_stale_iat_is_replaced_by_now(make_api: ApiFactory) -> None:
     api: Api = await make_api()
     before = int(time.time())

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import stat
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from shaken.config import ConfigError, Problem, Settings, effective_profile, load_config
-from shaken.core.certs import load_certificates
-from shaken.core.errors import CertificateError, ConfigurationError
-from shaken.core.jws import load_private_key
+from shaken.adapters.cli import now_of
+from shaken.adapters.preflight import check_files
+from shaken.config import ConfigError, Settings, effective_profile, load_config
+from shaken.core.errors import ConfigurationError, SigningError
+from shaken.core.tn import canonicalize_tn
 
 
 def register(commands: Any, cert_commands: Any) -> None:
@@ -28,60 +28,12 @@ def register(commands: Any, cert_commands: Any) -> None:
     p = sub.add_parser("show", help="print the configuration, or one effective profile")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--effective", metavar="PROFILE", help="a profile name, or 'global'")
+    p.add_argument(
+        "--tn",
+        metavar="TN",
+        help="with --effective: the attestation a call from TN gets under the profile, and why",
+    )
     p.set_defaults(func=cmd_show)
-
-
-def _file_problems(settings: Settings) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def add(path: tuple[str, ...], message: str) -> None:
-        problems.append(Problem(settings.source, settings.line_of(*path), ".".join(path), message))
-
-    def check_key(path: tuple[str, ...], file: str) -> None:
-        try:
-            mode = Path(file).stat().st_mode
-            load_private_key(Path(file).read_bytes())
-        except OSError as exc:
-            add(path, f"cannot read {file}: {exc.strerror}")
-            return
-        except ConfigurationError as exc:
-            add(path, f"{file}: {exc}")
-            return
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            add(path, f"{file} is readable by group or others; chmod 600 it")
-
-    def check_certs(path: tuple[str, ...], file: str) -> None:
-        target = Path(file)
-        files = sorted(target.glob("*.pem")) if target.is_dir() else [target]
-        if target.is_dir() and not files:
-            add(path, f"{file} holds no .pem files")
-        for one in files:
-            try:
-                load_certificates(one.read_bytes())
-            except OSError as exc:
-                add(path, f"cannot read {one}: {exc.strerror}")
-            except CertificateError as exc:
-                add(path, f"{one}: {exc}")
-
-    sections: list[tuple[tuple[str, ...], Any]] = [(("attestation",), settings.attestation)]
-    sections += [(("profile", n), v) for n, v in settings.profiles.items()]
-    sections += [(("tn", n), v) for n, v in settings.tns.items()]
-    sections += [(("tn_range", n), v) for n, v in settings.tn_ranges.items()]
-    for path, values in sections:
-        if "private_key" in values:
-            check_key((*path, "private_key"), values["private_key"])
-    vsections: list[tuple[tuple[str, ...], Any]] = [(("verification",), settings.verification)]
-    vsections += [(("profile", n), v) for n, v in settings.profiles.items()]
-    for path, values in vsections:
-        for anchor in values.get("trust_anchors", []):
-            check_certs((*path, "trust_anchors"), anchor)
-        for key in ("sti_pa_certificate", "tls_ca_file"):
-            if key in values:
-                check_certs((*path, key), values[key])
-        for crl in values.get("crl_files", []):
-            if not Path(crl).is_file():
-                add((*path, "crl_files"), f"cannot read {crl}")
-    return problems
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -91,7 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         return 1
-    problems = _file_problems(settings)
+    problems = check_files(settings)
     for problem in problems:
         print(problem)
     if problems:
@@ -107,6 +59,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem)
+        return 1
+    if args.tn is not None and args.effective is None:
+        print("--tn needs --effective PROFILE (or --effective global)")
         return 1
     if args.effective is None:
         data: dict[str, Any] = {
@@ -143,6 +98,36 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"on.attest.{attest} = {_action(action)}")
     for reason, action in sorted(a.by_reason.items()):
         print(f"on.reason.{reason.value} = {_action(action)}")
+    if args.tn is not None:
+        return _show_attestation(settings, name, args.tn, now_of(args))
+    return 0
+
+
+def _show_attestation(settings: Settings, name: str | None, tn: str, now: datetime) -> int:
+    """The level a call from ``tn`` really gets, from the same policy the servers sign with."""
+    # Imported here: the composition root pulls in the fetcher and the stores.
+    from shaken.adapters.wiring import build_runtime  # noqa: PLC0415
+
+    canonical = canonicalize_tn(tn)
+    if not canonical:
+        print(f"attestation for {tn!r}: not a telephone number")
+        return 1
+    try:
+        runtime = build_runtime(settings, now=now)
+    except ConfigurationError as exc:
+        print(f"attestation for {canonical}: the configuration does not load: {exc}")
+        return 1
+    profile = runtime.profiles[name]
+    label = "global" if name is None else name
+    if not profile.signs or profile.signer is None:
+        print(f"attestation for {canonical}: not signed (profile {label} does not sign)")
+        return 0
+    try:
+        chosen = profile.signer.policy.attestation(canonical)
+    except SigningError as exc:
+        print(f"attestation for {canonical}: not signed ({exc})")
+        return 0
+    print(f"attestation for {canonical} = {chosen.level}    # {chosen.why}")
     return 0
 
 

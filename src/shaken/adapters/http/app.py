@@ -380,21 +380,38 @@ class RestApplication:
     def _profile(
         self, key: ApiKey | None, requested: str | None, schema: str, *, signing: bool
     ) -> ProfileRuntime:
+        """The profile a request runs under: the one it names, else the first of the key's
+        ``profiles`` that does the job (signs, or verifies), else the global one."""
         profiles = self.runtime.profiles
+        job = "sign" if signing else "verify"
+
+        def does(profile: ProfileRuntime) -> bool:
+            return profile.signs if signing else profile.verifies
+
         if requested is not None:
             if key is not None and not key.may_use(requested):
-                raise ApiError("POL4030", "this API key may not use that profile", schema=schema)
+                raise ApiError(
+                    "POL4030", f"this API key may not use the profile {requested}", schema=schema
+                )
             found = profiles.get(requested)
             if found is None:
                 raise ApiError("SVC4005", "profileId", "no such profile", schema=schema)
-            profile = found
-        else:
-            profile = profiles[key.default_profile if key is not None else None]
-        if signing and not profile.signs:
-            raise ApiError("POL4030", "the profile does not sign", schema=schema)
-        if not signing and not profile.verifies:
-            raise ApiError("POL4030", "the profile does not verify", schema=schema)
-        return profile
+            if not does(found):
+                raise ApiError("POL4030", f"the profile {requested} does not {job}", schema=schema)
+            return found
+        names: tuple[str | None, ...] = (
+            key.profiles if key is not None and key.profiles else (None,)
+        )
+        for name in names:
+            candidate = profiles.get(name)
+            if candidate is not None and does(candidate):
+                return candidate
+        listed = ", ".join(name or GLOBAL_PROFILE for name in names)
+        raise ApiError(
+            "POL4030",
+            f"none of this API key's profiles ({listed}) may {job}",
+            schema=schema,
+        )
 
     def _record(self, record: CallRecord) -> None:
         if self.call_log is None:
@@ -507,7 +524,7 @@ class RestApplication:
                 latency_ms=(time.perf_counter() - started) * 1000.0,
             )
         )
-        return signing_body(request, signed.identity)
+        return signing_body(request, signed.identity, attest=signed.attest, why=signed.why)
 
     async def _authorize(
         self, key: ApiKey, signer: SigningService, request: SigningRequest, now: datetime

@@ -53,22 +53,27 @@ class _RuntimeCollector:
         self._clock = clock
 
     def collect(self) -> Iterable[Metric]:
-        cache = self._runtime.cache
+        # Every profile's cache: a profile with its own fetch or validation settings has one.
+        caches = self._runtime.caches or (self._runtime.cache,)
         yield GaugeMetricFamily(
-            "shaken_certificate_cache_entries", "x5u chains held in memory", value=len(cache)
+            "shaken_certificate_cache_entries",
+            "x5u chains held in memory",
+            value=sum(len(c) for c in caches),
         )
         yield CounterMetricFamily(
             "shaken_certificate_cache_hits",
             "certificate lookups answered from memory",
-            value=cache.hits,
+            value=sum(c.hits for c in caches),
         )
         yield CounterMetricFamily(
             "shaken_certificate_cache_misses",
             "certificate requests memory could not answer (store, fetch or negative entry)",
-            value=cache.misses,
+            value=sum(c.misses for c in caches),
         )
         yield CounterMetricFamily(
-            "shaken_certificate_fetches", "x5u fetches started", value=cache.fetches
+            "shaken_certificate_fetches",
+            "x5u fetches started",
+            value=sum(c.fetches for c in caches),
         )
         anchors = self._runtime.trust.current.anchors
         yield GaugeMetricFamily(
