@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,21 @@ def closed_by_server(sock: socket.socket, timeout: float) -> bytes | None:
         return received
 
 
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        return str(reply.read().decode())
+
+
+def metrics_from(port: int, source: str) -> str:
+    """GET /metrics from another source address (one at its cap gets 503)."""
+    with connect(port, source) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data.decode()
+
+
 def verification_body() -> bytes:
     return (
         b'{"verificationRequest": {"from": {"tn": "12025550123"}, "to": {"tn": ["13035550000"]},'
@@ -116,6 +132,7 @@ def test_17_5_slowloris_connections_are_closed_by_the_header_deadline(rest_serve
         assert still_open == 0, f"{still_open} of {len(slow)} slow connections still open"
         assert all(a is not None and a.startswith(b"HTTP/1.1 408 ") for a in answers)
         assert get(port, "/healthz") == 200
+        assert "shaken_rest_header_timeouts_total 200.0" in metrics(port)
     finally:
         for sock in slow:
             sock.close()
@@ -155,6 +172,7 @@ def test_17_5_connections_per_source_are_capped(rest_server) -> None:  # type: i
         answer = closed_by_server(extra, 30)
         extra.close()
         assert answer is not None and answer.startswith(b"HTTP/1.1 503 ")
+        assert "shaken_rest_refused_per_source_total 1.0" in metrics_from(port, "127.0.0.3")
         # Another source is not held back by this one.
         with connect(port, source="127.0.0.2") as other:
             other.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")

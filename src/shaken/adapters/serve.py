@@ -51,7 +51,6 @@ from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
-    WORKER_SIGNALS,
     BoundListener,
     SipServer,
     Supervisor,
@@ -462,10 +461,23 @@ def serve(
     :raises ConfigurationError: it names files that do not load, or a listener cannot be bound
         (another instance on the port, say), naming it.
     """
+    # A SIGHUP before the worker's handler exists waits for it (its default is to kill).
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        return _serve(config, workers, out, clock, previous)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _serve(
+    config: str | Path,
+    workers: int | None,
+    out: TextIO | None,
+    clock: Clock | None,
+    mask: set[int | signal.Signals],
+) -> int:
     stream = out or sys.stdout
     path = Path(config)
-    # A SIGHUP before the worker's handler exists waits for it (its default is to kill).
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     # The same checks as `shaken config check`, before anything is bound or started.
     settings = with_workers(load_checked(path), workers)
     count = int(settings.server.get("workers", 1))
@@ -525,7 +537,7 @@ def serve(
         # The thread starts after the first forks: a process should not fork with threads.
         started = lambda: threading.Thread(target=announce, daemon=True).start()  # noqa: E731
         # The supervisor handles its signals itself from here on.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return Supervisor(count, target).run(after_start=started)
     finally:
         for item in [*bound, *rest_bound]:

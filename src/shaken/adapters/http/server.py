@@ -44,11 +44,12 @@ import logging
 import socket
 import ssl
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from prometheus_client.core import CounterMetricFamily, Metric
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -317,6 +318,44 @@ class _GuardedProtocol(HttpToolsProtocol):
             cycle.waiting_for_100_continue = False
 
 
+class _LimitsCollector:
+    """What the limits did, on ``/metrics`` beside the application's own counters:
+    ``shaken_rest_header_timeouts_total``, ``shaken_rest_body_timeouts_total``,
+    ``shaken_rest_refused_per_source_total``, ``shaken_descriptors_exhausted_total`` (accepts
+    that failed for want of descriptors, SIP and REST) and, for a call log that counts them,
+    ``shaken_call_log_{written,dropped,failures,restarts,reopened}_total``."""
+
+    _CALL_LOG = ("written", "dropped", "failures", "restarts", "reopened")
+
+    def __init__(self, service: RestService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._service.stats
+        counts = {
+            "rest_header_timeouts": (
+                stats.header_timeouts,
+                "REST requests whose headers were late",
+            ),
+            "rest_body_timeouts": (stats.body_timeouts, "REST requests whose body was late"),
+            "rest_refused_per_source": (
+                stats.refused_per_source,
+                "REST connections refused: their address's cap",
+            ),
+            "descriptors_exhausted": (
+                self._service.budget.exhausted,
+                "accepts that failed for want of descriptors (accepting paused)",
+            ),
+        }
+        call_log = self._service.call_log
+        for name in self._CALL_LOG:
+            value = getattr(call_log, name, None)
+            if isinstance(value, int):
+                counts[f"call_log_{name}"] = (value, f"call log records {name}")
+        for name, (value, text) in counts.items():
+            yield CounterMetricFamily(f"shaken_{name}", text, value=value)
+
+
 class _Switch:
     """The ASGI application uvicorn runs: whichever one :meth:`RestService.switch` set last."""
 
@@ -353,7 +392,9 @@ class RestService:
         self.budget = budget or DescriptorBudget()
         self.guard = _Guard(RestLimits.from_settings(runtime.settings.server))
         self.budget.register(lambda: len(self.guard.connections))
-        self._switch = _Switch(create_app(runtime, call_log=call_log))
+        self.call_log = call_log
+        self._collector = _LimitsCollector(self)
+        self._switch = _Switch(self._app(runtime, call_log))
         self._servers: list[uvicorn.Server] = []
         self._acceptors: list[Acceptor] = []
         self._main: asyncio.Future[Any] | None = None
@@ -450,10 +491,19 @@ class RestService:
         """``rest_max_connections``, and never more than REST's share of the descriptors."""
         return min(self.guard.limits.max_connections, self.budget.share())
 
+    def _app(self, runtime: Runtime, call_log: CallLog | None) -> ASGIApp:
+        app = create_app(runtime, call_log=call_log)
+        metrics = getattr(app, "metrics", None)
+        registry = getattr(metrics, "registry", None)
+        if registry is not None:
+            registry.register(self._collector)
+        return app
+
     def switch(self, runtime: Runtime, call_log: CallLog | None) -> None:
         """Serve ``runtime`` from now on; requests in progress finish on the old one."""
         self.runtime = runtime
-        self._switch.app = create_app(runtime, call_log=call_log)
+        self.call_log = call_log
+        self._switch.app = self._app(runtime, call_log)
         limits = RestLimits.from_settings(runtime.settings.server)
         self.guard.limits = limits
 
