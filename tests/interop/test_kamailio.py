@@ -538,9 +538,11 @@ def test_issue9_item5_forged_claims_are_stripped_when_shaken_answers(picture: Pi
     assert (missing.code, alice.code) == (200, 200)
     received = unsigned.fields
     assert received["from"] == [CLEAN_FROM]
-    # shaken's verdict on the cleaned identities: no Identity, so "[No ID]" and No-TN-Validation
+    # shaken's verdict on the cleaned identities: no Identity, so "[No ID]" and No-TN-Validation,
+    # in one field with the first sip and the first tel identity (RFC 3325 section 9.1)
     assert received["p-asserted-identity"] == [
-        f'"[No ID] Mallory" <sip:+{FORGER};verstat=No-TN-Validation@127.0.0.1;user=phone>'
+        f'"[No ID] Mallory" <sip:+{FORGER};verstat=No-TN-Validation@127.0.0.1;user=phone>, '
+        f'"[No ID] Mallory" <tel:+{FORGER};verstat=No-TN-Validation>'
     ]
     assert "x-shaken-attest" not in received
     assert received["x-shaken-reason"][0].startswith("missing_identity;cause=428")

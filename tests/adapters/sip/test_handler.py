@@ -594,6 +594,25 @@ async def test_9_5_inbound_verstat_is_removed_even_without_tagging(
     assert response.values("p-asserted-identity") == [f"<sip:{ORIG}@192.0.2.1>"]
 
 
+async def test_9_5_the_302_asserts_one_sip_and_one_tel_identity(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    """RFC 3325 section 9.1: at most one sip/sips and one tel value, the first of each, however
+    many the request carried."""
+    handler, _, _ = await ready(runtimes, lab, verification="tag_verstat = false")
+    pai = (
+        "P-Asserted-Identity",
+        f"<sip:+{ORIG}@192.0.2.1;user=phone>, <tel:+{ORIG}>, <tel:+13035550199>, "
+        f"<sips:+{ORIG}@192.0.2.2;user=phone>",
+    )
+    response = await answer(handler, invite(headers=(pai,)), VERIFY)
+    assert response is not None and response.code == 302
+    assert response.values("p-asserted-identity") == [
+        f"<sip:+{ORIG}@192.0.2.1;user=phone>",
+        f"<tel:+{ORIG}>",
+    ]
+
+
 async def test_9_5_an_unprocessed_call_also_loses_inbound_verdicts(
     runtimes: RuntimeFactory, lab: Lab
 ) -> None:

@@ -691,7 +691,13 @@ def _asserted(callers: list[NameAddr], names: list[str | None], decision: Decisi
     header parameters, so none is kept)."""
     out: list[str] = []
     alert = decision.action is Action.ALERT
+    kinds: set[str] = set()
     for caller, name in zip(callers, names, strict=True):
+        # RFC 3325 section 9.1: at most one sip/sips and one tel value; the first of each.
+        kind = "tel" if caller.uri[:4].lower() == "tel:" else "sip"
+        if kind in kinds:
+            continue
+        kinds.add(kind)
         uri = strip_verstat(caller.uri)
         if decision.tag_verstat:
             uri = tag_uri(uri, decision.verstat) or uri
