@@ -283,3 +283,25 @@ def test_17_5_running_out_of_descriptors_is_answered_not_a_traceback(
     assert served.process.poll() is None
     log = served.errors()
     assert "Traceback" not in log and "EMFILE" not in log and "Too many open files" not in log
+
+
+def test_17_5_a_deferred_request_still_gets_100_continue_and_413(rest_server, lab: Lab) -> None:  # type: ignore[no-untyped-def]
+    """The application waits for the body, so the server sends ``100 Continue`` itself
+    (RFC 9110 section 10.1.1); a body past what the application takes reaches it at once."""
+    _served, port = rest_server("")
+    key, body = api_key(lab), verification_body()
+    with connect(port) as sock:
+        head = POST_HEAD.format(key=key, length=len(body))
+        sock.sendall(head.replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n").encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n")
+        sock.sendall(body)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")  # no identity: SVC4001
+    chunked = (
+        "POST /stir/v1/verification HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {key}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with connect(port) as sock:
+        sock.sendall(chunked.encode() + b"11000\r\n" + b" " * 0x11000 + b"\r\n")  # no end yet
+        answer = closed_by_server(sock, 30) or b""
+    # No Content-Length: 411 SVC4007, answered without waiting for the rest of the body.
+    assert answer.startswith(b"HTTP/1.1 411 ")
