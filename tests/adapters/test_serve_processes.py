@@ -427,3 +427,20 @@ def test_17_12_a_deleted_call_log_is_reopened_and_readyz_tells(
     )
     wait_until(lambda: get(rest, "/readyz") == 200, 30, "ready again")
     assert "opened again" in served.errors()
+
+
+def test_17_9_shed_counts_reach_the_metrics_of_shaken_serve(
+    lab: Lab, tmp_path: Path, serving: list[Serve]
+) -> None:
+    """The SIP overload counters are on the same ``/metrics`` as REST's, in a real server."""
+    sip, rest = free_sip_port(), free_port()
+    config = lab_config(
+        lab, f'sip_verify = ["udp:127.0.0.1:{sip}"]\nrest = ["http:127.0.0.1:{rest}"]'
+    )
+    served = start(serving, config, tmp_path / "serve.log")
+    assert served.ready(), served.errors()
+    assert sip_request(sip, call_id="metrics").code == 302
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    for name in ("udp_shed_503", "udp_shed_dropped", "udp_kernel_drops", "overload_503"):
+        assert f"shaken_sip_{name}_total " in text, name

@@ -52,6 +52,7 @@ from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
     BoundListener,
+    SipCollector,
     SipServer,
     Supervisor,
     bind_listeners,
@@ -403,7 +404,11 @@ class Worker:
         bound = self.rest_bound
         if bound is None:
             bound = self._own_rest = bind_rest(listeners)
-        service = module.RestService(runtime, bound, self.call_log, budget=self.budget)
+        # The worker's SIP counters (requests shed, refused, timed out) on the same /metrics.
+        collectors = [SipCollector(self.sip)] if self.sip is not None else []
+        service = module.RestService(
+            runtime, bound, self.call_log, budget=self.budget, collectors=collectors
+        )
         try:
             await service.start()
         except ConfigurationError as exc:

@@ -50,6 +50,7 @@ from typing import Any
 
 import uvicorn
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -384,9 +385,12 @@ class RestService:
         call_log: CallLog | None,
         *,
         budget: DescriptorBudget | None = None,
+        collectors: Sequence[Collector] = (),
     ) -> None:
+        """``collectors`` join every app's ``/metrics`` (the worker's SIP counters)."""
         if not bound:
             raise ConfigurationError("no REST listeners configured ([server] rest)")
+        self._extra = tuple(collectors)
         self.bound = list(bound)
         self.runtime = runtime
         self.budget = budget or DescriptorBudget()
@@ -497,6 +501,8 @@ class RestService:
         registry = getattr(metrics, "registry", None)
         if registry is not None:
             registry.register(self._collector)
+            for collector in self._extra:
+                registry.register(collector)
         return app
 
     def switch(self, runtime: Runtime, call_log: CallLog | None) -> None:
