@@ -82,7 +82,7 @@ def child(mode: str, calls: int, built: int, directory: Path) -> None:
     listener = Listener("udp:127.0.0.1:5060", Role.SIGN if mode == "sign" else Role.VERIFY)
     invites = [_message("INVITE", n, identity) for n in range(built)]
     acks = [_message("ACK", n, None) for n in range(built)]
-    absorb_ack = handler.absorb_ack
+    absorb_ack = handler.transactions.absorb_ack
     for n in range(calls):
         reply = handler.handle(parse_request(invites[n]), listener, SOURCE)
         assert isinstance(reply, bytes) and reply.startswith(b"SIP/2.0 302 "), reply

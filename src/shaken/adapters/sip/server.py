@@ -46,12 +46,16 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from shaken.adapters.accept import Acceptor, DescriptorBudget
 from shaken.adapters.sip.codec import (
     MAX_MESSAGE_SIZE,
+    PONG,
     FramingError,
+    KeepAlive,
+    SipRequest,
+    StreamEvent,
     StreamFramer,
     parse_request,
     response_address,
 )
-from shaken.adapters.sip.handler import Listener, Role, SipHandler
+from shaken.adapters.sip.handler import Listener, NeedsCertificates, Reply, Role, SipHandler
 from shaken.core.errors import ConfigurationError
 
 __all__ = [
@@ -304,7 +308,7 @@ class _Datagrams:
 
     def readable(self) -> None:
         server = self.server
-        handler = server.handler
+        transactions = server.handler.transactions
         sock = self.sock
         monotonic = time.monotonic
         now = monotonic()
@@ -326,7 +330,7 @@ class _Datagrams:
                 if kind == _SO_TIMESTAMPNS and offset is not None:
                     sec, nsec = _TIMESPEC.unpack_from(payload)
                     age = now - (sec + nsec * 1e-9 - offset)
-            if data[:4] == b"ACK " and handler.absorb_ack(data):
+            if data[:4] == b"ACK " and transactions.absorb_ack(data):
                 pass  # one per call: read its transaction key only
             elif age > max_age or (self.shedding and age > max_age / 2):
                 # Once behind, catch up to half the bound before serving again, so the
@@ -354,7 +358,7 @@ class _Datagrams:
         if isinstance(reply, bytes):
             self.sendto(reply, destination)
             return
-        server.spawn(reply, lambda answer: self.sendto(answer, destination))
+        server.obtain(reply, lambda answer: self.sendto(answer, destination))
 
     def _shed(self, data: bytes, addr: Any) -> None:
         server = self.server
@@ -451,23 +455,30 @@ class _Stream(asyncio.Protocol):
             self.message_started = None
         elif items or self.message_started is None:
             self.message_started = now  # a new message begins: its own deadline
-        for item in items:
-            if isinstance(item, FramingError):
-                request = parse_request(item.head + b"\r\n\r\n", max_size=server.max_message_size)
-                request.problem = (item.code, item.phrase)
-                request.detail = item.detail
-                self._answer(request)
+        for event in items:
+            if isinstance(event, KeepAlive):
+                self.write(PONG)  # RFC 5626 section 4.4.1
+                continue
+            if isinstance(event, FramingError):
+                # The stream is beyond repair: its head says whom to answer, then it closes.
+                self._answer(
+                    event, parse_request(event.head, stream=True, max_size=server.max_message_size)
+                )
                 if self.transport is not None:
                     self.transport.close()
                 return
-            if item == StreamFramer.PONG:
-                self.write(StreamFramer.PONG)  # RFC 5626 section 4.4.1
-                continue
-            self._answer(parse_request(item, stream=True, max_size=server.max_message_size))
+            self._answer(
+                event, parse_request(event.data, stream=True, max_size=server.max_message_size)
+            )
 
-    def _answer(self, request: Any) -> None:
+    def _answer(self, event: StreamEvent, request: SipRequest) -> None:
+        handler = self.server.handler
+        reply: Reply
         try:
-            reply = self.server.handler.handle(request, self.listener, self.source)
+            if isinstance(event, FramingError):
+                reply = handler.refuse(request, self.source, event.code, event.detail)
+            else:
+                reply = handler.handle(request, self.listener, self.source)
         except Exception:
             log.exception("unexpected error on %s from %s", self.listener.spec, self.source)
             return
@@ -476,7 +487,7 @@ class _Stream(asyncio.Protocol):
         if isinstance(reply, bytes):
             self.write(reply)
             return
-        self.server.spawn(reply, self.write)
+        self.server.obtain(reply, self.write)
 
 
 class SipServer:
@@ -526,7 +537,8 @@ class SipServer:
         #: Counters for the metrics (see :meth:`counters`).
         self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # two are read in counters()
         self._sweeper: asyncio.Task[None] | None = None
-        self.tasks: set[asyncio.Task[bytes | None]] = set()
+        #: The calls waiting for certificates (:meth:`obtain`).
+        self.tasks: set[asyncio.Task[None]] = set()
         self.connections: set[_Stream] = set()
         self._servers: list[Acceptor] = []
         self.budget = budget or DescriptorBudget()
@@ -602,25 +614,25 @@ class SipServer:
     def _streams(self, listener: Listener) -> Callable[[], _Stream]:
         return lambda: _Stream(self, listener)
 
-    def spawn(self, work: Any, send: Callable[[bytes], None]) -> None:
-        """Run a deferred answer as a task and send its bytes when it has them."""
-        task: asyncio.Task[bytes | None] = asyncio.get_running_loop().create_task(work)
+    def obtain(self, pending: NeedsCertificates, send: Callable[[bytes], None]) -> None:
+        """Wait for a call's certificates in a task, then send the handler's answer."""
+        task = asyncio.get_running_loop().create_task(self._obtain(pending, send))
         self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-        def done(finished: asyncio.Task[bytes | None]) -> None:
-            self.tasks.discard(finished)
-            if finished.cancelled():
-                return
-            error = finished.exception()
-            if error is not None:
-                log.error("deferred answer failed: %r", error, exc_info=error)
-                return
-            answer = finished.result()
-            if answer is not None:
-                with contextlib.suppress(OSError):
-                    send(answer)
-
-        task.add_done_callback(done)
+    async def _obtain(self, pending: NeedsCertificates, send: Callable[[bytes], None]) -> None:
+        handler = self.handler
+        try:
+            result = await pending.obtain()
+        except Exception as exc:
+            answer = handler.failed(pending, exc)
+        except BaseException:
+            handler.abandon(pending)  # cancelled at shutdown: nothing is sent
+            raise
+        else:
+            answer = handler.resume(pending, result)
+        with contextlib.suppress(OSError):
+            send(answer)
 
     async def drain(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the answers in progress; True if none is left."""
