@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shaken.adapters.sip.client import SipResponse, parse_response
-from shaken.adapters.sip.codec import parse_request
+from shaken.adapters.sip.codec import FramingError, StreamFramer, parse_request
 from shaken.adapters.sip.handler import (
     BY_SOURCE_ENTRIES,
     Listener,
@@ -792,3 +792,27 @@ async def test_17_7_by_source_table_has_a_byte_ceiling(runtimes: RuntimeFactory)
     kept = _retained_after(many_sources)
     assert len(handler._bindings.by_source) <= BY_SOURCE_ENTRIES
     assert kept < BY_SOURCE_ENTRIES * 250, kept  # an address and a dict slot each
+
+
+# ------------------------------------------------------- broken framing: an event, not a request
+
+
+async def test_broken_framing_is_refused_from_the_head_alone(runtimes: RuntimeFactory) -> None:
+    """The stream framer's FramingError is answered from its head's Via/From/To/Call-ID/CSeq,
+    with the framing's code and why; an ACK's broken stream gets no answer."""
+    handler = SipHandler(runtimes())
+    for method, expected in (("INVITE", 513), ("OPTIONS", 513), ("ACK", None)):
+        data = invite(method=method, call_id=f"broken-{method}")
+        data = data.replace(b"Content-Length: 0\r\n\r\n", b"X-Pad: " + b"a" * 3000)
+        [failure] = StreamFramer(max_size=1024).feed(data)
+        assert isinstance(failure, FramingError)
+        head = parse_request(failure.head, stream=True, max_size=1024)
+        reply = handler.refuse(head, LOOPBACK, failure.code, failure.detail)
+        if expected is None:
+            assert reply is None
+            continue
+        assert reply is not None
+        response = parse_response(reply)
+        assert (response.code, response.first("call-id")) == (expected, f"broken-{method}")
+        assert response.first("warning") == '399 shaken "no end of headers"'
+        assert response.first("cseq") == f"1 {method}"
