@@ -61,6 +61,7 @@ from shaken.adapters.sip.server import (
     unblock_worker_signals,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
+from shaken.adapters.systemd import notify
 from shaken.adapters.wiring import (
     Runtime,
     build_runtime,
@@ -523,6 +524,7 @@ def _serve(
 
             def one_ready() -> None:
                 print("ready (1 worker)", file=stream, flush=True)
+                notify("READY=1", "STATUS=serving (1 worker)", f"MAINPID={os.getpid()}")
 
             return run_worker(options, bound, rest=rest_bound, ready=one_ready)
         reader, writer = os.pipe()
@@ -539,6 +541,7 @@ def _serve(
                     return
                 seen += len(chunk)
             print(f"ready ({count} workers)", file=stream, flush=True)
+            notify("READY=1", f"STATUS=serving ({count} workers)", f"MAINPID={os.getpid()}")
 
         def target(slot: int) -> int:
             os.close(reader)
