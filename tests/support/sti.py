@@ -1,0 +1,122 @@
+"""A test STI-PA and an ACME STI-CA on loopback HTTPS, for the acquisition tests.
+
+Everything real: a :class:`TestCa`, a :class:`TestStiPa` with one account, a lab TLS CA and
+server certificate, both servers on free ports. ``client_settings`` give the clients' view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from shaken.adapters.acme import AcmeSettings
+from shaken.adapters.stipa import StiPaCredentials, StiPaSettings
+from shaken.core.certs import Spc, TNAuthList
+from shaken.core.jws import generate_private_key, private_key_pem
+from shaken.toolkit.acme_ca import AcmeStiCa
+from shaken.toolkit.ca import TestCa
+from shaken.toolkit.sti_pa import StiPaServer, TestStiPa
+from shaken.toolkit.x509build import build_tls_ca, build_tls_server_certificate, certificates_pem
+
+SPC = "1234"
+USER = "alice"
+
+
+@dataclass
+class Sti:
+    directory: Path
+    ca: TestCa
+    pa: TestStiPa
+    pa_server: StiPaServer
+    acme: AcmeStiCa
+    password: str
+    tls_ca: Path
+
+    @property
+    def tnauthlist(self) -> TNAuthList:
+        return TNAuthList(entries=(Spc(code=SPC),))
+
+    def sti_pa_settings(self, **changes: Any) -> StiPaSettings:
+        values: dict[str, Any] = {
+            "url": self.pa_server.base_url,
+            "account_id": SPC,
+            "tls_ca_file": str(self.tls_ca),
+            "roots": (self.pa.root,),
+        }
+        values.update(changes)
+        return StiPaSettings(**values)
+
+    def credentials(self, password: str | None = None) -> StiPaCredentials:
+        return StiPaCredentials(USER, password if password is not None else self.password)
+
+    def acme_settings(self, **changes: Any) -> AcmeSettings:
+        values: dict[str, Any] = {
+            "directory": self.acme.directory_url,
+            "tls_ca_file": str(self.tls_ca),
+            "poll_interval": 0.0,
+        }
+        values.update(changes)
+        return AcmeSettings(**values)
+
+
+def write_tls(directory: Path, now: datetime) -> tuple[Path, Path, Path]:
+    """A TLS CA and a loopback server certificate: (ca.pem, server.pem, server.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, server_key = generate_private_key(), generate_private_key()
+    ca = build_tls_ca(
+        ca_key,
+        cn="TEST TLS CA",
+        org="Example (TEST ONLY)",
+        not_before=now - timedelta(hours=1),
+        not_after=now + timedelta(days=3650),
+    )
+    server = build_tls_server_certificate(
+        server_key.public_key(),
+        hosts=["127.0.0.1", "localhost"],
+        org="Example (TEST ONLY)",
+        ca=ca,
+        ca_key=ca_key,
+        not_before=now - timedelta(hours=1),
+        not_after=now + timedelta(days=3650),
+    )
+    (directory / "ca.pem").write_bytes(certificates_pem(ca))
+    (directory / "server.pem").write_bytes(certificates_pem(server))
+    (directory / "server.key").write_bytes(private_key_pem(server_key))
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+@contextmanager
+def running_sti(
+    directory: Path,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    pa_options: dict[str, Any] | None = None,
+    acme_options: dict[str, Any] | None = None,
+) -> Iterator[Sti]:
+    start = now()
+    ca = TestCa.init(directory / "ca", now=start)
+    pa = TestStiPa.init(directory / "sti-pa", now=start)
+    password = pa.add_account(USER, account_id=SPC, spcs=[SPC])
+    tls_ca, cert, key = write_tls(directory / "tls", start)
+    pa_server = StiPaServer(
+        pa, now=now, tls_cert=cert, tls_key=key, ca_roots=[ca.root], **(pa_options or {})
+    ).start()
+    acme = AcmeStiCa(
+        ca,
+        now=now,
+        sti_pa_roots=[pa.root],
+        token_authority=pa_server.base_url,
+        tls_ca_file=tls_ca,
+        tls_cert=cert,
+        tls_key=key,
+        **(acme_options or {}),
+    ).start()
+    try:
+        yield Sti(directory, ca, pa, pa_server, acme, password, tls_ca)
+    finally:
+        acme.close()
+        pa_server.close()
