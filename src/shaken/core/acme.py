@@ -32,9 +32,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from shaken.core.certs import TNAuthList
 from shaken.core.errors import CertificateError, ConfigurationError, PassportError
 from shaken.core.jws import (
@@ -42,7 +39,11 @@ from shaken.core.jws import (
     PublicKey,
     b64url_decode,
     b64url_encode,
+    is_es256_public_key,
+    public_key_coordinates,
+    public_key_from_coordinates,
     sign_es256,
+    spki_der,
     verify_es256,
 )
 from shaken.core.passport import canonical_json, decode_token
@@ -78,15 +79,10 @@ _FROM_URLSAFE = str.maketrans("-_", "+/")
 
 def jwk_of(key: PublicKey) -> dict[str, str]:
     """The public JWK of a P-256 key (RFC 7518 section 6.2), coordinates at full length."""
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+    if not is_es256_public_key(key):
         raise ConfigurationError("ACME and STI account keys are P-256 EC keys (ATIS-1000080)")
-    numbers = key.public_numbers()
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": b64url_encode(numbers.x.to_bytes(_COORDINATE, "big")),
-        "y": b64url_encode(numbers.y.to_bytes(_COORDINATE, "big")),
-    }
+    x, y = public_key_coordinates(key)
+    return {"kty": "EC", "crv": "P-256", "x": b64url_encode(x), "y": b64url_encode(y)}
 
 
 def jwk_public_key(jwk: Mapping[str, Any]) -> PublicKey:
@@ -104,9 +100,7 @@ def jwk_public_key(jwk: Mapping[str, Any]) -> PublicKey:
     if len(x) != _COORDINATE or len(y) != _COORDINATE:
         raise CertificateError("the JWK coordinates are not 32 bytes each (RFC 7518 6.2.1.2)")
     try:
-        return ec.EllipticCurvePublicNumbers(
-            int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
-        ).public_key()
+        return public_key_from_coordinates(x, y)
     except ValueError as exc:
         raise CertificateError(f"the JWK is not a point on P-256: {exc}") from None
 
@@ -126,9 +120,7 @@ def fingerprint(key: PublicKey, *, mode: str = "jwk_thumbprint", case: str = "up
     if mode == "jwk_thumbprint":
         digest = jwk_thumbprint(key)
     elif mode == "spki":
-        digest = hashlib.sha256(
-            key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        ).digest()
+        digest = hashlib.sha256(spki_der(key)).digest()
     else:
         raise ConfigurationError(f"fingerprint mode {mode!r} is not one of {FINGERPRINT_MODES}")
     if case not in ("upper", "lower"):

@@ -1,0 +1,416 @@
+"""The certificate lifecycle's adapters, composed from ``[sti_pa]``, ``[acme]``, ``[lifecycle]``.
+
+* :class:`AcmeIssuer`: the STI-PA's SPC token and the STI-CA's ACME order (the ports of
+  :class:`~shaken.services.lifecycle.CertificateLifecycle`), the CSR made by the same builder as
+  ``shaken csr new``;
+* :class:`DirectoryPublisher` (our STI-CR directory, served by ``shaken repo serve``) and
+  :class:`CommandPublisher` (a command that uploads to the CA's hosted repository);
+* :class:`FetchingX5uChecker`: fetches the x5u as a verifier would (the verification profile's
+  URL policy and TLS trust) and applies the ``check_x5u_at_load`` check;
+* :func:`build_lifecycle`: all of it from the settings; :func:`lifecycle_credential`: the
+  manifest's key and x5u, which :func:`shaken.adapters.wiring.build_runtime` signs with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from shaken.adapters.acme import AcmeClient, AcmeSettings
+from shaken.adapters.fetch import FetchLimits, HttpsFetcher
+from shaken.adapters.stipa import StiPaClient, StiPaCredentials, StiPaSettings
+from shaken.adapters.store.generations import DirectoryGenerationStore, read_manifest
+from shaken.adapters.trust_loader import load_trust
+from shaken.config import Settings, effective_profile
+from shaken.core.certs import Spc, TNAuthList, load_certificates
+from shaken.core.chain import TrustAnchors
+from shaken.core.errors import AcquisitionError, CertificateError, ConfigurationError
+from shaken.core.jws import PrivateKey, generate_private_key, load_private_key, private_key_pem
+from shaken.files import create_private, write_atomic
+from shaken.services.lifecycle import CertificateLifecycle, RenewalPolicy
+from shaken.services.ports import Clock
+from shaken.services.signing import Credential
+from shaken.toolkit.x509build import build_csr
+
+__all__ = [
+    "AcmeIssuer",
+    "CommandPublisher",
+    "DirectoryPublisher",
+    "FetchingX5uChecker",
+    "Lifecycle",
+    "build_lifecycle",
+    "lifecycle_credential",
+    "load_account_key",
+    "renewal_policy",
+    "with_lifecycle_credential",
+]
+
+log = logging.getLogger("shaken.lifecycle")
+
+
+def load_account_key(path: Path, *, create: bool) -> PrivateKey:
+    """The ACME account key; made (P-256, 0600) the first time when ``create``.
+
+    :raises AcquisitionError: it cannot be read or written.
+    """
+    try:
+        return load_private_key(path.read_bytes())
+    except FileNotFoundError:
+        if not create:
+            raise AcquisitionError(f"no ACME account key at {path} yet") from None
+    except OSError as exc:
+        raise AcquisitionError(f"cannot read the ACME account key {path}: {exc.strerror}") from None
+    key = generate_private_key()
+    try:
+        create_private(path, private_key_pem(key))
+    except OSError as exc:
+        raise AcquisitionError(
+            f"cannot write the ACME account key {path}: {exc.strerror}"
+        ) from None
+    log.info("created the ACME account key %s", path)
+    return key
+
+
+def acme_settings(acme: Any) -> AcmeSettings:
+    return AcmeSettings(
+        directory=acme["directory"],
+        tnauthlist_encoding=acme.get("tnauthlist_encoding", "base64url"),
+        fingerprint=acme.get("fingerprint", "jwk_thumbprint"),
+        fingerprint_case=acme.get("fingerprint_case", "upper"),
+        challenge_key=acme.get("challenge_key", "atc"),
+        post_as_get=acme.get("post_as_get", "rfc"),
+        jwk_kid=acme.get("jwk_kid"),
+        account_url=acme.get("account_url"),
+        contact=tuple(acme.get("contact", ())),
+        timeout=float(acme.get("timeout", 30)),
+        poll_timeout=float(acme.get("poll_timeout", 300)),
+        tls_ca_file=acme.get("tls_ca_file"),
+    )
+
+
+def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
+    roots: tuple[Any, ...] = ()
+    root = sti_pa.get("root_certificate")
+    if root:
+        try:
+            roots = load_certificates(Path(root).read_bytes())
+        except (OSError, CertificateError) as exc:
+            raise ConfigurationError(f"sti_pa.root_certificate {root}: {exc}") from None
+    return StiPaSettings(
+        url=sti_pa["url"],
+        account_id=str(sti_pa["account_id"]),
+        auth_header=sti_pa.get("auth_header", "raw"),
+        token_accept=sti_pa.get("token_accept", "application/json"),
+        token_path=sti_pa.get("token_path", "/api/v1/account/{account_id}/token"),
+        min_token_lifetime=int(sti_pa.get("min_token_lifetime", 180)),
+        timeout=float(sti_pa.get("timeout", 30)),
+        tls_ca_file=sti_pa.get("tls_ca_file"),
+        roots=roots,
+    )
+
+
+class AcmeIssuer:
+    """SPC token from the STI-PA, certificate from the STI-CA's ACME server."""
+
+    def __init__(
+        self,
+        acme: AcmeSettings,
+        sti_pa: StiPaSettings,
+        *,
+        account_key: Path,
+        credentials: Callable[[], StiPaCredentials],
+        spc: str,
+        org: str,
+        country: str = "US",
+        unique_cn: bool = False,
+        csr_crl_url: str | None = None,
+        validity_days: int | None = None,
+    ) -> None:
+        self.acme = acme
+        self.sti_pa = sti_pa
+        self.account_key = account_key
+        self.credentials = credentials
+        self.spc, self.org, self.country = spc, org, country
+        self.unique_cn = unique_cn
+        self.csr_crl_url = csr_crl_url
+        self.validity_days = validity_days
+        self.tnauthlist = TNAuthList(entries=(Spc(code=spc),))
+
+    async def issue(self, key: PrivateKey, *, now: datetime) -> bytes:
+        account = load_account_key(self.account_key, create=True)
+        csr = build_csr(
+            key,
+            spc=self.spc,
+            org=self.org,
+            country=self.country,
+            cn_suffix=now.strftime("%Y%m%d%H%M%S") if self.unique_cn else None,
+            crl_url=self.csr_crl_url,
+        )
+        not_after = now + timedelta(days=self.validity_days) if self.validity_days else None
+        async with StiPaClient(self.sti_pa, self.credentials()) as pa:
+            await pa.login()
+
+            async def token(tkvalue: str, fingerprint: str) -> str:
+                answer = await pa.spc_token(
+                    tnauthlist=self.tnauthlist, tkvalue=tkvalue, fingerprint=fingerprint, now=now
+                )
+                return answer.token
+
+            async with AcmeClient(self.acme, account) as client:
+                return await client.obtain(
+                    self.tnauthlist,
+                    csr.public_bytes(Encoding.DER),
+                    token,
+                    not_after=not_after,
+                )
+
+
+class DirectoryPublisher:
+    """Publish into the directory our repository serves; x5u = ``x5u_base`` + file name."""
+
+    def __init__(self, directory: Path, x5u_base: str) -> None:
+        self.directory = directory
+        self.x5u_base = x5u_base
+
+    async def publish(self, name: str, chain_pem: bytes) -> str:
+        try:
+            await asyncio.to_thread(write_atomic, self.directory / name, chain_pem)
+        except OSError as exc:
+            raise AcquisitionError(
+                f"cannot publish {name} in {self.directory}: {exc.strerror or exc}"
+            ) from None
+        return self.x5u_base + name
+
+    async def unpublish(self, name: str) -> None:
+        try:
+            (self.directory / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise AcquisitionError(
+                f"cannot remove {self.directory / name}: {exc.strerror}"
+            ) from None
+
+
+class CommandPublisher:
+    """Run a command to publish (``{chain}``, ``{name}``, ``{x5u}`` replaced in its argv).
+
+    The x5u is ``x5u_base`` + name, or, without a base, the last line the command prints (a CA
+    that hosts the repository tells where it put the chain).
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        x5u_base: str | None,
+        unpublish: list[str] | None,
+        staging: Path,
+    ) -> None:
+        self.command = command
+        self.x5u_base = x5u_base
+        self.unpublish_command = unpublish
+        self.staging = staging
+
+    async def _run(self, argv: list[str], what: str) -> str:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ},
+            )
+            out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+        except (OSError, TimeoutError) as exc:
+            raise AcquisitionError(f"{what} command {argv[0]} failed: {exc}") from None
+        if process.returncode != 0:
+            tail = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            raise AcquisitionError(
+                f"{what} command {argv[0]} exited {process.returncode}: {tail[0][:200]}"
+            )
+        return out.decode(errors="replace")
+
+    async def publish(self, name: str, chain_pem: bytes) -> str:
+        chain = self.staging / name
+        write_atomic(chain, chain_pem)
+        x5u = self.x5u_base + name if self.x5u_base else ""
+        argv = [
+            a.replace("{chain}", str(chain)).replace("{name}", name).replace("{x5u}", x5u)
+            for a in self.command
+        ]
+        out = await self._run(argv, "publish")
+        if not x5u:
+            lines = [line.strip() for line in out.splitlines() if line.strip()]
+            if not lines or not lines[-1].startswith("https://"):
+                raise AcquisitionError(
+                    "the publish command printed no https URL and lifecycle.x5u_base is not set"
+                )
+            x5u = lines[-1]
+        return x5u
+
+    async def unpublish(self, name: str) -> None:
+        if self.unpublish_command is None:
+            return
+        x5u = self.x5u_base + name if self.x5u_base else ""
+        argv = [a.replace("{name}", name).replace("{x5u}", x5u) for a in self.unpublish_command]
+        await self._run(argv, "unpublish")
+
+
+class FetchingX5uChecker:
+    """The ``check_x5u_at_load`` check through a fetcher configured like our verifiers."""
+
+    def __init__(self, fetcher: HttpsFetcher) -> None:
+        self.fetcher = fetcher
+
+    async def check(self, x5u: str, key: PrivateKey, *, now: datetime) -> str | None:
+        from shaken.adapters.wiring import check_x5u  # noqa: PLC0415  (wiring imports us)
+
+        return await check_x5u(self.fetcher, Credential(key=key, x5u=x5u), now=now)
+
+
+def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
+    verification = effective_profile(settings, None).verification
+    # The old chain must outlive the verifiers' iat window, whatever retire_after says.
+    floor = int(verification["max_iat_age"]) + int(verification["max_future_skew"])
+    return RenewalPolicy(
+        fraction=float(lifecycle.get("renew_fraction", 2 / 3)),
+        before=timedelta(days=int(lifecycle.get("renew_before_days", 30))),
+        warning=timedelta(days=int(lifecycle.get("warning_days", 14))),
+        retire_after=timedelta(seconds=max(int(lifecycle.get("retire_after", 300)), floor)),
+        retry_min=timedelta(seconds=int(lifecycle.get("retry_min", 60))),
+        retry_max=timedelta(seconds=int(lifecycle.get("retry_max", 3600))),
+        x5u_wait=timedelta(seconds=int(lifecycle.get("x5u_wait", 600))),
+        keep=int(lifecycle.get("keep", 5)),
+    )
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """A configured lifecycle: the engine, its store, and the fetcher to close."""
+
+    engine: CertificateLifecycle
+    store: DirectoryGenerationStore
+    fetcher: HttpsFetcher
+    settings: Settings
+
+    async def aclose(self) -> None:
+        await self.fetcher.aclose()
+
+
+def build_lifecycle(
+    settings: Settings,
+    *,
+    clock: Clock,
+    now: datetime,
+    credentials: Callable[[], StiPaCredentials] | None = None,
+) -> Lifecycle:
+    """The lifecycle of ``settings`` (which has a ``[lifecycle]``).
+
+    :raises ConfigurationError: no ``[lifecycle]``, or a file it names does not load.
+    """
+    lifecycle = settings.lifecycle
+    if not lifecycle:
+        raise ConfigurationError(f"{settings.source} has no [lifecycle] section")
+    directory = Path(lifecycle["directory"])
+    store = DirectoryGenerationStore(directory)
+    glob = effective_profile(settings, None)
+    verification = glob.verification
+    fetcher = HttpsFetcher(
+        policy=glob.verification_profile.x5u_policy,
+        limits=FetchLimits(
+            timeout=float(verification["fetch_timeout"]),
+            max_bytes=int(verification["max_fetch_bytes"]),
+        ),
+        tls_ca_file=verification.get("tls_ca_file"),
+        clock=clock,
+    )
+    from shaken.adapters.wiring import _trust_sources  # noqa: PLC0415  (wiring imports us)
+
+    sources = _trust_sources(dict(verification))
+
+    def anchors() -> TrustAnchors | None:
+        if sources.empty:
+            return None
+        return TrustAnchors(certificates=load_trust(sources, now=clock.now()).anchors)
+
+    if lifecycle.get("publish", "directory") == "directory":
+        publisher: Any = DirectoryPublisher(
+            Path(lifecycle["publish_dir"]), str(lifecycle["x5u_base"])
+        )
+    else:
+        publisher = CommandPublisher(
+            list(lifecycle["publish_command"]),
+            x5u_base=lifecycle.get("x5u_base"),
+            unpublish=lifecycle.get("unpublish_command"),
+            staging=directory / "outbox",
+        )
+    issuer = None
+    acme, sti_pa = settings.acme, settings.sti_pa
+    if acme and sti_pa:
+        credentials_file = sti_pa.get("credentials_file")
+        issuer = AcmeIssuer(
+            acme_settings(acme),
+            sti_pa_settings(sti_pa),
+            account_key=Path(acme["account_key"]),
+            credentials=credentials or (lambda: StiPaCredentials.load(credentials_file)),
+            spc=str(acme["spc"]),
+            org=str(acme["org"]),
+            country=str(acme.get("country", "US")),
+            unique_cn=bool(acme.get("unique_cn", False)),
+            csr_crl_url=acme.get("csr_crl_url"),
+            validity_days=acme.get("validity_days"),
+        )
+    tnauthlist = (
+        TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else _current_tnauthlist(store)
+    )
+    engine = CertificateLifecycle(
+        store,
+        issuer=issuer,
+        publisher=publisher,
+        checker=FetchingX5uChecker(fetcher),
+        tnauthlist=tnauthlist,
+        anchors=anchors,
+        clock=clock,
+        policy=renewal_policy(lifecycle, settings),
+        enforce_profile=bool(acme.get("enforce_profile", True)) if acme else True,
+    )
+    del now
+    return Lifecycle(engine=engine, store=store, fetcher=fetcher, settings=settings)
+
+
+def _current_tnauthlist(store: DirectoryGenerationStore) -> TNAuthList:
+    manifest = store.manifest()
+    if manifest is not None:
+        generation = store.get(manifest.current)
+        if generation is not None and generation.spc:
+            return TNAuthList(entries=(Spc(code=generation.spc),))
+    return TNAuthList(entries=(Spc(code="0"),))
+
+
+def lifecycle_credential(settings: Settings) -> tuple[str, str] | None:
+    """The (key file, x5u) of the current generation, or None before the first one."""
+    if not settings.lifecycle:
+        return None
+    manifest = read_manifest(Path(settings.lifecycle["directory"]))
+    if manifest is None:
+        return None
+    return manifest.key_file, manifest.x5u
+
+
+def with_lifecycle_credential(settings: Settings) -> Settings:
+    """``settings`` whose ``[attestation]`` signs with the current generation, when there is
+    one: the lifecycle owns the global signing credential (a static ``private_key``/``x5u``
+    there is only what signs until the first certificate is obtained)."""
+    found = lifecycle_credential(settings)
+    if found is None:
+        return settings
+    key_file, x5u = found
+    return replace(
+        settings, attestation={**settings.attestation, "private_key": key_file, "x5u": x5u}
+    )
