@@ -120,3 +120,57 @@ def running_sti(
     finally:
         acme.close()
         pa_server.close()
+
+
+def write_config(
+    sti: Sti,
+    directory: Path,
+    *,
+    repository_url: str,
+    repo_dir: Path,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """A shaken.toml whose [sti_pa], [acme] and [lifecycle] use ``sti`` and publish into
+    ``repo_dir`` (served at ``repository_url``). ``extra`` adds keys per section."""
+    (directory / "secrets").mkdir(parents=True, exist_ok=True)
+    credentials = directory / "secrets" / "sti-pa.toml"
+    credentials.write_text(f'user_id = "{USER}"\npassword = "{sti.password}"\n')
+    credentials.chmod(0o600)
+    port = repository_url.rsplit(":", 1)[1].split("/")[0]
+    sections = {
+        "verification": [
+            f'trust_anchors = ["{sti.ca.directory / "root.pem"}"]',
+            f'tls_ca_file = "{sti.tls_ca}"',
+            'x5u_allowed_hosts = ["127.0.0.1"]',
+            f"x5u_allowed_ports = [{port}]",
+        ],
+        "sti_pa": [
+            f'url = "{sti.pa_server.base_url}"',
+            f'account_id = "{SPC}"',
+            f'credentials_file = "{credentials}"',
+            f'root_certificate = "{sti.pa.directory / "root.pem"}"',
+            f'tls_ca_file = "{sti.tls_ca}"',
+        ],
+        "acme": [
+            f'directory = "{sti.acme.directory_url}"',
+            'account_key = "acme/account.key"',
+            f'spc = "{SPC}"',
+            'org = "Example SP (TEST ONLY)"',
+            f'tls_ca_file = "{sti.tls_ca}"',
+            "poll_timeout = 30",
+        ],
+        "lifecycle": [
+            'directory = "lifecycle"',
+            f'publish_dir = "{repo_dir}"',
+            f'x5u_base = "{repository_url}"',
+            "retire_after = 0",
+            "x5u_wait = 20",
+        ],
+    }
+    for section, lines in (extra or {}).items():
+        sections.setdefault(section, []).extend(lines.splitlines())
+    (directory / "acme").mkdir(exist_ok=True)
+    text = "\n".join(f"[{name}]\n" + "\n".join(lines) + "\n" for name, lines in sections.items())
+    path = directory / "shaken.toml"
+    path.write_text(text)
+    return path

@@ -155,7 +155,11 @@ class AcmeIssuer:
             crl_url=self.csr_crl_url,
         )
         not_after = now + timedelta(days=self.validity_days) if self.validity_days else None
-        async with StiPaClient(self.sti_pa, self.credentials()) as pa:
+        try:
+            credentials = self.credentials()
+        except ConfigurationError as exc:
+            raise AcquisitionError(str(exc)) from None
+        async with StiPaClient(self.sti_pa, credentials) as pa:
             await pa.login()
 
             async def token(tkvalue: str, fingerprint: str) -> str:

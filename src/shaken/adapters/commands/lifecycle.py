@@ -1,0 +1,284 @@
+"""``shaken cert acquire|renew|status|rollback --config FILE``: the signing certificate's lifecycle.
+
+``acquire`` obtains the first certificate (the STI-PA's SPC token, the STI-CA's ACME order),
+publishes it and switches signing to it once its x5u serves it; with a current certificate
+that is not due it only says so. ``renew`` does the same when renewal is due (``--force``: now).
+Both wait (up to ``lifecycle.x5u_wait``) for the new x5u to serve the new certificate, then
+switch; ``--no-wait`` leaves the switch to ``shaken serve``. ``rollback`` makes the previous
+generation current again. A running ``shaken serve`` picks every switch up by itself.
+
+``status`` prints what an operator (or a monitoring check) needs: the current certificate's
+serial, SPC, days left, x5u and what that URL serves right now, when it renews, and any
+failure. Its exit status follows the Nagios plugin convention: 0 OK, 1 WARNING (expires within
+``warning_days``, renewal failing, a new certificate waiting for its x5u), 2 CRITICAL (no
+certificate, expired, or the x5u does not serve it), 3 UNKNOWN (the configuration is unusable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from shaken.adapters.cli import EXIT_OK, now_of
+from shaken.adapters.lifecycle import Lifecycle, build_lifecycle
+from shaken.adapters.preflight import load_checked
+from shaken.config import ConfigError
+from shaken.core.errors import AcquisitionError, ConfigurationError
+from shaken.services.lifecycle import Generation, LifecycleStatus, Outcome
+
+__all__ = ["register"]
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+EXIT_FAILED = 1
+
+
+def _open(args: argparse.Namespace) -> Lifecycle:
+    settings = load_checked(args.config)
+    return build_lifecycle(settings, clock=args.clock, now=now_of(args))
+
+
+def _print_outcome(outcome: Outcome, lifecycle: Lifecycle) -> None:
+    print(outcome.message)
+    manifest = lifecycle.store.manifest()
+    if outcome.action == "switched" and manifest is not None:
+        for gid, at in manifest.retiring:
+            old = lifecycle.store.get(gid)
+            serial = old.serial if old is not None else gid
+            print(
+                f"  the previous certificate {serial} stays published until {at.isoformat()} "
+                "(shaken serve, or the next cert renew, takes it down)"
+            )
+
+
+async def _wait_for_switch(
+    lifecycle: Lifecycle, outcome: Outcome, args: argparse.Namespace
+) -> Outcome:
+    """Re-check the new x5u until it serves the new certificate (bounded by x5u_wait)."""
+    engine = lifecycle.engine
+    deadline = time.monotonic() + engine.policy.x5u_wait.total_seconds()
+    while outcome.action == "pending" and not args.no_wait and time.monotonic() < deadline:
+        await asyncio.sleep(min(engine.policy.x5u_recheck.total_seconds(), 2.0))
+        await engine.advance(now_of(args))
+        state = lifecycle.store.state()
+        manifest = lifecycle.store.manifest()
+        if state.pending is None:
+            generation = outcome.generation
+            if (
+                manifest is not None
+                and generation is not None
+                and manifest.current == generation.id
+            ):
+                return Outcome(
+                    "switched",
+                    generation,
+                    f"signing with certificate {generation.serial} (x5u {generation.x5u})",
+                )
+            return Outcome(
+                "failed", generation, state.last_error or "the new certificate was given up"
+            )
+    return outcome
+
+
+async def _renew(args: argparse.Namespace, *, force: bool, first: bool) -> int:
+    lifecycle = _open(args)
+    try:
+        with lifecycle.store.lock() as _held:
+            engine = lifecycle.engine
+            now = now_of(args)
+            for event in await engine.advance(now):
+                print(event)
+            status = engine.status(now)
+            if status.state.pending and not force:
+                outcome = Outcome(
+                    "pending", status.pending, "a new certificate is waiting for its x5u"
+                )
+            elif status.current is not None and not force and not engine.due(now):
+                assert status.renew_at is not None
+                verb = "a current certificate exists" if first else "renewal is not due"
+                print(
+                    f"{verb}: {status.current.serial} (SPC {status.current.spc}) valid until "
+                    f"{status.current.not_after}; renews at {status.renew_at.isoformat()}"
+                    + (" (cert renew --force for a new one now)" if first else "")
+                )
+                return EXIT_OK
+            else:
+                outcome = await engine.renew(now)
+            outcome = await _wait_for_switch(lifecycle, outcome, args)
+            _print_outcome(outcome, lifecycle)
+            if outcome.action == "failed":
+                return EXIT_FAILED
+            if outcome.action == "pending" and not args.no_wait:
+                return EXIT_FAILED
+            return EXIT_OK
+    finally:
+        await lifecycle.aclose()
+
+
+def _run(coroutine: Any) -> int:
+    try:
+        result: int = asyncio.run(coroutine)
+    except AcquisitionError as exc:
+        print(f"shaken: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return result
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    return _run(_renew(args, force=False, first=True))
+
+
+def cmd_renew(args: argparse.Namespace) -> int:
+    return _run(_renew(args, force=args.force, first=False))
+
+
+async def _rollback(args: argparse.Namespace) -> int:
+    lifecycle = _open(args)
+    try:
+        with lifecycle.store.lock():
+            outcome = await lifecycle.engine.rollback(now_of(args), to=args.to)
+            _print_outcome(outcome, lifecycle)
+            return EXIT_OK
+    finally:
+        await lifecycle.aclose()
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _run(_rollback(args))
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+def _generation_json(generation: Generation | None) -> dict[str, Any] | None:
+    if generation is None:
+        return None
+    return {
+        "id": generation.id,
+        "serial": generation.serial,
+        "spc": generation.spc,
+        "not_before": generation.not_before.isoformat() if generation.not_before else None,
+        "not_after": generation.not_after.isoformat() if generation.not_after else None,
+        "x5u": generation.x5u,
+        "state": generation.state,
+    }
+
+
+async def _status(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    lifecycle = _open(args)
+    try:
+        now = now_of(args)
+        status: LifecycleStatus = lifecycle.engine.status(now)
+        current = status.current
+        serves: str | None = None
+        code = OK
+        problems = list(status.problems)
+        if current is None or current.x5u is None:
+            code = CRITICAL
+            problems.insert(0, "no certificate obtained yet: run shaken cert acquire")
+        else:
+            key = lifecycle.store.load_key(current)
+            problem = await lifecycle.engine.checker.check(current.x5u, key, now=now)
+            serves = "the current certificate" if problem is None else problem
+            if status.expired or problem is not None:
+                code = CRITICAL
+                if problem is not None:
+                    problems.insert(0, f"the x5u does not serve the current certificate: {problem}")
+            elif status.warning or status.state.failures or status.state.pending:
+                code = WARNING
+        if status.state.pending and status.pending is not None:
+            problems.append(f"certificate {status.pending.serial} is waiting for its x5u")
+        left = status.days_left(now)
+        report = {
+            "status": ["OK", "WARNING", "CRITICAL"][code],
+            "now": now.isoformat(),
+            "current": _generation_json(current),
+            "days_left": None if left is None else round(left, 2),
+            "x5u_serves": serves,
+            "renew_at": status.renew_at.isoformat() if status.renew_at else None,
+            "failures": status.state.failures,
+            "last_error": status.state.last_error,
+            "next_attempt": status.state.next_attempt.isoformat()
+            if status.state.next_attempt
+            else None,
+            "pending": _generation_json(status.pending),
+            "previous": status.manifest.previous if status.manifest else None,
+            "retiring": [
+                {"id": gid, "at": at.isoformat()}
+                for gid, at in (status.manifest.retiring if status.manifest else ())
+            ],
+            "generations": [_generation_json(g) for g in lifecycle.store.generations()],
+            "problems": problems,
+        }
+        return code, report
+    finally:
+        await lifecycle.aclose()
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    current = report["current"]
+    days = report["days_left"]
+    if current is None:
+        print(f"CERTIFICATE {report['status']}: no certificate yet")
+    else:
+        print(
+            f"CERTIFICATE {report['status']}: {current['serial']} SPC {current['spc']}, "
+            f"{days:.1f} days left | days_left={days:.2f}"
+        )
+        print(f"  valid         {current['not_before']} .. {current['not_after']}")
+        print(f"  x5u           {current['x5u']}")
+        print(f"  x5u serves    {report['x5u_serves']}")
+        print(f"  renews at     {report['renew_at']}")
+    if report["previous"]:
+        print(f"  previous      {report['previous']} (shaken cert rollback)")
+    for item in report["retiring"]:
+        print(f"  retiring      {item['id']} at {item['at']}")
+    if report["failures"]:
+        print(f"  failures      {report['failures']}, next attempt {report['next_attempt']}")
+    for problem in report["problems"]:
+        print(f"  problem       {problem}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        code, report = asyncio.run(_status(args))
+    except ConfigError as exc:
+        print(f"CERTIFICATE UNKNOWN: {exc}")
+        return UNKNOWN
+    except (ConfigurationError, AcquisitionError) as exc:
+        print(f"CERTIFICATE UNKNOWN: {exc}")
+        return UNKNOWN
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        _print_status(report)
+    return code
+
+
+def register(commands: Any, cert_commands: Any) -> None:
+    """``shaken cert acquire``, ``renew``, ``status`` and ``rollback``."""
+    p = cert_commands.add_parser("acquire", help="obtain the signing certificate (STI-PA + ACME)")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--no-wait", action="store_true", help="publish, and leave the switch to serve")
+    p.set_defaults(func=cmd_acquire)
+
+    p = cert_commands.add_parser("renew", help="renew the signing certificate when due")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--force", action="store_true", help="renew now, due or not")
+    p.add_argument("--no-wait", action="store_true", help="publish, and leave the switch to serve")
+    p.set_defaults(func=cmd_renew)
+
+    p = cert_commands.add_parser(
+        "status", help="days left, x5u, next renewal (exit 0/1/2/3: Nagios OK/WARN/CRIT/UNKNOWN)"
+    )
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_status)
+
+    p = cert_commands.add_parser("rollback", help="make the previous certificate current again")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--to", metavar="ID", help="this generation instead of the previous one")
+    p.set_defaults(func=cmd_rollback)
