@@ -136,7 +136,7 @@ def write_config(
     credentials = directory / "secrets" / "sti-pa.toml"
     credentials.write_text(f'user_id = "{USER}"\npassword = "{sti.password}"\n')
     credentials.chmod(0o600)
-    port = repository_url.rsplit(":", 1)[1].split("/")[0]
+    port = repository_url.rsplit(":", 1)[1].split("/", maxsplit=1)[0]
     sections = {
         "verification": [
             f'trust_anchors = ["{sti.ca.directory / "root.pem"}"]',
