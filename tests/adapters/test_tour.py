@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import tomllib
 from pathlib import Path
 
 from shaken.adapters.tour import run_tour
+from shaken.toolkit.lab import open_lab, render_config
 
 
 def test_the_tour(tmp_path: Path) -> None:
@@ -26,3 +28,12 @@ def test_the_tour(tmp_path: Path) -> None:
     log = [line for line in lines if "sip/" in line]
     assert len(log) == 5
     assert sum("NOT ALLOWED" in line for line in log) == 2
+
+
+def test_issue9_item7_the_tour_uses_the_lab_as_it_is(tmp_path: Path) -> None:
+    """The PASS / STOP / ALERT of the tour are the lab's own configuration, not appended."""
+    assert run_tour(tmp_path / "lab", io.StringIO()) == 0
+    lab = open_lab(tmp_path / "lab")
+    text = lab.config.read_text(encoding="utf-8")
+    digest = tomllib.loads(text)["api_key"]["lab"]["sha256"]
+    assert text == render_config(lab, api_key_sha256=digest)

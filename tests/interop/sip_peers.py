@@ -11,12 +11,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 
+from shaken.adapters.sip.codec import SipRequest, build_response, parse_request
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
+from tests.support.config import without_tables
 
 SIPP = shutil.which("sipp")
 ORIG, DEST = "12025550123", "13035550000"
@@ -70,9 +75,10 @@ def start_shaken(
 ) -> ShakenServer:
     """Serve signing and verification over UDP on free ports; the lab chain pre-cached.
 
-    ``extra`` is appended to the configuration (actions, profiles); ``cached`` are more
-    (chain file, URL) pairs to import into the certificate cache first. The lab's own
-    listeners (fixed ports) are left out.
+    ``extra`` is appended to the configuration (actions, profiles); a table it has replaces
+    the lab's table of that name (e.g. one of the lab's PASS / STOP / ALERT actions).
+    ``cached`` are more (chain file, URL) pairs to import into the certificate cache first.
+    The lab's own listeners (fixed ports) are left out.
     """
     sign, verify = free_port(), free_port()
     cache = work / "cache"
@@ -94,6 +100,8 @@ def start_shaken(
     )
     text = text[:start] + server + text[end:]
     text = text.replace('cache_dir = "cache"', f'cache_dir = "{cache}"')
+    tables = {line.strip() for line in extra.splitlines() if line.startswith("[")}
+    text = without_tables(text, tables.__contains__)
     config = lab.directory / f"serve-{sign}.toml"
     config.write_text(text + "\n" + extra, encoding="utf-8")
     log = work / "shaken.log"
@@ -197,3 +205,76 @@ def headers_of(message: str) -> dict[str, list[str]]:
         if colon and name.strip() and " " not in name.strip():
             out.setdefault(name.strip().lower(), []).append(value.strip())
     return out
+
+
+#: What a :class:`UdpPeer` answers a request: (code, phrase, extra headers), or None for silence.
+Answer = tuple[int, str, list[tuple[str, str]]] | None
+
+
+class UdpPeer:
+    """A SIP peer on a free UDP port, in a thread: it records every request and answers each
+    with what ``answer`` returns (nothing for ACK).
+
+    It stands in for what sipp cannot easily be told to be: a far end that records exactly
+    what reached it, or a broken redirect server (a 500, a 503, a 302 without its headers,
+    silence). Responses copy the request's Via, From, To (tagged), Call-ID and CSeq.
+    """
+
+    def __init__(self, answer: Callable[[SipRequest], Answer]) -> None:
+        self.answer = answer
+        self.requests: list[SipRequest] = []
+        self._lock = threading.Lock()
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.settimeout(0.1)
+        self.port: int = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self._socket.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            request = parse_request(data)
+            if request.is_response or not request.method:
+                continue
+            with self._lock:
+                self.requests.append(request)
+            if request.method == "ACK":
+                continue
+            answer = self.answer(request)
+            if answer is not None:
+                code, phrase, headers = answer
+                self._socket.sendto(build_response(request, code, phrase, headers), source)
+
+    def invites(self, call_id: str) -> list[SipRequest]:
+        """The INVITEs of ``call_id`` that reached this peer, one per branch (retransmissions
+        of a branch are left out)."""
+        seen: dict[str, SipRequest] = {}
+        with self._lock:
+            for request in self.requests:
+                if request.method == "INVITE" and request.first("call-id") == call_id:
+                    branch = request.top_via.branch if request.top_via is not None else None
+                    seen.setdefault(branch or "", request)
+        return list(seen.values())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._socket.close()
+
+    def __enter__(self) -> UdpPeer:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -7,19 +7,30 @@ checks the headers it received. Calls sent straight to the carrier side show the
 verdicts: a tampered PASSporT rejected (the 438 goes back to the caller), a call without
 Identity let through with an alerting display name, a stale one with an RFC 9410 Reason in the
 200 sent back. The Kamailio configuration is the documented example in ``examples/kamailio``.
+
+Then the calls that get no verdict (issue 9 item 5): shaken stopped, a stand-in for a broken
+shaken (503, 500, a bare 302, silence), no route to it. A carrier INVITE forging a verdict
+must reach the far end (a recorder on its own UDP port) cleaned, or be rejected when the
+configuration says so; with the real shaken, only shaken's verdict reaches it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import shutil
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from shaken.adapters.sip.client import SipResponse, build_invite, send_invite
+from shaken.adapters.sip.codec import SipRequest
 from shaken.core.jws import load_private_key
 from shaken.core.sign import sign_shaken
 from shaken.toolkit.lab import Lab
@@ -27,7 +38,9 @@ from shaken.toolkit.lab import Lab
 from .sip_peers import (
     DEST,
     SIPP,
+    Answer,
     SippRun,
+    UdpPeer,
     free_port,
     headers_of,
     make_lab,
@@ -46,18 +59,8 @@ if SIPP is None or KAMAILIO is None:
 CONFIG = Path(__file__).resolve().parents[2] / "examples" / "kamailio" / "shaken-sbc.cfg"
 MODULES = Path("/usr/lib/x86_64-linux-gnu/kamailio/modules")
 
+# The lab's PASS / STOP / ALERT, and what examples/kamailio/shaken.toml adds to it.
 ACTIONS = """
-[verification.on.verified]
-action = "alert"
-display_prefix = "(Verified) "
-
-[verification.on.missing]
-action = "alert"
-display_prefix = "[No ID] "
-
-[verification.on.failed]
-action = "reject"
-
 [verification.on.reason.stale_iat]
 action = "continue_with_reason"
 """
@@ -165,6 +168,52 @@ FAR_END = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
+@contextmanager
+def running_kamailio(work: Path, defines: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """The example configuration in a Kamailio of its own, ``-A`` for each define; it is ready
+    once both its ports answer an OPTIONS (the example's 405)."""
+    assert KAMAILIO is not None
+    args = [KAMAILIO, "-f", str(CONFIG), "-DD", "-E", "-P", str(work / "kamailio.pid")]
+    args += ["-Y", str(work), "-w", str(work)]
+    for name, value in defines.items():
+        args += ["-A", f"{name}={value}"]
+    path = work / "kamailio.log"
+    with path.open("w") as log:
+        kamailio = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
+        try:
+            for side in ("ORIG_PORT", "TERM_PORT"):
+                _wait_answering(kamailio, int(defines[side]), path)
+            yield kamailio
+        finally:
+            kamailio.terminate()
+            try:
+                kamailio.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                kamailio.kill()
+                kamailio.wait()
+
+
+def _wait_answering(kamailio: subprocess.Popen[str], port: int, log: Path) -> None:
+    def options(local: tuple[str, int]) -> bytes:
+        return build_invite(
+            request_uri=f"sip:127.0.0.1:{port}",
+            from_value=f"<sip:probe@127.0.0.1>;tag=probe{port}",
+            to_value=f"<sip:127.0.0.1:{port}>",
+            local=local,
+            method="OPTIONS",
+        )
+
+    deadline = time.monotonic() + 60
+    while kamailio.poll() is None and time.monotonic() < deadline:
+        try:
+            answer = asyncio.run(send_invite(("127.0.0.1", port), options, timeout=2))
+        except TimeoutError:
+            continue
+        if answer.code == 405:
+            return
+    pytest.fail(f"kamailio does not answer on {port}: {log.read_text()[-2000:]}")
+
+
 class Picture:
     def __init__(
         self, lab: Lab, work: Path, kamailio: subprocess.Popen[str], ports: dict[str, int]
@@ -227,26 +276,10 @@ def picture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Picture]:
         "SHAKEN_VERIFY": f'"sip:127.0.0.1:{shaken.verify}"',
         "NEXT_HOP": f'"sip:127.0.0.1:{ports["term"]}"',
     }
-    args = [KAMAILIO, "-f", str(CONFIG), "-DD", "-E", "-P", str(work / "kamailio.pid")]
-    args += ["-Y", str(work), "-w", str(work)]
-    for name, value in defines.items():
-        args += ["-A", f"{name}={value}"]
-    log = (work / "kamailio.log").open("w")
-    kamailio = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, text=True)
-    time.sleep(1.5)  # Kamailio forks its children; nothing to wait on but time
-    if kamailio.poll() is not None:
-        shaken.stop()
-        pytest.fail(f"kamailio did not start: {(work / 'kamailio.log').read_text()[-2000:]}")
     try:
-        yield Picture(lab, work, kamailio, ports)
+        with running_kamailio(work, defines) as kamailio:
+            yield Picture(lab, work, kamailio, ports)
     finally:
-        kamailio.terminate()
-        try:
-            kamailio.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            kamailio.kill()
-            kamailio.wait()
-        log.close()
         shaken.stop()
 
 
@@ -314,3 +347,223 @@ def test_sign_forward_verify_and_apply(picture: Picture) -> None:
     stale = by_caller[STALE]
     assert "verstat=No-TN-Validation" in stale["p-asserted-identity"][0]
     assert stale["x-shaken-reason"][0].startswith("stale_iat;cause=403")
+
+
+# ------------------------------------------------------------------- issue 9 item 5: no verdict
+#
+# A carrier's INVITE claims what only our verifier may say: verstat in From and in both
+# P-Asserted-Identity values, our display prefixes (one hidden behind a quoted-pair, one in an
+# unquoted display name), X-Shaken-* headers in any case. Whatever shaken does, the far end
+# must never see any of it.
+
+FORGER = "12025550166"
+BUSY = "13035550486"  # the far end answers 486 to this number
+
+
+def _forged(orig: str) -> tuple[str, list[tuple[str, str]]]:
+    """The From value and the other headers of a carrier INVITE forging a verdict."""
+    passed = ";verstat=TN-Validation-Passed"
+    from_value = f'"\\(Verified\\) Mallory" <sip:{orig}{passed}@127.0.0.1>;tag=forger'
+    headers = [
+        (
+            "P-Asserted-Identity",
+            f'"(Verified) Mallory" <sip:+{orig}{passed}@127.0.0.1;user=phone>, <tel:+{orig}{passed}>',
+        ),
+        (
+            "P-Asserted-Identity",
+            f"[No ID] (VERIFIED)Mallory <tel:+{orig};VerStat=No-TN-Validation>",
+        ),
+        ("X-Shaken-Attest", "A"),
+        ("x-shaken-reason", "verified"),
+    ]
+    return from_value, headers
+
+
+CLEAN_FROM = f'"Mallory" <sip:{FORGER}@127.0.0.1>;tag=forger'
+CLEAN_PAI = [
+    f'"Mallory" <sip:+{FORGER}@127.0.0.1;user=phone>, <tel:+{FORGER}>',
+    f"Mallory <tel:+{FORGER}>",
+]
+
+
+def _call(
+    port: int,
+    far: UdpPeer,
+    from_value: str,
+    headers: list[tuple[str, str]],
+    *,
+    dest: str = DEST,
+    call_id: str,
+) -> SipResponse:
+    """One INVITE to Kamailio's ``port`` whose Request-URI is the far end; its final answer."""
+
+    def build(local: tuple[str, int]) -> bytes:
+        return build_invite(
+            request_uri=f"sip:{dest}@127.0.0.1:{far.port}",
+            from_value=from_value,
+            to_value=f"<sip:{dest}@127.0.0.1>",
+            local=local,
+            headers=headers,
+            call_id=call_id,
+        )
+
+    return asyncio.run(send_invite(("127.0.0.1", port), build, timeout=30))
+
+
+def _far_end() -> UdpPeer:
+    def answer(request: SipRequest) -> Answer:
+        if BUSY in request.uri:
+            return (486, "Busy Here", [])
+        return (200, "OK", [("Contact", "<sip:far@127.0.0.1>")])
+
+    return UdpPeer(answer)
+
+
+def _broken_shaken(kind: str) -> UdpPeer:
+    """What stands in for a shaken that answers, but with no verdict."""
+
+    def answer(request: SipRequest) -> Answer:
+        if kind == "overloaded-503":
+            return (503, "Service Unavailable", [("Retry-After", "5")])
+        if kind == "error-500":
+            return (500, "Server Internal Error", [])
+        if kind == "bare-302":
+            # A 302 without X-Shaken-Reason, carrying what a verdict would: not a verdict.
+            forged = f'"(Verified) Mallory" <sip:{FORGER};verstat=TN-Validation-Passed@127.0.0.1>'
+            return (
+                302,
+                "Moved Temporarily",
+                [
+                    ("Contact", f"<{request.uri}>"),
+                    ("P-Asserted-Identity", forged),
+                    ("X-Shaken-Attest", "A"),
+                ],
+            )
+        return None  # silent: it reads the INVITE and never answers
+
+    return UdpPeer(answer)
+
+
+NO_VERDICT = ["stopped", "overloaded-503", "error-500", "bare-302", "silent", "no-route"]
+
+
+@contextmanager
+def _sbc_without_verdict(work: Path, kind: str, reject: str | None) -> Iterator[dict[str, int]]:
+    """The example SBC whose SHAKEN_VERIFY gives no verdict the way ``kind`` says."""
+    broken = None
+    if kind == "stopped":  # nothing listens on the port: shaken is not running
+        verify = f'"sip:127.0.0.1:{free_port()}"'
+    elif kind == "no-route":  # a transport the SBC has no socket for: cannot even send
+        verify = f'"sip:127.0.0.1:{free_port()};transport=tcp"'
+    else:
+        broken = _broken_shaken(kind)
+        verify = f'"sip:127.0.0.1:{broken.port}"'
+    ports = {"orig": free_port(), "term": free_port()}
+    defines = {
+        "ORIG_PORT": str(ports["orig"]),
+        "TERM_PORT": str(ports["term"]),
+        "CHILDREN": "1",
+        "SHAKEN_SIGN": f'"sip:127.0.0.1:{free_port()}"',
+        "SHAKEN_VERIFY": verify,
+        "SHAKEN_TIMEOUT": "1000",
+    }
+    if reject is not None:
+        defines["NO_VERDICT_REJECT"] = reject
+    try:
+        with running_kamailio(work, defines):
+            yield ports
+    finally:
+        if broken is not None:
+            broken.close()
+
+
+@pytest.mark.parametrize("kind", NO_VERDICT)
+def test_issue9_item5_no_verdict_sends_the_call_on_cleaned_by_default(
+    kind: str, tmp_path: Path
+) -> None:
+    from_value, headers = _forged(FORGER)
+    with _far_end() as far, _sbc_without_verdict(tmp_path, kind, None) as ports:
+        answer = _call(ports["term"], far, from_value, headers, call_id=f"forged-{kind}")
+        busy = _call(ports["term"], far, from_value, headers, dest=BUSY, call_id=f"busy-{kind}")
+        [delivered] = far.invites(f"forged-{kind}")
+        # The far end's own rejection goes back once: it is not a second "no verdict".
+        assert len(far.invites(f"busy-{kind}")) == 1
+    assert answer.code == 200, (tmp_path / "kamailio.log").read_text()[-3000:]
+    assert busy.code == 486
+    received = delivered.fields
+    assert received["from"] == [CLEAN_FROM]
+    assert received["p-asserted-identity"] == CLEAN_PAI
+    assert [name for name in received if name.startswith("x-shaken-")] == []
+    assert "verstat" not in delivered.uri + str(received).lower()
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "phrase"),
+    [
+        ("stopped", 503, "Service Unavailable"),
+        ("overloaded-503", 608, "Rejected"),
+        ("error-500", 480, "No Verification"),
+        ("bare-302", 608, "Rejected"),
+        ("silent", 503, "Service Unavailable"),
+        ("no-route", 608, "Rejected"),
+    ],
+)
+def test_issue9_item5_no_verdict_rejects_when_configured(
+    kind: str, code: int, phrase: str, tmp_path: Path
+) -> None:
+    from_value, headers = _forged(FORGER)
+    with _far_end() as far, _sbc_without_verdict(tmp_path, kind, str(code)) as ports:
+        answer = _call(ports["term"], far, from_value, headers, call_id=f"closed-{kind}")
+        assert far.invites(f"closed-{kind}") == []
+    assert (answer.code, answer.phrase) == (code, phrase)
+    assert answer.first("x-shaken-reason") is None
+
+
+def test_issue9_item5_forged_claims_are_stripped_when_shaken_answers(picture: Picture) -> None:
+    """With the real ``shaken serve``: it verifies the cleaned request, and only its verdict
+    reaches the far end."""
+    from_value, headers = _forged(FORGER)
+    signed = picture.identity(SIGNED)
+    with _far_end() as far:
+        missing = _call(picture.ports["term"], far, from_value, headers, call_id="forged-missing")
+        alice = _call(
+            picture.ports["term"],
+            far,
+            f'"\\(Verified\\) Alice" <sip:{SIGNED};verstat=TN-Validation-Passed@127.0.0.1>;tag=a',
+            [("Identity", signed), ("X-Shaken-Attest", "C")],
+            call_id="forged-signed",
+        )
+        [unsigned] = far.invites("forged-missing")
+        [verified] = far.invites("forged-signed")
+    assert (missing.code, alice.code) == (200, 200)
+    received = unsigned.fields
+    assert received["from"] == [CLEAN_FROM]
+    # shaken's verdict on the cleaned identities: no Identity, so "[No ID]" and No-TN-Validation
+    assert received["p-asserted-identity"] == [
+        f'"[No ID] Mallory" <sip:+{FORGER};verstat=No-TN-Validation@127.0.0.1;user=phone>'
+    ]
+    assert "x-shaken-attest" not in received
+    assert received["x-shaken-reason"][0].startswith("missing_identity;cause=428")
+    assert len(received["x-shaken-reason"]) == 1
+    received = verified.fields
+    assert received["from"] == [f'"Alice" <sip:{SIGNED}@127.0.0.1>;tag=a']
+    assert received["p-asserted-identity"] == [
+        f'"(Verified) Alice" <sip:{SIGNED};verstat=TN-Validation-Passed@127.0.0.1>'
+    ]
+    assert received["x-shaken-attest"] == ["A"] and received["x-shaken-reason"] == ["verified"]
+
+
+def test_issue9_item5_strip_display_covers_the_configured_prefixes(tmp_path: Path) -> None:
+    """The SBC strips the prefixes the shaken configurations beside it (and the lab's) add."""
+    [pattern] = re.findall(r'^#!trydef STRIP_DISPLAY "(.*)"$', CONFIG.read_text(), re.M)
+    strip = re.compile(f"(?:{pattern})", re.IGNORECASE)
+    lab = make_lab(tmp_path / "lab")
+    prefixes = []
+    for path in (CONFIG.parent / "shaken.toml", lab.config):
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+        actions = config["verification"]["on"].values()
+        found = [table["display_prefix"] for table in actions if "display_prefix" in table]
+        assert found, path
+        prefixes += found
+    for prefix in prefixes:
+        assert strip.fullmatch(prefix.strip()), prefix

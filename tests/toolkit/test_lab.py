@@ -7,9 +7,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -20,7 +22,9 @@ from typing import Any
 import pytest
 
 import shaken
+from shaken.adapters.cli import main
 from shaken.adapters.fetch import fetch_certificate
+from shaken.adapters.tour import free_port
 from shaken.core.certs import CertRole, crl_distribution_points, load_certificates, profile_findings
 from shaken.core.chain import TrustAnchors
 from shaken.core.context import SipContext
@@ -278,8 +282,6 @@ def test_the_strict_loader_accepts_the_configuration(running: Running) -> None:
     settings = loader.load_config(running.lab.config)
     assert settings.attestation["x5u"] == running.lab.x5u
     assert settings.tn_ranges["lab"]["count"] == 100
-    from shaken.adapters.cli import main
-
     assert main(["config", "check", str(running.lab.config)]) == 0
 
 
@@ -310,3 +312,82 @@ def test_settings_are_checked(tmp_path: Path) -> None:
         init_lab(tmp_path / "busy", now=datetime.now(UTC))
     with pytest.raises(ConfigurationError, match="not a lab"):
         open_lab(tmp_path)
+
+
+def test_issue9_item7_the_lab_carries_pass_stop_alert(running: Running) -> None:
+    """The actions of ``make run`` are the lab's own: nothing appends them."""
+    on = running.config["verification"]["on"]
+    assert on == {
+        "verified": {"action": "alert", "display_prefix": "(Verified) "},
+        "missing": {"action": "alert", "display_prefix": "[No ID] "},
+        "failed": {"action": "reject"},
+    }
+
+
+@pytest.fixture
+def lab_up(tmp_path: Path) -> Iterator[Path]:
+    """``shaken lab up`` of a fresh lab on free ports, in a child process, until the test ends."""
+    settings = LabSettings(
+        repository_port=free_port(),
+        sip_signing_port=free_port(),
+        sip_verification_port=free_port(),
+        rest_port=free_port(),
+    )
+    lab = init_lab(tmp_path / "lab", now=datetime.now(UTC), settings=settings)
+    command = [sys.executable, "-m", "shaken.adapters.cli", "lab", "up", str(lab.directory)]
+    with (tmp_path / "lab-up.log").open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--quiet"], stdout=subprocess.PIPE, stderr=log, text=True
+        )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        assert not any("(not started" in line for line in lines), lines
+        assert lines and lines[-1].startswith("Ctrl-C"), (tmp_path / "lab-up.log").read_text()
+        yield lab.directory
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_issue9_item7_lab_up_rejects_a_tampered_call_and_alerts_a_missing_identity(
+    lab_up: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shaken lab call`` against the real servers of ``shaken lab up``, as the tour does."""
+    directory = str(lab_up)
+    assert main(["lab", "call", directory]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sign    302 Moved Temporarily, attestation A\n")
+    assert '"(Verified) Alice" <sip:12025550100;verstat=TN-Validation-Passed@127.0.0.1>' in out
+    assert "X-Shaken-Reason: verified" in out
+
+    assert main(["lab", "call", directory, "--spoof", "12025550142", "--name", "Bank"]) == 1
+    out = capsys.readouterr().out
+    assert "verify  438 Invalid Identity Header" in out
+    assert 'bad_signature;cause=438;text="Invalid Identity Header"' in out
+
+    assert main(["lab", "call", directory, "--no-identity"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("verify  302 Moved Temporarily\n")
+    assert '"[No ID] Alice" <sip:12025550100;verstat=No-TN-Validation@127.0.0.1>' in out
+
+
+def test_lab_call_says_when_the_lab_is_not_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = LabSettings(sip_signing_port=free_port(), sip_verification_port=free_port())
+    lab = init_lab(tmp_path / "lab", now=datetime.now(UTC), settings=settings)
+    assert main(["lab", "call", str(lab.directory), "--timeout", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"no answer from the lab's sip_sign listener 127.0.0.1:{settings.sip_signing_port}" in err
+    )
+    assert "shaken lab up" in err

@@ -2,10 +2,10 @@
 
 What happens, all on 127.0.0.1 with free ports:
 
-1. ``shaken lab init`` makes a test STI-CA, an SP certificate and a configuration, to which
-   the tour adds the seeds' PASS / STOP / ALERT actions: a verified caller is shown as
-   "(Verified) <name>", a call without Identity as "[No ID] <name>", and any failed check
-   rejects the call with its RFC 8224 code.
+1. ``shaken lab init`` makes a test STI-CA, an SP certificate and a configuration with the
+   seeds' PASS / STOP / ALERT actions: a verified caller is shown as "(Verified) <name>", a
+   call without Identity as "[No ID] <name>", and any failed check rejects the call with its
+   RFC 8224 code. The tour uses that configuration as it is.
 2. ``shaken lab up`` runs the certificate repository (HTTPS), the SIP redirect servers and the
    REST API from that configuration, in a child process.
 3. Five INVITEs over UDP, each answered by the real servers: one signed by the STI-AS, then
@@ -14,12 +14,16 @@ What happens, all on 127.0.0.1 with free ports:
    PASSporT (signed two minutes ago).
 4. The verdicts, then the call log (``shaken calls``) and where it is.
 
+:func:`sign_call` and :func:`verify_call` place such calls into any running lab; ``shaken lab
+call`` is them on the command line.
+
 TEST MATERIAL: the keys and certificates of the lab are throwaway ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,25 +43,21 @@ from shaken.core.sign import sign_shaken
 from shaken.services.ports import Clock, SystemClock
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
 
-__all__ = ["main", "run_tour"]
+__all__ = [
+    "CALLED",
+    "CALLER",
+    "free_port",
+    "main",
+    "run_tour",
+    "sign_call",
+    "verdict",
+    "verify_call",
+]
 
 CALLER, SPOOFED, CALLED = "12025550100", "12025550142", "13035550000"
-ACTIONS = """
-# Added by the tour (make run): the PBX guide's PASS / STOP / ALERT.
-[verification.on.verified]
-action = "alert"  # ALERT: the display name says the caller was verified
-display_prefix = "(Verified) "
-
-[verification.on.missing]
-action = "alert"  # ALERT: no Identity at all
-display_prefix = "[No ID] "
-
-[verification.on.failed]
-action = "reject"  # STOP: the RFC 8224 code of what failed (438, 403, 436, 437)
-"""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port free for both UDP and TCP (the SIP listeners use both)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
@@ -72,7 +72,8 @@ def _free_port() -> int:
     raise OSError("no free port")
 
 
-def _verdict(response: SipResponse) -> str:
+def verdict(response: SipResponse, indent: int = 6) -> str:
+    """A redirect server's answer as the tour prints it: the status, then the verdict headers."""
     parts = [f"{response.code} {response.phrase}"]
     pai = response.first("p-asserted-identity")
     if pai:
@@ -81,49 +82,106 @@ def _verdict(response: SipResponse) -> str:
         value = response.first(name)
         if value:
             parts.append(f"{name.title()}: {value}")
-    return "\n      ".join(parts)
+    return ("\n" + " " * indent).join(parts)
+
+
+def _invite(
+    lab: Lab, called: str, from_value: str, headers: tuple[tuple[str, str], ...] = ()
+) -> Callable[[tuple[str, int]], bytes]:
+    """The builder of an INVITE from ``from_value`` to ``called`` at the lab's host."""
+    host = lab.settings.url_host
+
+    def build(local: tuple[str, int]) -> bytes:
+        return build_invite(
+            request_uri=f"sip:{called}@{host}",
+            from_value=from_value,
+            to_value=f"<sip:{called}@{host}>",
+            local=local,
+            headers=list(headers),
+        )
+
+    return build
+
+
+async def _ask(
+    lab: Lab, kind: str, invite: Callable[[tuple[str, int]], bytes], timeout: float
+) -> SipResponse:
+    host, port = lab.sip_address(kind)
+    try:
+        return await send_invite((host, port), invite, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"no answer from the lab's {kind} listener {host}:{port} (is 'shaken lab up' running?)"
+        ) from None
+
+
+def _from(lab: Lab, caller: str, name: str) -> str:
+    return f'"{name}" <sip:{caller}@{lab.settings.url_host}>;tag={secrets.token_hex(4)}'
+
+
+async def sign_call(
+    lab: Lab,
+    *,
+    caller: str = CALLER,
+    called: str = CALLED,
+    name: str = "Alice",
+    timeout: float = 10,
+) -> SipResponse:
+    """Ask the lab's STI-AS to sign a call from ``caller``: its 302, with Identity and Date.
+
+    :raises TimeoutError: the signing listener does not answer.
+    """
+    frm = _from(lab, caller, name)
+    return await _ask(lab, "sip_sign", _invite(lab, called, frm), timeout)
+
+
+async def verify_call(
+    lab: Lab,
+    signed: SipResponse | None,
+    *,
+    caller: str = CALLER,
+    called: str = CALLED,
+    name: str = "Alice",
+    spoof: str | None = None,
+    clock: Clock,
+    timeout: float = 10,
+) -> SipResponse:
+    """Send the call ``signed`` (the STI-AS's answer; None: no Identity) to the lab's STI-VS.
+
+    ``spoof`` rewrites the caller, in From and in the signed PASSporT, to another number: what
+    a spoofer does (:func:`shaken.adapters.demo.spoof_orig`).
+
+    :raises TimeoutError: the verification listener does not answer.
+    """
+    headers: tuple[tuple[str, str], ...] = ()
+    identity = signed.first("identity") if signed is not None else None
+    if signed is not None and identity:
+        if spoof is not None:
+            identity = spoof_orig(identity, spoof)
+        date = signed.first("date") or format_sip_date(clock.now())
+        headers = (("Identity", identity), ("Date", date))
+    frm = _from(lab, spoof or caller, name)
+    return await _ask(lab, "sip_verify", _invite(lab, called, frm, headers), timeout)
 
 
 async def _calls(lab: Lab, out: TextIO, clock: Clock) -> None:
-    s = lab.settings
-    sign = ("127.0.0.1", s.sip_signing_port)
-    verify = ("127.0.0.1", s.sip_verification_port)
-    alice = f'"Alice" <sip:{CALLER}@127.0.0.1>;tag=tour'
-    to = f"<sip:{CALLED}@127.0.0.1>"
-
-    def invite(frm: str, *headers: tuple[str, str]) -> Callable[[tuple[str, int]], bytes]:
-        def build(local: tuple[str, int]) -> bytes:
-            return build_invite(
-                request_uri=f"sip:{CALLED}@127.0.0.1",
-                from_value=frm,
-                to_value=to,
-                local=local,
-                headers=list(headers),
-            )
-
-        return build
-
-    signed = await send_invite(sign, invite(alice), timeout=10)
+    signed = await sign_call(lab)
     identity = signed.first("identity") or ""
-    date = signed.first("date") or format_sip_date(clock.now())
     attest = signed.first("x-shaken-attest")
     print(f"1. {'signed':12} {signed.code} {signed.phrase}, attestation {attest}", file=out)
     print(f"      Identity: {identity[:60]}...", file=out)
     if not identity:
         raise RuntimeError(f"the signing server did not sign: {signed.first('x-shaken-reason')}")
-    cases: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
-        ("verified", alice, (("Identity", identity), ("Date", date))),
-        (
-            "tampered",
-            f'"Bank" <sip:{SPOOFED}@127.0.0.1>;tag=tour',
-            (("Identity", spoof_orig(identity, SPOOFED)), ("Date", date)),
-        ),
-        ("no Identity", alice, ()),
-        ("stale", alice, (("Identity", _stale(lab, clock.now())),)),
+    cases = [
+        ("verified", await verify_call(lab, signed, clock=clock)),
+        ("tampered", await verify_call(lab, signed, name="Bank", spoof=SPOOFED, clock=clock)),
+        ("no Identity", await verify_call(lab, None, clock=clock)),
     ]
-    for number, (title, frm, headers) in enumerate(cases, start=2):
-        response = await send_invite(verify, invite(frm, *headers), timeout=10)
-        print(f"{number}. {title:12} {_verdict(response)}", file=out)
+    alice = _from(lab, CALLER, "Alice")
+    stale = _invite(lab, CALLED, alice, (("Identity", _stale(lab, clock.now())),))
+    cases.append(("stale", await _ask(lab, "sip_verify", stale, 10)))
+    for number, (title, response) in enumerate(cases, start=2):
+        print(f"{number}. {title:12} {verdict(response)}", file=out)
 
 
 def _stale(lab: Lab, now: datetime) -> str:
@@ -135,15 +193,13 @@ def _stale(lab: Lab, now: datetime) -> str:
 def run_tour(directory: Path, out: TextIO, clock: Clock | None = None) -> int:
     """Make the lab in ``directory``, run it, place the calls; 0 when all went as expected."""
     settings = LabSettings(
-        repository_port=_free_port(),
-        sip_signing_port=_free_port(),
-        sip_verification_port=_free_port(),
-        rest_port=_free_port(),
+        repository_port=free_port(),
+        sip_signing_port=free_port(),
+        sip_verification_port=free_port(),
+        rest_port=free_port(),
     )
     clock = clock or SystemClock()
     lab = init_lab(directory, now=clock.now(), settings=settings)
-    with lab.config.open("a", encoding="utf-8") as config:
-        config.write(ACTIONS)
     print(f"lab in {lab.directory} (TEST MATERIAL)", file=out)
     command = [sys.executable, "-m", "shaken.adapters.cli", "lab", "up", str(directory), "--quiet"]
     log = (directory / "lab-up.log").open("w")

@@ -5,7 +5,8 @@ TEST MATERIAL. ``shaken lab init DIR`` writes::
     DIR/README.txt            says what this is (test material) and how to use it
     DIR/lab.json              how the lab was made (SPC, TN range, addresses)
     DIR/shaken.toml           the configuration in the schema of shaken.config: signing,
-                              verification, listeners, and the [repository] ``lab up`` runs
+                              verification and its PASS / STOP / ALERT actions, listeners,
+                              and the [repository] ``lab up`` runs
     DIR/ca/...                a test STI-PA/STI-CA (see shaken.toolkit.ca), publishing to repo/
     DIR/sp/sp.key             the SP's P-256 signing key (0600)
     DIR/sp/sp.csr             its CSR (CN "SHAKEN <SPC>", TNAuthList SPC)
@@ -21,7 +22,8 @@ TEST MATERIAL. ``shaken lab init DIR`` writes::
 on 127.0.0.1:8443 by default) and runs the SIP redirect servers (signing on 5060, verification
 on 5062, UDP and TCP) and the REST API (8080) from the same configuration, until interrupted.
 Their decisions go to the call log ``server.call_log`` names, else ``DIR/calls.sqlite`` (read it
-with ``shaken calls --db DIR/calls.sqlite``).
+with ``shaken calls --db DIR/calls.sqlite``). ``shaken lab call DIR`` places a test call into
+the running lab.
 """
 
 from __future__ import annotations
@@ -189,6 +191,16 @@ class Lab:
             for kind in ("sip_sign", "sip_verify", "rest")
             if isinstance(table, dict)
         }
+
+    def sip_address(self, kind: str) -> tuple[str, int]:
+        """The (host, port) of the first ``udp:`` listener of ``[server] kind`` (``sip_sign``
+        or ``sip_verify``): where a test call into the lab goes."""
+        for spec in self.listeners().get(kind, []):
+            transport, _, rest = spec.partition(":")
+            host, _, port = rest.rpartition(":")
+            if transport == "udp" and host and port.isdigit():
+                return host.removeprefix("[").removesuffix("]"), int(port)
+        raise ConfigurationError(f"{self.config}: [server] {kind} has no udp: listener")
 
     def serve(
         self, *, host: str | None = None, port: int | None = None, log: TextIO | None = None
@@ -360,6 +372,18 @@ tls_ca_file = {q("tls/ca.pem")}  # LAB: the CA of the repository's TLS certifica
 cache_dir = {q("cache")}  # fetched certificates, kept across restarts
 max_iat_age = 60  # seconds a PASSporT's iat may be old (ATIS-1000074)
 
+# What each verification outcome does to a call: the PBX guide's PASS / STOP / ALERT.
+[verification.on.verified]
+action = "alert"  # ALERT: the display name says the caller was verified
+display_prefix = "(Verified) "  # "Alice" is shown as "(Verified) Alice"
+
+[verification.on.missing]
+action = "alert"  # ALERT: no Identity at all; through, marked
+display_prefix = "[No ID] "  # "Alice" is shown as "[No ID] Alice"
+
+[verification.on.failed]
+action = "reject"  # STOP: the RFC 8224 code of what failed (438, 403, 436, 437)
+
 [profile.lab]
 # Calls from loopback addresses: sign and verify with the settings above.
 behavior = "both"  # sign, verify, both or off
@@ -399,6 +423,8 @@ certificates are test material: no real verifier trusts them.
 
   shaken lab up .    serve the certificate repository on {s.repository_url}
                      and run the SIP and REST servers of shaken.toml
+  shaken lab call .  (while it runs) a SIP call, signed then verified; --spoof TN
+                     tampers with it, --no-identity sends it unsigned
   shaken calls --db calls.sqlite       what the servers decided
 
 SP: SPC {s.spc}, key sp/sp.key, chain sp/sp.pem, x5u {lab.x5u}

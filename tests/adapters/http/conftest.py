@@ -24,6 +24,7 @@ from shaken.core.jws import PrivateKey, b64url_encode, load_private_key, sign_es
 from shaken.services.calllog import CallRecord
 from shaken.services.ports import Clock
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
+from tests.support.config import without_actions
 
 IN_RANGE = "12025550123"  # inside the lab's [tn_range.lab]: attestation A
 OUTSIDE = "14155550100"  # no entry: unknown_tn_attest C
@@ -66,8 +67,9 @@ class LabKit:
         keys: str = "",
         replace: dict[str, str] | None = None,
     ) -> Path:
-        """The lab configuration with ``server`` lines added to [server] and ``keys`` appended."""
-        text = self.lab.config.read_text(encoding="utf-8")
+        """The lab configuration with ``server`` lines added to [server] and ``keys`` appended,
+        without the lab's PASS / STOP / ALERT actions (these tests start from the defaults)."""
+        text = without_actions(self.lab.config.read_text(encoding="utf-8"))
         text = text.replace("[server]\n", "[server]\n" + server + "\n", 1)
         for old, new in (replace or {}).items():
             assert old in text, old

@@ -176,6 +176,9 @@ async def test_signing(kit: LabKit, make_api: ApiFactory, mode: str) -> None:
         ({"ppt": "div"}, "Invalid 'ppt' parameter value"),
         ({"rph": {"auth": ["ets.0"]}}, "Invalid 'rph' parameter value"),
         ({"orig": {"uri": "sip:a@b"}}, "Missing mandatory parameter 'orig.tn'"),
+        # A bare URI as orig once hit an assertion (a 500); only TNs are signed.
+        ({"orig": "sip:alice@example.com"}, "Invalid 'orig' parameter value"),
+        ({"dest": "sip:bob@example.com"}, "Invalid 'dest.uri' parameter value"),
     ],
     ids=repr,
 )

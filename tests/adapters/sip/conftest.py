@@ -15,6 +15,7 @@ from shaken.adapters.wiring import Runtime, build_runtime
 from shaken.config import load_config
 from shaken.services.calllog import CallRecord
 from shaken.toolkit.lab import Lab, LabSettings, init_lab
+from tests.support.config import without_actions
 
 ORIG = "12025550123"  # in the lab's TN range: attestation A
 DEST = "13035550000"
@@ -50,8 +51,9 @@ def write_config(
     listeners: bool = True,
 ) -> Path:
     """The lab's shaken.toml with lines added to ``[server]`` and ``[verification]``, and
-    sections appended; ``listeners=False`` drops the lab's own listeners (fixed ports)."""
-    text = lab.config.read_text(encoding="utf-8")
+    sections appended; ``listeners=False`` drops the lab's own listeners (fixed ports). The
+    lab's PASS / STOP / ALERT actions are left out: these tests start from the defaults."""
+    text = without_actions(lab.config.read_text(encoding="utf-8"))
     if not listeners:
         start = text.index("[server]\n")
         end = text.index("[repository]")

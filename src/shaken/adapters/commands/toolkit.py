@@ -7,6 +7,7 @@ unreadable or unsuitable files, a directory that is not a CA or a lab).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, UsageError, now_of
+from shaken.adapters.sip.client import SipResponse
+from shaken.adapters.tour import CALLED, sign_call, verdict, verify_call
 from shaken.core.certs import CertRole, Tn, TNEntry, TnRange, load_certificates
 from shaken.core.errors import CertificateError
 from shaken.core.jws import generate_private_key, load_private_key, private_key_pem
@@ -332,6 +335,41 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
         server.close()
 
 
+def cmd_lab_call(args: argparse.Namespace) -> int:
+    """One SIP call into a running lab (``shaken lab up``): signed by its STI-AS unless
+    ``--no-identity``, then verified by its STI-VS, each answer printed. Exit 0 when the lab
+    let the call through, 1 when it rejected it."""
+    lab = open_lab(Path(args.dir))
+    caller = args.caller or lab.settings.tn_start
+    who = {"caller": caller, "called": args.called, "name": args.name}
+
+    async def call() -> tuple[SipResponse | None, SipResponse]:
+        signed = None
+        if not args.no_identity:
+            signed = await sign_call(lab, **who, timeout=args.timeout)
+        verified = await verify_call(
+            lab, signed, **who, spoof=args.spoof, clock=args.clock, timeout=args.timeout
+        )
+        return signed, verified
+
+    try:
+        signed, verified = asyncio.run(call())
+    except TimeoutError as exc:
+        raise UsageError(str(exc)) from None
+    if signed is not None:
+        attest = signed.first("x-shaken-attest") or "-"
+        print(f"sign    {signed.code} {signed.phrase}, attestation {attest}")
+        identity = signed.first("identity")
+        if identity:
+            print(f"        Identity: {identity}")
+        else:
+            print(f"        X-Shaken-Reason: {signed.first('x-shaken-reason')}")
+    if args.spoof is not None:
+        print(f"spoof   the caller rewritten to {args.spoof}, in From and in the PASSporT")
+    print(f"verify  {verdict(verified, indent=8)}")
+    return EXIT_OK if verified.code < 400 else EXIT_NOT_VERIFIED
+
+
 # ---------------------------------------------------------------------------------- register
 
 
@@ -456,3 +494,18 @@ def register(commands: Any, cert_commands: Any) -> None:
     p.add_argument("--port", type=int, help="repository port (default: the lab's; 0 picks one)")
     p.add_argument("--quiet", action="store_true", help="no request log")
     p.set_defaults(func=cmd_lab_up)
+
+    p = lab.add_parser(
+        "call", help="place a SIP call into a running lab: signed, then verified (UDP)"
+    )
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--from", dest="caller", help="the caller's TN (default: the lab's first TN)")
+    p.add_argument("--to", dest="called", default=CALLED, help=f"the called TN (default {CALLED})")
+    p.add_argument("--name", default="Alice", help="the caller's display name")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--spoof", metavar="TN", help="tamper: rewrite the signed caller to TN, as a spoofer"
+    )
+    how.add_argument("--no-identity", action="store_true", help="send it without Identity")
+    p.add_argument("--timeout", type=float, default=10, help="seconds to wait for each answer")
+    p.set_defaults(func=cmd_lab_call)
