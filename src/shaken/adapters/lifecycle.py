@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -27,7 +28,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from shaken.adapters.acme import AcmeClient, AcmeSettings
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher
 from shaken.adapters.stipa import StiPaClient, StiPaCredentials, StiPaSettings
-from shaken.adapters.store.generations import DirectoryGenerationStore, read_manifest
+from shaken.adapters.store.generations import (
+    DirectoryGenerationStore,
+    manifest_signature,
+    read_manifest,
+)
 from shaken.adapters.trust_loader import load_trust
 from shaken.config import Settings, effective_profile
 from shaken.core.certs import Spc, TNAuthList, load_certificates
@@ -35,7 +40,12 @@ from shaken.core.chain import TrustAnchors
 from shaken.core.errors import AcquisitionError, CertificateError, ConfigurationError
 from shaken.core.jws import PrivateKey, generate_private_key, load_private_key, private_key_pem
 from shaken.files import create_private, write_atomic
-from shaken.services.lifecycle import CertificateLifecycle, RenewalPolicy
+from shaken.services.lifecycle import (
+    CertificateLifecycle,
+    LifecycleStatus,
+    RenewalPolicy,
+    lifecycle_status,
+)
 from shaken.services.ports import Clock
 from shaken.services.signing import Credential
 from shaken.toolkit.x509build import build_csr
@@ -49,7 +59,11 @@ __all__ = [
     "build_lifecycle",
     "lifecycle_credential",
     "load_account_key",
+    "read_status",
+    "renew_in_background",
     "renewal_policy",
+    "serve_tasks",
+    "watch_manifest",
     "with_lifecycle_credential",
 ]
 
@@ -418,3 +432,130 @@ def with_lifecycle_credential(settings: Settings) -> Settings:
     return replace(
         settings, attestation={**settings.attestation, "private_key": key_file, "x5u": x5u}
     )
+
+
+# --------------------------------------------------------------------------- inside serve
+
+
+def read_status(settings: Settings, now: datetime) -> LifecycleStatus | None:
+    """The lifecycle's status from its directory (no network), or None without [lifecycle]."""
+    if not settings.lifecycle:
+        return None
+    store = DirectoryGenerationStore(Path(settings.lifecycle["directory"]))
+    return lifecycle_status(store, renewal_policy(settings.lifecycle, settings), now)
+
+
+async def watch_manifest(
+    directory: Path, interval: float, changed: Callable[[], None], stop: asyncio.Event
+) -> None:
+    """Call ``changed`` whenever ``current.json`` is replaced (every worker runs this).
+
+    The manifest is replaced by a rename, so its inode changes with every switch: each worker
+    sees the new generation within ``interval`` and reloads onto it. Both generations are
+    published across the switch, so whatever a worker signs with in that interval verifies.
+    """
+    seen = manifest_signature(directory)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        now = manifest_signature(directory)
+        if now != seen and now is not None:
+            seen = now
+            log.info("the signing certificate changed (%s); reloading", directory / "current.json")
+            changed()
+
+
+async def renew_in_background(settings: Settings, clock: Clock, stop: asyncio.Event) -> None:
+    """The renewal task of ``shaken serve`` (one worker runs it; the lock file keeps any
+    other process, a ``shaken cert renew`` included, from renewing at the same time).
+
+    Without a current generation it obtains the first certificate only when nothing else
+    signs (no ``[attestation] private_key``); otherwise that is ``shaken cert acquire``'s.
+    """
+    lifecycle = build_lifecycle(settings, clock=clock, now=clock.now())
+    try:
+        await lifecycle.engine.run(
+            stop,
+            lock=lambda: lifecycle.store.lock(wait=False),
+            acquire="private_key" not in settings.attestation,
+        )
+    finally:
+        await lifecycle.aclose()
+
+
+def serve_tasks(
+    settings: Settings, clock: Clock, *, renew: bool, on_switch: Callable[[], None]
+) -> tuple[asyncio.Event, list[asyncio.Task[None]]]:
+    """Start what a worker runs for the lifecycle: the manifest watcher and, when ``renew``
+    (and ``lifecycle.renew_in_serve``), the renewal task. Set the event to stop them."""
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    lifecycle = settings.lifecycle
+    if not lifecycle:
+        return stop, tasks
+    loop = asyncio.get_running_loop()
+    interval = float(lifecycle.get("watch_interval", 1.0))
+    directory = Path(lifecycle["directory"])
+    tasks.append(loop.create_task(watch_manifest(directory, interval, on_switch, stop)))
+    if renew and lifecycle.get("renew_in_serve", True):
+        tasks.append(loop.create_task(renew_in_background(settings, clock, stop)))
+    return stop, tasks
+
+
+def readiness(settings: Settings, now: datetime) -> tuple[bool, str] | None:
+    """The ``/readyz`` check of the signing certificate, or None without ``[lifecycle]``.
+
+    Not ready (degraded) once the current certificate is within ``warning_days`` of notAfter
+    (renewal should have happened long before: something is failing) or expired; before the
+    first certificate, ready only when a static ``[attestation]`` key signs meanwhile.
+    """
+    status = read_status(settings, now)
+    if status is None:
+        return None
+    current = status.current
+    if current is None:
+        if "private_key" in settings.attestation:
+            return True, "no certificate obtained yet; signing with [attestation] private_key"
+        return False, "no signing certificate: run shaken cert acquire"
+    left = status.days_left(now) or 0.0
+    if status.expired or status.warning:
+        return False, "; ".join(status.problems)
+    detail = f"certificate {current.serial}, {left:.1f} days left"
+    if status.renew_at is not None:
+        detail += f", renews at {status.renew_at.isoformat()}"
+    if status.state.failures:
+        detail += f"; renewal failing ({status.state.failures}x): {status.state.last_error}"
+    return True, detail
+
+
+def lifecycle_gauges(settings: Settings, now: datetime) -> list[tuple[str, str, float]]:
+    """(name, help, value) of the lifecycle's gauges for ``/metrics`` (none without it)."""
+    status = read_status(settings, now)
+    if status is None:
+        return []
+    gauges = [
+        (
+            "shaken_certificate_renewal_failures",
+            "consecutive failed renewal attempts of the signing certificate",
+            float(status.state.failures),
+        ),
+        (
+            "shaken_certificate_rollover_pending",
+            "1 while a new certificate is published but its x5u does not serve it yet",
+            1.0 if status.state.pending else 0.0,
+        ),
+    ]
+    left = status.days_left(now)
+    if left is not None:
+        gauges.append(
+            ("shaken_certificate_days_left", "days until the current certificate expires", left)
+        )
+    if status.renew_at is not None:
+        gauges.append(
+            (
+                "shaken_certificate_renewal_timestamp_seconds",
+                "when the current certificate is due for renewal (Unix time)",
+                status.renew_at.timestamp(),
+            )
+        )
+    return gauges

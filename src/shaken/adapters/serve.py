@@ -16,6 +16,8 @@ stays. Otherwise the handler switches to the new runtime in one assignment: requ
 started finish with the old one, which is closed once they are done. The REST API is restarted
 on the new runtime (a moment without the REST listener; SIP never stops). Listeners and the
 number of workers are bound at start: changing them needs a restart, and a reload says so.
+With a ``[lifecycle]``, a switch of the signing certificate (its ``current.json`` replaced)
+reloads every worker the same way, and worker 0 runs the renewal task.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from shaken.adapters.lifecycle import serve_tasks
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
@@ -203,6 +206,7 @@ class Worker:
         self._rest_task: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
         self._reloading: set[asyncio.Task[bool]] = set()
+        self._lifecycle: tuple[asyncio.Event, list[asyncio.Task[None]]] | None = None
         self.reloads = 0
 
     def _load(self) -> Settings:
@@ -225,6 +229,10 @@ class Worker:
             self.sip = SipServer(handler, self.bound, tls=tls, max_message_size=max_size)
             await self.sip.start()
             await self._start_rest(runtime)
+            # The certificate lifecycle: reload on a switch; worker 0 also renews.
+            self._lifecycle = serve_tasks(
+                settings, self.options.clock, renew=self.slot == 0, on_switch=self.request_reload
+            )
             if self.options.handle_signals:
                 loop = asyncio.get_running_loop()
                 loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
@@ -330,6 +338,10 @@ class Worker:
                 await task
 
     async def _shutdown(self) -> None:
+        if self._lifecycle is not None:
+            stop, tasks = self._lifecycle
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.sip is not None:
             await self.sip.stop(self.options.grace)
         await self._stop_rest()

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -61,6 +62,7 @@ __all__ = [
     "RenewalPolicy",
     "RenewalState",
     "X5uChecker",
+    "lifecycle_status",
     "validate_issued",
 ]
 
@@ -267,6 +269,41 @@ def validate_issued(
     return chain
 
 
+def lifecycle_status(
+    store: GenerationStore, policy: RenewalPolicy, now: datetime
+) -> LifecycleStatus:
+    """The status from the store alone (no I/O beyond it): what ``/readyz`` and the metrics
+    of every worker read, whichever process renews."""
+    manifest = store.manifest()
+    state = store.state()
+    current = store.get(manifest.current) if manifest is not None else None
+    pending = store.get(state.pending) if state.pending else None
+    renew_at = None
+    warning = expired = False
+    problems: list[str] = []
+    if current is not None and current.not_before and current.not_after:
+        renew_at = policy.renew_at(current.not_before, current.not_after)
+        expired = now >= current.not_after
+        warning = current.not_after - now <= policy.warning
+        if expired:
+            problems.append(f"the signing certificate expired at {current.not_after}")
+        elif warning:
+            days = (current.not_after - now).total_seconds() / 86400
+            problems.append(f"the signing certificate expires in {days:.1f} days")
+    if state.last_error and state.failures:
+        problems.append(f"renewal failing ({state.failures}x): {state.last_error}")
+    return LifecycleStatus(
+        current=current,
+        manifest=manifest,
+        state=state,
+        renew_at=renew_at,
+        warning=warning,
+        expired=expired,
+        pending=pending,
+        problems=tuple(problems),
+    )
+
+
 def _name_for(generation: Generation) -> str:
     """The file name a generation's chain is published under: unique per certificate."""
     return f"shaken-{generation.spc or 'sp'}-{generation.serial}.pem"
@@ -313,34 +350,7 @@ class CertificateLifecycle:
     # ----------------------------------------------------------------------------- status
 
     def status(self, now: datetime) -> LifecycleStatus:
-        manifest = self.store.manifest()
-        state = self.store.state()
-        current = self.store.get(manifest.current) if manifest is not None else None
-        pending = self.store.get(state.pending) if state.pending else None
-        renew_at = None
-        warning = expired = False
-        problems: list[str] = []
-        if current is not None and current.not_before and current.not_after:
-            renew_at = self.policy.renew_at(current.not_before, current.not_after)
-            expired = now >= current.not_after
-            warning = current.not_after - now <= self.policy.warning
-            if expired:
-                problems.append(f"the signing certificate expired at {current.not_after}")
-            elif warning:
-                days = (current.not_after - now).total_seconds() / 86400
-                problems.append(f"the signing certificate expires in {days:.1f} days")
-        if state.last_error and state.failures:
-            problems.append(f"renewal failing ({state.failures}x): {state.last_error}")
-        return LifecycleStatus(
-            current=current,
-            manifest=manifest,
-            state=state,
-            renew_at=renew_at,
-            warning=warning,
-            expired=expired,
-            pending=pending,
-            problems=tuple(problems),
-        )
+        return lifecycle_status(self.store, self.policy, now)
 
     def due(self, now: datetime) -> bool:
         """Renewal is due: no current certificate, or its renewal point has come."""
@@ -593,14 +603,20 @@ class CertificateLifecycle:
 
     # -------------------------------------------------------------------------- the loop
 
-    async def step(self, now: datetime | None = None) -> timedelta:
-        """One pass of the background task; returns how long to sleep until the next one."""
+    async def step(self, now: datetime | None = None, *, acquire: bool = True) -> timedelta:
+        """One pass of the background task; returns how long to sleep until the next one.
+
+        ``acquire`` False: renew what the lifecycle manages, but do not obtain a first
+        certificate (something else signs until ``shaken cert acquire`` is run).
+        """
         when = now if now is not None else self.clock.now()
         await self.advance(when)
         status = self.status(when)
         state = status.state
         if state.pending is None and self.issuer is not None:
-            due = status.renew_at is None or when >= status.renew_at
+            due = (status.renew_at is None and acquire) or (
+                status.renew_at is not None and when >= status.renew_at
+            )
             backing_off = state.next_attempt is not None and when < state.next_attempt
             if due and not backing_off:
                 # A failure is recorded and logged by renew, and retried after the backoff.
@@ -627,18 +643,20 @@ class CertificateLifecycle:
         stop: asyncio.Event,
         *,
         sleep: Callable[[float], Awaitable[None]] | None = None,
-        guard: Callable[[], bool] = lambda: True,
+        lock: Callable[[], AbstractContextManager[bool]] | None = None,
+        acquire: bool = True,
     ) -> None:
         """Until ``stop`` is set: :meth:`step`, sleep until the next event, again.
 
-        ``guard`` is asked before each pass (the adapters take a lock file there, so only one
-        process renews); a pass it refuses is skipped.
+        ``lock`` is entered around each pass (the adapters' lock file, so only one process
+        renews at a time); a pass whose lock yields False (held elsewhere) is skipped.
         """
         while not stop.is_set():
             delay = self.policy.x5u_recheck
             try:
-                if guard():
-                    delay = await self.step()
+                with lock() if lock is not None else contextlib.nullcontext(True) as held:
+                    if held:
+                        delay = await self.step(acquire=acquire)
             except Exception:
                 log.exception("certificate lifecycle pass failed")
                 delay = self.policy.retry_min

@@ -19,6 +19,9 @@ Exposed (``/metrics``, text format 0.0.4):
 * ``shaken_signing_certificate_days_left{x5u}`` and ``shaken_signing_certificate_valid{x5u}``:
   see :mod:`shaken.adapters.http.credentials`.
 * ``shaken_trust_anchors``: STI-CA roots loaded.
+* with a ``[lifecycle]``: ``shaken_certificate_days_left``, ``..._renewal_failures``,
+  ``..._rollover_pending`` and ``..._renewal_timestamp_seconds``, read from its directory, so
+  every worker reports what the renewing one did.
 
 Keys and key material never reach a label: labels hold endpoint names, outcomes, Reasons,
 message ids and our own x5u URLs.
@@ -32,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shaken.adapters.http.credentials import SigningCertificates
+from shaken.adapters.lifecycle import lifecycle_gauges
 from shaken.adapters.wiring import Runtime
 from shaken.services.ports import Clock
 
@@ -99,6 +103,8 @@ class _RuntimeCollector:
             valid.add_metric([status.x5u], 1.0 if status.valid else 0.0)
         yield days
         yield valid
+        for name, text, value in lifecycle_gauges(self._runtime.settings, now):
+            yield GaugeMetricFamily(name, text, value=value)
 
 
 class RestMetrics:
