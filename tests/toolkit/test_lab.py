@@ -249,6 +249,9 @@ def test_configuration(running: Running) -> None:
         "api_key",
         "server",
         "repository",
+        "sti_pa",
+        "acme",
+        "lifecycle",
     }
     attestation = config["attestation"]
     assert running.path(attestation["private_key"]) == lab.sp_key
