@@ -107,6 +107,9 @@ async def _renew(args: argparse.Namespace, *, force: bool, first: bool) -> int:
                 return EXIT_OK
             else:
                 outcome = await engine.renew(now)
+            if outcome.action == "pending" and not args.no_wait:
+                wait = engine.policy.x5u_wait.total_seconds()
+                print(f"{outcome.message}; waiting up to {wait:.0f} s for it", flush=True)
             outcome = await _wait_for_switch(lifecycle, outcome, args)
             _print_outcome(outcome, lifecycle)
             if outcome.action == "failed":

@@ -1,0 +1,174 @@
+"""``shaken cert acquire|renew|status|rollback`` against the test STI-PA and ACME STI-CA.
+
+Real HTTPS servers on loopback (STI-PA, ACME STI-CA, our certificate repository), the real
+directory of generations; the time the commands see comes from a manual clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from shaken.adapters.cli import main
+from shaken.adapters.lifecycle import lifecycle_gauges, readiness
+from shaken.config import load_config
+from shaken.toolkit.repository import RepositoryServer, serve_repository
+from tests.support.fakes import ManualClock
+from tests.support.sti import Sti, running_sti, write_config
+
+
+@dataclass
+class Setup:
+    sti: Sti
+    repo: RepositoryServer
+    repo_dir: Path
+    config: Path
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    with running_sti(tmp_path / "sti") as sti:
+        repo_dir = tmp_path / "repo"
+        repo_dir.mkdir()
+        tls = sti.tls_ca.parent
+        repo = serve_repository(
+            repo_dir, port=0, tls_cert=tls / "server.pem", tls_key=tls / "server.key"
+        ).start()
+        try:
+            config = write_config(
+                sti, tmp_path / "sp", repository_url=repo.base_url, repo_dir=repo_dir
+            )
+            yield Setup(sti, repo, repo_dir, config)
+        finally:
+            repo.close()
+
+
+def _status(
+    setup: Setup, capsys: pytest.CaptureFixture[str], clock: ManualClock | None = None
+) -> tuple[int, dict[str, object]]:
+    capsys.readouterr()
+    code = main(["cert", "status", "--json", "--config", str(setup.config)], clock=clock)
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_acquire_status_renew_rollback(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(setup.config)
+    code, report = _status(setup, capsys)
+    assert code == 2 and report["problems"] == [
+        "no certificate obtained yet: run shaken cert acquire"
+    ]
+    assert main(["cert", "acquire", "--config", config]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("signing with certificate ")
+    code, report = _status(setup, capsys)
+    assert code == 0 and report["status"] == "OK"
+    current = report["current"]
+    assert isinstance(current, dict)
+    name = str(current["x5u"]).rsplit("/", 1)[1]
+    assert (setup.repo_dir / name).is_file()
+    assert main(["cert", "status", "--config", config]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"CERTIFICATE OK: {current['serial']} SPC 1234, 365.0 days left")
+    assert "x5u serves    the current certificate" in text
+
+    assert main(["cert", "renew", "--config", config]) == 0
+    assert capsys.readouterr().out.startswith("renewal is not due: ")
+    assert main(["cert", "renew", "--force", "--config", config]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("signing with certificate ")
+    assert out[1].startswith(
+        f"  the previous certificate {current['serial']} stays published until "
+    )
+    code, report = _status(setup, capsys)
+    assert report["previous"] == current["id"] and code == 0
+    assert (setup.repo_dir / name).is_file()  # the old chain is still served
+
+    assert main(["cert", "rollback", "--config", config]) == 0
+    assert capsys.readouterr().out.startswith(
+        f"rolled back: signing with certificate {current['serial']}"
+    )
+    code, report = _status(setup, capsys)
+    assert report["current"] == {**current, "state": "current"}
+
+
+def test_status_exit_codes_follow_nagios(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cert", "acquire", "--config", str(setup.config)]) == 0
+    now = datetime.now(UTC)
+    code, report = _status(setup, capsys, ManualClock(now + timedelta(days=355)))
+    assert code == 1 and report["status"] == "WARNING"
+    assert str(report["problems"]).startswith("['the signing certificate expires in 10.")
+    code, report = _status(setup, capsys, ManualClock(now + timedelta(days=400)))
+    assert code == 2 and report["status"] == "CRITICAL"
+    # The x5u no longer serving the certificate is critical too.
+    current = report["current"]
+    assert isinstance(current, dict)
+    (setup.repo_dir / str(current["x5u"]).rsplit("/", 1)[1]).unlink()
+    code, report = _status(setup, capsys)
+    assert code == 2
+    assert str(report["problems"]).startswith("['the x5u does not serve the current certificate: ")
+    setup.config.write_text(setup.config.read_text() + "\n[lifecycle.nope]\n")
+    assert main(["cert", "status", "--config", str(setup.config)]) == 3
+    assert capsys.readouterr().out.startswith("CERTIFICATE UNKNOWN: ")
+
+
+def test_signing_stays_on_the_old_certificate_while_the_new_x5u_serves_nothing(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cert", "acquire", "--config", str(setup.config)]) == 0
+    _, before = _status(setup, capsys)
+    # A hosted repository whose upload "succeeds" but serves nothing at the new URL.
+    text = (
+        setup.config.read_text()
+        .replace(
+            f'publish_dir = "{setup.repo_dir}"',
+            'publish = "command"\npublish_command = ["true", "{chain}"]',
+        )
+        .replace("x5u_wait = 20", "x5u_wait = 3")
+    )
+    setup.config.write_text(text)
+    assert main(["cert", "renew", "--force", "--config", str(setup.config)]) == 1
+    waited, gave_up = capsys.readouterr().out.splitlines()
+    assert " is published but https://127.0.0.1:" in waited
+    assert waited.endswith(
+        "answered HTTP 404); signing stays on the current certificate; waiting up to 3 s for it"
+    )
+    assert gave_up.startswith("gave up on certificate ")
+    assert gave_up.endswith(" did not serve it within 3 s")
+    code, after = _status(setup, capsys)
+    assert after["current"] == before["current"]
+    assert code == 1 and after["failures"] == 1  # WARNING: renewal failing, still signing
+
+
+def test_a_wrong_password_fails_with_the_sti_pa_s_words(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    credentials = setup.config.parent / "secrets" / "sti-pa.toml"
+    credentials.write_text('user_id = "alice"\npassword = "not-the-password"\n')
+    assert main(["cert", "acquire", "--config", str(setup.config)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"shaken: the STI-PA refused the login of user 'alice' at {setup.sti.pa_server.base_url}"
+        "/api/v1/auth/login (HTTP 401: 'Invalid userId or password'): wrong user id or password?\n"
+    )
+    assert "not-the-password" not in captured.err + captured.out
+    code, report = _status(setup, capsys)
+    assert report["failures"] == 1 and report["generations"] == []
+
+
+def test_readyz_degrades_and_metrics_report_the_lifecycle(setup: Setup) -> None:
+    assert main(["cert", "acquire", "--config", str(setup.config)]) == 0
+    settings = load_config(setup.config)
+    now = datetime.now(UTC)
+    ok, detail = readiness(settings, now) or (None, "")
+    assert ok is True and "365.0 days left, renews at " in detail
+    ok, detail = readiness(settings, now + timedelta(days=352)) or (None, "")
+    assert ok is False and detail.startswith("the signing certificate expires in 13.")
+    gauges = {name: value for name, _, value in lifecycle_gauges(settings, now)}
+    assert gauges["shaken_certificate_renewal_failures"] == 0
+    assert gauges["shaken_certificate_rollover_pending"] == 0
+    assert 364 < gauges["shaken_certificate_days_left"] <= 365
