@@ -156,7 +156,7 @@ def test_a_wrong_password_fails_with_the_sti_pa_s_words(
         "/api/v1/auth/login (HTTP 401: 'Invalid userId or password'): wrong user id or password?\n"
     )
     assert "not-the-password" not in captured.err + captured.out
-    code, report = _status(setup, capsys)
+    _, report = _status(setup, capsys)
     assert report["failures"] == 1 and report["generations"] == []
 
 

@@ -81,7 +81,7 @@ def test_bad_lifecycle_values_name_file_key_and_line(
 
 
 def test_acme_needs_the_sti_pa_and_a_lifecycle() -> None:
-    text = GOOD.split("[acme]")[1].split("[lifecycle]")[0]
+    text = GOOD.split("[acme]")[1].split("[lifecycle]", maxsplit=1)[0]
     with pytest.raises(ConfigError) as caught:
         parse_config("[acme]" + text)
     messages = {str(p) for p in caught.value.problems}
@@ -125,7 +125,7 @@ def test_credentials_come_from_the_environment_without_a_file(
 
     monkeypatch.delenv("SHAKEN_STI_PA_USER_ID", raising=False)
     monkeypatch.delenv("SHAKEN_STI_PA_PASSWORD", raising=False)
-    with pytest.raises(ValueError, match="set sti_pa.credentials_file, or SHAKEN_STI_PA_USER_ID"):
+    with pytest.raises(ValueError, match=r"set sti_pa\.credentials_file, or SHAKEN_STI_PA_USER_ID"):
         StiPaCredentials.load(None)
     monkeypatch.setenv("SHAKEN_STI_PA_USER_ID", "noc")
     monkeypatch.setenv("SHAKEN_STI_PA_PASSWORD", "s3cret")
