@@ -6,6 +6,7 @@ directory of generations; the time the commands see comes from a manual clock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,11 +29,14 @@ class Setup:
     repo: RepositoryServer
     repo_dir: Path
     config: Path
+    #: The test STI-PA's and STI-CA's time (now, unless a test moves it).
+    clock: ManualClock
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    with running_sti(tmp_path / "sti") as sti:
+    clock = ManualClock(datetime.now(UTC))
+    with running_sti(tmp_path / "sti", now=clock.now) as sti:
         repo_dir = tmp_path / "repo"
         repo_dir.mkdir()
         tls = sti.tls_ca.parent
@@ -43,7 +47,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
             config = write_config(
                 sti, tmp_path / "sp", repository_url=repo.base_url, repo_dir=repo_dir
             )
-            yield Setup(sti, repo, repo_dir, config)
+            yield Setup(sti, repo, repo_dir, config, clock)
         finally:
             repo.close()
 
@@ -172,3 +176,52 @@ def test_readyz_degrades_and_metrics_report_the_lifecycle(setup: Setup) -> None:
     assert gauges["shaken_certificate_renewal_failures"] == 0
     assert gauges["shaken_certificate_rollover_pending"] == 0
     assert 364 < gauges["shaken_certificate_days_left"] <= 365
+
+
+def test_serve_renews_when_due_and_signs_with_the_new_certificate(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Worker 0 of ``shaken serve`` renews in the background (here: the clock is past the
+    renewal point) and every worker reloads onto the new generation through current.json."""
+    from shaken.adapters.serve import ServiceOptions, Worker
+    from shaken.adapters.sip.handler import Listener, Role
+    from shaken.adapters.sip.server import bind_listeners
+
+    assert main(["cert", "acquire", "--config", str(setup.config)], clock=setup.clock) == 0
+    _, before = _status(setup, capsys, setup.clock)
+    text = setup.config.read_text()
+    setup.config.write_text(
+        text.replace("[lifecycle]\n", "[lifecycle]\nwatch_interval = 0.2\n")
+        + '\n[attestation]\nattest = "A"\nunknown_tn_attest = "A"\n'
+    )
+    setup.clock.advance(days=250)  # past two thirds of a year, for us, the STI-PA and the CA
+    later = setup.clock
+
+    async def run() -> tuple[str, str]:
+        bound = bind_listeners([Listener("udp:127.0.0.1:0", Role.SIGN)])
+        ready = asyncio.Event()
+        options = ServiceOptions(setup.config, handle_signals=False, clock=later)
+        worker = Worker(options, bound, ready=ready.set)
+        task = asyncio.get_running_loop().create_task(worker.run())
+        await asyncio.wait_for(ready.wait(), 30)
+        assert worker.handler is not None
+        first = worker.handler.runtime.profiles[None].signer
+        assert first is not None and first.policy.credential is not None
+        old_x5u = first.policy.credential.x5u
+        for _ in range(300):
+            if worker.reloads:
+                break
+            await asyncio.sleep(0.1)
+        signer = worker.handler.runtime.profiles[None].signer
+        assert signer is not None and signer.policy.credential is not None
+        new_x5u = signer.policy.credential.x5u
+        worker.stopping.set()
+        assert await asyncio.wait_for(task, 30) == 0
+        return old_x5u, new_x5u
+
+    old_x5u, new_x5u = asyncio.run(run())
+    assert isinstance(before["current"], dict) and old_x5u == before["current"]["x5u"]
+    _, after = _status(setup, capsys, setup.clock)
+    assert isinstance(after["current"], dict)
+    assert after["current"]["serial"] != before["current"]["serial"]
+    assert new_x5u == after["current"]["x5u"] != old_x5u
