@@ -47,6 +47,7 @@ SIGN_THEN_VERIFY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       Content-Length: 0
 
   ]]></send>
+  <recv response="100" optional="true"/>
   <recv response="302">
     <action>
       <ereg regexp="^ *([A-Za-z0-9_.-]+;info=&lt;https://[^&gt;]+&gt;;alg=ES256;ppt=shaken)$"
@@ -78,6 +79,7 @@ SIGN_THEN_VERIFY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       Content-Length: 0
 
   ]]></send>
+  <recv response="100" optional="true"/>
   <recv response="302">
     <action>
       <ereg regexp="verstat=TN-Validation-Passed" search_in="hdr" header="P-Asserted-Identity:"
