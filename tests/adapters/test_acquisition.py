@@ -319,3 +319,56 @@ def test_neither_password_nor_token_is_logged(sti: Sti, caplog: pytest.LogCaptur
     assert sti.password not in caplog.text
     for record in caplog.records:
         assert "eyJ" not in record.getMessage()  # no JWT (base64url of '{"') in any log line
+
+
+def _pa_token(sti: Sti, *, spc: str = SPC, fp: str = "", exp_in: int = 3600) -> Any:
+    from shaken.core.acme import read_atc_token
+
+    key = load_private_key((sti.pa.directory / "signer.key").read_bytes())
+    value = encode_tnauthlist(TNAuthList(entries=(Spc(code=spc),)))
+    exp = int(datetime.now(UTC).timestamp()) + exp_in
+    token = make_atc_token(
+        key, x5u=sti.pa_server.x5u, tkvalue=value, fingerprint=fp, exp=exp, jti="x"
+    )
+    return read_atc_token(token)
+
+
+def test_a_token_the_sti_pa_made_for_another_spc_or_key_never_reaches_the_ca(sti: Sti) -> None:
+    from shaken.adapters.stipa import check_spc_token
+
+    ours = fingerprint(generate_private_key().public_key())
+    kwargs: dict[str, Any] = {
+        "tnauthlist": sti.tnauthlist,
+        "fingerprint": ours,
+        "ca": False,
+        "now": datetime.now(UTC),
+        "min_lifetime": 180,
+    }
+    with pytest.raises(AcquisitionError) as caught:
+        check_spc_token(_pa_token(sti, spc="5678", fp=ours), **kwargs)
+    assert str(caught.value) == (
+        "the SPC token is for SPC 5678, not 1234: the STI-PA account is not authorized for this "
+        "SPC (check sti_pa.account_id and acme.spc)"
+    )
+    other = fingerprint(generate_private_key().public_key())
+    with pytest.raises(AcquisitionError) as caught:
+        check_spc_token(_pa_token(sti, fp=other), **kwargs)
+    assert str(caught.value) == (
+        "the SPC token is bound to another account key (atc.fingerprint differs from our ACME "
+        "account key's)"
+    )
+    stranger = make_atc_token(
+        generate_private_key(),
+        x5u=sti.pa_server.x5u,
+        tkvalue=encode_tnauthlist(sti.tnauthlist),
+        fingerprint=ours,
+        exp=int(datetime.now(UTC).timestamp()) + 3600,
+        jti="y",
+    )
+    from shaken.core.acme import read_atc_token
+
+    with pytest.raises(AcquisitionError, match="signature does not verify with the certificate"):
+        check_spc_token(
+            read_atc_token(stranger), signer=sti.pa.signer, roots=(sti.pa.root,), **kwargs
+        )
+    check_spc_token(_pa_token(sti, fp=ours), signer=sti.pa.signer, roots=(sti.pa.root,), **kwargs)

@@ -18,6 +18,7 @@ import pytest
 from shaken.adapters.cli import main
 from shaken.adapters.lifecycle import lifecycle_gauges, readiness
 from shaken.config import load_config
+from shaken.core.errors import AcquisitionError
 from shaken.toolkit.repository import RepositoryServer, serve_repository
 from tests.support.fakes import ManualClock
 from tests.support.sti import Sti, running_sti, write_config
@@ -225,3 +226,22 @@ def test_serve_renews_when_due_and_signs_with_the_new_certificate(
     assert isinstance(after["current"], dict)
     assert after["current"]["serial"] != before["current"]["serial"]
     assert new_x5u == after["current"]["x5u"] != old_x5u
+
+
+def test_a_publish_command_gets_the_chain_and_not_the_sti_pa_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shaken.adapters.lifecycle import CommandPublisher
+
+    monkeypatch.setenv("SHAKEN_STI_PA_PASSWORD", "pa-secret")
+    command = ["sh", "-c", 'env > "$0.env"; echo https://cr.example.test/hosted/x.pem', "{chain}"]
+    publisher = CommandPublisher(command, x5u_base=None, unpublish=None, staging=tmp_path)
+    x5u = asyncio.run(publisher.publish("shaken-1234-ab.pem", b"CHAIN"))
+    assert x5u == "https://cr.example.test/hosted/x.pem"
+    assert (tmp_path / "shaken-1234-ab.pem").read_bytes() == b"CHAIN"
+    assert "pa-secret" not in (tmp_path / "shaken-1234-ab.pem.env").read_text()
+    failing = CommandPublisher(
+        ["false", "{chain}"], x5u_base=None, unpublish=None, staging=tmp_path
+    )
+    with pytest.raises(AcquisitionError, match="publish command false exited 1"):
+        asyncio.run(failing.publish("n.pem", b"C"))

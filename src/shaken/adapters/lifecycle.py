@@ -27,7 +27,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from shaken.adapters.acme import AcmeClient, AcmeSettings
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher
-from shaken.adapters.stipa import StiPaClient, StiPaCredentials, StiPaSettings
+from shaken.adapters.stipa import (
+    ENV_PASSWORD,
+    ENV_USER,
+    StiPaClient,
+    StiPaCredentials,
+    StiPaSettings,
+)
 from shaken.adapters.store.generations import (
     DirectoryGenerationStore,
     manifest_signature,
@@ -242,7 +248,8 @@ class CommandPublisher:
                 *argv,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env={**os.environ},
+                # The hook gets our environment less the STI-PA credentials it has no use for.
+                env={k: v for k, v in os.environ.items() if k not in (ENV_USER, ENV_PASSWORD)},
             )
             out, err = await asyncio.wait_for(process.communicate(), timeout=300)
         except (OSError, TimeoutError) as exc:
@@ -472,7 +479,11 @@ async def renew_in_background(settings: Settings, clock: Clock, stop: asyncio.Ev
     Without a current generation it obtains the first certificate only when nothing else
     signs (no ``[attestation] private_key``); otherwise that is ``shaken cert acquire``'s.
     """
-    lifecycle = build_lifecycle(settings, clock=clock, now=clock.now())
+    try:
+        lifecycle = build_lifecycle(settings, clock=clock, now=clock.now())
+    except ConfigurationError as exc:
+        log.error("certificate renewal is off in this process: %s", exc)
+        return
     try:
         await lifecycle.engine.run(
             stop,
