@@ -124,6 +124,9 @@ def test_first_acquisition_switches_once_the_x5u_serves(world: World) -> None:
     manifest = world.store.manifest()
     assert manifest is not None and manifest.x5u == outcome.generation.x5u
     assert Path(manifest.key_file).stat().st_mode & 0o777 == 0o600
+    link = world.store.directory / "current"
+    assert (link / "key.pem").read_bytes() == Path(manifest.key_file).read_bytes()
+    assert (link / "chain.pem").read_bytes() == Path(manifest.chain_file).read_bytes()
     # The test CA backdates an hour: two thirds of 90 days and an hour comes before day 60.
     life = timedelta(days=90, hours=1)
     assert world.engine.status(T0).renew_at == T0 - timedelta(hours=1) + life * (2 / 3)
@@ -266,3 +269,23 @@ def test_status_warns_within_warning_days(world: World) -> None:
     assert status.warning and not status.expired
     assert status.problems[0].startswith("the signing certificate expires in 10.0")
     assert world.engine.status(T0 + timedelta(days=91)).expired
+
+
+def test_retired_generations_beyond_keep_are_pruned(world: World) -> None:
+    engine = CertificateLifecycle(
+        world.store,
+        issuer=world.issuer,
+        publisher=world.publisher,
+        checker=world.checker,
+        tnauthlist=SPC,
+        anchors=world.engine.anchors,
+        clock=world.clock,
+        policy=RenewalPolicy(retire_after=timedelta(seconds=0), keep=2),
+    )
+    made = [world.run(engine.renew(T0 + timedelta(hours=i))).generation.id for i in range(6)]
+    world.run(engine.advance(T0 + timedelta(days=1)))
+    kept = [g.id for g in world.store.generations()]
+    manifest = world.store.manifest()
+    assert manifest is not None and manifest.current == made[-1]
+    # current, previous (for rollback), and the two newest retired ones
+    assert kept == made[-4:]

@@ -4,6 +4,7 @@ Layout of the ``[lifecycle] directory``::
 
     current.json            the manifest: which generation signs (key file, x5u, chain file),
                             the previous one, and those still published until a time
+    current -> archive/<id> the same, for programs that read files (replaced by a rename)
     state.json              renewal state: failures, backoff, a generation waiting for its x5u
     lock                    held (flock) by whoever renews, so two processes never do
     archive/<id>/key.pem    the generation's private key (0600, written before the CA is asked)
@@ -241,7 +242,22 @@ class DirectoryGenerationStore:
                     "cannot switch: the disk is full; the current certificate stays"
                 ) from None
             raise
+        self._link_current(manifest)
         fsync_directory(self.directory)
+
+    def _link_current(self, manifest: Manifest) -> None:
+        """``current`` -> ``archive/<id>``, replaced in one rename: a stable path to the
+        current key and chain for programs that read files (an external signer, a backup)."""
+        folder = (self.directory / manifest.key_file).parent
+        target = os.path.relpath(folder, self.directory)
+        temp = self.directory / f".current.{secrets.token_hex(4)}"
+        try:
+            os.symlink(target, temp)
+            os.replace(temp, self.directory / "current")
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
 
     def state(self) -> RenewalState:
         try:
