@@ -332,7 +332,6 @@ def build_lifecycle(
     settings: Settings,
     *,
     clock: Clock,
-    now: datetime,
     credentials: Callable[[], StiPaCredentials] | None = None,
 ) -> Lifecycle:
     """The lifecycle of ``settings`` (which has a ``[lifecycle]``).
@@ -391,9 +390,7 @@ def build_lifecycle(
             csr_crl_url=acme.get("csr_crl_url"),
             validity_days=acme.get("validity_days"),
         )
-    tnauthlist = (
-        TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else _current_tnauthlist(store)
-    )
+    tnauthlist = TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else None
     engine = CertificateLifecycle(
         store,
         issuer=issuer,
@@ -405,17 +402,7 @@ def build_lifecycle(
         policy=renewal_policy(lifecycle, settings),
         enforce_profile=bool(acme.get("enforce_profile", True)) if acme else True,
     )
-    del now
     return Lifecycle(engine=engine, store=store, fetcher=fetcher, settings=settings)
-
-
-def _current_tnauthlist(store: DirectoryGenerationStore) -> TNAuthList:
-    manifest = store.manifest()
-    if manifest is not None:
-        generation = store.get(manifest.current)
-        if generation is not None and generation.spc:
-            return TNAuthList(entries=(Spc(code=generation.spc),))
-    return TNAuthList(entries=(Spc(code="0"),))
 
 
 def lifecycle_credential(settings: Settings) -> tuple[str, str] | None:
@@ -480,7 +467,7 @@ async def renew_in_background(settings: Settings, clock: Clock, stop: asyncio.Ev
     signs (no ``[attestation] private_key``); otherwise that is ``shaken cert acquire``'s.
     """
     try:
-        lifecycle = build_lifecycle(settings, clock=clock, now=clock.now())
+        lifecycle = build_lifecycle(settings, clock=clock)
     except ConfigurationError as exc:
         log.error("certificate renewal is off in this process: %s", exc)
         return

@@ -329,7 +329,7 @@ class CertificateLifecycle:
         issuer: Issuer | None,
         publisher: Publisher,
         checker: X5uChecker,
-        tnauthlist: TNAuthList,
+        tnauthlist: TNAuthList | None,
         anchors: Callable[[], TrustAnchors | None],
         clock: Clock,
         policy: RenewalPolicy = RenewalPolicy(),
@@ -388,8 +388,9 @@ class CertificateLifecycle:
         return outcome
 
     async def _renew(self, now: datetime) -> Outcome:
-        if self.issuer is None:
+        if self.issuer is None or self.tnauthlist is None:
             raise AcquisitionError("no [acme] and [sti_pa] configured: cannot obtain a certificate")
+        tnauthlist = self.tnauthlist
         state = self.store.state()
         if state.pending:
             stale = self.store.get(state.pending)
@@ -407,7 +408,7 @@ class CertificateLifecycle:
             chain = validate_issued(
                 chain_pem,
                 key,
-                tnauthlist=self.tnauthlist,
+                tnauthlist=tnauthlist,
                 anchors=self.anchors(),
                 now=now,
                 enforce_profile=self.enforce_profile,

@@ -38,7 +38,7 @@ EXIT_FAILED = 1
 
 def _open(args: argparse.Namespace) -> Lifecycle:
     settings = load_checked(args.config)
-    return build_lifecycle(settings, clock=args.clock, now=now_of(args))
+    return build_lifecycle(settings, clock=args.clock)
 
 
 def _print_outcome(outcome: Outcome, lifecycle: Lifecycle) -> None:
