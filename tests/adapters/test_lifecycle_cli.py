@@ -19,9 +19,10 @@ from shaken.adapters.cli import main
 from shaken.adapters.lifecycle import lifecycle_gauges, readiness
 from shaken.config import load_config
 from shaken.core.errors import AcquisitionError
+from shaken.toolkit.ca import CaSettings
 from shaken.toolkit.repository import RepositoryServer, serve_repository
 from tests.support.fakes import ManualClock
-from tests.support.sti import Sti, running_sti, write_config
+from tests.support.sti import Sti, running_sti, write_config, write_tls
 
 
 @dataclass
@@ -37,20 +38,22 @@ class Setup:
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
     clock = ManualClock(datetime.now(UTC))
-    with running_sti(tmp_path / "sti", now=clock.now) as sti:
-        repo_dir = tmp_path / "repo"
-        repo_dir.mkdir()
-        tls = sti.tls_ca.parent
-        repo = serve_repository(
-            repo_dir, port=0, tls_cert=tls / "server.pem", tls_key=tls / "server.key"
-        ).start()
-        try:
+    tls = write_tls(tmp_path / "repo-tls", clock.now())
+    repo_dir = tmp_path / "repo"
+    repo_dir.mkdir()
+    repo = serve_repository(repo_dir, port=0, tls_cert=tls[1], tls_key=tls[2]).start()
+    # The CA publishes its CRL where our repository serves it, as the lab's does.
+    ca = CaSettings(
+        repository_url=repo.base_url, crl_url=repo.base_url + "crl.der", publish_dir=str(repo_dir)
+    )
+    try:
+        with running_sti(tmp_path / "sti", now=clock.now, ca_settings=ca, tls=tls) as sti:
             config = write_config(
                 sti, tmp_path / "sp", repository_url=repo.base_url, repo_dir=repo_dir
             )
             yield Setup(sti, repo, repo_dir, config, clock)
-        finally:
-            repo.close()
+    finally:
+        repo.close()
 
 
 def _status(
@@ -245,3 +248,29 @@ def test_a_publish_command_gets_the_chain_and_not_the_sti_pa_password(
     )
     with pytest.raises(AcquisitionError, match="publish command false exited 1"):
         asyncio.run(failing.publish("n.pem", b"C"))
+
+
+def test_a_revoked_certificate_is_critical_and_renewed(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["cert", "acquire", "--config", str(setup.config)], clock=setup.clock) == 0
+    code, before = _status(setup, capsys, setup.clock)
+    assert code == 0 and before["revoked"] is None
+    current = before["current"]
+    assert isinstance(current, dict)
+    setup.sti.ca.revoke(
+        int(str(current["serial"]), 16), now=setup.clock.now(), reason="keyCompromise"
+    )
+    code, report = _status(setup, capsys, setup.clock)
+    assert code == 2 and str(report["revoked"]).startswith("certificate at depth 0 (CN=SHAKEN 1234")
+    assert f"serial {current['serial']} revoked on " in str(report["revoked"])
+    assert str(report["problems"][0]).startswith("the signing certificate is revoked: ")  # type: ignore[index]
+    assert main(["cert", "renew", "--config", str(setup.config)], clock=setup.clock) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("the current certificate is revoked (") and out[0].endswith(
+        "): renewing"
+    )
+    assert out[1].startswith("signing with certificate ")
+    code, after = _status(setup, capsys, setup.clock)
+    assert code == 0 and after["revoked"] is None
+    assert isinstance(after["current"], dict) and after["current"]["serial"] != current["serial"]

@@ -289,3 +289,34 @@ def test_retired_generations_beyond_keep_are_pruned(world: World) -> None:
     assert manifest is not None and manifest.current == made[-1]
     # current, previous (for rollback), and the two newest retired ones
     assert kept == made[-4:]
+
+
+@dataclass
+class Crl:
+    revoked: str | None = None
+    asked: int = 0
+
+    async def revoked_check(self, chain_pem: bytes, *, now: datetime) -> str | None:
+        self.asked += 1
+        return self.revoked
+
+
+def test_a_revoked_certificate_is_renewed_at_once(world: World) -> None:
+    crl = Crl()
+
+    class Checker:
+        async def revoked(self, chain_pem: bytes, *, now: datetime) -> str | None:
+            return await crl.revoked_check(chain_pem, now=now)
+
+    world.engine.revocation = Checker()
+    first = world.run(world.engine.renew(T0)).generation
+    world.run(world.engine.step(T0 + timedelta(minutes=1)))
+    assert world.issuer.calls == 1 and crl.asked == 1
+    world.run(world.engine.step(T0 + timedelta(minutes=2)))
+    assert crl.asked == 1  # asked again only after crl_check (an hour)
+    crl.revoked = "serial 1 revoked on ... by the CRL of CN=STI-PA"
+    world.run(world.engine.step(T0 + timedelta(hours=1, minutes=2)))
+    assert crl.asked == 2 and world.issuer.calls == 2  # long before the renewal point
+    manifest = world.store.manifest()
+    assert manifest is not None and manifest.current != first.id
+    assert world.store.state().revoked is None  # the new certificate is not (yet) known revoked

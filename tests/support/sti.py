@@ -18,7 +18,7 @@ from shaken.adapters.stipa import StiPaCredentials, StiPaSettings
 from shaken.core.certs import Spc, TNAuthList
 from shaken.core.jws import generate_private_key, private_key_pem
 from shaken.toolkit.acme_ca import AcmeStiCa
-from shaken.toolkit.ca import TestCa
+from shaken.toolkit.ca import CaSettings, TestCa
 from shaken.toolkit.sti_pa import StiPaServer, TestStiPa
 from shaken.toolkit.x509build import build_tls_ca, build_tls_server_certificate, certificates_pem
 
@@ -96,12 +96,14 @@ def running_sti(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     pa_options: dict[str, Any] | None = None,
     acme_options: dict[str, Any] | None = None,
+    ca_settings: CaSettings | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
 ) -> Iterator[Sti]:
     start = now()
-    ca = TestCa.init(directory / "ca", now=start)
+    ca = TestCa.init(directory / "ca", now=start, settings=ca_settings or CaSettings())
     pa = TestStiPa.init(directory / "sti-pa", now=start)
     password = pa.add_account(USER, account_id=SPC, spcs=[SPC])
-    tls_ca, cert, key = write_tls(directory / "tls", start)
+    tls_ca, cert, key = tls or write_tls(directory / "tls", start)
     pa_server = StiPaServer(
         pa, now=now, tls_cert=cert, tls_key=key, ca_roots=[ca.root], **(pa_options or {})
     ).start()
@@ -140,6 +142,7 @@ def write_config(
     sections = {
         "verification": [
             f'trust_anchors = ["{sti.ca.directory / "root.pem"}"]',
+            f'sti_pa_certificate = "{sti.ca.directory / "sti-pa.pem"}"',
             f'tls_ca_file = "{sti.tls_ca}"',
             'x5u_allowed_hosts = ["127.0.0.1"]',
             f"x5u_allowed_ports = [{port}]",

@@ -41,10 +41,17 @@ from shaken.adapters.store.generations import (
 )
 from shaken.adapters.trust_loader import load_trust
 from shaken.config import Settings, effective_profile
-from shaken.core.certs import Spc, TNAuthList, load_certificates
-from shaken.core.chain import TrustAnchors
-from shaken.core.errors import AcquisitionError, CertificateError, ConfigurationError
+from shaken.core.certs import Spc, TNAuthList, crl_distribution_points, load_certificates
+from shaken.core.chain import TrustAnchors, validate_chain
+from shaken.core.errors import (
+    AcquisitionError,
+    CertificateError,
+    ChainError,
+    ConfigurationError,
+    VerificationFailure,
+)
 from shaken.core.jws import PrivateKey, generate_private_key, load_private_key, private_key_pem
+from shaken.core.reasons import Reason
 from shaken.files import create_private, write_atomic
 from shaken.services.lifecycle import (
     CertificateLifecycle,
@@ -299,6 +306,45 @@ class FetchingX5uChecker:
         return await check_x5u(self.fetcher, Credential(key=key, x5u=x5u), now=now)
 
 
+class CrlRevocationChecker:
+    """Is our own certificate on the CRL its distribution point names (the STI-PA's)?
+
+    The same CRL verifiers check (through the same fetcher policy), so a revoked certificate
+    is replaced before every call it signs fails as ``cert_revoked`` downstream.
+    """
+
+    def __init__(
+        self,
+        fetcher: HttpsFetcher,
+        trust: Callable[[], tuple[TrustAnchors | None, tuple[Any, ...]]],
+    ) -> None:
+        self.fetcher = fetcher
+        self.trust = trust
+
+    async def revoked(self, chain_pem: bytes, *, now: datetime) -> str | None:
+        try:
+            chain = load_certificates(chain_pem)
+        except CertificateError:
+            return None
+        anchors, signers = self.trust()
+        if anchors is None:
+            return None
+        bodies: list[bytes] = []
+        for url in dict.fromkeys(u for c in chain for u in crl_distribution_points(c)):
+            try:
+                bodies.append((await self.fetcher.fetch(url)).body)
+            except VerificationFailure as exc:
+                log.warning("cannot check our certificate's revocation at %s: %s", url, exc)
+        if not bodies:
+            return None
+        try:
+            validate_chain(chain, anchors, at=now, crls=bodies, crl_signers=signers)
+        except ChainError as exc:
+            if exc.reason is Reason.CERT_REVOKED:
+                return exc.detail
+        return None
+
+
 def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
     verification = effective_profile(settings, None).verification
     # The old chain must outlive the verifiers' iat window, whatever retire_after says.
@@ -358,10 +404,14 @@ def build_lifecycle(
 
     sources = _trust_sources(dict(verification))
 
-    def anchors() -> TrustAnchors | None:
+    def trust() -> tuple[TrustAnchors | None, tuple[Any, ...]]:
         if sources.empty:
-            return None
-        return TrustAnchors(certificates=load_trust(sources, now=clock.now()).anchors)
+            return None, ()
+        loaded = load_trust(sources, now=clock.now())
+        return TrustAnchors(certificates=loaded.anchors), loaded.crl_signers
+
+    def anchors() -> TrustAnchors | None:
+        return trust()[0]
 
     if lifecycle.get("publish", "directory") == "directory":
         publisher: Any = DirectoryPublisher(
@@ -401,6 +451,7 @@ def build_lifecycle(
         clock=clock,
         policy=renewal_policy(lifecycle, settings),
         enforce_profile=bool(acme.get("enforce_profile", True)) if acme else True,
+        revocation=CrlRevocationChecker(fetcher, trust),
     )
     return Lifecycle(engine=engine, store=store, fetcher=fetcher, settings=settings)
 

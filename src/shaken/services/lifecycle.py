@@ -61,6 +61,7 @@ __all__ = [
     "Publisher",
     "RenewalPolicy",
     "RenewalState",
+    "RevocationChecker",
     "X5uChecker",
     "lifecycle_status",
     "validate_issued",
@@ -82,6 +83,7 @@ class RenewalPolicy:
     x5u_wait: timedelta = timedelta(minutes=10)
     x5u_recheck: timedelta = timedelta(seconds=5)
     check_interval: timedelta = timedelta(hours=1)
+    crl_check: timedelta = timedelta(hours=1)
     keep: int = 5
 
     def __post_init__(self) -> None:
@@ -144,6 +146,9 @@ class RenewalState:
     next_attempt: datetime | None = None
     pending: str | None = None
     last_success: datetime | None = None
+    #: Why the current certificate is revoked (its CRL lists it), and when that was checked.
+    revoked: str | None = None
+    revocation_checked: datetime | None = None
 
 
 class GenerationStore(Protocol):
@@ -193,6 +198,13 @@ class Publisher(Protocol):
     async def unpublish(self, name: str) -> None: ...
 
 
+class RevocationChecker(Protocol):
+    """Why the CRL revokes ``chain_pem``'s certificate, or None (not revoked, or unknown:
+    a CRL that cannot be had is no reason to renew)."""
+
+    async def revoked(self, chain_pem: bytes, *, now: datetime) -> str | None: ...
+
+
 class X5uChecker(Protocol):
     """What is wrong with what ``x5u`` serves for ``key`` now, or None (it is ready)."""
 
@@ -210,6 +222,7 @@ class LifecycleStatus:
     warning: bool
     expired: bool
     pending: Generation | None = None
+    revoked: str | None = None
     problems: tuple[str, ...] = field(default_factory=tuple)
 
     def days_left(self, now: datetime) -> float | None:
@@ -290,6 +303,8 @@ def lifecycle_status(
         elif warning:
             days = (current.not_after - now).total_seconds() / 86400
             problems.append(f"the signing certificate expires in {days:.1f} days")
+    if current is not None and state.revoked:
+        problems.insert(0, f"the signing certificate is revoked: {state.revoked}")
     if state.last_error and state.failures:
         problems.append(f"renewal failing ({state.failures}x): {state.last_error}")
     return LifecycleStatus(
@@ -300,6 +315,7 @@ def lifecycle_status(
         warning=warning,
         expired=expired,
         pending=pending,
+        revoked=state.revoked if current is not None else None,
         problems=tuple(problems),
     )
 
@@ -335,6 +351,7 @@ class CertificateLifecycle:
         policy: RenewalPolicy = RenewalPolicy(),
         enforce_profile: bool = True,
         new_key: Callable[[], PrivateKey] = generate_private_key,
+        revocation: RevocationChecker | None = None,
     ) -> None:
         self.store = store
         self.issuer = issuer
@@ -346,6 +363,7 @@ class CertificateLifecycle:
         self.policy = policy
         self.enforce_profile = enforce_profile
         self.new_key = new_key
+        self.revocation = revocation
 
     # ----------------------------------------------------------------------------- status
 
@@ -353,9 +371,29 @@ class CertificateLifecycle:
         return lifecycle_status(self.store, self.policy, now)
 
     def due(self, now: datetime) -> bool:
-        """Renewal is due: no current certificate, or its renewal point has come."""
+        """Renewal is due: no current certificate, its renewal point has come, or it is
+        revoked."""
         status = self.status(now)
-        return status.renew_at is None or now >= status.renew_at
+        return status.renew_at is None or now >= status.renew_at or status.revoked is not None
+
+    async def check_revocation(self, now: datetime, *, force: bool = False) -> str | None:
+        """Ask the CRL whether the current certificate is revoked (at most every
+        ``crl_check`` unless ``force``); the answer is kept in the state."""
+        if self.revocation is None:
+            return None
+        manifest = self.store.manifest()
+        current = self.store.get(manifest.current) if manifest is not None else None
+        if current is None or current.chain_file is None:
+            return None
+        state = self.store.state()
+        last = state.revocation_checked
+        if not force and last is not None and timedelta(0) <= now - last < self.policy.crl_check:
+            return state.revoked
+        why = await self.revocation.revoked(self.store.load_chain(current), now=now)
+        if why is not None and why != state.revoked:
+            log.error("the signing certificate %s is revoked: %s", current.serial, why)
+        self.store.save_state(replace(self.store.state(), revoked=why, revocation_checked=now))
+        return why
 
     # ---------------------------------------------------------------------------- renewal
 
@@ -491,6 +529,8 @@ class CertificateLifecycle:
                 last_error=None,
                 next_attempt=None,
                 last_success=now,
+                revoked=None,
+                revocation_checked=None,
             )
         )
         log.info("switched signing to certificate %s (x5u %s)", generation.serial, generation.x5u)
@@ -612,11 +652,13 @@ class CertificateLifecycle:
         """
         when = now if now is not None else self.clock.now()
         await self.advance(when)
+        await self.check_revocation(when)
         status = self.status(when)
         state = status.state
         if state.pending is None and self.issuer is not None:
             due = (status.renew_at is None and acquire) or (
-                status.renew_at is not None and when >= status.renew_at
+                status.renew_at is not None
+                and (when >= status.renew_at or status.revoked is not None)
             )
             backing_off = state.next_attempt is not None and when < state.next_attempt
             if due and not backing_off:
@@ -634,6 +676,9 @@ class CertificateLifecycle:
             candidates.append(status.renew_at)
         if status.state.next_attempt is not None:
             candidates.append(status.state.next_attempt)
+        if self.revocation is not None and status.current is not None:
+            checked = status.state.revocation_checked or now
+            candidates.append(checked + self.policy.crl_check)
         if status.manifest is not None:
             candidates += [at for _, at in status.manifest.retiring]
         wake = min(candidates) - now

@@ -91,6 +91,9 @@ async def _renew(args: argparse.Namespace, *, force: bool, first: bool) -> int:
             now = now_of(args)
             for event in await engine.advance(now):
                 print(event)
+            revoked = await engine.check_revocation(now, force=True)
+            if revoked is not None:
+                print(f"the current certificate is revoked ({revoked}): renewing")
             status = engine.status(now)
             if status.state.pending and not force:
                 outcome = Outcome(
@@ -174,6 +177,9 @@ async def _status(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     lifecycle = _open(args)
     try:
         now = now_of(args)
+        with lifecycle.store.lock(wait=False) as held:
+            if held:  # else a renewal is under way: report what is on disk
+                await lifecycle.engine.check_revocation(now, force=True)
         status: LifecycleStatus = lifecycle.engine.status(now)
         current = status.current
         serves: str | None = None
@@ -186,7 +192,7 @@ async def _status(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             key = lifecycle.store.load_key(current)
             problem = await lifecycle.engine.checker.check(current.x5u, key, now=now)
             serves = "the current certificate" if problem is None else problem
-            if status.expired or problem is not None:
+            if status.expired or status.revoked or problem is not None:
                 code = CRITICAL
                 if problem is not None:
                     problems.insert(0, f"the x5u does not serve the current certificate: {problem}")
@@ -208,6 +214,7 @@ async def _status(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
             if status.state.next_attempt
             else None,
             "pending": _generation_json(status.pending),
+            "revoked": status.revoked,
             "previous": status.manifest.previous if status.manifest else None,
             "retiring": [
                 {"id": gid, "at": at.isoformat()}

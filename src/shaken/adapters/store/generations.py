@@ -59,7 +59,7 @@ def _time(value: Any) -> datetime | None:
 
 
 _TIMES = {"created", "not_before", "not_after", "published_at", "activated_at"}
-_STATE_TIMES = {"last_attempt", "next_attempt", "last_success"}
+_STATE_TIMES = {"last_attempt", "next_attempt", "last_success", "revocation_checked"}
 
 
 def _generation(data: dict[str, Any]) -> Generation:
