@@ -555,7 +555,8 @@ def readiness(settings: Settings, now: datetime) -> tuple[bool, str] | None:
     """The ``/readyz`` check of the signing certificate, or None without ``[lifecycle]``.
 
     Not ready (degraded) once the current certificate is within ``warning_days`` of notAfter
-    (renewal should have happened long before: something is failing) or expired; before the
+    (renewal should have happened long before: something is failing), expired or revoked
+    (until the renewal that revocation starts has succeeded); before the
     first certificate, ready only when a static ``[attestation]`` key signs meanwhile.
     """
     status = read_status(settings, now)
@@ -567,7 +568,7 @@ def readiness(settings: Settings, now: datetime) -> tuple[bool, str] | None:
             return True, "no certificate obtained yet; signing with [attestation] private_key"
         return False, "no signing certificate: run shaken cert acquire"
     left = status.days_left(now) or 0.0
-    if status.expired or status.warning:
+    if status.expired or status.warning or status.revoked:
         return False, "; ".join(status.problems)
     detail = f"certificate {current.serial}, {left:.1f} days left"
     if status.renew_at is not None:
