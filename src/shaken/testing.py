@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from shaken.core.certs import Spc, TNAuthList, TNEntry
 from shaken.core.chain import TrustAnchors
+from shaken.core.claimconstraints import ClaimConstraints
 from shaken.core.errors import ConfigurationError
 from shaken.toolkit.x509build import (
     SHAKEN_CP_1_4,
@@ -61,6 +62,7 @@ def _issue(
     crl_url: str | None = None,
     crl_issuer: x509.Name | None = None,
     tnauthlist: TNAuthList | None = None,
+    claim_constraints: ClaimConstraints | None = None,
 ) -> x509.Certificate:
     """One certificate of the ATIS-1000080 v005 profile, valid ``validity`` around ``now``."""
     return build_certificate(
@@ -74,6 +76,7 @@ def _issue(
         crl_url=crl_url,
         crl_issuer=crl_issuer,
         tnauthlist=tnauthlist,
+        claim_constraints=claim_constraints,
     )
 
 
@@ -211,8 +214,12 @@ class StiPki:
         *,
         ca_entries: tuple[TNEntry, ...] | None = None,
         validity: _Validity = (timedelta(days=1), timedelta(days=30)),
+        constraints: ClaimConstraints | None = None,
     ) -> Delegation:
         """Issue an RFC 9060 delegation for TN-scoped signing.
+
+        ``constraints`` puts JWTClaimConstraints (or, when enhanced, RFC 9118's) in the
+        delegate end-entity certificate: the branded-calling certificate that pins ``rcd``.
 
         The SP gets a CA certificate (cA TRUE) under the intermediate whose TNAuthList is
         ``ca_entries`` (default: the SP's SPC plus ``tn_entries``), and that CA issues the
@@ -248,6 +255,7 @@ class StiPki:
             crl_url=self.crl_url,
             crl_issuer=self.sti_pa.subject,
             tnauthlist=TNAuthList(entries=tn_entries),
+            claim_constraints=constraints,
         )
         return Delegation(
             ca=ca, ca_key=ca_key, leaf=leaf, leaf_key=leaf_key, intermediate=self.intermediate

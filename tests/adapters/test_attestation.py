@@ -188,6 +188,7 @@ def test_config_show_tn_of_a_profile_that_does_not_sign(
         .replace('"sp/sp.key"', json.dumps(str(lab.sp_key)))
         .replace('"ca/', f'"{lab.directory}/ca/')
         .replace('"tls/', f'"{lab.directory}/tls/')
+        .replace('"repo/', f'"{lab.directory}/repo/')
     )
     assert main(["config", "show", "--effective", "pbx", "--tn", OURS, str(config)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (

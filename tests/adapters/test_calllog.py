@@ -239,3 +239,39 @@ def test_kill_9_loses_nothing_older_than_the_window(tmp_path: Path) -> None:
     missing = set(range(must_have + 1)) - stored
     assert not missing, f"{len(missing)} decisions answered before the window were lost"
     assert max(stored) <= reports[-1][0]
+
+
+def test_brand_and_its_verdict_are_recorded_and_old_logs_gain_the_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "calls.sqlite"
+    # A call log written before branded calling: the columns it lacks are added on open.
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE calls (id INTEGER PRIMARY KEY, time REAL NOT NULL, direction TEXT NOT NULL,"
+        " interface TEXT NOT NULL, outcome TEXT NOT NULL, call_id TEXT, profile TEXT, orig TEXT,"
+        " dest TEXT, attest TEXT, verstat TEXT, reason TEXT, sip_code INTEGER, action TEXT,"
+        " allowed INTEGER NOT NULL, x5u TEXT, latency_ms REAL);"
+        "INSERT INTO calls (time, direction, interface, outcome, allowed)"
+        " VALUES (1.0, 'verify', 'sip', 'verified', 1);"
+    )
+    old.commit()
+    old.close()
+    log = SqliteCallLog(path, flush_interval=0.01)
+    branded = CallRecord(
+        time=2.0,
+        direction="verify",
+        interface="sip",
+        verstat="TN-Validation-Passed",
+        brand='Acme "Bank"\x1b[2J',
+        rcd_status="integrity_failed",
+        rcd_reason="rcd_integrity_failed",
+    )
+    log.record(branded)
+    log.close()
+    rows = read_calls(path)
+    assert rows[0]["brand"] is None and records_of(rows)[1] == branded
+    assert main(["calls", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert 'brand="Acme \\"Bank\\"\\u001b[2J"' in out and "\x1b" not in out
+    assert "rcd=integrity_failed" in out and "rcd_reason=rcd_integrity_failed" in out

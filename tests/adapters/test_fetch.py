@@ -9,7 +9,10 @@ counter at zero.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -323,6 +326,115 @@ async def test_one_special_address_among_several_refuses_the_name(
         with pytest.raises(X5uRejected, match=r"127\.0\.0\.1"):
             await fetcher.fetch(server.url("/x.pem", host=name))
     assert server.connections == before
+
+
+@pytest.mark.anyio
+async def test_17_15_an_ipv4_compatible_literal_is_refused_before_connecting(
+    server: RepositoryServer, pki: StiPki
+) -> None:
+    """``https://[::127.0.0.2]/``: before, it passed the policy and a connection was tried."""
+    path = server.route("/compat/sp.pem", Route(body=pki.chain_pem))
+    before = server.connections
+    policy = X5uPolicy(allowed_ports=(server.port,))
+    async with make_fetcher(server, policy=policy) as fetcher:
+        for literal in ("::127.0.0.2", "::7f00:1"):
+            with pytest.raises(X5uRejected) as info:
+                await fetcher.fetch(f"https://[{literal}]:{server.port}{path}")
+            assert info.value.fields["rule"] == "special_address"
+    assert fetcher.requests == 0
+    assert server.connections == before
+
+
+@pytest.mark.anyio
+async def test_17_15_a_name_resolving_to_an_ipv4_compatible_address_is_refused(
+    server: RepositoryServer, pki: StiPki
+) -> None:
+    path = server.route("/compat/named.pem", Route(body=pki.chain_pem))
+    name = "innocent.example.net"
+    before = server.connections
+    policy = X5uPolicy(allowed_ports=(server.port,))
+    fetcher = make_fetcher(server, policy=policy, table={name: "::127.0.0.1"})
+    async with fetcher:
+        with pytest.raises(X5uRejected) as info:
+            await fetcher.fetch(server.url(path, host=name))
+    assert info.value.fields["address"] == "::127.0.0.1"
+    assert fetcher.requests == 0 and server.connections == before
+
+
+@pytest.mark.anyio
+async def test_17_15_an_ipv4_compatible_address_is_reached_as_its_ipv4_address(
+    server: RepositoryServer, pki: StiPki
+) -> None:
+    """An allowed lab host that resolves to ``::127.0.0.1`` is fetched from 127.0.0.1."""
+    path = server.route("/compat/lab.pem", Route(body=pki.chain_pem))
+    async with make_fetcher(server, table={HOST: "::127.0.0.1"}) as fetcher:
+        doc = await fetcher.fetch(server.url(path))
+    assert doc.body == pki.chain_pem
+
+
+# A subprocess that runs out of file descriptors, then fetches (a cold fetcher first: making
+# its TLS context opens the CA file; then a warm one: the connection needs a descriptor).
+_EMFILE_PROGRAM = r"""
+import asyncio, json, os, resource, sys
+from shaken.adapters.fetch import HttpsFetcher
+from shaken.core.errors import VerificationFailure
+from shaken.core.x5u import X5uPolicy
+
+url, ca_file, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+async def resolve(host, _port):
+    return ["127.0.0.1"]
+
+async def attempt(warm):
+    fetcher = HttpsFetcher(
+        policy=X5uPolicy(allowed_hosts=("cr.example.test",), allowed_ports=(port,)),
+        resolver=resolve,
+        tls_ca_file=ca_file,
+    )
+    if warm:
+        await fetcher.fetch(url)
+    hog = []
+    try:
+        while True:
+            hog.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    try:
+        await fetcher.fetch(url)
+        outcome = {"raised": None}
+    except VerificationFailure as failure:
+        outcome = {"raised": "failure", "reason": failure.reason.value, "detail": failure.detail}
+    except BaseException as exc:
+        outcome = {"raised": type(exc).__name__, "detail": str(exc)}
+    for fd in hog:
+        os.close(fd)
+    await fetcher.aclose()
+    return outcome
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+print(json.dumps([asyncio.run(attempt(False)), asyncio.run(attempt(True))]))
+"""
+
+
+def test_17_5_out_of_file_descriptors_is_cert_fetch_failed(
+    server: RepositoryServer, pki: StiPki
+) -> None:
+    """EMFILE was an OSError outside the error mapping: a traceback, and no SIP answer."""
+    path = server.route("/emfile/sp.pem", Route(body=pki.chain_pem))
+    url = server.url(path)
+    proc = subprocess.run(
+        [sys.executable, "-c", _EMFILE_PROGRAM, url, server.ca_file, str(server.port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cold, warm = json.loads(proc.stdout)
+    for outcome in (cold, warm):
+        assert outcome["raised"] == "failure", outcome
+        assert outcome["reason"] == "cert_fetch_failed"
+        assert "EMFILE" in outcome["detail"] and "Too many open files" in outcome["detail"]
 
 
 @pytest.mark.anyio

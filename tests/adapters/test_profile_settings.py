@@ -363,10 +363,33 @@ VERIFICATION_CASES: dict[str, tuple[str, Probe, Any]] = {
     "max_div_iat_age": ("7", _vp("max_div_iat_age"), 7),
     "tag_verstat": ("false", _actions("tag_verstat"), False),
     "reason_protocol": ('"SIP"', _actions("reason_protocol"), "SIP"),
+    "rcd_verify": ("false", lambda p: p.verifier and p.verifier.branding is None, True),
+    "rcd_display": ('"replace"', _actions("rcd_display"), "replace"),
+    "rcd_display_prefix": ('"[V] "', _actions("rcd_display_prefix"), "[V] "),
+    "rcd_call_info": ("true", _actions("rcd_call_info"), True),
+    "rcd_require_integrity": (
+        "false",
+        lambda p: (
+            p.verifier and p.verifier.branding and p.verifier.branding.settings.require_integrity
+        ),
+        False,
+    ),
+    "rcd_max_crn_length": (
+        "20",
+        lambda p: (
+            p.verifier and p.verifier.branding and p.verifier.branding.settings.max_crn_length
+        ),
+        20,
+    ),
+    "rcd_cache_ttl": (
+        "60",
+        lambda p: p.verifier and p.verifier.branding and p.verifier.branding.settings.ttl.seconds,
+        60,
+    ),
 }
 # Keys of the profile itself, and the attestation keys, have tests of their own (signing,
 # profile selection); listed here so that the completeness check below covers every key.
-OTHER_KEYS = {"behavior", "sources", "header_value", *ATTESTATION_KEYS}
+OTHER_KEYS = {"behavior", "sources", "header_value", "brand", *ATTESTATION_KEYS}
 
 
 def test_every_profile_key_is_covered() -> None:

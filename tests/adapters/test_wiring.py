@@ -57,6 +57,7 @@ async def test_lab_configuration_signs_and_verifies(lab_dir: Path) -> None:
 def test_missing_key_file_is_named(lab_dir: Path, tmp_path: Path) -> None:
     text = (lab_dir / "shaken.toml").read_text().replace('"sp/sp.key"', '"sp/nope.key"')
     config = tmp_path / "shaken.toml"
+    text = text.replace('"repo/', f'"{lab_dir}/repo/')
     config.write_text(text.replace('"ca/', f'"{lab_dir}/ca/').replace('"tls/', f'"{lab_dir}/tls/'))
     with pytest.raises(ConfigurationError, match=r"nope\.key"):
         build_runtime(load_config(config))

@@ -17,10 +17,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from shaken.core.branding import judge
 from shaken.core.certs import Spc, TnRange
 from shaken.core.chain import TrustAnchors
 from shaken.core.context import SipContext, format_sip_date
-from shaken.core.errors import CertificateFetchError
+from shaken.core.errors import CertificateFetchError, VerificationFailure, X5uRejected
 from shaken.core.identity import IdentityHeader
 from shaken.core.jws import PrivateKey, b64url_encode, generate_private_key, sign_es256
 from shaken.core.passport import canonical_json
@@ -37,9 +38,11 @@ from shaken.core.verify import (
     prepare,
 )
 from shaken.testing import StiPki, make_sti_pki
+from tests.support.branding import rcd_claims, row_constraints, served_content
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data" / "conformance.json"
 CASES: list[dict[str, Any]] = json.loads(MANIFEST.read_text())["cases"]
+RCD_CASES: list[dict[str, Any]] = json.loads(MANIFEST.read_text())["rcd_cases"]
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 X5U = "https://cr.example.test/sp.pem"
 ORIG, DEST = "12025550100", "12025550101"
@@ -243,7 +246,7 @@ def test_conformance_case(case: dict[str, Any], lab: Lab) -> None:
 
 
 def test_every_reason_has_a_case() -> None:
-    covered = {c["expect"]["reason"] for c in CASES}
+    covered = {c["expect"]["reason"] for c in CASES} | {c["expect"]["reason"] for c in RCD_CASES}
     missing = {r.value for r in Reason} - covered
     assert not missing, f"no conformance case for {sorted(missing)}"
 
@@ -266,3 +269,29 @@ def test_spc_and_subject_are_reported(lab: Lab) -> None:
     assert result.attest == "A" and result.orig == ORIG and result.dest == (DEST,)
     assert [c.name for c in result.checks if not c.passed] == []
     assert isinstance(Spc(code="1234"), Spc)
+
+
+def _constrained_leaf(case: dict[str, Any], lab: Lab) -> x509.Certificate:
+    constraints = row_constraints(case)
+    if constraints is None:
+        return lab.pki.leaf
+    return lab.pki.delegate((TnRange(start=ORIG, count=10),), constraints=constraints).leaf
+
+
+@pytest.mark.parametrize("case", RCD_CASES, ids=[c["id"] for c in RCD_CASES])
+def test_rcd_conformance_case_judged(case: dict[str, Any], lab: Lab) -> None:
+    """Each Rich Call Data row through the pure verdict (the service test runs it end to end)."""
+    claims = {"attest": "A", "dest": {"tn": [DEST]}, "iat": 0, "orig": {"tn": ORIG}}
+    claims.update(rcd_claims(case))
+    contents: dict[str, bytes | VerificationFailure] = {}
+    for url, body in served_content(case).items():
+        host = url.split("/")[2]
+        if host in case.get("resolve", {}):
+            contents[url] = X5uRejected(Reason.X5U_REJECTED, f"{host} is special-purpose")
+        elif body is None:
+            contents[url] = CertificateFetchError(Reason.CERT_FETCH_FAILED, f"{url}: HTTP 404")
+        else:
+            contents[url] = body
+    verdict = judge(claims, _constrained_leaf(case, lab), contents)
+    got = {"status": verdict.status.value, "reason": verdict.reason and verdict.reason.value}
+    assert got == case["expect"], verdict.detail

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from shaken.core.errors import ConfigurationError
@@ -11,7 +13,7 @@ from shaken.core.policy import (
     reason_header,
     tag_verstat,
 )
-from shaken.core.reasons import Reason, Verstat
+from shaken.core.reasons import REASONS, Reason, Verstat, sip_phrase
 from shaken.core.result import Outcome, VerificationResult
 
 VERIFIED_A = VerificationResult(verstat=Verstat.PASSED, outcome=Outcome.VERIFIED, attest="A")
@@ -101,3 +103,123 @@ def test_bad_configuration() -> None:
         OutcomeAction(action=Action.REJECT, reject_code=200)
     with pytest.raises(ConfigurationError):
         ActionPolicy(reason_protocol="Q.850")
+
+
+# --------------------------------------------------------- branded calling presentation
+
+
+def _branded_result(status: str = "verified", **claims: object) -> VerificationResult:
+    from shaken.core.branding import judge
+    from shaken.core.rcd import content_digest
+
+    logo = "https://brand.example.test/acme.png"
+    payload: dict[str, object] = {
+        "iat": 1,
+        "orig": {"tn": "1"},
+        "dest": {"tn": ["2"]},
+        "rcd": {"nam": "Acme Bank", "icn": logo},
+        "rcdi": {"/icn": content_digest(b"logo")},
+        "crn": 'Fraud "alert"',
+    }
+    payload.update(claims)
+    body = b"logo" if status == "verified" else b"changed"
+    verdict = judge(payload, None, {logo: body})
+    assert verdict.status.value == status, verdict.detail
+    return VerificationResult(
+        verstat=Verstat.PASSED, outcome=Outcome.VERIFIED, attest="A", rcd=verdict
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "shown"),
+    [("off", "John"), ("replace", "Acme Bank"), ("prefix", "(Verified) Acme Bank")],
+)
+def test_verified_brand_replaces_or_prefixes_the_display_name(mode: str, shown: str) -> None:
+    decision = decide(_branded_result(), ActionPolicy(rcd_display=mode), display_name="John")
+    assert decision.display_name == shown
+    assert decision.brand_presented is (mode != "off")
+    assert decision.call_info is None
+
+
+def test_unverified_brand_is_never_presented() -> None:
+    policy = ActionPolicy(rcd_display="replace", rcd_call_info=True)
+    decision = decide(_branded_result("integrity_failed"), policy, display_name="John")
+    assert decision.display_name == "John" and decision.call_info is None
+    failed = replace(
+        _branded_result(),
+        outcome=Outcome.FAILED,
+        reason=Reason.BAD_SIGNATURE,
+        verstat=Verstat.FAILED,
+    )
+    decision = decide(failed, policy, display_name="John")
+    assert decision.display_name == "John" and decision.call_info is None
+
+
+def test_call_info_of_a_verified_brand_is_rfc_9796_shaped() -> None:
+    from shaken.core.rcd import content_digest
+
+    decision = decide(_branded_result(), ActionPolicy(rcd_call_info=True))
+    assert decision.call_info == (
+        "<https://brand.example.test/acme.png>;purpose=icon"
+        f';integrity="{content_digest(b"logo")}";verified=true'
+        ';call-reason="Fraud \\"alert\\""'
+    )
+    # The display name takes the verified name with its quotes escaped by the SIP layer.
+    quoted = decide(
+        _branded_result(rcd={"nam": 'Acme "Bank"', "icn": "https://brand.example.test/acme.png"}),
+        ActionPolicy(rcd_display="replace"),
+    )
+    assert quoted.display_name == 'Acme "Bank"'
+    assert tag_verstat("<tel:+1>", Verstat.PASSED, display_name=quoted.display_name).startswith(
+        '"Acme \\"Bank\\"" <tel:+1'
+    )
+
+
+def test_rcd_display_mode_is_checked() -> None:
+    with pytest.raises(ConfigurationError):
+        ActionPolicy(rcd_display="shout")
+
+
+# Issue 9 item 7: every configured reject_code gets its registered reason phrase.
+@pytest.mark.parametrize(
+    ("code", "phrase"),
+    [
+        (428, "Use Identity Header"),
+        (433, "Anonymity Disallowed"),
+        (436, "Bad Identity Info"),
+        (437, "Unsupported Credential"),
+        (438, "Invalid Identity Header"),
+        (480, "Temporarily Unavailable"),
+        (486, "Busy Here"),
+        (603, "Decline"),
+        (607, "Unwanted"),
+        (608, "Rejected"),
+        (499, "Request Failure"),  # unregistered: its class (RFC 3261 section 21)
+    ],
+)
+def test_9_7_reject_code_gets_its_rfc_reason_phrase(code: int, phrase: str) -> None:
+    # MISSING's own Reason is 428: a different configured code must not read "Forbidden".
+    for result in (MISSING, BAD_SIG):
+        p = ActionPolicy(
+            missing=OutcomeAction(action=Action.REJECT, reject_code=code),
+            failed=OutcomeAction(action=Action.REJECT, reject_code=code),
+        )
+        d = decide(result, p)
+        assert (d.sip_code, d.sip_phrase) == (code, phrase)
+
+
+def test_9_7_reject_phrase_still_overrides_the_table() -> None:
+    p = ActionPolicy(
+        failed=OutcomeAction(action=Action.REJECT, reject_code=438, reject_phrase="No")
+    )
+    assert decide(BAD_SIG, p).sip_phrase == "No"
+    p = ActionPolicy(failed=OutcomeAction(action=Action.REJECT, reject_code=603, reject_phrase="X"))
+    assert decide(BAD_SIG, p).sip_phrase == "X"
+
+
+def test_9_7_one_phrase_table_agrees_with_the_reasons() -> None:
+    # A Reason's own phrase is the registered one, except RFC 8224's 403 "Stale Date".
+    for info in REASONS.values():
+        if info.sip_code != 403:
+            assert sip_phrase(info.sip_code) == info.phrase
+    assert sip_phrase(503) == "Service Unavailable" and sip_phrase(302) == "Moved Temporarily"

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from shaken.core.errors import X5uRejected
 from shaken.core.reasons import Reason
-from shaken.core.x5u import X5uPolicy, check_x5u, is_special_purpose
+from shaken.core.x5u import X5uPolicy, check_x5u, connect_address, is_special_purpose
 
 
 @pytest.mark.parametrize(
@@ -79,3 +81,33 @@ def test_allowed_hosts_compare_case_insensitively() -> None:
     lab = X5uPolicy(allowed_hosts=("CR.Lab.Test",))
     assert lab.allowed_hosts == ("cr.lab.test",)
     assert lab.host_allowed("cr.LAB.test")
+
+
+@pytest.mark.parametrize(
+    ("address", "embedded", "special"),
+    [
+        ("::127.0.0.2", "127.0.0.2", True),
+        ("::7f00:1", "127.0.0.1", True),
+        ("::10.1.2.3", "10.1.2.3", True),
+        ("::169.254.169.254", "169.254.169.254", True),
+        ("::8.8.8.8", "8.8.8.8", False),
+    ],
+)
+def test_17_15_an_ipv4_compatible_address_is_its_ipv4_address(
+    address: str, embedded: str, special: bool
+) -> None:
+    """RFC 4291 section 2.5.5.1 (deprecated) ``::a.b.c.d``: judged and reached as a.b.c.d."""
+    assert is_special_purpose(address) is special
+    assert str(connect_address(address)) == embedded
+    url = f"https://[{address}]/sp.pem"
+    if special:
+        with pytest.raises(X5uRejected) as exc:
+            check_x5u(url)
+        assert exc.value.fields["rule"] == "special_address"
+    else:
+        assert check_x5u(url) == url
+
+
+@pytest.mark.parametrize("address", ["::", "::1", "::ffff:8.8.8.8", "2606:4700::1111"])
+def test_17_15_other_ipv6_addresses_are_connected_to_as_they_are(address: str) -> None:
+    assert connect_address(address) == ipaddress.ip_address(address)

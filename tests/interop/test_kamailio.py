@@ -538,9 +538,11 @@ def test_issue9_item5_forged_claims_are_stripped_when_shaken_answers(picture: Pi
     assert (missing.code, alice.code) == (200, 200)
     received = unsigned.fields
     assert received["from"] == [CLEAN_FROM]
-    # shaken's verdict on the cleaned identities: no Identity, so "[No ID]" and No-TN-Validation
+    # shaken's verdict on the cleaned identities: no Identity, so "[No ID]" and No-TN-Validation,
+    # in one field with the first sip and the first tel identity (RFC 3325 section 9.1)
     assert received["p-asserted-identity"] == [
-        f'"[No ID] Mallory" <sip:+{FORGER};verstat=No-TN-Validation@127.0.0.1;user=phone>'
+        f'"[No ID] Mallory" <sip:+{FORGER};verstat=No-TN-Validation@127.0.0.1;user=phone>, '
+        f'"[No ID] Mallory" <tel:+{FORGER};verstat=No-TN-Validation>'
     ]
     assert "x-shaken-attest" not in received
     assert received["x-shaken-reason"][0].startswith("missing_identity;cause=428")
@@ -567,3 +569,42 @@ def test_issue9_item5_strip_display_covers_the_configured_prefixes(tmp_path: Pat
         prefixes += found
     for prefix in prefixes:
         assert strip.fullmatch(prefix.strip()), prefix
+
+
+# ------------------------------------------------------------- branded calling (RFC 9795/9796)
+
+
+def test_branded_call_arrives_as_verified_acme_bank(picture: Picture) -> None:
+    """The lab's branded TN through both Kamailio sides and the real ``shaken serve``: signed
+    with its brand, verified (logo fetched from the lab's repository over HTTPS), and the far
+    end gets "(Verified) Acme Bank" with the RFC 9796 Call-Info; a forged Call-Info from the
+    carrier side never reaches it."""
+    from shaken.core.rcd import content_digest
+    from shaken.toolkit.lab import BRAND_LOGO, brand_logo
+
+    lab = picture.lab
+    brand_tn = lab.settings.brand_tn
+    repository = lab.serve().start()
+    try:
+        with _far_end() as far:
+            answer = _call(
+                picture.ports["orig"],
+                far,
+                f'"Alice" <sip:{brand_tn}@127.0.0.1>;tag=b',
+                [("Call-Info", "<https://evil.example/x.png>;purpose=icon")],
+                call_id="branded",
+            )
+            [received] = far.invites("branded")
+    finally:
+        repository.close()
+    assert answer.code == 200
+    fields = received.fields
+    assert fields["p-asserted-identity"] == [
+        f'"(Verified) Acme Bank" <sip:{brand_tn};verstat=TN-Validation-Passed@127.0.0.1>'
+    ]
+    logo = lab.settings.repository_url + BRAND_LOGO
+    assert fields["call-info"] == [
+        f'<{logo}>;purpose=icon;integrity="{content_digest(brand_logo())}";verified=true'
+        ';call-reason="Account security alert"'
+    ]
+    assert fields["x-shaken-attest"] == ["A"] and fields["x-shaken-reason"] == ["verified"]

@@ -343,3 +343,82 @@ def test_lab_up_serves_until_interrupted(tmp_path: Path, capsys: Capture) -> Non
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_ca_issues_branded_delegate_with_claim_constraints(tmp_path: Path, capsys: Capture) -> None:
+    """RFC 9795 section 9: the CA pins the vetted rcd; ``cert inspect`` shows what it pinned."""
+    from shaken.core.claimconstraints import constraints_of, evaluate
+    from shaken.core.rcd import jcs
+
+    ca = tmp_path / "ca"
+    assert run(capsys, "ca", "init", str(ca))[0] == 0
+    csr = make_csr(tmp_path, capsys)
+    brand = {"nam": "Acme Bank", "icn": "https://brand.example.test/acme.png"}
+    (tmp_path / "brand.json").write_text(json.dumps(brand))
+    code, out, err = run(
+        capsys,
+        "ca",
+        "issue",
+        str(csr),
+        "--ca",
+        str(ca),
+        "--tn",
+        "12025550100",
+        "--pin-rcd",
+        str(tmp_path / "brand.json"),
+        "--must-include",
+        "rcdi",
+        "--must-exclude",
+        "div",
+        "--out",
+        str(tmp_path / "branded.pem"),
+    )
+    assert code == 0, err
+    leaf = load_certificates((tmp_path / "branded.pem").read_bytes())[0]
+    constraints = constraints_of(leaf)
+    assert constraints is not None and constraints.enhanced
+    assert constraints.must_include == ("rcdi", "rcd")
+    assert constraints.permitted == {"rcd": (jcs(brand).decode(),)}
+    assert constraints.must_exclude == ("div",)
+    base = {"iat": 1, "orig": {"tn": "12025550100"}, "dest": {"tn": ["1"]}, "rcdi": {}}
+    assert evaluate(constraints, {**base, "rcd": dict(reversed(brand.items()))}) == []
+    assert evaluate(constraints, {**base, "rcd": {**brand, "nam": "Acme Refunds"}}) != []
+
+    code, out, _ = run(capsys, "cert", "inspect", str(tmp_path / "branded.pem"))
+    assert code == 0
+    assert "EnhancedJWTClaimConstraints (RFC 8226 8 / RFC 9118):" in out
+    assert 'mustInclude:  ["rcdi", "rcd"]' in out
+    assert (
+        '"{\\"icn\\":\\"https://brand.example.test/acme.png\\",\\"nam\\":\\"Acme Bank\\"}"' in out
+    )
+    assert 'mustExclude:  ["div"]' in out
+    code, out, _ = run(capsys, "cert", "inspect", "--json", str(tmp_path / "branded.pem"))
+    record = json.loads(out.splitlines()[0])
+    assert record["claim_constraints"]["permittedValues"]["rcd"] == [jcs(brand).decode()]
+
+    code, _, err = run(
+        capsys,
+        "ca",
+        "issue",
+        str(csr),
+        "--ca",
+        str(ca),
+        "--tn",
+        "12025550100",
+        "--must-exclude",
+        "rcd",
+        "--claim-constraints",
+        "rfc8226",
+    )
+    assert code == 2 and "RFC 9118" in err
+    code, _, err = run(
+        capsys,
+        "ca",
+        "issue",
+        str(csr),
+        "--ca",
+        str(ca),
+        "--permit",
+        "rcd",
+    )
+    assert code == 2 and "CLAIM=VALUE" in err

@@ -244,6 +244,8 @@ def test_configuration(running: Running) -> None:
     assert set(config) == {
         "attestation",
         "tn_range",
+        "brand",
+        "tn",
         "verification",
         "profile",
         "api_key",
@@ -253,6 +255,9 @@ def test_configuration(running: Running) -> None:
         "acme",
         "lifecycle",
     }
+    assert config["brand"]["acme"]["nam"] == "Acme Bank"
+    assert running.path(config["brand"]["acme"]["icn_file"]).read_bytes().startswith(b"\x89PNG")
+    assert config["tn"][lab.settings.brand_tn] == {"brand": "acme"}
     attestation = config["attestation"]
     assert running.path(attestation["private_key"]) == lab.sp_key
     assert (attestation["attest"], attestation["unknown_tn_attest"]) == ("A", "C")

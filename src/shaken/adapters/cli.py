@@ -33,6 +33,7 @@ from shaken.core.certs import (
     profile_findings,
 )
 from shaken.core.chain import TrustAnchors
+from shaken.core.claimconstraints import ClaimConstraintError, constraints_of
 from shaken.core.context import SipContext
 from shaken.core.errors import (
     CertificateError,
@@ -294,6 +295,12 @@ def _inspect_one(path: str, index: int, stir: StirCertificate) -> dict[str, Any]
         entries = {"error": stir.tnauthlist_error}
     else:
         entries = {"error": "absent: no TNAuthList extension"}
+    constraints: Any
+    try:
+        found = constraints_of(cert)
+        constraints = None if found is None else found.to_json()
+    except ClaimConstraintError as exc:
+        constraints = {"error": str(exc)}
     return {
         "file": path,
         "index": index,
@@ -304,6 +311,7 @@ def _inspect_one(path: str, index: int, stir: StirCertificate) -> dict[str, Any]
         "not_after": stir.not_after.isoformat(),
         "spc": stir.spc,
         "tnauthlist": entries,
+        "claim_constraints": constraints,
         "findings": [
             {"rule": f.rule, "severity": f.severity.value, "message": f.message}
             for f in profile_findings(cert)
@@ -349,6 +357,19 @@ def _print_inspection(record: dict[str, Any]) -> None:
     print(f"  validity: {record['not_before']} .. {record['not_after']}")
     print(f"  SPC:      {record['spc']}")
     print(f"  TNAuthList: {json.dumps(record['tnauthlist'])}")
+    constraints = record["claim_constraints"]
+    if constraints is not None and "error" in constraints:
+        print(f"  claim constraints: {constraints['error']}")
+    elif constraints is not None:
+        # Values are shown as JSON strings: a pinned rcd value is attacker-independent (the CA
+        # wrote it) but may still hold characters a terminal would act on.
+        print(f"  {constraints['extension']} (RFC 8226 8 / RFC 9118):")
+        if constraints["mustInclude"]:
+            print(f"    mustInclude:  {json.dumps(constraints['mustInclude'])}")
+        for claim, values in constraints["permittedValues"].items():
+            print(f"    permitted {json.dumps(claim)}: {json.dumps(values, ensure_ascii=True)}")
+        if constraints["mustExclude"]:
+            print(f"    mustExclude:  {json.dumps(constraints['mustExclude'])}")
     if not record["findings"]:
         print("  profile:  no findings")
     for f in record["findings"]:

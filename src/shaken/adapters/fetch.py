@@ -6,8 +6,10 @@ The attacker picks the x5u URL, so this is the verifier's most exposed piece of 
 1. :func:`shaken.core.x5u.check_x5u` before anything else: https only (http with the lab
    setting), port absent/443/8443, no userinfo, query or fragment, no special-purpose IP literal.
 2. The host is resolved through an injectable resolver, and **every** address is checked
-   against the RFC 6890 special-purpose list (v4-mapped, NAT64, 6to4 and Teredo unwrapped; see
-   :func:`shaken.core.x5u.is_special_purpose`). One bad address refuses the URL: nothing is sent.
+   against the RFC 6890 special-purpose list (v4-mapped, IPv4-compatible, NAT64, 6to4 and Teredo
+   unwrapped; see :func:`shaken.core.x5u.is_special_purpose`). One bad address refuses the URL:
+   nothing is sent. An IPv4-compatible address (``::a.b.c.d``) is its IPv4 address, checked and
+   connected to as such (:func:`shaken.core.x5u.connect_address`).
 3. The connection goes **to the address that was checked**: the URL is rewritten to the IP, the
    Host header and the TLS SNI carry the name (httpx's ``sni_hostname`` extension), and TLS
    still verifies the server certificate against the *name* (httpcore passes the SNI name as
@@ -21,13 +23,18 @@ The attacker picks the x5u URL, so this is the verifier's most exposed piece of 
 
 Every httpx error becomes :class:`~shaken.core.errors.CertificateFetchError` and every policy
 break :class:`~shaken.core.errors.X5uRejected`; no httpx exception crosses into the services.
+Neither does any ``OSError``, wherever in a fetch it happens (creating the TLS context opens
+the CA file, a connection needs a descriptor): a process out of file descriptors (EMFILE)
+answers ``cert_fetch_failed`` naming the error, like any other local failure (issue 17 item 5).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -41,7 +48,7 @@ import httpx
 
 from shaken.core.errors import CertificateFetchError, X5uRejected
 from shaken.core.reasons import Reason
-from shaken.core.x5u import STRICT, X5uPolicy, check_x5u, is_special_purpose
+from shaken.core.x5u import STRICT, X5uPolicy, check_x5u, connect_address, is_special_purpose
 from shaken.services.ports import Clock, FetchedDocument, SystemClock
 
 __all__ = [
@@ -113,6 +120,25 @@ def _refused(url: str, host: str, address: str) -> X5uRejected:
     )
 
 
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` an httpx exception wraps (its cause or context chain), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _os_detail(exc: OSError) -> str:
+    if exc.errno is not None:
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        return f"{name}: {exc.strerror or os.strerror(exc.errno)}"
+    return str(exc) or type(exc).__name__
+
+
 @contextlib.contextmanager
 def _map_httpx_errors(url: str, address: str) -> Iterator[None]:
     """httpx's exceptions, as the one failure the services understand."""
@@ -121,7 +147,10 @@ def _map_httpx_errors(url: str, address: str) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         raise _failed(url, f"{url} ({address}) timed out: {type(exc).__name__}") from None
     except httpx.ConnectError as exc:
-        raise _failed(url, f"cannot connect to {url} ({address}): {exc}", connect=True) from None
+        # httpx says "All connection attempts failed"; the errno says why (EMFILE, ...).
+        cause = _os_error_in(exc)
+        why = _os_detail(cause) if cause is not None else str(exc)
+        raise _failed(url, f"cannot connect to {url} ({address}): {why}", connect=True) from None
     except httpx.HTTPError as exc:
         raise _failed(url, f"cannot fetch {url} ({address}): {type(exc).__name__}: {exc}") from None
     except httpx.InvalidURL as exc:
@@ -129,7 +158,7 @@ def _map_httpx_errors(url: str, address: str) -> Iterator[None]:
     except ssl.SSLError as exc:  # normally wrapped by httpx; kept for safety
         raise _failed(url, f"TLS failure with {url} ({address}): {exc}") from None
     except OSError as exc:
-        raise _failed(url, f"cannot fetch {url} ({address}): {exc}") from None
+        raise _failed(url, f"cannot fetch {url} ({address}): {_os_detail(exc)}") from None
 
 
 def _media_type(content_type: str | None) -> str | None:
@@ -236,6 +265,8 @@ class HttpsFetcher:
             raise _failed(
                 url, f"fetching {url} took longer than {self.limits.timeout:g} s", timeout=True
             ) from None
+        except OSError as exc:  # anything local the mapping below did not see
+            raise _failed(url, f"cannot fetch {url}: {_os_detail(exc)}") from None
 
     async def _addresses(self, url: str, host: str, port: int) -> list[str]:
         try:
@@ -243,22 +274,25 @@ class HttpsFetcher:
         except ValueError:
             literal = None
         if literal is not None:
-            return [str(literal)]
+            return [str(connect_address(literal))]
         try:
-            addresses = list(dict.fromkeys(await self._resolver(host, port)))
+            resolved = list(dict.fromkeys(await self._resolver(host, port)))
         except (OSError, UnicodeError) as exc:
             raise _failed(url, f"cannot resolve {host}: {exc}", host=host) from None
-        if not addresses:
+        if not resolved:
             raise _failed(url, f"{host} has no address", host=host)
-        if not self.policy.host_allowed(host):
-            for address in addresses:
-                try:
-                    special = is_special_purpose(address)
-                except ValueError:
-                    special = True  # not an address at all: refuse rather than guess
-                if special:
-                    raise _refused(url, host, address)
-        return addresses
+        addresses: list[str] = []
+        for address in resolved:
+            try:
+                special = is_special_purpose(address)
+                checked = str(connect_address(address))
+            except ValueError:
+                # Not an address at all: refuse rather than guess, whatever the policy.
+                raise _refused(url, host, address) from None
+            if special and not self.policy.host_allowed(host):
+                raise _refused(url, host, address)
+            addresses.append(checked)
+        return list(dict.fromkeys(addresses))
 
     async def _fetch(self, url: str, etag: str | None) -> FetchedDocument:
         parts = urlsplit(url)
@@ -306,8 +340,9 @@ class HttpsFetcher:
         headers: dict[str, str],
         extensions: dict[str, Any],
     ) -> FetchedDocument:
-        client = self._get_client()
         with _map_httpx_errors(url, address):
+            # Inside the mapping: making the client reads the CA file, which needs a descriptor.
+            client = self._get_client()
             request = client.build_request("GET", direct, headers=headers, extensions=extensions)
             self.requests += 1
             response = await client.send(request, stream=True)

@@ -4,20 +4,41 @@ The loader checks the file's text; this opens what the file names: private keys 
 P-256 keys and not be readable by group or others, trust anchors and CRLs must parse. ``serve``
 runs the same function as ``config check`` before it binds a socket, so a configuration that
 ``config check`` refuses never starts.
+
+Revocation (issue 9 item 3: with ``crl_files`` and no STI-PA certificate, a revoked SP
+certificate kept verifying while ``config check`` said OK): :func:`revocation_review` refuses a
+revocation setup that cannot work. The SHAKEN CRL is an indirect CRL signed by the STI-PA
+(ATIS-1000080 section 6.4.1), so ``revocation``, ``require_crl``, ``crl_unavailable`` or
+``crl_files`` without a CRL signer (``sti_pa_certificate``, or ``crl-signers/`` in a
+``trust_anchors`` directory) is a problem, and so is a CRL file that is no CRL or that neither a
+signer nor an anchor verifies (it could never apply), CRL files with ``revocation = "off"``,
+and revocation keys that contradict each other. The old spellings get a note; so does the
+default (``soft``) without a signer, whose results then say ``warning:crl_unavailable``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import stat
 from pathlib import Path
 from typing import Any
 
-from shaken.config import ConfigError, Problem, Settings, load_config
+from cryptography import x509
+
+from shaken.adapters.trust_loader import CRL_SIGNERS_DIR, load_directory, load_pem_file
+from shaken.config import ConfigError, Problem, Settings, effective_profile, load_config
+from shaken.config.schema import (
+    REVOCATION_KEYS,
+    revocation_conflict,
+    revocation_of,
+    revocation_spellings,
+)
 from shaken.core.certs import load_certificates
 from shaken.core.errors import CertificateError, ConfigurationError
 from shaken.core.jws import load_private_key
+from shaken.services.crl import parse_crl
 
-__all__ = ["check_files", "load_checked"]
+__all__ = ["check_files", "load_checked", "revocation_review"]
 
 
 def load_checked(path: str | Path) -> Settings:
@@ -84,7 +105,123 @@ def check_files(settings: Settings) -> list[Problem]:
             if not Path(crl).is_file():
                 add((*path, "crl_files"), f"cannot read {crl}")
     _lifecycle_problems(settings, add, check_key, check_certs)
+    problems += revocation_review(settings)[0]
     return problems
+
+
+def revocation_review(settings: Settings) -> tuple[list[Problem], list[Problem]]:
+    """Problems and notes about revocation (see the module docstring).
+
+    ``[verification]`` and each profile that sets a key revocation depends on are looked at
+    with their effective values. Notes are for ``config check`` to print; they refuse nothing.
+    """
+    problems: list[Problem] = []
+    notes: list[Problem] = []
+
+    def at(into: list[Problem], path: tuple[str, ...], message: str) -> None:
+        into.append(Problem(settings.source, settings.line_of(*path), ".".join(path), message))
+
+    tables: list[tuple[tuple[str, ...], str | None, Any]] = [
+        (("verification",), None, settings.verification)
+    ]
+    tables += [
+        (("profile", n), n, v)
+        for n, v in settings.profiles.items()
+        if any(k in v for k in _REVOCATION_INPUTS)
+    ]
+    for path, name, raw in tables:
+        try:
+            values = effective_profile(settings, name).verification
+        except ConfigurationError:
+            continue  # the loader's checks report it
+        conflict = revocation_conflict(raw)
+        if conflict is not None:
+            at(problems, (*path, "revocation"), conflict)
+        for key, explanation in revocation_spellings(raw):
+            at(notes, (*path, key), f"note: {explanation}")
+        mode = revocation_of(values)
+        explicit = next((k for k in REVOCATION_KEYS if k in raw), None)
+        crl_files = [Path(f) for f in values.get("crl_files", [])]
+        files_key = (*path, "crl_files")
+        if mode == "off":
+            if crl_files:
+                at(problems, files_key, 'CRL files are given but revocation = "off" ignores them')
+            continue
+        anchors, signers = _trust_of(values)
+        for file in crl_files:
+            try:
+                crl = parse_crl(file.read_bytes())
+            except OSError:
+                continue  # check_files says it cannot be read
+            except ValueError as exc:
+                at(problems, files_key, f"{file} is not a CRL: {exc}")
+                continue
+            if not any(_signs(cert, crl) for cert in (*signers, *anchors)):
+                at(
+                    problems,
+                    files_key,
+                    f"{file} is signed by {crl.issuer.rfc4514_string()}, which no trust anchor"
+                    " or CRL signer verifies, so it could never apply: " + _SIGNER_HINT,
+                )
+        if signers:
+            continue
+        if explicit is not None:
+            at(
+                problems,
+                (*path, explicit),
+                f'revocation = "{mode}" cannot check SHAKEN CRLs without the STI-PA'
+                f' certificate: {_SIGNER_HINT} (or set revocation = "off" to say so)',
+            )
+        elif not crl_files:
+            at(
+                notes,
+                path if name is None else (*path, "revocation"),
+                'note: revocation is "soft" by default, but SHAKEN CRLs cannot be checked'
+                " without the STI-PA certificate: every verification will say"
+                f" warning:crl_unavailable; {_SIGNER_HINT}",
+            )
+    return problems, notes
+
+
+#: Keys whose values decide whether revocation can work in a table.
+_REVOCATION_INPUTS = (*REVOCATION_KEYS, "crl_files", "sti_pa_certificate", "trust_anchors")
+
+_SIGNER_HINT = (
+    "the SHAKEN CRL is an indirect CRL signed by the STI-PA (ATIS-1000080 section 6.4.1); set"
+    f" sti_pa_certificate, or put the STI-PA certificate in {CRL_SIGNERS_DIR}/ of a"
+    " trust_anchors directory"
+)
+
+
+def _trust_of(values: Any) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
+    """The anchors (files and directories) and CRL signers a table names, as the server
+    loads them; what does not load is left out (:func:`check_files` reports it)."""
+    anchors: list[x509.Certificate] = []
+    signers: list[x509.Certificate] = []
+    for entry in values.get("trust_anchors", []):
+        try:
+            if Path(entry).is_dir():
+                roots, crl_signers = load_directory(entry)
+                anchors += roots
+                signers += crl_signers
+            else:
+                anchors += load_pem_file(entry)
+        except ConfigurationError:
+            continue
+    sti_pa = values.get("sti_pa_certificate")
+    if sti_pa:
+        with contextlib.suppress(ConfigurationError):
+            signers += load_pem_file(sti_pa)[:1]
+    return tuple(anchors), tuple(signers)
+
+
+def _signs(cert: x509.Certificate, crl: x509.CertificateRevocationList) -> bool:
+    if crl.issuer != cert.subject:
+        return False
+    try:
+        return crl.is_signature_valid(cert.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
 
 
 def _lifecycle_problems(settings: Settings, add: Any, check_key: Any, check_certs: Any) -> None:

@@ -51,7 +51,12 @@ from shaken.adapters.sip.server import (
     tls_context,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
-from shaken.adapters.wiring import Runtime, build_runtime, check_signing_certificates
+from shaken.adapters.wiring import (
+    Runtime,
+    build_runtime,
+    check_signing_certificates,
+    prepare_brands,
+)
 from shaken.config import Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
@@ -69,7 +74,14 @@ log = logging.getLogger("shaken.serve")
 
 RestServer = Callable[..., Any]
 #: Keys of ``[server]`` that only a restart changes.
-RESTART_KEYS = ("sip_sign", "sip_verify", "workers", "tls_certificate", "tls_key")
+RESTART_KEYS = (
+    "sip_sign",
+    "sip_verify",
+    "workers",
+    "tls_certificate",
+    "tls_key",
+    "udp_receive_buffer",
+)
 
 
 def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
@@ -104,14 +116,18 @@ def with_workers(settings: Settings, workers: int | None) -> Settings:
 async def check_settings(settings: Settings, clock: Clock | None = None) -> Runtime:
     """Build the runtime ``settings`` describe and prove it usable (start and reload).
 
-    :raises ConfigurationError: a file that does not load, a failed ``check_x5u_at_load``.
+    :raises ConfigurationError: a file that does not load, a failed ``check_x5u_at_load``, a
+        brand whose published content cannot be fetched.
     """
     clock = clock or SystemClock()
     runtime = await asyncio.to_thread(build_runtime, settings, clock=clock, now=clock.now())
     try:
         await check_signing_certificates(runtime, now=clock.now())
+        # Brands whose logo or jCard has no local copy: fetched once, rcdi computed.
+        await prepare_brands(runtime)
         for cache in runtime.caches:
             await cache.warm()
+            cache.start_refresh()  # CRLs now and every crl_refresh; aclose stops it
     except BaseException:
         await runtime.aclose()
         raise
@@ -138,6 +154,19 @@ def _handler_options(settings: Settings) -> dict[str, Any]:
     return {
         "max_in_flight": int(server.get("max_in_flight", 1000)),
         "retry_after": int(server.get("retry_after", 1)),
+        "transaction_bytes": int(server.get("transaction_memory", 64 * 1024 * 1024)),
+    }
+
+
+def _sip_options(settings: Settings) -> dict[str, Any]:
+    """The SipServer settings of ``[server]`` that a reload can change in place."""
+    server = settings.server
+    return {
+        "max_message_size": int(server.get("max_message_size", 65535)),
+        "max_connections_per_source": int(server.get("tcp_connections_per_source", 64)),
+        "message_timeout": float(server.get("tcp_message_timeout", 10.0)),
+        "udp_max_age": int(server.get("udp_max_age_ms", 100)) / 1000.0,
+        "overload_answer": str(server.get("overload_answer", "503")),
     }
 
 
@@ -225,8 +254,14 @@ class Worker:
                 if needs_tls
                 else None
             )
-            max_size = int(settings.server.get("max_message_size", 65535))
-            self.sip = SipServer(handler, self.bound, tls=tls, max_message_size=max_size)
+            buffer = settings.server.get("udp_receive_buffer")
+            self.sip = SipServer(
+                handler,
+                self.bound,
+                tls=tls,
+                udp_receive_buffer=None if buffer is None else int(buffer),
+                **_sip_options(settings),
+            )
             await self.sip.start()
             await self._start_rest(runtime)
             # The certificate lifecycle: reload on a switch; worker 0 also renews.
@@ -293,8 +328,10 @@ class Worker:
             options = _handler_options(settings)
             handler.max_in_flight = options["max_in_flight"]
             handler.retry_after = options["retry_after"]
+            handler.transactions.max_bytes = options["transaction_bytes"]
             if self.sip is not None:
-                self.sip.max_message_size = int(settings.server.get("max_message_size", 65535))
+                for name, value in _sip_options(settings).items():
+                    setattr(self.sip, name, value)
             handler.runtime = runtime  # the switch: one assignment in the loop's thread
             self.reloads += 1
             log.info("reloaded %s (profiles: %s)", path, ", ".join(_profile_names(runtime)))

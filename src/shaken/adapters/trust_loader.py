@@ -10,7 +10,8 @@ Three sources, combined (``reference/standards.md`` V14; ``reference/asterisk.md
   STI-PA certificate when one is given, refused unsigned unless explicitly allowed.
 
 The STI-PA certificate is also taken as a CRL signer: the SHAKEN CRL is the STI-PA's
-(ATIS-1000080 section 6.4.1). :func:`reload_trust` swaps a
+(ATIS-1000080 section 6.4.1). CRL files (``crl_files``) are read here too, by
+:func:`load_crl_files`, for the CRL cache. :func:`reload_trust` swaps a
 :class:`~shaken.services.trust.TrustStore` only when everything loaded, so a broken new file
 keeps the old anchors running.
 """
@@ -32,6 +33,7 @@ from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import CertificateError, ConfigurationError
 from shaken.core.trustlist import read_trust_list
+from shaken.services.crl import parse_crl
 from shaken.services.trust import TrustMaterial, TrustStore
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "default_trust_dir",
     "fingerprint",
     "import_into_directory",
+    "load_crl_files",
     "load_directory",
     "load_pem_file",
     "load_trust",
@@ -191,6 +194,24 @@ def load_trust(sources: TrustSources, *, now: datetime) -> LoadedTrust:
         crl_signers=tuple(signers.values()),
         source="; ".join(described),
     )
+
+
+def load_crl_files(paths: Sequence[Path]) -> dict[str, bytes]:
+    """Each CRL file (PEM or DER) by the name the CRL cache keeps it under, ``file:PATH``.
+
+    Blocking; the CRL cache calls it again (off its event loop) on every refresh.
+
+    :raises ConfigurationError: a file is unreadable or not a CRL (naming it).
+    """
+    bodies: dict[str, bytes] = {}
+    for path in paths:
+        data = _read(path, "crl_files:")
+        try:
+            parse_crl(data)
+        except ValueError as exc:
+            raise ConfigurationError(f"crl_files: {path} is not a CRL: {exc}") from None
+        bodies[f"file:{path}"] = data
+    return bodies
 
 
 def reload_trust(store: TrustStore, sources: TrustSources, *, now: datetime) -> TrustMaterial:

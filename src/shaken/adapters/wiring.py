@@ -8,9 +8,13 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import ipaddress
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +24,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
 from shaken.adapters.lifecycle import with_lifecycle_credential
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
-from shaken.adapters.trust_loader import TrustSources, load_trust
+from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
 from shaken.config import EffectiveProfile, Settings, effective_profile
+from shaken.config.schema import revocation_of
 from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import CertificateError, ConfigurationError, VerificationFailure
@@ -30,8 +35,10 @@ from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
 from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
+from shaken.services.crl import LocalCrls
 from shaken.services.ports import Clock, SystemClock
-from shaken.services.signing import Credential, SigningPolicy, SigningService, TnRule
+from shaken.services.rcd import BrandingService, BrandingSettings, ContentCache
+from shaken.services.signing import Brand, Credential, SigningPolicy, SigningService, TnRule
 from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 
@@ -41,6 +48,9 @@ __all__ = [
     "build_runtime",
     "check_signing_certificates",
     "check_x5u",
+    "load_brands",
+    "prepare_brands",
+    "revocation_mode",
 ]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -88,6 +98,8 @@ class Runtime:
     notes: list[str] = field(default_factory=list)
 
     async def aclose(self) -> None:
+        for cache in self.caches or (self.cache,):
+            await cache.aclose()  # the CRL refresh uses the fetcher: it stops first
         for fetcher in self.fetchers or (self.fetcher,):
             await fetcher.aclose()
 
@@ -103,11 +115,22 @@ class Runtime:
         return None
 
     def profile_for_header(self, value: str) -> ProfileRuntime | None:
-        """The profile named by the configured profile-selecting header's value."""
+        """The profile whose ``header_value`` is the profile-selecting header's ``value``.
+
+        Only the configured value selects (never a profile's name: ``header_value`` may be a
+        secret shared with one PBX), compared in constant time over every candidate, and a
+        profile bound to ``sources`` is never selected this way: the header is the last resort
+        for addresses no profile lists.
+        """
+        offered = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
+        found: ProfileRuntime | None = None
         for profile in self.profiles.values():
-            if profile.header_value is not None and profile.header_value == value.strip():
-                return profile
-        return self.profiles.get(value.strip())
+            if profile.header_value is None or profile.sources:
+                continue
+            wanted = hashlib.sha256(profile.header_value.encode("utf-8")).digest()
+            if hmac.compare_digest(offered, wanted) and found is None:
+                found = profile
+        return found
 
 
 def _trust_sources(verification: dict[str, Any]) -> TrustSources:
@@ -124,6 +147,17 @@ def _trust_sources(verification: dict[str, Any]) -> TrustSources:
         sti_pa_cert=Path(sti_pa) if sti_pa else None,
         crl_signer_files=(Path(sti_pa),) if sti_pa else (),
     )
+
+
+def revocation_mode(verification: Mapping[str, Any]) -> RevocationMode:
+    """The one revocation setting of an effective ``[verification]`` (old spellings included)."""
+    return RevocationMode(revocation_of(verification))
+
+
+def _crl_files(verification: Mapping[str, Any]) -> LocalCrls | None:
+    """What reads the configured CRL files again on each refresh (None: there are none)."""
+    paths = tuple(Path(p) for p in verification.get("crl_files", []))
+    return functools.partial(load_crl_files, paths) if paths else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +208,12 @@ class _Backends:
     resolver: Resolver | None
     max_entries: int
     revocation: RevocationMode
+    #: Revocation is global (``GLOBAL_ONLY``): every cache refreshes and reads the same CRLs.
+    crl_refresh: timedelta
+    crl_files: LocalCrls | None
+    now: datetime
     built: dict[_BackendKey, tuple[HttpsFetcher, CertificateCache]] = field(default_factory=dict)
+    contents: dict[tuple[int, BrandingSettings], ContentCache] = field(default_factory=dict)
 
     def for_profile(self, effective: EffectiveProfile) -> tuple[HttpsFetcher, CertificateCache]:
         key = _BackendKey.of(effective)
@@ -202,11 +241,33 @@ class _Backends:
                 negative_ttl=timedelta(seconds=key.negative_ttl),
                 max_entries=self.max_entries,
                 revocation=self.revocation,
+                crl_refresh=self.crl_refresh,
             ),
             profile=effective.verification_profile,
+            crl_files=self.crl_files,
         )
+        if self.crl_files is not None:
+            cache.crl_cache.set_local(self.crl_files(), now=self.now)
         self.built[key] = (fetcher, cache)
         return fetcher, cache
+
+    def branding(
+        self, effective: EffectiveProfile, fetcher: HttpsFetcher, cache: CertificateCache
+    ) -> BrandingService:
+        """The branding step of a profile: referenced content through the profile's fetcher
+        (its x5u URL policy and caps), one content cache per fetcher and settings."""
+        v = effective.verification
+        settings = BrandingSettings(
+            max_crn_length=int(v["rcd_max_crn_length"]),
+            require_integrity=bool(v["rcd_require_integrity"]),
+            ttl=timedelta(seconds=int(v["rcd_cache_ttl"])),
+            negative_ttl=timedelta(seconds=int(v["negative_cache_ttl"])),
+        )
+        key = (id(fetcher), settings)
+        content = self.contents.get(key)
+        if content is None:
+            content = self.contents[key] = ContentCache(fetcher, settings)
+        return BrandingService(cache, content)
 
     def caches(self) -> tuple[CertificateCache, ...]:
         return tuple(cache for _, cache in self.built.values())
@@ -232,6 +293,54 @@ def _credential(
         found = Credential(key=key, x5u=x5u, name=Path(key_file).name)
         cache[(key_file, x5u)] = found
     return found
+
+
+def load_brands(settings: Settings) -> dict[str, Brand]:
+    """Every ``[brand.NAME]``, with ``rcdi`` computed from the local copies it names.
+
+    A brand whose referenced content has no local copy is returned without ``rcdi``;
+    :func:`prepare_brands` fetches it (under the x5u URL policy) before serving.
+
+    :raises ConfigurationError: a file cannot be read, or the brand is not valid RCD.
+    """
+    out: dict[str, Brand] = {}
+    for name, values in settings.brands.items():
+        label = f"[brand.{name}]"
+        line = settings.line_of("brand", name, "nam")
+        where = f"{settings.source}: {label}" + (f" (line {line})" if line else "")
+        rcd: dict[str, Any] = {"nam": values["nam"]}
+        for member in ("apn", "icn", "jcl"):
+            if member in values:
+                rcd[member] = values[member]
+        contents: dict[str, bytes] = {}
+        try:
+            if "jcd_file" in values:
+                rcd["jcd"] = json.loads(Path(values["jcd_file"]).read_text(encoding="utf-8"))
+            for url, copy in (("icn", "icn_file"), ("jcl", "jcl_file")):
+                if copy in values:
+                    contents[values[url]] = Path(values[copy]).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{where}: cannot read {exc.filename}: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise ConfigurationError(f"{where}: jcd_file is not JSON: {exc}") from None
+        try:
+            brand = Brand(
+                name=name,
+                rcd=rcd,
+                crn=values.get("crn"),
+                call_reasons=tuple(values.get("call_reasons", ())),
+                ppt=values.get("ppt", "shaken"),
+                digest=values.get("digest", "sha256"),
+                label=label,
+            )
+            if brand.references and all(url in contents for url in brand.references):
+                brand = brand.with_content(contents)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{settings.source}: {exc}") from None
+        out[name] = brand
+    return out
 
 
 def build_runtime(
@@ -265,20 +374,26 @@ def build_runtime(
         )
     cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
     store_dir = cache_dir or default_cache_dir()
-    hard = verification["require_crl"] or verification["crl_unavailable"] == "fail"
     backends = _Backends(
         trust=trust,
         store_dir=store_dir,
         clock=clock,
         resolver=resolver,
         max_entries=int(verification["max_cache_entries"]),
-        revocation=RevocationMode.HARD if hard else RevocationMode.SOFT,
+        revocation=revocation_mode(verification),
+        crl_refresh=timedelta(seconds=verification.get("crl_refresh", 3600)),
+        crl_files=_crl_files(verification),
+        now=when,
     )
     fetcher, cache = backends.for_profile(glob)
     credentials: dict[tuple[str, str], Credential] = {}
+    brands = load_brands(settings)
     tns = {
         tn: TnRule(
-            attest=v.get("attest"), credential=_credential(v, credentials), label=f'[tn."{tn}"]'
+            attest=v.get("attest"),
+            credential=_credential(v, credentials),
+            label=f'[tn."{tn}"]',
+            brand=brands.get(v.get("brand", "")),
         )
         for tn, v in settings.tns.items()
     }
@@ -290,6 +405,7 @@ def build_runtime(
                 attest=v.get("attest"),
                 credential=_credential(v, credentials),
                 label=f"[tn_range.{name}]",
+                brand=brands.get(v.get("brand", "")),
             ),
         )
         for name, v in settings.tn_ranges.items()
@@ -312,6 +428,7 @@ def build_runtime(
                 # A profile's own attest caps every TN entry for the calls it applies to.
                 ceiling=raw.get("attest"),
                 ceiling_label=f"[profile.{name}]",
+                brand=brands.get(raw.get("brand", "")),
             )
             if policy.credential is not None or tns or ranges:
                 signer = SigningService(policy, clock=clock)
@@ -324,8 +441,15 @@ def build_runtime(
                 else None
             )
             profile_fetcher, profile_cache = backends.for_profile(effective)
+            branding = None
+            if effective.verification["rcd_verify"]:
+                branding = backends.branding(effective, profile_fetcher, profile_cache)
             verifier = VerificationService(
-                profile_cache, clock=clock, profile=effective.verification_profile, replay=replay
+                profile_cache,
+                clock=clock,
+                profile=effective.verification_profile,
+                replay=replay,
+                branding=branding,
             )
         profiles[name] = ProfileRuntime(
             name=name,
@@ -390,6 +514,60 @@ async def check_signing_certificates(runtime: Runtime, *, now: datetime | None =
     if problems:
         raise ConfigurationError("check_x5u_at_load: " + "; ".join(problems))
     return len(checked)
+
+
+async def prepare_brands(runtime: Runtime) -> list[str]:
+    """Fetch the published content of every brand that has no local copy, and compute its rcdi.
+
+    The content is fetched once, through the global fetcher: the x5u URL policy and caps hold
+    for it as for certificates. Each signer's brands are replaced by the ready ones.
+
+    :raises ConfigurationError: a brand's content cannot be fetched (naming the brand and URL).
+    :returns: the names of the brands that were fetched.
+    """
+    ready: dict[str, Brand] = {}
+    pending: dict[str, Brand] = {}
+    for profile in runtime.profiles.values():
+        if profile.signer is None:
+            continue
+        for brand in _brands_of(profile.signer.policy):
+            if not brand.ready:
+                pending[brand.name] = brand
+    for name, brand in pending.items():
+        contents: dict[str, bytes] = {}
+        for url in brand.references:
+            try:
+                contents[url] = (await runtime.fetcher.fetch(url)).body
+            except VerificationFailure as exc:
+                raise ConfigurationError(f"{brand.label}: {url}: {exc.detail}") from None
+        ready[name] = brand.with_content(contents)
+    if ready:
+        for profile in runtime.profiles.values():
+            if profile.signer is not None:
+                profile.signer.policy = _with_brands(profile.signer.policy, ready)
+    return sorted(ready)
+
+
+def _brands_of(policy: SigningPolicy) -> list[Brand]:
+    found = [policy.brand] if policy.brand is not None else []
+    found += [rule.brand for rule in policy.tns.values() if rule.brand is not None]
+    found += [rule.brand for *_, rule in policy.ranges if rule.brand is not None]
+    return found
+
+
+def _with_brands(policy: SigningPolicy, ready: Mapping[str, Brand]) -> SigningPolicy:
+    def swap(brand: Brand | None) -> Brand | None:
+        return None if brand is None else ready.get(brand.name, brand)
+
+    return replace(
+        policy,
+        brand=swap(policy.brand),
+        tns={tn: replace(rule, brand=swap(rule.brand)) for tn, rule in policy.tns.items()},
+        ranges=tuple(
+            (first, last, digits, replace(rule, brand=swap(rule.brand)))
+            for first, last, digits, rule in policy.ranges
+        ),
+    )
 
 
 async def check_x5u(fetcher: HttpsFetcher, credential: Credential, *, now: datetime) -> str | None:

@@ -21,6 +21,7 @@ from shaken.config.schema import (
     ACTION_KEYS,
     API_KEY_KEYS,
     ATTESTATION_KEYS,
+    BRAND_KEYS,
     GLOBAL_ONLY,
     LIFECYCLE_KEYS,
     OUTCOMES,
@@ -36,6 +37,7 @@ from shaken.config.schema import (
 )
 from shaken.core.errors import ConfigurationError
 from shaken.core.policy import Action, ActionPolicy, OutcomeAction
+from shaken.core.rcd import RcdError, parse_rich_call_data
 from shaken.core.reasons import Reason
 from shaken.core.tn import NANP, is_valid_tn
 from shaken.core.verify import SHAKEN, DatePolicy, VerificationProfile
@@ -86,6 +88,7 @@ class Settings:
     tns: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     tn_ranges: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     api_keys: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    brands: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     server: Mapping[str, Any] = field(default_factory=dict)
     repository: Mapping[str, Any] = field(default_factory=dict)
     #: The certificate lifecycle (:func:`_lifecycle_sections`).
@@ -189,6 +192,7 @@ _TOP = (
     "tn",
     "tn_range",
     "api_key",
+    "brand",
     "server",
     "repository",
     "sti_pa",
@@ -261,6 +265,17 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
         for profile in values.get("profiles", []):
             if profile not in profiles:
                 r.problem(("api_key", name, "profiles"), f"no [profile.{profile}]")
+    brands = {
+        name: r.keys(r.table(table, ("brand", name)), BRAND_KEYS, ("brand", name))
+        for name, table in r.table(document.get("brand", {}), ("brand",)).items()
+    }
+    for name, values in brands.items():
+        _check_brand(r, name, values)
+    for section, entries in (("tn", tns), ("tn_range", tn_ranges), ("profile", profiles)):
+        for entry, values in entries.items():
+            brand = values.get("brand")
+            if brand is not None and brand not in brands:
+                r.problem((section, entry, "brand"), f"no [brand.{brand}]")
     server = r.keys(r.table(document.get("server", {}), ("server",)), SERVER_KEYS, ("server",))
     sip_listeners = {*server.get("sip_sign", []), *server.get("sip_verify", [])}
     for listener, profile in server.get("listener_profiles", {}).items():
@@ -284,6 +299,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
         tns=tns,
         tn_ranges=tn_ranges,
         api_keys=api_keys,
+        brands=brands,
         server=server,
         repository=repository,
         sti_pa=sti_pa,
@@ -343,6 +359,31 @@ def _lifecycle_sections(
         if lifecycle.get("retry_min", 60) > lifecycle.get("retry_max", 3600):
             r.problem(("lifecycle", "retry_min"), "is larger than retry_max")
     return sti_pa, acme, lifecycle
+
+
+def _check_brand(r: _Reader, name: str, values: Mapping[str, Any]) -> None:
+    """What a brand needs to be signable (RFC 9795 section 5.1); file contents are checked
+    when the wiring reads them."""
+    path = ("brand", name)
+    if "nam" not in values:
+        r.problem((*path, "nam"), "is required (RFC 9795 section 5.1.1)")
+    if "jcl" in values and "jcd_file" in values:
+        r.problem((*path, "jcd_file"), "jcl and jcd (jcd_file) MUST NOT be used together")
+    for url, copy in (("icn", "icn_file"), ("jcl", "jcl_file")):
+        if copy in values and url not in values:
+            r.problem((*path, copy), f"needs {url}: the URL where this content is published")
+    for key in ("crn", "call_reasons"):
+        reasons = [values[key]] if key == "crn" and key in values else values.get(key, [])
+        for reason in reasons:
+            try:
+                parse_rich_call_data({"crn": reason})
+            except RcdError as exc:
+                r.problem((*path, key), exc.detail)
+    if "nam" in values:
+        try:
+            parse_rich_call_data({"rcd": {"nam": values["nam"]}})
+        except RcdError as exc:
+            r.problem((*path, "nam"), exc.detail)
 
 
 def _syntax_problem(text: str, source: str, exc: tomllib.TOMLDecodeError) -> Problem:
@@ -440,6 +481,13 @@ _VERIFICATION_DEFAULTS: dict[str, Any] = {
     "max_div_iat_age": SHAKEN.max_div_iat_age,
     "tag_verstat": True,
     "reason_protocol": "STIR",
+    "rcd_verify": True,
+    "rcd_display": "off",
+    "rcd_display_prefix": "(Verified) ",
+    "rcd_call_info": False,
+    "rcd_require_integrity": True,
+    "rcd_max_crn_length": 64,
+    "rcd_cache_ttl": 3600,
 }
 _ATTESTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "check_x5u_at_load": False}
 
@@ -545,6 +593,9 @@ def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
             by_reason={Reason(k): _outcome_action(v) for k, v in actions.get("reason", {}).items()},
             reason_protocol=verification["reason_protocol"],
             tag_verstat=verification["tag_verstat"],
+            rcd_display=verification["rcd_display"] if verification["rcd_verify"] else "off",
+            rcd_display_prefix=verification["rcd_display_prefix"],
+            rcd_call_info=verification["rcd_call_info"] and verification["rcd_verify"],
         )
     except (ValueError, ConfigurationError) as exc:
         raise ConfigurationError(str(exc)) from None

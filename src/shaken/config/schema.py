@@ -3,7 +3,8 @@
 The object model is Asterisk's ``stir_shaken.conf`` in TOML (DESIGN.md section 7,
 ``reference/asterisk.md`` section 1): ``[attestation]`` and ``[verification]`` hold global
 defaults, ``[profile.NAME]`` overrides any of them for the calls a profile applies to,
-``[tn."TN"]`` and ``[tn_range.NAME]`` give per-number signing data, ``[api_key.NAME]`` the REST
+``[tn."TN"]`` and ``[tn_range.NAME]`` give per-number signing data, ``[brand.NAME]`` a vetted
+brand for branded calling (RFC 9795) that a TN, range or profile names, ``[api_key.NAME]`` the REST
 clients, ``[server]`` the listeners. Every key is optional: an unset key inherits, which is why
 booleans here are tri-state by construction (absent, true, false), unlike Asterisk's
 ``not_set`` strings. Unknown keys and bad values are errors; nothing falls back silently
@@ -13,7 +14,7 @@ booleans here are tri-state by construction (absent, true, false), unlike Asteri
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +22,19 @@ from urllib.parse import urlsplit
 from shaken.core.reasons import Reason
 from shaken.core.tn import is_valid_tn
 
-__all__ = ["ACTION_KEYS", "ATTESTATION_KEYS", "GLOBAL_ONLY", "VERIFICATION_KEYS", "Spec"]
+__all__ = [
+    "ACTION_KEYS",
+    "ATTESTATION_KEYS",
+    "BRAND_KEYS",
+    "GLOBAL_ONLY",
+    "REVOCATION_KEYS",
+    "REVOCATION_MODES",
+    "VERIFICATION_KEYS",
+    "Spec",
+    "revocation_conflict",
+    "revocation_of",
+    "revocation_spellings",
+]
 
 Check = Callable[[Any], str | None]
 
@@ -195,6 +208,54 @@ def _hex64(value: Any) -> str | None:
 
 ATTEST = _choice("A", "B", "C")
 
+#: The one revocation setting (``revocation``); ``require_crl`` and ``crl_unavailable`` are
+#: its old spellings, still accepted.
+REVOCATION_MODES = ("off", "soft", "hard")
+REVOCATION_KEYS = ("revocation", "require_crl", "crl_unavailable")
+
+
+def _spelled(values: Mapping[str, Any]) -> dict[str, str]:
+    """The revocation mode each revocation key set in ``values`` stands for."""
+    found: dict[str, str] = {}
+    if values.get("revocation") in REVOCATION_MODES:
+        found["revocation"] = values["revocation"]
+    if values.get("require_crl") is True:
+        found["require_crl"] = "hard"
+    if values.get("crl_unavailable") in ("pass", "fail"):
+        found["crl_unavailable"] = "hard" if values["crl_unavailable"] == "fail" else "soft"
+    return found
+
+
+def revocation_of(values: Mapping[str, Any]) -> str:
+    """The revocation mode of a ``[verification]`` table, a profile or an effective profile.
+
+    ``revocation`` when it is set; otherwise the old spellings, which were ORed: ``require_crl
+    = true`` or ``crl_unavailable = "fail"`` is ``"hard"``; otherwise ``"soft"``.
+    """
+    spelled = _spelled(values)
+    if "revocation" in spelled:
+        return spelled["revocation"]
+    return "hard" if "hard" in spelled.values() else "soft"
+
+
+def revocation_conflict(values: Mapping[str, Any]) -> str | None:
+    """Why the revocation keys set in one table contradict each other, or None."""
+    spelled = _spelled(values)
+    if len(set(spelled.values())) < 2:
+        return None
+    said = ", ".join(f'{key} means "{mode}"' for key, mode in spelled.items())
+    return f"the revocation keys contradict each other ({said}); set only revocation"
+
+
+def revocation_spellings(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, explanation) for each old spelling of ``revocation`` set in one table."""
+    return [
+        (key, f'the old spelling of revocation = "{mode}"; write that instead')
+        for key, mode in _spelled(values).items()
+        if key != "revocation"
+    ]
+
+
 ATTESTATION_KEYS: dict[str, Spec] = {
     "enabled": Spec("bool", _bool(), "sign calls at all (Asterisk global_disable, inverted)"),
     "private_key": Spec("path", _string(), "PEM P-256 private key (file mode 0600)"),
@@ -217,10 +278,25 @@ VERIFICATION_KEYS: dict[str, Spec] = {
     "sti_pa_certificate": Spec(
         "path", _string(), "the STI-PA certificate the trust list is checked with"
     ),
-    "crl_files": Spec("paths", _list(_string()), "CRLs to load (PEM or DER)"),
-    "require_crl": Spec("bool", _bool(), "fail a chain whose CRL cannot be had"),
+    "revocation": Spec(
+        "off|soft|hard",
+        _choice(*REVOCATION_MODES),
+        "CRL checking: soft (default) applies the CRLs that can be had and says so in the"
+        " result when a status is unknown; hard fails such a chain; off checks none",
+    ),
+    "crl_files": Spec(
+        "paths", _list(_string()), "CRLs (PEM or DER) applied with the fetched ones; re-read"
+    ),
+    "crl_refresh": Spec(
+        "seconds",
+        _int(60, 86400),
+        "how often CRLs are fetched again, whatever their nextUpdate (default 3600, at most a day)",
+    ),
+    "require_crl": Spec("bool", _bool(), 'old spelling: true is revocation = "hard"'),
     "crl_unavailable": Spec(
-        "pass|fail", _choice("pass", "fail"), "when a CRL cannot be fetched: report, or fail"
+        "pass|fail",
+        _choice("pass", "fail"),
+        'old spelling: "fail" is revocation = "hard", "pass" is revocation = "soft"',
     ),
     "cache_dir": Spec("path", _string(), "certificate cache directory (Asterisk cert_cache_dir)"),
     "fetch_timeout": Spec("seconds", _number(0), "total x5u fetch time (Asterisk curl_timeout)"),
@@ -263,6 +339,21 @@ VERIFICATION_KEYS: dict[str, Spec] = {
     "reason_protocol": Spec(
         "STIR|SIP", _choice("STIR", "SIP"), "Reason header protocol (RFC 9410 STIR, or SIP)"
     ),
+    "rcd_verify": Spec("bool", _bool(), "check Rich Call Data of verified calls (RFC 9795)"),
+    "rcd_display": Spec(
+        "off|replace|prefix",
+        _choice("off", "replace", "prefix"),
+        "show a verified brand: display name := nam, or rcd_display_prefix + nam",
+    ),
+    "rcd_display_prefix": Spec(
+        "string", _string(nonempty=False), "prefix of a verified brand name ('(Verified) ')"
+    ),
+    "rcd_call_info": Spec("bool", _bool(), "add RFC 9796 Call-Info for a verified brand"),
+    "rcd_require_integrity": Spec(
+        "bool", _bool(), "refuse a brand whose referenced content has no rcdi digest"
+    ),
+    "rcd_max_crn_length": Spec("int", _int(1, 1024), "longest call reason (crn) accepted"),
+    "rcd_cache_ttl": Spec("seconds", _int(1), "how long fetched logos and jCards are kept"),
 }
 
 ACTION_KEYS: dict[str, Spec] = {
@@ -291,6 +382,8 @@ GLOBAL_ONLY: dict[str, str] = {
             "trust_list",
             "sti_pa_certificate",
             "crl_files",
+            "revocation",
+            "crl_refresh",
             "require_crl",
             "crl_unavailable",
         ),
@@ -314,10 +407,31 @@ PROFILE_KEYS: dict[str, Spec] = {
     **{k: v for k, v in VERIFICATION_KEYS.items() if k not in GLOBAL_ONLY},
 }
 
+_BRAND_REF = Spec("name", _string(), "the [brand.NAME] vetted for these numbers (RFC 9795)")
+PROFILE_KEYS["brand"] = _BRAND_REF
+
 TN_KEYS: dict[str, Spec] = {
     "private_key": ATTESTATION_KEYS["private_key"],
     "x5u": ATTESTATION_KEYS["x5u"],
     "attest": ATTESTATION_KEYS["attest"],
+    "brand": _BRAND_REF,
+}
+BRAND_KEYS: dict[str, Spec] = {
+    "nam": Spec("string", _string(), "the vetted display name (rcd nam)"),
+    "apn": Spec("string", _string(), "alternate presentation number (rcd apn)"),
+    "icn": Spec("url", _x5u, "URL of the logo (rcd icn); https, as verifiers fetch it"),
+    "icn_file": Spec("path", _string(), "local copy of the logo published at icn (for rcdi)"),
+    "jcl": Spec("url", _x5u, "URL of the brand's jCard (rcd jcl)"),
+    "jcl_file": Spec("path", _string(), "local copy of the jCard published at jcl (for rcdi)"),
+    "jcd_file": Spec("path", _string(), "a jCard (RFC 7095 JSON) signed inline (rcd jcd)"),
+    "crn": Spec("string", _string(), "the call reason signed by default (crn)"),
+    "call_reasons": Spec("list", _list(_string()), "other call reasons a request may ask for"),
+    "ppt": Spec(
+        "shaken|rcd|both",
+        _choice("shaken", "rcd", "both"),
+        "claims in the SHAKEN PASSporT (default), a separate ppt=rcd one, or both",
+    ),
+    "digest": Spec("alg", _choice("sha256", "sha384", "sha512"), "rcdi digest algorithm"),
 }
 TN_RANGE_KEYS: dict[str, Spec] = {
     "start": Spec("TN", _tn, "first TN of the range"),
@@ -381,6 +495,33 @@ SERVER_KEYS: dict[str, Spec] = {
         "atis|3gpp|auto",
         _choice("atis", "3gpp", "auto"),
         "REST JSON schema: ATIS-1000082, 3GPP TS 24.229 Ms, or by request shape (default auto)",
+    ),
+    # SIP robustness: memory, connections and overload (one block).
+    "transaction_memory": Spec(
+        "bytes",
+        _int(65536),
+        "bytes of SIP answers kept for retransmissions per worker (default 67108864)",
+    ),
+    "tcp_connections_per_source": Spec(
+        "int", _int(1), "SIP TCP/TLS connections one source address may hold (default 64)"
+    ),
+    "tcp_message_timeout": Spec(
+        "seconds", _number(0), "a SIP message over TCP/TLS must arrive whole within (default 10)"
+    ),
+    "udp_max_age_ms": Spec(
+        "ms",
+        _int(1, 10000),
+        "a UDP request queued longer than this is shed before any work (default 100)",
+    ),
+    "overload_answer": Spec(
+        "503|drop",
+        _choice("503", "drop"),
+        "what a shed request gets: 503 with Retry-After, or nothing (default 503)",
+    ),
+    "udp_receive_buffer": Spec(
+        "bytes",
+        _int(4096, 2**30),
+        "SO_RCVBUF of the SIP UDP sockets (default 4194304; the kernel doubles it)",
     ),
 }
 REPOSITORY_KEYS: dict[str, Spec] = {

@@ -20,6 +20,10 @@ One gap is filled by hand: certificates whose issuer signed the legacy NULL-para
 checked by the verifier, so :func:`_legacy_path` verifies that single signature itself and lets
 the verifier check the rest of the path.
 
+The certificates are the attacker's (an x5u body of 64 KiB holds about 90), so the work of
+one validation is bounded: every signature check it makes, the verifier's included, is charged
+to a :class:`ValidationBudget`, which may also carry the caller's deadline.
+
 Revocation is ours: cryptography's verifier does no CRL processing. SHAKEN uses one indirect CRL
 published by the STI-PA (ATIS-1000080 section 6.4.1: the CRLDP names the STI-PA URL and, in
 ``cRLIssuer``, the STI-PA's name); a CA may also publish a direct CRL. See
@@ -28,7 +32,8 @@ published by the STI-PA (ATIS-1000080 section 6.4.1: the CRLDP names the STI-PA 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -55,18 +60,103 @@ from shaken.core.errors import CertificateError, ChainError, ConfigurationError
 from shaken.core.reasons import Reason
 
 __all__ = [
+    "DEFAULT_SIGNATURE_CHECKS",
+    "VERIFIER_SIGNATURE_CHECKS",
     "TnScope",
     "TrustAnchors",
     "ValidatedChain",
+    "ValidationBudget",
     "check_delegation",
     "check_tn_scope",
+    "find_revocation",
     "require_tnauthlist",
     "tn_scope",
+    "unchecked_revocation",
     "validate_chain",
 ]
 
 #: SHAKEN paths are root -> intermediate -> leaf; RFC 9060 delegation adds one or two levels.
 MAX_CHAIN_DEPTH = 6
+
+#: cryptography's path builder stops by itself after this many signature checks per
+#: ``verify`` call (its ``DEFAULT_SIGNATURE_CHECK_LIMIT``, 2**7; Go and rustls-webpki use 100)
+#: and then fails with "Exceeded maximum signature check limit".
+VERIFIER_SIGNATURE_CHECKS = 128
+#: What one validation may spend in all: the verifier's own limit once, and as much again for
+#: the legacy-encoding path and the search that explains a failure. A SHAKEN chain needs 2 or 3.
+DEFAULT_SIGNATURE_CHECKS = 2 * VERIFIER_SIGNATURE_CHECKS
+#: Steps of the explanation search beyond its signature checks (each one a few list
+#: operations): only simple-path conflicts can make it take dead ends.
+_MAX_SEARCH_STEPS = 4096
+_BUDGET_ERROR = "Exceeded maximum signature check limit"
+
+
+class _BudgetExhausted(Exception):
+    """Raised inside a validation when its :class:`ValidationBudget` is spent."""
+
+
+class ValidationBudget:
+    """The work one chain validation may do, in signature checks, and when it must stop.
+
+    An x5u response of 64 KiB holds about 90 certificates, and certificates that share a name
+    and a key all verify as each other's issuer, so a search that follows names and
+    signatures without a bound can be made to run for minutes (issue 17 item 1). Everything
+    :func:`validate_chain` does for one chain is charged here: each call of cryptography's
+    verifier (which limits itself to :data:`VERIFIER_SIGNATURE_CHECKS`; that much is reserved
+    before the call and what it did not use is given back, see :func:`_verifier_cost`), the
+    signature checks of the legacy-encoding path, and those of the search that explains a
+    failure. When the budget is spent the chain is ``cert_untrusted``: a chain that cannot be
+    validated within it is not one SHAKEN issues.
+
+    ``expired`` is the caller's deadline as a callable (the core reads no clock; a service
+    passes a test of its monotonic clock); it is consulted at every charge and search step.
+
+    One budget serves one validation; it is not thread-safe. ``spent`` is what was charged and
+    never exceeds ``limit``; ``exhausted`` says why the validation stopped
+    (``"signature_checks"`` or ``"deadline"``), or is None.
+    """
+
+    def __init__(
+        self,
+        signature_checks: int = DEFAULT_SIGNATURE_CHECKS,
+        *,
+        expired: Callable[[], bool] | None = None,
+    ) -> None:
+        if signature_checks < VERIFIER_SIGNATURE_CHECKS:
+            raise ConfigurationError(
+                f"a validation budget needs at least {VERIFIER_SIGNATURE_CHECKS} signature"
+                " checks, what one call of the path builder may spend"
+            )
+        self.limit = signature_checks
+        self.spent = 0
+        self.exhausted: str | None = None
+        self._expired = expired
+
+    def charge(self, checks: int = 1) -> None:
+        """Reserve ``checks`` signature checks before making them.
+
+        :raises _BudgetExhausted: they do not fit, or the time is up; nothing more may be done.
+        """
+        if self.spent + checks > self.limit:
+            self.exhausted = "signature_checks"
+            raise _BudgetExhausted
+        self.spent += checks
+        self.step()
+
+    def refund(self, checks: int) -> None:
+        """Give back reserved checks that were not used."""
+        self.spent -= min(max(checks, 0), self.spent)
+
+    def step(self) -> None:
+        """A unit of work that is no signature check: only the deadline is consulted."""
+        if self._expired is not None and self._expired():
+            self.exhausted = "deadline"
+            raise _BudgetExhausted
+
+    def describe(self) -> str:
+        if self.exhausted == "deadline":
+            return f"the validation time ran out after {self.spent} signature checks"
+        return f"the budget of {self.limit} signature checks is spent"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,30 +268,123 @@ def _paths_ignoring_time(
     leaf: x509.Certificate,
     intermediates: Sequence[x509.Certificate],
     anchors: TrustAnchors,
+    budget: ValidationBudget,
 ) -> list[list[x509.Certificate]]:
-    """Every name-and-signature path from ``leaf`` to an anchor, validity not considered.
+    """Up to 8 name-and-signature paths from ``leaf`` to an anchor, validity not considered.
 
     Only used to explain a failure: when the verifier rejects a chain, we look for a path that
-    would exist at another time, so the caller hears "expired" instead of "untrusted".
-    """
-    anchor_set = set(anchors.certificates)
-    found: list[list[x509.Certificate]] = []
+    would exist at another time, so the caller hears "expired" instead of "untrusted". The
+    paths are those a depth-first search over issuers (anchors before intermediates) finds
+    first, at most ``MAX_CHAIN_DEPTH + 1`` certificates long and ending at the first anchor.
 
-    def extend(path: list[x509.Certificate]) -> None:
-        if len(found) >= 8 or len(path) > MAX_CHAIN_DEPTH + 1:
+    The search is bounded, because the certificates are the attacker's: which certificates
+    can reach an anchor by names alone is worked out first, without any signature check; the
+    signature of each (child, issuer) pair is checked at most once, against ``budget``; and
+    the depth-first search only enters a certificate from which a checked path of the length
+    left reaches an anchor. Look-alike CAs that never name an anchor therefore cost nothing,
+    and any others at most one check per pair, within the budget.
+
+    :raises _BudgetExhausted: from ``budget``.
+    """
+    max_len = MAX_CHAIN_DEPTH + 1
+    certs: list[x509.Certificate] = []
+    index: dict[x509.Certificate, int] = {}
+    for cert in (leaf, *anchors.certificates, *intermediates):
+        if cert not in index:
+            index[cert] = len(certs)
+            certs.append(cert)
+    anchor_ids = {index[a] for a in anchors.certificates}
+    by_subject: dict[x509.Name, list[int]] = {}
+    # Candidate issuers in the order the search tries them: anchors, then intermediates.
+    for cert in (*anchors.certificates, *intermediates):
+        ids = by_subject.setdefault(cert.subject, [])
+        if index[cert] not in ids:
+            ids.append(index[cert])
+    parents = [[p for p in by_subject.get(c.issuer, ()) if p != i] for i, c in enumerate(certs)]
+    # Which certificates the search can meet: forward from the leaf by names (no signatures).
+    reachable = {0: 0}
+    queue = deque([0])
+    while queue:
+        child = queue.popleft()
+        if child in anchor_ids or reachable[child] >= max_len - 1:
+            continue
+        for parent in parents[child]:
+            if parent not in reachable:
+                reachable[parent] = reachable[child] + 1
+                queue.append(parent)
+    children: dict[int, list[int]] = {}
+    for child in reachable:
+        for parent in parents[child]:
+            if parent in reachable:
+                children.setdefault(parent, []).append(child)
+    checked: dict[tuple[int, int], bool] = {}
+
+    def issued(child: int, parent: int) -> bool:
+        known = checked.get((child, parent))
+        if known is None:
+            budget.charge()
+            known = checked[child, parent] = _issued_by(certs[child], certs[parent])
+        return known
+
+    # How far each certificate is from an anchor by checked signatures: backward from the
+    # anchors, each pair checked once.
+    distance = {a: 0 for a in anchor_ids if a in reachable}
+    frontier = deque(distance)
+    while frontier:
+        parent = frontier.popleft()
+        if distance[parent] >= max_len - 1:
+            continue
+        for child in children.get(parent, ()):
+            if child in distance or child in anchor_ids:
+                continue
+            if issued(child, parent):
+                distance[child] = distance[parent] + 1
+                frontier.append(child)
+    found: list[list[x509.Certificate]] = []
+    if 0 not in distance:
+        return found
+    steps = 0
+
+    def extend(path: list[int]) -> None:
+        nonlocal steps
+        steps += 1
+        budget.step()
+        if len(found) >= 8 or steps > _MAX_SEARCH_STEPS:
             return
         tip = path[-1]
-        if tip in anchor_set:
-            found.append(list(path))
+        if tip in anchor_ids:
+            found.append([certs[i] for i in path])
             return
-        for candidate in (*anchors.certificates, *intermediates):
-            if candidate in path or candidate.subject != tip.issuer:
+        for candidate in parents[tip]:
+            left = distance.get(candidate)
+            if candidate in path or left is None or len(path) + 1 + left > max_len:
                 continue
-            if _issued_by(tip, candidate):
+            if issued(tip, candidate):
                 extend([*path, candidate])
 
-    extend([leaf])
+    extend([0])
     return found
+
+
+def _verifier_cost(
+    error: str,
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    issuers: Sequence[x509.Certificate],
+) -> int:
+    """What a failed ``verify`` call may have spent, in signature checks.
+
+    Its own limit when it says it reached it; otherwise the number of (certificate, issuer by
+    name) pairs it could have tried, at most that limit (cryptography does not report its
+    count).
+    """
+    if _BUDGET_ERROR in error:
+        return VERIFIER_SIGNATURE_CHECKS
+    subjects: dict[x509.Name, int] = {}
+    for cert in (*issuers, *intermediates):
+        subjects[cert.subject] = subjects.get(cert.subject, 0) + 1
+    pairs = sum(subjects.get(cert.issuer, 0) for cert in (leaf, *intermediates))
+    return min(pairs, VERIFIER_SIGNATURE_CHECKS)
 
 
 def _outside_validity(
@@ -236,6 +419,7 @@ def validate_chain(
     crls: Sequence[bytes] = (),
     crl_signers: Sequence[x509.Certificate] = (),
     require_crl: bool = False,
+    budget: ValidationBudget | None = None,
 ) -> ValidatedChain:
     """Build and check the path from ``chain[0]`` (the signer) to one of ``anchors`` at ``at``.
 
@@ -266,27 +450,38 @@ def validate_chain(
     to no trusted anchor is ``CERT_UNTRUSTED`` whatever its dates. Certificates signed over the
     legacy NULL-parameter ECDSA encoding are validated through :func:`_legacy_path`.
 
+    Work: everything done for one chain is charged to ``budget`` (a fresh
+    :class:`ValidationBudget` when None), so a chain built to make path building search costs
+    at most its signature checks (and stops at its deadline) and is then ``CERT_UNTRUSTED``.
+
     :raises ConfigurationError: ``at`` is naive or ``chain`` is empty.
     :raises ChainError: ``CERT_EXPIRED`` (fields depth, subject, not_before, not_after, at),
-        ``CERT_UNTRUSTED`` (fields subject, cause) or ``CERT_REVOKED`` (fields depth,
-        subject, serial, cause). ``cause`` is the underlying explanation (the exception's
-        ``detail`` attribute is already its full sentence).
+        ``CERT_UNTRUSTED`` (fields subject, cause; a spent budget also has ``exhausted``,
+        ``"signature_checks"`` or ``"deadline"``, and ``spent``) or ``CERT_REVOKED`` (fields
+        depth, subject, serial, cause). ``cause`` is the underlying explanation (the
+        exception's ``detail`` attribute is already its full sentence).
     """
     _require_aware(at)
     if not chain:
         raise ConfigurationError("validate_chain needs at least the signer's certificate")
+    work = budget if budget is not None else ValidationBudget()
     leaf, intermediates = chain[0], list(chain[1:])
     try:
-        path = list(_verifier(anchors.store, at).verify(leaf, intermediates).chain)
+        path = _verify(work, anchors.store, at, leaf, intermediates, anchors.certificates)
+    except _BudgetExhausted:
+        raise _exhausted_error(leaf, work, "") from None
     except VerificationError as exc:
-        legacy = _legacy_path(leaf, intermediates, anchors, at)
-        if legacy is not None:
-            return _finish(legacy, anchors, at, crls, crl_signers, require_crl)
-        candidates = _paths_ignoring_time(leaf, intermediates, anchors)
+        detail = str(exc)
+        try:
+            legacy = _legacy_path(leaf, intermediates, anchors, at, work)
+            if legacy is not None:
+                return _finish(legacy, anchors, at, crls, crl_signers, require_crl)
+            candidates = _paths_ignoring_time(leaf, intermediates, anchors, work)
+        except _BudgetExhausted:
+            raise _exhausted_error(leaf, work, detail) from None
         expired = [found for p in candidates if (found := _outside_validity(p, at)) is not None]
         if candidates and len(expired) == len(candidates):
             raise _expired_error(*expired[0], at) from None
-        detail = str(exc)
         raise ChainError(
             Reason.CERT_UNTRUSTED,
             f"no valid path from {_subject(leaf)} to a trusted STI-CA: {detail}",
@@ -294,6 +489,46 @@ def validate_chain(
             cause=detail,
         ) from None
     return _finish(path, anchors, at, crls, crl_signers, require_crl)
+
+
+def _verify(
+    budget: ValidationBudget,
+    store: Store,
+    at: datetime,
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    issuers: Sequence[x509.Certificate],
+) -> list[x509.Certificate]:
+    """One call of cryptography's verifier, its worst case reserved from ``budget``.
+
+    ``issuers`` are the certificates of ``store``, for the estimate of a failed call's work.
+
+    :raises VerificationError: from the verifier (what it may have spent stays charged).
+    :raises _BudgetExhausted: its worst case does not fit in what is left.
+    """
+    budget.charge(VERIFIER_SIGNATURE_CHECKS)
+    try:
+        path = list(_verifier(store, at).verify(leaf, list(intermediates)).chain)
+    except VerificationError as exc:
+        budget.refund(
+            VERIFIER_SIGNATURE_CHECKS - _verifier_cost(str(exc), leaf, intermediates, issuers)
+        )
+        raise
+    budget.refund(VERIFIER_SIGNATURE_CHECKS - (len(path) - 1))
+    return path
+
+
+def _exhausted_error(leaf: x509.Certificate, budget: ValidationBudget, detail: str) -> ChainError:
+    spent = budget.describe()
+    return ChainError(
+        Reason.CERT_UNTRUSTED,
+        f"no valid path from {_subject(leaf)} to a trusted STI-CA: validation stopped, {spent}"
+        + (f" ({detail})" if detail else ""),
+        subject=_subject(leaf),
+        cause=f"validation stopped: {spent}",
+        exhausted=budget.exhausted,
+        spent=budget.spent,
+    )
 
 
 def _finish(
@@ -347,6 +582,7 @@ def _legacy_path(
     intermediates: Sequence[x509.Certificate],
     anchors: TrustAnchors,
     at: datetime,
+    budget: ValidationBudget,
 ) -> list[x509.Certificate] | None:
     """A path through one certificate whose issuer signed the NULL-parameter encoding.
 
@@ -363,28 +599,40 @@ def _legacy_path(
 
     Path-length and name constraints of the skipped link are not evaluated (SHAKEN uses
     neither). Anything else returns None and the normal failure is reported.
+
+    Each signature check over the legacy bytes (a pair whose names chain) and each verifier
+    call is charged to ``budget``.
+
+    :raises _BudgetExhausted: from ``budget``.
     """
     anchor_list = list(anchors.certificates)
+
+    def legacy_issued(child: x509.Certificate, parent: x509.Certificate) -> bool:
+        if child.issuer != parent.subject:
+            return False  # no signature check is made
+        budget.charge()
+        return issued_over_legacy_encoding(child, parent)
+
     for intermediate in intermediates:
         for anchor in anchor_list:
-            if not (issued_over_legacy_encoding(intermediate, anchor) and _can_issue(intermediate)):
+            if not (legacy_issued(intermediate, anchor) and _can_issue(intermediate)):
                 continue
             others = [c for c in intermediates if c is not intermediate]
-            store = Store([*anchor_list, intermediate])
+            issuers = [*anchor_list, intermediate]
             try:
-                path = list(_verifier(store, at).verify(leaf, others).chain)
+                path = _verify(budget, Store(issuers), at, leaf, others, issuers)
             except VerificationError:
                 continue
             if path[-1] == intermediate:
                 return [*path, anchor]
     for issuer in (*intermediates, *anchor_list):
-        if not (issued_over_legacy_encoding(leaf, issuer) and _can_issue(issuer)):
+        if not (legacy_issued(leaf, issuer) and _can_issue(issuer)):
             continue
         if issuer in anchor_list:
             return [leaf, issuer]
         others = [c for c in intermediates if c is not issuer]
         try:
-            return [leaf, *_verifier(anchors.store, at).verify(issuer, others).chain]
+            return [leaf, *_verify(budget, anchors.store, at, issuer, others, anchor_list)]
         except VerificationError:
             continue
     return None
@@ -422,15 +670,7 @@ def _revocation_error(depth: int, cert: x509.Certificate, detail: str) -> ChainE
     )
 
 
-def _check_revocation(
-    path: list[x509.Certificate],
-    *,
-    anchors: TrustAnchors,
-    at: datetime,
-    crls: Sequence[bytes],
-    crl_signers: Sequence[x509.Certificate],
-    require_crl: bool,
-) -> None:
+def _parse_crls(crls: Sequence[bytes], require_crl: bool) -> list[x509.CertificateRevocationList]:
     parsed: list[x509.CertificateRevocationList] = []
     for index, data in enumerate(crls):
         try:
@@ -441,51 +681,141 @@ def _check_revocation(
                     Reason.CERT_UNTRUSTED,
                     f"CRL #{index} does not parse, so revocation cannot be checked: {exc}",
                     cause=str(exc),
+                    unchecked=True,
                 ) from None
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    """What the CRLs say about one certificate of a path."""
+
+    revoked: ChainError | None
+    #: Why its revocation status is not established by a current applicable CRL, or None.
+    unknown: str | None
+
+
+def _status(
+    depth: int,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    parsed: Sequence[x509.CertificateRevocationList],
+    trusted_signers: Sequence[x509.Certificate],
+    at: datetime,
+) -> _Status:
+    """Which CRLs apply to ``cert`` (see :func:`validate_chain`), and what they say."""
+    indirect_names = _crl_issuer_names(cert)
+    applicable: list[x509.CertificateRevocationList] = []
+    unverified: list[x509.CertificateRevocationList] = []
+    for crl in parsed:
+        named = crl.issuer == cert.issuer or crl.issuer in indirect_names
+        direct = crl.issuer == cert.issuer and _crl_signed_by(crl, issuer)
+        indirect = crl.issuer in indirect_names and any(
+            _crl_signed_by(crl, signer) for signer in trusted_signers
+        )
+        if direct or indirect:
+            applicable.append(crl)
+        elif named:
+            unverified.append(crl)
+    for crl in applicable:
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None:
+            detail = (
+                f"serial {cert.serial_number:x} revoked on "
+                f"{entry.revocation_date_utc.isoformat()} by the CRL of "
+                f"{crl.issuer.rfc4514_string()}"
+            )
+            return _Status(revoked=_revocation_error(depth, cert, detail), unknown=None)
+    if any(crl.next_update_utc is not None and at <= crl.next_update_utc for crl in applicable):
+        return _Status(revoked=None, unknown=None)
+    if applicable:
+        why = "every applicable CRL is past its nextUpdate"
+    elif unverified:
+        signers = ", ".join(sorted({crl.issuer.rfc4514_string() for crl in unverified}))
+        why = (
+            f"no CRL from its issuer or its cRLIssuer could be verified: the CRL of {signers} is"
+            " signed by neither its issuer nor a configured CRL signer (for the SHAKEN CRL, the"
+            " STI-PA certificate: ATIS-1000080 section 6.4.1)"
+        )
+    else:
+        why = "no CRL from its issuer or its cRLIssuer was supplied"
+    return _Status(revoked=None, unknown=why)
+
+
+def _check_revocation(
+    path: list[x509.Certificate],
+    *,
+    anchors: TrustAnchors,
+    at: datetime,
+    crls: Sequence[bytes],
+    crl_signers: Sequence[x509.Certificate],
+    require_crl: bool,
+) -> None:
+    parsed = _parse_crls(crls, require_crl)
     trusted_signers = (*anchors.certificates, *crl_signers)
     # The anchor itself is trusted a priori and has no issuer to revoke it.
     for depth, cert in enumerate(path[:-1]):
-        issuer = path[depth + 1]
-        indirect_names = _crl_issuer_names(cert)
-        applicable: list[x509.CertificateRevocationList] = []
-        for crl in parsed:
-            direct = crl.issuer == cert.issuer and _crl_signed_by(crl, issuer)
-            indirect = crl.issuer in indirect_names and any(
-                _crl_signed_by(crl, signer) for signer in trusted_signers
+        status = _status(depth, cert, path[depth + 1], parsed, trusted_signers, at)
+        if status.revoked is not None:
+            raise status.revoked
+        if require_crl and status.unknown is not None:
+            # Unknown status is not "revoked": the issue's rule is to fail as untrusted.
+            raise ChainError(
+                Reason.CERT_UNTRUSTED,
+                f"certificate at depth {depth} ({_subject(cert)}): revocation not"
+                f" checkable: {status.unknown}",
+                depth=depth,
+                subject=_subject(cert),
+                cause=status.unknown,
+                unchecked=True,
             )
-            if direct or indirect:
-                applicable.append(crl)
-        for crl in applicable:
-            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-            if entry is not None:
-                raise _revocation_error(
-                    depth,
-                    cert,
-                    f"serial {cert.serial_number:x} revoked on "
-                    f"{entry.revocation_date_utc.isoformat()} by the CRL of "
-                    f"{crl.issuer.rfc4514_string()}",
-                )
-        if require_crl:
-            current = [
-                crl
-                for crl in applicable
-                if crl.next_update_utc is not None and at <= crl.next_update_utc
-            ]
-            if not current:
-                detail = (
-                    "every applicable CRL is past its nextUpdate"
-                    if applicable
-                    else "no CRL from its issuer or its cRLIssuer was supplied"
-                )
-                # Unknown status is not "revoked": the issue's rule is to fail as untrusted.
-                raise ChainError(
-                    Reason.CERT_UNTRUSTED,
-                    f"certificate at depth {depth} ({_subject(cert)}): revocation not"
-                    f" checkable: {detail}",
-                    depth=depth,
-                    subject=_subject(cert),
-                    cause=detail,
-                )
+
+
+def unchecked_revocation(
+    chain: ValidatedChain,
+    anchors: TrustAnchors,
+    *,
+    at: datetime,
+    crls: Sequence[bytes] = (),
+    crl_signers: Sequence[x509.Certificate] = (),
+) -> tuple[str, ...]:
+    """Why the revocation status of each certificate of a validated path is unknown.
+
+    One sentence per certificate below the anchor that no current applicable CRL covers (the
+    rules of :func:`validate_chain`): what a verifier that passes such a chain anyway must
+    say. Empty when every certificate's status is established.
+    """
+    parsed = _parse_crls(crls, False)
+    trusted_signers = (*anchors.certificates, *crl_signers)
+    path = chain.certificates
+    notes: list[str] = []
+    for depth, cert in enumerate(path[:-1]):
+        status = _status(depth, cert, path[depth + 1], parsed, trusted_signers, at)
+        if status.unknown is not None:
+            notes.append(f"certificate at depth {depth} ({_subject(cert)}): {status.unknown}")
+    return tuple(notes)
+
+
+def find_revocation(
+    path: Sequence[x509.Certificate],
+    *,
+    crls: Sequence[bytes],
+    crl_signers: Sequence[x509.Certificate],
+    at: datetime,
+) -> ChainError | None:
+    """The ``CERT_REVOKED`` failure the CRLs give for a path that was not validated, or None.
+
+    For a chain that could not be validated here (our own signing chain, on a server with no
+    anchors for it): each certificate is looked up in the CRLs that apply to it by the same
+    rules, its issuer being the next certificate of ``path`` (a direct CRL) or one of
+    ``crl_signers`` (the STI-PA). A CRL can only say "revoked" when its issuer's key signed it.
+    """
+    parsed = _parse_crls(crls, False)
+    for depth, cert in enumerate(path[:-1]):
+        status = _status(depth, cert, path[depth + 1], parsed, tuple(crl_signers), at)
+        if status.revoked is not None:
+            return status.revoked
+    return None
 
 
 def _crl_issuer_names(cert: x509.Certificate) -> tuple[x509.Name, ...]:

@@ -100,12 +100,22 @@ def called_identities(
     return tuple(out)
 
 
-@functools.lru_cache(maxsize=256)
 def parse_sip_date(value: str) -> datetime | None:
     """An RFC 3261 SIP-date (RFC 1123 form, GMT) as an aware datetime, or None if unreadable.
 
-    Cached: the calls of one second carry the same Date text.
+    Cached: the calls of one second carry the same Date text. A SIP-date is 29 characters;
+    longer text is parsed but not kept, so the cache's size is bounded in bytes too.
     """
+    if len(value) > _CACHED_DATE_CHARS:
+        return _parse_sip_date.__wrapped__(value)
+    return _parse_sip_date(value)
+
+
+_CACHED_DATE_CHARS = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_sip_date(value: str) -> datetime | None:
     try:
         parsed = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):

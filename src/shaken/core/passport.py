@@ -379,11 +379,24 @@ def encode_segments(header: PassportHeader, claims: PassportClaims) -> tuple[str
     return header_b64, b64url_encode(canonical_json(claims.to_json()))
 
 
-@functools.lru_cache(maxsize=1024)
 def header_segment(
     *, x5u: str, ppt: str | None = "shaken", alg: str = "ES256", typ: str = "passport"
 ) -> str:
-    """The base64url header segment of a plain PASSporT header, encoded once per credential."""
+    """The base64url header segment of a plain PASSporT header, encoded once per credential.
+
+    Only short values are cached (a real x5u is well under :data:`_CACHED_SEGMENT_CHARS`), so
+    the cache is bounded in bytes, not just in entries.
+    """
+    if len(x5u) + len(ppt or "") + len(alg) + len(typ) > _CACHED_SEGMENT_CHARS:
+        return _header_segment.__wrapped__(x5u, ppt, alg, typ)
+    return _header_segment(x5u, ppt, alg, typ)
+
+
+_CACHED_SEGMENT_CHARS = 600
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_segment(x5u: str, ppt: str | None, alg: str, typ: str) -> str:
     header = PassportHeader(alg=alg, typ=typ, ppt=ppt, x5u=x5u)
     return b64url_encode(canonical_json(header.to_json()))
 

@@ -12,7 +12,21 @@ separate from the action, which a profile sets per outcome:
   (VoipNow ALERT, e.g. "(Verified) " or "[SPAM?] ").
 
 verstat tagging of P-Asserted-Identity/From (3GPP TS 24.229 section 7.2A.20) is independent of
-the action and on by default. Everything here is pure string work.
+the action and on by default.
+
+The callee must never see a verdict shaken did not reach, so before any action the inbound
+identity loses what only a verifier may write: every ``verstat`` parameter
+(:func:`strip_verstat`) and every display-name prefix and suffix any action of the policy is
+configured to add (:meth:`ActionPolicy.strip_marks`; an attacker picks the most convincing, so
+all outcomes' marks go, repeatedly while stacked, matched case-sensitively as configured).
+Everything here is pure string work.
+
+Branded calling (RFC 9795, RFC 9796): when a call verified *and* its Rich Call Data verdict is
+``verified``, a profile may present the brand: ``rcd_display`` ``replace`` makes the caller's
+display name the verified ``nam``, ``prefix`` makes it ``rcd_display_prefix`` + ``nam`` (e.g.
+"(Verified) Acme Bank"); ``rcd_call_info`` adds the RFC 9796 ``Call-Info`` header. A brand that
+did not verify is never presented: the display name is then left as the action makes it. The
+brand prefix is one of the policy's marks, so a caller cannot send "(Verified) ..." itself.
 """
 
 from __future__ import annotations
@@ -24,8 +38,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from shaken.core.branding import call_info
 from shaken.core.errors import ConfigurationError
-from shaken.core.reasons import REASONS, Reason, Verstat
+from shaken.core.reasons import REASONS, Reason, Verstat, sip_phrase
 from shaken.core.result import Outcome, VerificationResult
 from shaken.core.tn import parse_name_addr
 
@@ -36,6 +51,9 @@ __all__ = [
     "OutcomeAction",
     "decide",
     "reason_header",
+    "strip_marks",
+    "strip_verstat",
+    "tag_uri",
     "tag_verstat",
 ]
 
@@ -66,6 +84,9 @@ def _empty_mapping() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 
+RCD_DISPLAY = ("off", "replace", "prefix")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ActionPolicy:
     """Per-outcome actions. ``by_attest`` refines ``verified``; ``by_reason`` refines ``failed``."""
@@ -78,10 +99,32 @@ class ActionPolicy:
     by_reason: Mapping[Reason, OutcomeAction] = field(default_factory=_empty_mapping)
     reason_protocol: str = "STIR"
     tag_verstat: bool = True
+    #: Present a verified brand's name: "off", "replace" or "prefix" (module docstring).
+    rcd_display: str = "off"
+    rcd_display_prefix: str = "(Verified) "
+    #: Add the RFC 9796 Call-Info header of a verified brand.
+    rcd_call_info: bool = False
+    #: Every display prefix and suffix an action of this policy adds (see :meth:`strip_marks`).
+    marks: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.reason_protocol not in ("STIR", "SIP"):
             raise ConfigurationError("reason_protocol is STIR (RFC 9410) or SIP")
+        if self.rcd_display not in RCD_DISPLAY:
+            raise ConfigurationError(f"rcd_display is one of {', '.join(RCD_DISPLAY)}")
+        actions = [self.verified, self.missing, self.failed, self.not_checked]
+        actions += [*self.by_attest.values(), *self.by_reason.values()]
+        brand_marks = {self.rcd_display_prefix} if self.rcd_display == "prefix" else set()
+        prefixes = sorted(
+            {a.display_prefix for a in actions if a.display_prefix.strip()}
+            | {m for m in brand_marks if m.strip()}
+        )
+        suffixes = sorted({a.display_suffix for a in actions if a.display_suffix.strip()})
+        object.__setattr__(self, "marks", (tuple(prefixes), tuple(suffixes)))
+
+    def strip_marks(self, display_name: str | None) -> str | None:
+        """``display_name`` without any prefix or suffix this policy's actions add."""
+        return strip_marks(display_name, *self.marks)
 
     def action_for(self, result: VerificationResult) -> OutcomeAction:
         if result.outcome is Outcome.VERIFIED:
@@ -106,10 +149,53 @@ class Decision:
     reason_header: str | None = None
     display_name: str | None = None
     tag_verstat: bool = True
+    #: The RFC 9796 Call-Info value of a verified brand, when the profile presents it.
+    call_info: str | None = None
+    #: True when ``display_name`` is the verified brand's name.
+    brand_presented: bool = False
 
     @property
     def allowed(self) -> bool:
         return self.action is not Action.REJECT
+
+
+def strip_marks(
+    display_name: str | None, prefixes: tuple[str, ...], suffixes: tuple[str, ...]
+) -> str | None:
+    """Remove every ``prefixes``/``suffixes`` mark from both ends, repeatedly while stacked.
+
+    Marks match case-sensitively, as configured, and also without their own surrounding
+    spaces (``"(Verified)Bob"`` is as convincing as ``"(Verified) Bob"``). None when nothing
+    is left.
+    """
+    if not display_name:
+        return display_name or None
+    name = display_name.strip()
+    heads = [p.strip() for p in prefixes]
+    tails = [t.strip() for t in suffixes]
+    changed = True
+    while changed and name:
+        changed = False
+        for head in heads:
+            if name.startswith(head):
+                name = name[len(head) :].lstrip()
+                changed = True
+        for tail in tails:
+            if name.endswith(tail):
+                name = name[: -len(tail)].rstrip()
+                changed = True
+    return name or None
+
+
+# A verstat parameter anywhere in a URI: user part (3GPP TS 24.229 7.2A.20), URI parameters.
+_ANY_VERSTAT = re.compile(r";[ \t]*verstat[ \t]*(?:=[^;@>?]*)?(?=[;@>?]|$)", re.IGNORECASE)
+
+
+def strip_verstat(uri: str) -> str:
+    """``uri`` without any ``verstat`` parameter (only a verifier may say what it found)."""
+    if "verstat" not in uri.lower():
+        return uri
+    return _ANY_VERSTAT.sub("", uri)
 
 
 def reason_header(reason: Reason, *, protocol: str = "STIR", ppi: str | None = None) -> str:
@@ -132,11 +218,11 @@ def decide(
     info = result.reason_info
     if chosen.action is Action.REJECT:
         code = chosen.reject_code or (info.sip_code if info is not None else 403)
+        # The Reason's own phrase for its own code (RFC 8224's 403 "Stale Date"), else the
+        # registered phrase of the configured code.
         phrase = chosen.reject_phrase or (
-            info.phrase if info is not None and code == info.sip_code else "Forbidden"
+            info.phrase if info is not None and code == info.sip_code else sip_phrase(code)
         )
-        if code == 603 and chosen.reject_phrase is None:
-            phrase = "Decline"
         return Decision(
             action=Action.REJECT,
             verstat=result.verstat,
@@ -150,12 +236,24 @@ def decide(
     name = display_name
     if chosen.action is Action.ALERT:
         name = f"{chosen.display_prefix}{display_name or ''}{chosen.display_suffix}"
+    brand = result.rcd if result.verified else None
+    presented = False
+    info_value = None
+    if brand is not None and brand.presentable:
+        if policy.rcd_display != "off" and brand.nam is not None:
+            label = policy.rcd_display_prefix if policy.rcd_display == "prefix" else ""
+            name = f"{label}{brand.nam}"
+            presented = True
+        if policy.rcd_call_info:
+            info_value = call_info(brand)
     return Decision(
         action=chosen.action,
         verstat=result.verstat,
         reason_header=header,
         display_name=name,
         tag_verstat=policy.tag_verstat,
+        call_info=info_value,
+        brand_presented=presented,
     )
 
 
@@ -170,17 +268,22 @@ def tag_verstat(header_value: str, verstat: Verstat, *, display_name: str | None
     is replaced, never duplicated. ``display_name`` replaces the display name when given.
     """
     addr = parse_name_addr(header_value)
-    uri = addr.uri
+    uri = tag_uri(addr.uri, verstat)
+    if uri is None:
+        return header_value if display_name is None else addr.format(display_name=display_name)
+    return addr.format(uri=uri, display_name=display_name)
+
+
+def tag_uri(uri: str, verstat: Verstat) -> str | None:
+    """``uri`` with ``verstat`` where 3GPP TS 24.229 7.2A.20 puts it; None for other schemes."""
     tag = f";verstat={verstat.value}"
     scheme, _, rest = uri.partition(":")
     if scheme.lower() == "tel":
         number, sep, params = rest.partition(";")
         params = _VERSTAT_PARAM.sub("", sep + params)
-        uri = f"{scheme}:{number}{tag}{params}"
-    elif scheme.lower() in ("sip", "sips") and "@" in rest:
+        return f"{scheme}:{number}{tag}{params}"
+    if scheme.lower() in ("sip", "sips") and "@" in rest:
         user, _, host = rest.rpartition("@")
         user = _VERSTAT_PARAM.sub("", user)
-        uri = f"{scheme}:{user}{tag}@{host}"
-    else:
-        return header_value if display_name is None else addr.format(display_name=display_name)
-    return addr.format(uri=uri, display_name=display_name)
+        return f"{scheme}:{user}{tag}@{host}"
+    return None

@@ -11,6 +11,16 @@ made here is documented on the row:
 * a TN outside a TN-scoped certificate: 437 (we do not support the credential for that TN);
 * a missing Date header when policy requires one: 438;
 * a broken ``div`` chain (RFC 8946 section 4.2): 438.
+
+The ``rcd_*`` Reasons are the Rich Call Data verdict (RFC 9795), which is separate from the
+SHAKEN verdict: a call can pass SHAKEN while its branding is refused, so their verstat is the
+one the call still gets (TN-Validation-Passed) and their code is what a profile that rejects
+unverified branding sends: 436 when referenced content could not be had (as for x5u), 438 when
+what the signer asserted is wrong.
+
+:data:`SIP_PHRASES` is the one table of SIP reason phrases: every status code this project
+renders (a handler's own answers, a configured ``reject_code``) takes its phrase from
+:func:`sip_phrase`.
 """
 
 from __future__ import annotations
@@ -62,6 +72,12 @@ class Reason(enum.StrEnum):
     TN_OUT_OF_SCOPE = "tn_out_of_scope"
     BAD_SIGNATURE = "bad_signature"
     REPLAYED = "replayed"
+    RCD_INVALID = "rcd_invalid"
+    RCD_INTEGRITY_FAILED = "rcd_integrity_failed"
+    RCD_RESOURCE_REFUSED = "rcd_resource_refused"
+    RCD_RESOURCE_UNAVAILABLE = "rcd_resource_unavailable"
+    RCD_CONSTRAINT_VIOLATED = "rcd_constraint_violated"
+    RCD_NOT_AUTHORIZED = "rcd_not_authorized"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +97,7 @@ class ReasonInfo:
 
 _NO = Verstat.NO_VALIDATION
 _FAILED = Verstat.FAILED
+_PASSED = Verstat.PASSED
 _USE = "Use Identity Header"
 _BAD_INFO = "Bad Identity Info"
 _UNSUPPORTED = "Unsupported Credential"
@@ -277,7 +294,143 @@ REASONS: dict[Reason, ReasonInfo] = {
         verstat=_FAILED,
         description="The same PASSporT signature was already seen within the freshness window.",
     ),
+    Reason.RCD_INVALID: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="The rcd, rcdi or crn claim is malformed (RFC 9795); the brand is not shown.",
+    ),
+    Reason.RCD_INTEGRITY_FAILED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="Content referenced by the rcd claim does not match its rcdi digest.",
+    ),
+    Reason.RCD_RESOURCE_REFUSED: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_PASSED,
+        description="A URL of the rcd claim fails the URL policy; nothing was fetched.",
+    ),
+    Reason.RCD_RESOURCE_UNAVAILABLE: ReasonInfo(
+        sip_code=436,
+        phrase=_BAD_INFO,
+        verstat=_PASSED,
+        description="Content referenced by the rcd claim could not be obtained.",
+    ),
+    Reason.RCD_CONSTRAINT_VIOLATED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="The claims break the certificate's JWTClaimConstraints (RFC 8226, 9118).",
+    ),
+    Reason.RCD_NOT_AUTHORIZED: ReasonInfo(
+        sip_code=438,
+        phrase=_INVALID,
+        verstat=_PASSED,
+        description="The certificate does not allow Rich Call Data (mustExclude rcd, RFC 9118).",
+    ),
 }
+
+
+#: Reason phrases of the IANA "SIP Response Codes" registry: RFC 3261 section 21 and the
+#: codes registered since (the RFC named on each later row).
+SIP_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",  # RFC 6228
+    200: "OK",
+    202: "Accepted",  # RFC 6665
+    204: "No Notification",  # RFC 5839
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",  # RFC 3903
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",  # RFC 4412
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",  # RFC 4028
+    423: "Interval Too Brief",
+    424: "Bad Location Information",  # RFC 6442
+    425: "Bad Alert Message",  # RFC 8876
+    428: "Use Identity Header",  # RFC 8224
+    429: "Provide Referrer Identity",  # RFC 3892
+    430: "Flow Failed",  # RFC 5626
+    433: "Anonymity Disallowed",  # RFC 5079
+    436: "Bad Identity Info",  # RFC 8224
+    437: "Unsupported Credential",  # RFC 8224
+    438: "Invalid Identity Header",  # RFC 8224
+    439: "First Hop Lacks Outbound Support",  # RFC 5626
+    440: "Max-Breadth Exceeded",  # RFC 5393
+    469: "Bad Info Package",  # RFC 6086
+    470: "Consent Needed",  # RFC 5360
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",  # RFC 6665
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",  # RFC 3329
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    555: "Push Notification Service Not Supported",  # RFC 8599
+    580: "Precondition Failure",  # RFC 3312
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",  # RFC 8197
+    608: "Rejected",  # RFC 8688
+}
+
+#: RFC 3261 section 21: an unregistered code is understood as its class's x00; these are the
+#: class names section 21 gives them.
+_CLASS_PHRASES = {
+    1: "Provisional",
+    2: "Successful",
+    3: "Redirection",
+    4: "Request Failure",
+    5: "Server Failure",
+    6: "Global Failure",
+}
+
+
+def sip_phrase(code: int) -> str:
+    """The reason phrase for SIP status ``code`` (its class's name when unregistered)."""
+    phrase = SIP_PHRASES.get(code)
+    if phrase is not None:
+        return phrase
+    return _CLASS_PHRASES.get(code // 100, "Unknown")
 
 
 def info(reason: Reason) -> ReasonInfo:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from shaken.core.branding import RcdVerdict
 from shaken.core.reasons import REASONS, Reason, ReasonInfo, Verstat
 
 __all__ = ["Check", "CheckTrace", "HeaderTrace", "Outcome", "VerificationResult"]
@@ -114,6 +115,9 @@ class VerificationResult:
     identity_index: int | None = None
     diversions: tuple[str, ...] = ()
     findings: tuple[str, ...] = ()
+    #: The Rich Call Data verdict (RFC 9795), separate from the SHAKEN one: None when no
+    #: branding step ran (verification failed, or the profile does not check branding).
+    rcd: RcdVerdict | None = None
     trace: CheckTrace = field(default=_NO_TRACE, repr=False, compare=False)
 
     @property
@@ -160,6 +164,7 @@ class VerificationResult:
             "identity_index": self.identity_index,
             "diversions": list(self.diversions),
             "findings": list(self.findings),
+            "rcd": None if self.rcd is None else self.rcd.to_dict(),
             "checks": [
                 {"name": c.name, "passed": c.passed, "detail": c.detail, "header": c.header}
                 for c in self.trace.expand()

@@ -30,7 +30,7 @@ from shaken.core.passport import (
 )
 from shaken.core.tn import PartyIdentity, canonicalize_tn
 
-__all__ = ["sign_div", "sign_passport", "sign_shaken"]
+__all__ = ["sign_div", "sign_passport", "sign_rcd", "sign_shaken"]
 
 
 def sign_passport(header: PassportHeader, claims: PassportClaims, key: PrivateKey) -> str:
@@ -201,3 +201,38 @@ def sign_div(
         raise SigningError("a div PASSporT is only for a changed dest (RFC 8946 section 3)")
     header = PassportHeader(alg="ES256", typ="passport", ppt="div", x5u=x5u)
     return _identity(sign_passport(header, claims, key), x5u, "div")
+
+
+def sign_rcd(
+    *,
+    key: PrivateKey,
+    x5u: str,
+    orig: PartyIdentity | str,
+    dest: PartyIdentity | str | Sequence[PartyIdentity | str],
+    claims: Mapping[str, Any],
+    now: datetime | None = None,
+    iat: int | None = None,
+) -> str:
+    """Sign a separate ``ppt: "rcd"`` PASSporT (RFC 9795 section 4) carrying ``claims``.
+
+    ``claims`` holds ``rcd`` (required) and optionally ``rcdi`` and ``crn``; orig, dest and
+    iat are those of the call's SHAKEN PASSporT. Full form, like every extension PASSporT.
+    """
+    _check_x5u(x5u)
+    if "rcd" not in claims:
+        raise SigningError("an rcd PASSporT needs the 'rcd' claim")
+    unknown = set(claims) - {"rcd", "rcdi", "crn"}
+    if unknown:
+        raise SigningError(f"an rcd PASSporT carries rcd, rcdi and crn, not {sorted(unknown)}")
+    tns, uris = _dest(dest)
+    passport = PassportClaims(
+        orig=_party(orig, "orig"),
+        dest_tn=tuple(tns),
+        dest_uri=tuple(uris),
+        iat=_iat(now, iat),
+        rcd=claims["rcd"],
+        rcdi=claims.get("rcdi"),
+        crn=claims.get("crn"),
+    )
+    header = PassportHeader(alg="ES256", typ="passport", ppt="rcd", x5u=x5u)
+    return _identity(sign_passport(header, passport, key), x5u, "rcd")

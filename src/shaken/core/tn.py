@@ -283,11 +283,19 @@ def identity_from_header(
     """The party identity of a From/To/P-Asserted-Identity header value.
 
     Cached: P-Asserted-Identity and To values carry no per-call tag, so a verifier sees the
-    same few values again and again (From values with tags simply miss).
+    same few values again and again (From values with tags simply miss). Values longer than
+    :data:`CACHED_HEADER_CHARS` are parsed but not kept, so the cache holds at most
+    8192 x that many characters (and what was parsed from them), whatever callers send.
 
     :raises ValueError: the value holds no URI.
     """
+    if len(value) > CACHED_HEADER_CHARS:
+        return _identity_from_header.__wrapped__(value, plan, numeric_user_is_tn)
     return _identity_from_header(value, plan, numeric_user_is_tn)
+
+
+#: The longest header value :func:`identity_from_header` caches (a real one is far shorter).
+CACHED_HEADER_CHARS = 512
 
 
 @functools.lru_cache(maxsize=8192)

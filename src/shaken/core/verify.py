@@ -16,6 +16,12 @@ accept are ignored; every other header is checked; the request verifies when one
 PASSporT verifies (and, when ``div`` PASSporTs are present, the diversion chain from it holds,
 RFC 8946 section 4.2). When all fail, the failure of the header that got furthest through the
 checks is reported, the first such header on ties.
+
+Bounded work per request (issue 17 item 6: one INVITE with 100 Identity headers made 100 HTTPS
+fetches): only the first ``max_identity_headers`` headers are examined, and only the first
+``max_certificate_urls`` distinct x5u URLs among the headers still in the running are fetched.
+A header past either bound fails with a detail saying so (``invalid_header``, or
+``cert_fetch_failed`` for a URL not fetched), so the request still gets an answer.
 """
 
 from __future__ import annotations
@@ -122,10 +128,16 @@ class VerificationProfile:
     enforce_certificate_profile: bool = False
     require_crl: bool = False
     max_div_iat_age: int = 60
+    #: Per request: Identity headers examined, and distinct x5u URLs fetched. A SHAKEN call
+    #: carries one PASSporT, a diverted one (RFC 8946) one more per diversion.
+    max_identity_headers: int = 10
+    max_certificate_urls: int = 4
 
     def __post_init__(self) -> None:
         if self.max_iat_age <= 0 or self.max_future_skew < 0 or self.max_date_age <= 0:
             raise ConfigurationError("freshness windows must be positive")
+        if self.max_identity_headers < 1 or self.max_certificate_urls < 1:
+            raise ConfigurationError("per-request bounds must be positive")
         for source in self.caller_sources:
             if source not in CALLER_SOURCES:
                 raise ConfigurationError(f"unknown caller source {source!r}")
@@ -421,6 +433,14 @@ def prepare(
     candidates: list[_Candidate] = []
     for index, raw in enumerate(context.identity):
         cand = _Candidate(index=index, raw=raw)
+        if index >= profile.max_identity_headers:
+            cand.failure = IdentityHeaderError(
+                Reason.INVALID_HEADER,
+                f"Identity header {index + 1} not examined: only the first"
+                f" {profile.max_identity_headers} of the {len(context.identity)} headers are",
+            )
+            candidates.append(cand)
+            continue
         try:
             _prepare_candidate(cand, context, now, profile, named, called, date_failure)
         except VerificationFailure as failure:
@@ -428,6 +448,7 @@ def prepare(
             # (RFC 8224 section 6.2 step 1).
             cand.failure = failure
         candidates.append(cand)
+    _bound_certificate_urls(candidates, profile.max_certificate_urls)
 
     return _plan_or_result(
         Plan(
@@ -438,6 +459,24 @@ def prepare(
             candidates=tuple(candidates),
         )
     )
+
+
+def _bound_certificate_urls(candidates: Sequence[_Candidate], limit: int) -> None:
+    """Fail the headers whose x5u is past the first ``limit`` distinct ones still running."""
+    urls: dict[str, None] = {}
+    for cand in candidates:
+        if cand.failure is not None or cand.x5u is None:
+            continue
+        if cand.x5u not in urls and len(urls) >= limit:
+            cand.failure = CertificateFetchError(
+                Reason.CERT_FETCH_FAILED,
+                f"{cand.x5u} not fetched: this request names more than {limit} distinct"
+                " certificate URLs",
+                url=cand.x5u,
+                limit=limit,
+            )
+            continue
+        urls.setdefault(cand.x5u, None)
 
 
 # The names of the per-header checks, in order; a candidate's ``stage`` indexes it.
@@ -983,6 +1022,17 @@ _I_FETCHED = _STAGE_NAMES.index("certificate_fetched")
 _I_CHAIN = _STAGE_NAMES.index("chain_trusted")
 
 
+def _header_x5u(header_b64: str) -> str | None:
+    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
+    within the default x5u length limit), so the cache is bounded in bytes as well."""
+    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
+        return _common_header_x5u.__wrapped__(header_b64)
+    return _common_header_x5u(header_b64)
+
+
+_CACHED_HEADER_B64_CHARS = 1024
+
+
 @functools.lru_cache(maxsize=1024)
 def _common_header_x5u(header_b64: str) -> str | None:
     """The x5u of a header segment that is exactly a plain SHAKEN header, else None.
@@ -1036,7 +1086,7 @@ def try_verify_common(
     if tail not in _COMMON_TAILS:
         return None
     parts = token.split(".")
-    if len(parts) != 3 or _common_header_x5u(parts[0]) != x5u:
+    if len(parts) != 3 or _header_x5u(parts[0]) != x5u:
         return None
     try:
         text = b64url_decode(parts[1]).decode("utf-8")

@@ -7,7 +7,9 @@ it resolved and connect to the address it checked (DNS rebinding).
 The special-purpose list is explicit (RFC 6890 plus multicast and later IANA registrations,
 ``reference/standards.md`` section 5.4) instead of ``ipaddress``'s ``is_global``, whose answers
 changed between CPython patch releases. Embedded IPv4 addresses (v4-mapped, NAT64, 6to4, Teredo)
-are unwrapped and checked too.
+are unwrapped and checked too. An IPv4-compatible address (``::a.b.c.d``, deprecated by RFC 4291
+section 2.5.5.1, in no special-purpose registry) *is* its IPv4 address here: it is judged as
+that address, and :func:`connect_address` says to connect to that address.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from urllib.parse import urlsplit
 from shaken.core.errors import X5uRejected
 from shaken.core.reasons import Reason
 
-__all__ = ["SPECIAL_PURPOSE_NETWORKS", "X5uPolicy", "check_x5u", "is_special_purpose"]
+__all__ = [
+    "SPECIAL_PURPOSE_NETWORKS",
+    "X5uPolicy",
+    "check_x5u",
+    "connect_address",
+    "is_special_purpose",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -71,9 +79,32 @@ SPECIAL_PURPOSE_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, .
 )
 
 
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _ipv4_compatible(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """``::a.b.c.d`` (RFC 4291 section 2.5.5.1) as ``a.b.c.d``; ``::`` and ``::1`` are not."""
+    if addr in _IPV4_COMPATIBLE and int(addr) > 1 and not addr.scope_id:
+        return ipaddress.IPv4Address(int(addr))
+    return None
+
+
+def connect_address(address: IPAddress | str) -> IPAddress:
+    """The address to connect to for ``address``: an IPv4-compatible one is its IPv4 address."""
+    addr = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(addr, ipaddress.IPv6Address):
+        inner = _ipv4_compatible(addr)
+        if inner is not None:
+            return inner
+    return addr
+
+
 def _embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
+    compatible = _ipv4_compatible(addr)
+    if compatible is not None:
+        return compatible
     if addr.sixtofour is not None:
         return addr.sixtofour
     if addr.teredo is not None:
@@ -142,11 +173,18 @@ def check_x5u(url: str, policy: X5uPolicy = STRICT) -> str:
     """
     if len(url) > policy.max_length:
         raise _reject(url[:80] + "...", "length", f"longer than {policy.max_length} characters")
-    verdict = _verdict(url, policy)
+    # Only URLs of a real x5u's size are cached: 4096 entries x 512 characters at most.
+    if len(url) > _CACHED_URL_CHARS:
+        verdict = _verdict.__wrapped__(url, policy)
+    else:
+        verdict = _verdict(url, policy)
     if verdict is not None:
         rule, detail = verdict
         raise _reject(url, rule, detail)
     return url
+
+
+_CACHED_URL_CHARS = 512
 
 
 @functools.lru_cache(maxsize=4096)

@@ -17,7 +17,10 @@ __all__ = ["CallLog", "CallRecord"]
 class CallRecord:
     """One decision. ``direction`` is ``sign`` or ``verify``; ``interface`` ``sip`` or ``rest``.
 
-    ``allowed`` is False when the call was rejected (the action was ``reject``).
+    ``allowed`` is False when the call was rejected (the action was ``reject``). ``brand`` is
+    the Rich Call Data name (RFC 9795 ``nam``) a call was signed with or claimed, and
+    ``rcd_status`` / ``rcd_reason`` its branding verdict (``verified``, ``integrity_failed``,
+    ...), kept apart from the SHAKEN ``verstat`` / ``reason``.
     """
 
     time: float
@@ -35,6 +38,9 @@ class CallRecord:
     allowed: bool = True
     x5u: str | None = None
     latency_ms: float | None = None
+    brand: str | None = None
+    rcd_status: str | None = None
+    rcd_reason: str | None = None
 
 
 class CallLog(Protocol):

@@ -12,26 +12,38 @@ an ``attest`` set in a ``[profile.X]`` is a ceiling over every TN entry (a gatew
 signs our own A-numbers at C when they arrive through the gateway), and an API client may only
 lower it further. :class:`Attestation` carries the level with the reason, for the operator.
 
+Branded calling (RFC 9795, the CTIA Branded Calling ID model): a ``[brand.NAME]`` vetted for a
+TN, a TN range or a profile is signed into that number's PASSporTs (``rcd``, ``rcdi``, ``crn``
+in the SHAKEN PASSporT, and/or a separate ``ppt: "rcd"`` PASSporT when the brand asks for it).
+A request may name a brand's values or one of its call reasons, never anything else: signing
+refuses Rich Call Data the configuration did not vet for the number. The ``rcdi`` digests are
+computed over the referenced content once (a local file with its published URL, or a fetch
+under the x5u URL policy) and kept with the brand.
+
 Everything here is decided from values the wiring loaded (keys are key objects, not paths);
 the clock is read once per call unless the caller passes ``now``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import MappingProxyType
+from typing import Any
 
 from shaken.core.context import SipContext, called_identities, caller_identities, format_sip_date
 from shaken.core.errors import ConfigurationError, SigningError
 from shaken.core.jws import PrivateKey
 from shaken.core.passport import ATTESTATION_LEVELS
-from shaken.core.sign import sign_shaken
+from shaken.core.rcd import RcdError, compute_rcdi, parse_rich_call_data, references_of
+from shaken.core.sign import sign_rcd, sign_shaken
 from shaken.core.tn import NumberingPlan, canonicalize_tn
 from shaken.services.ports import Clock, SystemClock
 
 __all__ = [
     "Attestation",
+    "Brand",
     "Credential",
     "SignedCall",
     "SigningPolicy",
@@ -55,12 +67,69 @@ class Credential:
     name: str = ""
 
 
+#: Where a brand's claims go: inside the SHAKEN PASSporT (BCID), a separate ``ppt: "rcd"``
+#: PASSporT (RFC 9795 section 4), or both.
+BRAND_PPT = ("shaken", "rcd", "both")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Brand:
+    """One vetted brand: the ``rcd`` object to sign, its call reasons and its digests.
+
+    ``rcdi`` is None until the referenced content has been obtained (:meth:`with_content`);
+    a brand whose ``rcd`` references content cannot sign before that.
+    """
+
+    name: str
+    rcd: Mapping[str, Any]
+    crn: str | None = None
+    call_reasons: tuple[str, ...] = ()
+    ppt: str = "shaken"
+    digest: str = "sha256"
+    rcdi: Mapping[str, str] | None = None
+    #: Where it is configured (``[brand.acme]``), for reasons.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ppt not in BRAND_PPT:
+            raise ConfigurationError(f"brand ppt must be one of {', '.join(BRAND_PPT)}")
+        claims: dict[str, Any] = {"rcd": dict(self.rcd)}
+        for reason in (self.crn, *self.call_reasons):
+            if reason is not None:
+                claims["crn"] = reason
+            try:
+                parse_rich_call_data(claims)
+            except RcdError as exc:
+                raise ConfigurationError(f"{self.label or self.name}: {exc.detail}") from None
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The URLs whose content the ``rcdi`` digests cover."""
+        return tuple(r.uri for r in references_of(self.rcd))
+
+    @property
+    def ready(self) -> bool:
+        return not self.references or self.rcdi is not None
+
+    def with_content(self, contents: Mapping[str, bytes]) -> Brand:
+        """This brand with ``rcdi`` computed over ``contents`` (URL -> bytes as published)."""
+        try:
+            rcdi = compute_rcdi(self.rcd, contents, algorithm=self.digest)
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.label or self.name}: {exc}") from None
+        return replace(self, rcdi=MappingProxyType(rcdi) if rcdi else None)
+
+    def allows_reason(self, reason: str) -> bool:
+        return reason == self.crn or reason in self.call_reasons
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TnRule:
     """What a ``[tn]`` or ``[tn_range]`` entry sets; ``None`` inherits from the profile."""
 
     attest: str | None = None
     credential: Credential | None = None
+    brand: Brand | None = None
     #: Where the entry is configured (``[tn."12025550100"]``, ``[tn_range.main]``), for reasons.
     label: str = "the TN entry"
 
@@ -90,6 +159,8 @@ class SigningPolicy:
     ceiling: str | None = None
     #: Who sets the ceiling (``profile gateway``), for reasons.
     ceiling_label: str = "the profile"
+    #: The profile's brand: every number it signs that has no brand of its own.
+    brand: Brand | None = None
 
     def __post_init__(self) -> None:
         for level in (self.attest, self.unknown_tn_attest, self.ceiling):
@@ -116,6 +187,13 @@ class SigningPolicy:
             if first <= value <= last and digits == len(tn):
                 return rule
         return None
+
+    def brand_for(self, tn: str) -> Brand | None:
+        """The brand vetted for ``tn``: its entry's, else the profile's."""
+        rule = self.rule_for(tn)
+        if rule is not None and rule.brand is not None:
+            return rule.brand
+        return self.brand
 
     def choose(self, tn: str) -> tuple[Credential, str]:
         """The credential and attestation for calls from ``tn`` (see :meth:`attestation`)."""
@@ -172,6 +250,10 @@ class SignedCall:
     date: str | None = None
     #: Why the call got its attestation (:attr:`Attestation.why`).
     why: str = ""
+    #: The brand's name signed (rcd ``nam``), if any: what the call log records.
+    brand: str | None = None
+    #: A separate ``ppt: "rcd"`` Identity header value, when the brand asks for one.
+    rcd_identity: str | None = None
 
 
 class SigningService:
@@ -189,11 +271,16 @@ class SigningService:
         now: datetime | None = None,
         attest: str | None = None,
         origid: str | None = None,
+        rcd: Mapping[str, Any] | None = None,
+        crn: str | None = None,
     ) -> SignedCall:
         """Sign a call from the TN ``orig`` to ``dest`` (canonicalized here).
 
         ``attest`` may only lower the configured level (an API client asking for B where the
-        number is configured at A), never raise it.
+        number is configured at A), never raise it. ``rcd`` and ``crn`` are what a client asks
+        to sign; both must come from the brand vetted for ``orig`` (:meth:`branding`).
+
+        :raises SigningError: no credential or level, or Rich Call Data not vetted for orig.
         """
         when = now if now is not None else self._clock.now()
         tn = canonicalize_tn(orig)
@@ -205,15 +292,29 @@ class SigningService:
         canonical = tuple(canonicalize_tn(d) for d in dests)
         if not canonical or not all(canonical):
             raise SigningError(f"dest {dests!r} has no telephone number")
+        brand, claims = self.branding(tn, rcd=rcd, crn=crn)
+        in_shaken = brand is not None and brand.ppt in ("shaken", "both")
+        signed_dest = canonical[0] if len(canonical) == 1 else list(canonical)
         identity = sign_shaken(
             key=credential.key,
             x5u=credential.x5u,
             orig=tn,
-            dest=canonical[0] if len(canonical) == 1 else list(canonical),
+            dest=signed_dest,
             attest=level,
             now=when,
             origid=origid,
+            extra_claims=claims if in_shaken else None,
         )
+        rcd_identity = None
+        if brand is not None and brand.ppt in ("rcd", "both"):
+            rcd_identity = sign_rcd(
+                key=credential.key,
+                x5u=credential.x5u,
+                orig=tn,
+                dest=signed_dest,
+                now=when,
+                claims=claims,
+            )
         return SignedCall(
             identity=identity,
             orig=tn,
@@ -222,7 +323,51 @@ class SigningService:
             x5u=credential.x5u,
             iat=int(when.timestamp()),
             why=chosen.why,
+            brand=None if brand is None else claims["rcd"]["nam"],
+            rcd_identity=rcd_identity,
         )
+
+    def branding(
+        self, tn: str, *, rcd: Mapping[str, Any] | None = None, crn: str | None = None
+    ) -> tuple[Brand | None, dict[str, Any]]:
+        """The brand and the ``rcd``/``rcdi``/``crn`` claims a call from ``tn`` is signed with.
+
+        With no request, the vetted brand (if any) is signed as configured. A requested
+        ``rcd`` must repeat values of the vetted brand (a subset of its members, each equal):
+        asking for a name, logo or jCard the brand does not have is refused, as is any
+        ``rcd`` or ``crn`` for a number with no brand, or a ``crn`` that is not one of the
+        brand's call reasons.
+        """
+        brand = self.policy.brand_for(tn)
+        if brand is None:
+            if rcd is not None or crn is not None:
+                raise SigningError(f"{tn} has no vetted brand: Rich Call Data is not signed for it")
+            return None, {}
+        where = brand.label or f"brand {brand.name}"
+        chosen = dict(brand.rcd)
+        if rcd is not None:
+            for member, value in rcd.items():
+                if member not in brand.rcd or brand.rcd[member] != value:
+                    raise SigningError(
+                        f"rcd.{member} is not what {where} vetted for {tn}; refusing to sign it"
+                    )
+            chosen = dict(rcd)
+            if "nam" not in chosen:
+                raise SigningError("rcd needs 'nam' (RFC 9795 section 5.1.1)")
+        reason = brand.crn if crn is None else crn
+        if crn is not None and not brand.allows_reason(crn):
+            raise SigningError(f"crn {crn!r} is not a call reason {where} vetted for {tn}")
+        if not brand.ready:
+            raise SigningError(f"{where}: its referenced content is not loaded, so no rcdi yet")
+        claims: dict[str, Any] = {"rcd": chosen}
+        if brand.rcdi:
+            pointers = {r.pointer for r in references_of(chosen)}
+            digests = {k: v for k, v in brand.rcdi.items() if k in pointers}
+            if digests:
+                claims["rcdi"] = digests
+        if reason is not None:
+            claims["crn"] = reason
+        return brand, claims
 
     def sign_request(self, context: SipContext, *, now: datetime | None = None) -> SignedCall:
         """Sign a SIP request: orig from P-Asserted-Identity else From, dest from To.

@@ -29,6 +29,7 @@ from shaken.core.verify import (
 )
 from shaken.services.cert_cache import CertificateCache
 from shaken.services.ports import Clock, SystemClock
+from shaken.services.rcd import BrandingService
 
 __all__ = ["VerificationService"]
 
@@ -40,6 +41,8 @@ class VerificationService:
         (``cache.profile`` is the default).
     :param replay: an optional replay window (RFC 8224 section 12.1); with one, every request
         takes the general path so the window sees every signature.
+    :param branding: the Rich Call Data step (RFC 9795), run on verified results only; it adds
+        :attr:`VerificationResult.rcd` and never changes the SHAKEN verdict.
     """
 
     def __init__(
@@ -49,11 +52,13 @@ class VerificationService:
         clock: Clock | None = None,
         profile: VerificationProfile | None = None,
         replay: ReplayWindow | None = None,
+        branding: BrandingService | None = None,
     ) -> None:
         self._cache = cache
         self._clock = clock or SystemClock()
         self.profile = profile if profile is not None else cache.profile
         self._replay = replay
+        self.branding = branding
 
     @property
     def replay(self) -> ReplayWindow | None:
@@ -65,14 +70,24 @@ class VerificationService:
         return self._cache
 
     async def verify(
-        self, context: SipContext, *, now: datetime | None = None
+        self, context: SipContext, *, now: datetime | None = None, source: str | None = None
     ) -> VerificationResult:
         """Verify one request. A bad token is a result; only caller mistakes raise.
 
         :param now: the request's time; the clock is read when it is omitted.
+        :param source: who sent the request (a SIP peer's address, a REST client): the
+            certificate cache bounds the cold fetches one source may have in progress.
         :raises ConfigurationError: ``now`` is naive.
         """
         when = now if now is not None else self._clock.now()
+        result = await self._verify(context, when, source)
+        if self.branding is not None:
+            result = await self.branding.apply(context, result, when)
+        return result
+
+    async def _verify(
+        self, context: SipContext, when: datetime, source: str | None
+    ) -> VerificationResult:
         if self._replay is None:
             lookup = self._cache.lookup
             common = try_verify_common(
@@ -83,17 +98,27 @@ class VerificationService:
         step = prepare(context, now=when, profile=self.profile)
         if isinstance(step, VerificationResult):
             return step
-        return await self.complete(step)
+        return await self.complete(step, source=source)
 
-    def verify_warm(self, context: SipContext, *, now: datetime) -> VerificationResult | None:
+    def verify_warm(
+        self, context: SipContext, *, now: datetime, source: str | None = None
+    ) -> VerificationResult | None:
         """The result :meth:`verify` would give, when it needs nothing but memory; else None.
 
         A server calls this inline and creates a task only for the requests that return None
         (a certificate to fetch or revalidate): on a warm cache that is almost none, and a
         task per request would cost a sixth of a whole verification. Nothing is recorded
         (cache statistics aside) unless a result is returned, so falling back to
-        :meth:`verify` after None is safe.
+        :meth:`verify` after None is safe. A branded call whose referenced content is not
+        cached yet also gives None. ``source`` is accepted for symmetry with :meth:`verify`:
+        nothing is fetched here.
         """
+        result = self._verify_warm(context, now=now)
+        if result is None or self.branding is None:
+            return result
+        return self.branding.apply_warm(context, result, now)
+
+    def _verify_warm(self, context: SipContext, *, now: datetime) -> VerificationResult | None:
         if self._replay is None:
             lookup = self._cache.lookup
             common = try_verify_common(
@@ -112,14 +137,19 @@ class VerificationService:
             certificates[url] = hit
         return complete(step, certificates, None, now=step.now, replay=self._replay)
 
-    async def complete(self, plan: Plan) -> VerificationResult:
+    async def complete(self, plan: Plan, *, source: str | None = None) -> VerificationResult:
         """Obtain the plan's certificates (concurrently) and finish at the plan's ``now``."""
         urls = plan.urls
         cache = self._cache
+        when = plan.now
         if len(urls) == 1:
-            materials: list[CertificateMaterial] = [await cache.get(urls[0], now=plan.now)]
+            materials: list[CertificateMaterial] = [
+                await cache.get(urls[0], now=when, source=source)
+            ]
         else:
-            materials = list(await asyncio.gather(*(cache.get(u, now=plan.now) for u in urls)))
+            materials = list(
+                await asyncio.gather(*(cache.get(u, now=when, source=source) for u in urls))
+            )
         certificates = dict(zip(urls, materials, strict=True))
         # Every material is validated or a failure, so no anchors are needed here: the cache
         # validated against the trust anchors (and CRLs) current when it did.

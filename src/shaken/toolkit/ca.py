@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from shaken.core.certs import TNAUTHLIST_OID, Spc, TNAuthList, TNEntry, load_certificates
+from shaken.core.claimconstraints import ClaimConstraints
 from shaken.core.errors import CertificateError, ConfigurationError
 from shaken.core.jws import (
     PrivateKey,
@@ -333,6 +334,7 @@ class TestCa:
         spc: str | None = None,
         tn_entries: Sequence[TNEntry] = (),
         subject_cn: str | None = None,
+        claim_constraints: ClaimConstraints | None = None,
     ) -> IssuedCertificate:
         """Issue an SP certificate for ``csr``, or an RFC 9060 delegate when TNs are asked for.
 
@@ -349,6 +351,9 @@ class TestCa:
 
         ``subject_cn`` keeps the CSR's CN when it is ``SHAKEN <SPC>`` followed by a suffix (a
         unique CN per certificate, which CAs such as Peeringhub require).
+
+        ``claim_constraints`` go into the end-entity certificate (RFC 8226 section 8 or, when
+        enhanced, RFC 9118): a branded-calling certificate that pins the ``rcd`` it vetted.
         """
         now = _aware(now)
         if not csr.is_signature_valid:
@@ -400,6 +405,7 @@ class TestCa:
                 issuer_key=intermediate_key,
                 ca=False,
                 tnauthlist=TNAuthList(entries=(Spc(code=chosen),)),
+                claim_constraints=claim_constraints,
                 **common,
             )
             chain: tuple[x509.Certificate, ...] = (cert, self.intermediate)
@@ -423,6 +429,7 @@ class TestCa:
                 issuer_key=delegation_key,
                 ca=False,
                 tnauthlist=TNAuthList(entries=entries),
+                claim_constraints=claim_constraints,
                 **common,
             )
             del delegation_key

@@ -12,7 +12,8 @@ TEST MATERIAL. ``shaken lab init DIR`` writes::
     DIR/sp/sp.csr             its CSR (CN "SHAKEN <SPC>", TNAuthList SPC)
     DIR/sp/sp.pem             its certificate chain: the SP certificate, then the intermediate
     DIR/repo/                 what the repository serves: sp.pem (the x5u), crl.der (the CRL
-                              distribution point), <serial>.pem, sti-pa.pem, trust-list.jwt
+                              distribution point), <serial>.pem, sti-pa.pem, trust-list.jwt,
+                              acme-logo.png (the logo of the lab's branded TN, RFC 9795)
     DIR/tls/ca.pem, ca.key    a lab TLS CA (the verifier trusts it for x5u fetches only)
     DIR/tls/server.pem, .key  the repository's TLS certificate (SAN: the host, 127.0.0.1,
                               ::1, localhost)
@@ -35,7 +36,9 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import struct
 import tomllib
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -90,6 +93,8 @@ class LabSettings:
     #: The test STI-PA and ACME STI-CA (shaken.toolkit.lab_acquisition).
     sti_pa_port: int = 8444
     acme_port: int = 8445
+    #: A TN of the range signed with the lab brand "Acme Bank" (rcd, rcdi, crn; RFC 9795).
+    brand_tn: str = "12025550142"
 
     def __post_init__(self) -> None:
         check_spc(self.spc)
@@ -97,6 +102,10 @@ class LabSettings:
         for name in (*ports, "sti_pa_port", "acme_port"):
             _port(getattr(self, name), name.replace("_", " "))
         TnRange(start=self.tn_start, count=self.tn_count)  # validates the range (RFC 8226)
+        first = int(self.tn_start)
+        inside = self.brand_tn.isdigit() and len(self.brand_tn) == len(self.tn_start)
+        if not inside or not first <= int(self.brand_tn) < first + self.tn_count:
+            raise ConfigurationError(f"brand_tn {self.brand_tn} is not in the lab's TN range")
         if not self.host or any(c in self.host for c in "/[]@ "):
             raise ConfigurationError(f"host {self.host!r} is not an address or host name")
 
@@ -289,6 +298,7 @@ def init_lab(directory: Path, *, now: datetime, settings: LabSettings = LabSetti
     issued = ca.issue(csr, now=now)
     write_atomic(lab.sp_chain, issued.chain_pem)
     write_atomic(lab.repo_dir / "sp.pem", issued.chain_pem)
+    write_atomic(lab.repo_dir / BRAND_LOGO, brand_logo())
     _write_tls(lab, now)
     init_acquisition(lab, now=now)
     api_key = secrets.token_urlsafe(32)
@@ -299,6 +309,29 @@ def init_lab(directory: Path, *, now: datetime, settings: LabSettings = LabSetti
     write_atomic(lab.directory / "lab.json", (json.dumps(record, indent=2) + "\n").encode())
     write_atomic(lab.directory / "README.txt", _readme(lab).encode())
     return lab
+
+
+#: The lab brand's logo, served by the repository and digested into rcdi when signing.
+BRAND_LOGO = "acme-logo.png"
+BRAND_NAME = "Acme Bank"
+
+
+def brand_logo() -> bytes:
+    """A small real PNG (32x32, one colour): the lab brand's logo (RFC 9796 section 8.2)."""
+    width = height = 32
+    raw = b"".join(b"\x00" + b"\x1f\x4e\x9a" * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _write_tls(lab: Lab, now: datetime) -> None:
@@ -370,6 +403,20 @@ start = {q(s.tn_start)}
 count = {s.tn_count}
 attest = "A"  # full attestation: the lab SP serves these numbers
 
+[brand.acme]
+# Branded calling (RFC 9795): the vetted brand of one lab number. Its calls carry rcd (name,
+# logo), rcdi (the logo's digest) and crn (call reason) inside the SHAKEN PASSporT, and
+# verifiers that present verified brands show "(Verified) {BRAND_NAME}".
+nam = {q(BRAND_NAME)}  # the display name (rcd nam)
+icn = {q(s.repository_url + BRAND_LOGO)}  # the logo's URL, served by the lab repository
+icn_file = {q("repo/" + BRAND_LOGO)}  # its local copy: rcdi is computed from it
+crn = "Account security alert"  # the call reason signed by default
+call_reasons = ["Appointment reminder"]  # other reasons a REST client may ask for
+
+[tn.{q(s.brand_tn)}]
+# A number with a vetted brand: signed at A (the range's level) and with [brand.acme].
+brand = "acme"
+
 [verification]
 # Verification (STI-VS) defaults.
 trust_anchors = [{q("ca/root.pem")}]  # the STI-CA roots to trust (PEM files or directories)
@@ -381,6 +428,9 @@ x5u_allowed_ports = {json.dumps(ports)}  # ports an x5u URL may name (SHAKEN: 44
 tls_ca_file = {q("tls/ca.pem")}  # LAB: the CA of the repository's TLS certificate
 cache_dir = {q("cache")}  # fetched certificates, kept across restarts
 max_iat_age = 60  # seconds a PASSporT's iat may be old (ATIS-1000074)
+rcd_display = "prefix"  # a verified brand becomes the display name, after the prefix
+rcd_display_prefix = "(Verified) "
+rcd_call_info = true  # and its logo and call reason go in an RFC 9796 Call-Info header
 
 # What each verification outcome does to a call: the PBX guide's PASS / STOP / ALERT.
 [verification.on.verified]

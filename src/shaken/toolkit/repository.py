@@ -49,6 +49,9 @@ CONTENT_TYPES = {
     ".crl": "application/pkix-crl",
     ".der": "application/pkix-crl",
     ".jwt": "application/jwt",
+    # Branded calling (RFC 9795): the logos and jCards an rcd claim references.
+    ".png": "image/png",
+    ".json": "application/json",
 }
 #: A repository serves certificate chains and CRLs, a few KiB each; refuse anything huge.
 MAX_FILE_BYTES = 1024 * 1024

@@ -37,6 +37,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shaken.core.certs import TNAUTHLIST_OID, Spc, TNAuthList
+from shaken.core.claimconstraints import (
+    OID_ENHANCED_JWT_CLAIM_CONSTRAINTS,
+    OID_JWT_CLAIM_CONSTRAINTS,
+    ClaimConstraints,
+    encode_constraints,
+)
 from shaken.core.errors import ConfigurationError
 
 __all__ = [
@@ -135,6 +141,7 @@ def build_certificate(
     crl_issuer: x509.Name | None = None,
     tnauthlist: TNAuthList | None = None,
     serial: int | None = None,
+    claim_constraints: ClaimConstraints | None = None,
 ) -> x509.Certificate:
     """One certificate of the ATIS-1000080 v005 profile (section 6.4.1).
 
@@ -142,7 +149,15 @@ def build_certificate(
     forbids the last two in roots). Below a root the AKI and ``policy`` are added; pass
     ``policy=None`` only for certificates outside the SHAKEN profile (the STI-PA's). ``usage``
     defaults to exactly keyCertSign for CAs and digitalSignature for end entities.
+
+    ``claim_constraints`` adds JWTClaimConstraints (RFC 8226 section 8) or, when they are
+    ``enhanced``, EnhancedJWTClaimConstraints (RFC 9118), non-critical and in end-entity
+    certificates only (RFC 9118 section 3): how a CA pins the ``rcd`` values it vetted. The
+    ATIS-1000080 v005 base profile allows neither, so such a certificate is a delegate /
+    branded-calling certificate by construction.
     """
+    if claim_constraints is not None and ca:
+        raise ConfigurationError("claim constraints belong in end-entity certificates only")
     _require_p256(public_key, "the subject key")
     if not_before.tzinfo is None or not_after.tzinfo is None:
         raise ConfigurationError("certificate validity needs timezone-aware datetimes")
@@ -197,6 +212,15 @@ def build_certificate(
         # non-critical, so verifiers that do not know the OID still parse the certificate.
         builder = builder.add_extension(
             x509.UnrecognizedExtension(TNAUTHLIST_OID, tnauthlist.to_der()), critical=False
+        )
+    if claim_constraints is not None:
+        oid = (
+            OID_ENHANCED_JWT_CLAIM_CONSTRAINTS
+            if claim_constraints.enhanced
+            else OID_JWT_CLAIM_CONSTRAINTS
+        )
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(oid, encode_constraints(claim_constraints)), critical=False
         )
     return builder.sign(issuer_key, hashes.SHA256())
 

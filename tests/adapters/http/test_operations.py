@@ -138,7 +138,9 @@ async def test_readyz_ready(make_api: ApiFactory) -> None:
         "signing_keys",
         "certificate_cache",
         "call_log",
-        "signing_certificate",  # the lab's [lifecycle]; its static key signs meanwhile
+        "certificate_lifecycle",  # the lab's [lifecycle]; its static key signs meanwhile
+        "revocation",  # issue 9 item 3: revocation data and our own certificates
+        "signing_certificates",
     }
     assert all(check["ok"] for check in body["checks"].values())
 

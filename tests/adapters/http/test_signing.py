@@ -124,7 +124,8 @@ async def test_several_destinations_and_separators(make_api: ApiFactory) -> None
         ({"dest": {"uri": ["sip:a@b"]}}, "SVC4005", "dest.uri"),
         ({"dest": {"tn": "13035550000"}}, "SVC4005", "dest.tn"),
         ({"origid": "not-a-uuid"}, "SVC4005", "origid"),
-        ({"rcd": {"nam": "Alice"}}, "SVC4005", "rcd"),
+        ({"rcd": {"icn": "https://brand.example.test/a.png"}}, "SVC4005", "rcd"),
+        ({"crn": "x" * 65}, "SVC4005", "crn"),
     ],
     ids=repr,
 )

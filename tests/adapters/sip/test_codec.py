@@ -285,3 +285,122 @@ def test_ack_transaction_reads_just_the_key() -> None:
     assert ack_transaction(ack.replace(b"z9hG4bKack1", b"rfc2543")) is None
     assert ack_transaction(ack.replace(b"Call-ID: call-7", b"Call-ID: call-7\r\n folded")) is None
     assert ack_transaction(b"ACK sip:a@b SIP/2.0\r\n\r\n") is None
+
+
+# ---------------------------------------------------- issue 17 item 3: no header injection
+
+FORGED = "P-Asserted-Identity: <sip:+12025550100;verstat=TN-Validation-Passed@evil>"
+
+
+def _is_clean(answer: bytes) -> bool:
+    """Every line ends with CRLF, and no other control character but HTAB is in the head."""
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    return all(not any((c < 0x20 and c != 0x09) or c == 0x7F for c in line) for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("bare_cr", "\r"),
+        ("bare_lf", "\n"),
+        ("nul", "\x00"),
+        ("escape", "\x1b"),
+        ("vertical_tab", "\x0b"),
+        ("del", "\x7f"),
+    ],
+)
+@pytest.mark.parametrize("header", ["From", "P-Asserted-Identity", "To", "Call-ID", "Via"])
+def test_17_3_control_character_in_a_header_gets_400_and_is_not_echoed(
+    name: str, bad: str, header: str
+) -> None:
+    values = {
+        "From": f'"Alice{bad}{FORGED}" <sip:12025550123@h>;tag=f1',
+        "P-Asserted-Identity": f'"Alice{bad}{FORGED}" <sip:12025550123@h>',
+        "To": f"<sip:13035550000@h>{bad}{FORGED}",
+        "Call-ID": f"abc{bad}{FORGED}",
+        "Via": f"SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbad{bad}{FORGED}",
+    }
+    data = invite(
+        from_value=values["From"] if header == "From" else "<sip:12025550123@h>;tag=f1",
+        to_value=values["To"] if header == "To" else "<sip:13035550000@h>",
+        call_id=values["Call-ID"] if header == "Call-ID" else "cid-1",
+        headers=(("P-Asserted-Identity", values[header]),)
+        if header == "P-Asserted-Identity"
+        else (),
+    )
+    if header == "Via":
+        data = data.replace(
+            b"Via: SIP/2.0/UDP 192.0.2.1:5060;",
+            b"Via: " + values["Via"].encode() + b"\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;",
+            1,
+        )
+    request = parse_request(data)
+    assert request.problem is not None and request.problem[0] == 400, (name, header)
+    assert "control character" in request.detail
+    # The forged identity never becomes a header field of its own.
+    assert request.first("p-asserted-identity") is None or "evil" not in "".join(
+        request.all("p-asserted-identity")
+    )
+    if request.top_via is not None:
+        answer = build_response(request, 400, "Bad Request")
+        assert _is_clean(answer)
+        assert b"evil" not in answer
+
+
+def test_17_3_bare_cr_in_from_gets_400() -> None:
+    data = invite(from_value=f'"Alice\r{FORGED}" <sip:12025550123@h>;tag=f1')
+    request = parse_request(data)
+    assert request.problem == (400, "Bad Request")
+    answer = build_response(request, 400, "Bad Request")
+    assert b"\rP-Asserted" not in answer and b"evil" not in answer and _is_clean(answer)
+    assert b"Via: SIP/2.0/UDP 192.0.2.1:5060" in answer  # still routable
+
+
+def test_17_3_lf_only_messages_still_parse_but_a_cr_inside_is_refused() -> None:
+    lf = invite().replace(b"\r\n", b"\n")
+    assert parse_request(lf).problem is None
+    bad = lf.replace(b"From: <sip:", b'From: "A\rB" <sip:', 1)
+    assert parse_request(bad).problem == (400, "Bad Request")
+
+
+def test_17_3_tab_and_utf8_are_still_fine() -> None:
+    data = invite(from_value='"Zoë\tMüller" <sip:12025550123@h>;tag=f1')
+    assert parse_request(data).problem is None
+
+
+def test_17_3_request_uri_call_id_and_cseq_follow_their_grammar() -> None:
+    assert parse_request(invite(uri="sip:1@h\x00x")).problem is not None
+    assert "Request-URI" in parse_request(invite(uri="sip:1@h{x")).detail
+    spaced = parse_request(invite(call_id="a b"))
+    assert spaced.problem == (400, "Bad Request") and "Call-ID" in spaced.detail
+    assert b"Call-ID: a b" not in build_response(spaced, 400, "Bad Request")
+    # CSeq is rendered from its parsed parts.
+    request = parse_request(invite().replace(b"CSeq: 1 INVITE", b"CSeq: 1\t  INVITE"))
+    assert request.problem is None
+    assert b"\r\nCSeq: 1 INVITE\r\n" in build_response(request, 200, "OK")
+
+
+def test_17_3_every_via_must_parse() -> None:
+    data = invite().replace(b"Via: ", b"Via: SIP/2.0/UDP ok:5060;branch=z9hG4bKa, junk here, ", 1)
+    request = parse_request(data)
+    assert request.problem == (400, "Bad Request") and "Via" in request.detail
+
+
+def test_9_7_codec_phrases_come_from_the_table() -> None:
+    request = parse_request(invite())
+    assert build_response(request, 438).startswith(b"SIP/2.0 438 Invalid Identity Header\r\n")
+    assert build_response(request, 607).startswith(b"SIP/2.0 607 Unwanted\r\n")
+
+
+# ------------------------------------------- issue 17 item 13: the 513 keeps its Via
+
+
+def test_17_13_oversized_header_block_keeps_the_head_for_the_513() -> None:
+    framer = StreamFramer(max_size=1024)
+    data = invite().replace(b"Content-Length: 0\r\n\r\n", b"X-Pad: " + b"a" * 3000)
+    [failure] = framer.feed(data)
+    assert isinstance(failure, FramingError) and failure.code == 513
+    assert failure.head.startswith(b"INVITE sip:")
+    request = parse_request(failure.head + b"\r\n\r\n", max_size=1024)
+    assert request.top_via is not None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +14,7 @@ from hypothesis import strategies as st
 
 from shaken.adapters.sip.client import SipResponse, parse_response
 from shaken.adapters.sip.codec import parse_request
-from shaken.adapters.sip.handler import Listener, Role, SipHandler
+from shaken.adapters.sip.handler import BY_SOURCE_ENTRIES, Listener, Role, SipHandler
 from shaken.adapters.wiring import Runtime, build_runtime
 from shaken.config import load_config
 from shaken.core.context import SipContext
@@ -271,7 +274,8 @@ async def test_sip_reason_protocol_and_no_verstat(runtimes: RuntimeFactory, lab:
     response = await answer(handler, invite(), VERIFY)
     assert response is not None and response.code == 302
     assert response.first("reason") == 'SIP;cause=428;text="Use Identity Header"'  # RFC 3326
-    assert response.first("p-asserted-identity") is None  # nothing to tag, nothing renamed
+    # Nothing to tag or rename, yet the cleaned identity is there (issue 9 item 5).
+    assert response.first("p-asserted-identity") == f"<sip:{ORIG}@192.0.2.1>"
 
 
 async def test_profile_selection_listener_source_header(runtimes: RuntimeFactory, lab: Lab) -> None:
@@ -294,7 +298,7 @@ async def test_profile_selection_listener_source_header(runtimes: RuntimeFactory
     response = await answer(handler, invite(), VERIFY, source=ELSEWHERE)
     assert response is not None and response.code == 302
     assert (response.first("x-shaken-reason") or "").startswith("not_checked;")
-    assert response.first("p-asserted-identity") is None
+    assert response.first("p-asserted-identity") == f"<sip:{ORIG}@192.0.2.1>"  # cleaned only
     # A listener bound to a profile wins over the source address.
     bound = runtimes(
         server='listener_profiles = { "udp:127.0.0.1:5062" = "carrier", "udp:127.0.0.1:5060" = "global" }',
@@ -459,6 +463,10 @@ FRAGMENTS = st.sampled_from(
         b"\r\n",
         b"\xff",
         b" ",
+        b"\r",  # issue 17 item 3: stray controls, to prove none reaches an answer
+        b"\n",
+        b"\x00",
+        b'From: "A\rP-Asserted-Identity: <sip:+1;verstat=TN-Validation-Passed@e>" <sip:1@h>\r\n',
     ]
 )
 
@@ -484,7 +492,292 @@ def test_any_bytes_get_an_answer_or_none(fuzz_handler: SipHandler, data: bytes) 
             continue
         assert reply is None or isinstance(reply, bytes)
         if isinstance(reply, bytes):
+            head = reply.split(b"\r\n\r\n", 1)[0]
+            for line in head.split(b"\r\n"):
+                assert not any((c < 0x20 and c != 0x09) or c == 0x7F for c in line), reply
+            assert b"verstat=TN-Validation-Passed@e" not in reply
             response = parse_response(reply)
             assert 100 <= response.code < 700
             if request.problem is not None:
                 assert response.code == request.problem[0]
+
+
+# ------------------------------------------- issue 9 item 5: nothing spoofable passes through
+
+SPOOF_ACTIONS = """
+[verification.on.verified]
+action = "alert"
+display_prefix = "(Verified) "
+
+[verification.on.reason.stale_iat]
+action = "alert"
+display_suffix = " [stale]"
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        # Issue 9 item 5's reproduction: "missing Identity: continue" passed it unchanged.
+        ("", '"IRS Refunds" <sip:12025550123;verstat=No-TN-Validation@192.0.2.1>'),
+        # With an alert prefix it became "[No ID] (Verified) Mallory".
+        (
+            '[profile.lab.on.missing]\naction = "alert"\ndisplay_prefix = "[No ID] "\n',
+            '"[No ID] IRS Refunds" <sip:12025550123;verstat=No-TN-Validation@192.0.2.1>',
+        ),
+    ],
+)
+async def test_9_5_an_unsigned_call_loses_a_forged_verdict_in_its_display_name(
+    runtimes: RuntimeFactory, lab: Lab, extra: str, expected: str
+) -> None:
+    handler, _, _ = await ready(runtimes, lab, extra=SPOOF_ACTIONS + extra)
+    forged = f'"(Verified) IRS Refunds" <sip:{ORIG}@192.0.2.1>;tag=f1'
+    response = await answer(handler, invite(from_value=forged), VERIFY)
+    assert response is not None and response.code == 302
+    assert response.values("p-asserted-identity") == [expected]
+
+
+async def test_9_5_stacked_marks_of_every_outcome_are_stripped_case_sensitively(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    handler, _, _ = await ready(runtimes, lab, extra=SPOOF_ACTIONS)
+    pai = (
+        "P-Asserted-Identity",
+        f'"(Verified) (Verified)  IRS [stale] [stale]" <sip:{ORIG}@192.0.2.1>, '
+        f'"(verified) Bob [stale]" <tel:+{ORIG}>',
+    )
+    response = await answer(handler, invite(headers=(pai,)), VERIFY)
+    assert response is not None and response.code == 302
+    assert response.values("p-asserted-identity") == [
+        f'"IRS" <sip:{ORIG};verstat=No-TN-Validation@192.0.2.1>',
+        f'"(verified) Bob" <tel:+{ORIG};verstat=No-TN-Validation>',  # not this case
+    ]
+    # One field with both: an SBC copying the 302's first PAI field passes on both.
+    assert response.first("p-asserted-identity") == ", ".join(
+        response.values("p-asserted-identity")
+    )
+    # A verified call: only shaken's own prefix, once.
+    response = await answer(
+        handler,
+        invite(
+            from_value=f'"(Verified) Alice" <sip:{ORIG}@192.0.2.1>;tag=f1',
+            headers=(("Identity", identity(lab)),),
+        ),
+        VERIFY,
+    )
+    assert response is not None
+    assert response.first("p-asserted-identity") == (
+        f'"(Verified) Alice" <sip:{ORIG};verstat=TN-Validation-Passed@192.0.2.1>'
+    )
+
+
+async def test_9_5_inbound_verstat_is_removed_even_without_tagging(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    handler, _, _ = await ready(runtimes, lab, verification="tag_verstat = false")
+    pai = (
+        "P-Asserted-Identity",
+        f"<sip:+{ORIG};verstat=TN-Validation-Passed@192.0.2.1;user=phone;VERSTAT=x>;verstat=y, "
+        f"<tel:+{ORIG};verstat=TN-Validation-Passed;npdi>",
+    )
+    response = await answer(handler, invite(headers=(pai,)), VERIFY)
+    assert response is not None and response.code == 302
+    assert response.values("p-asserted-identity") == [
+        f"<sip:+{ORIG}@192.0.2.1;user=phone>",
+        f"<tel:+{ORIG};npdi>",
+    ]
+    # From alone, and nothing to tag or rename: the 302 still carries the cleaned identity,
+    # so an SBC that keeps what it has when the 302 has none cannot pass the forgery on.
+    forged = f"<sip:{ORIG};verstat=TN-Validation-Passed@192.0.2.1>;tag=f1"
+    response = await answer(handler, invite(from_value=forged), VERIFY)
+    assert response is not None
+    assert response.values("p-asserted-identity") == [f"<sip:{ORIG}@192.0.2.1>"]
+
+
+async def test_9_5_the_302_asserts_one_sip_and_one_tel_identity(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    """RFC 3325 section 9.1: at most one sip/sips and one tel value, the first of each, however
+    many the request carried."""
+    handler, _, _ = await ready(runtimes, lab, verification="tag_verstat = false")
+    pai = (
+        "P-Asserted-Identity",
+        f"<sip:+{ORIG}@192.0.2.1;user=phone>, <tel:+{ORIG}>, <tel:+13035550199>, "
+        f"<sips:+{ORIG}@192.0.2.2;user=phone>",
+    )
+    response = await answer(handler, invite(headers=(pai,)), VERIFY)
+    assert response is not None and response.code == 302
+    assert response.values("p-asserted-identity") == [
+        f"<sip:+{ORIG}@192.0.2.1;user=phone>",
+        f"<tel:+{ORIG}>",
+    ]
+
+
+async def test_9_5_an_unprocessed_call_also_loses_inbound_verdicts(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    handler, _, _ = await ready(runtimes, lab, extra=SPOOF_ACTIONS)
+    forged = f'"(Verified) Mallory" <sip:{ORIG};verstat=TN-Validation-Passed@192.0.2.1>;tag=f'
+    response = await answer(handler, invite(from_value=forged), VERIFY, source=ELSEWHERE)
+    assert response is not None and response.code == 302
+    assert (response.first("x-shaken-reason") or "").startswith("not_checked;")
+    assert response.values("p-asserted-identity") == [f'"Mallory" <sip:{ORIG}@192.0.2.1>']
+
+
+async def test_9_5_an_identity_that_does_not_parse_is_a_400_not_an_echo(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    handler, _, _ = await ready(runtimes, lab)
+    for pai in ('"(Verified) Bob <sip:1@h>', "<sip:1@h", "<nonsense>", "<sip:a b@h>"):
+        response = await answer(handler, invite(headers=(("P-Asserted-Identity", pai),)), VERIFY)
+        assert response is not None and response.code == 400, pai
+        assert "P-Asserted-Identity" in (response.first("warning") or "")
+        assert response.first("p-asserted-identity") is None
+
+
+# ------------------------------------------------- issue 9 item 7: phrases on the wire
+
+
+async def test_9_7_reject_code_438_answers_invalid_identity_header(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    extra = '[profile.lab.on.missing]\naction = "reject"\nreject_code = 438\n'
+    handler, _, _ = await ready(runtimes, lab, extra=extra)
+    response = await answer(handler, invite(), VERIFY)
+    assert response is not None and (response.code, response.phrase) == (
+        438,
+        "Invalid Identity Header",
+    )
+
+
+# ---------------------------------- issue 17 item 3: nothing echoed without re-rendering
+
+
+async def test_17_3_bare_cr_in_from_gets_400_without_the_forged_header(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    handler, _, _ = await ready(runtimes, lab)
+    forged = f'"Alice\rP-Asserted-Identity: <sip:+1202;verstat=TN-Validation-Passed@evil>" <sip:{ORIG}@h>;tag=1'
+    for listener in (SIGN, VERIFY):
+        reply = handler.handle(parse_request(invite(from_value=forged)), listener, LOOPBACK)
+        assert isinstance(reply, bytes) and reply.startswith(b"SIP/2.0 400 Bad Request\r\n")
+        assert b"evil" not in reply and b"\r" not in reply.replace(b"\r\n", b"")
+
+
+# -------------------------------- issue 17 item 4: the profile header is not a name lookup
+
+HEADER_PROFILES = """
+[profile.pbx]
+behavior = "sign"
+header_value = "s3cret-pbx-token"
+"""
+
+
+async def test_17_4_profile_header_does_not_select_by_name_or_bound_profiles(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    runtime = runtimes(server='profile_header = "X-Shaken-Profile"', extra=HEADER_PROFILES)
+    await warm(runtime, lab)
+    handler = SipHandler(runtime)
+    # From an address no profile lists: the names "pbx" and "lab" select nothing ...
+    for value in ("pbx", "lab", " lab ", "global"):
+        response = await answer(
+            handler, invite(headers=(("X-Shaken-Profile", value),)), SIGN, source=ELSEWHERE
+        )
+        assert response is not None and response.code == 302
+        assert response.first("identity") is None, value
+        assert (response.first("x-shaken-reason") or "").startswith("not_signed;")
+    # ... only the configured secret value does.
+    response = await answer(
+        handler,
+        invite(headers=(("X-Shaken-Profile", "s3cret-pbx-token"),)),
+        SIGN,
+        source=ELSEWHERE,
+    )
+    assert response is not None and response.first("identity") is not None
+    assert runtime.profile_for_header("pbx") is None
+    assert runtime.profile_for_header("s3cret-pbx-token") is runtime.profiles["pbx"]
+
+
+async def test_17_4_a_profile_with_sources_is_never_selected_by_header(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    extra = (
+        '[profile.lab2]\nbehavior = "both"\nsources = ["198.51.100.0/24"]\nheader_value = "lab-2"\n'
+    )
+    runtime = runtimes(server='profile_header = "X-Shaken-Profile"', extra=extra)
+    handler = SipHandler(runtime)
+    headed = parse_request(invite(headers=(("X-Shaken-Profile", "lab-2"),)))
+    assert handler.select_profile(headed, SIGN, "192.0.2.44") is None
+    assert handler.select_profile(headed, SIGN, "198.51.100.7") is runtime.profiles["lab2"]
+
+
+# ---------------------------------------- issue 17 item 7: tables bounded in bytes
+
+
+def _retained_after(work: Callable[[], None]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+async def test_17_7_transaction_table_keeps_answers_within_its_byte_budget(
+    runtimes: RuntimeFactory, lab: Lab
+) -> None:
+    budget = 4 * 1024 * 1024
+    handler = SipHandler(runtimes(), transaction_bytes=budget)
+    pad = "A" * 60_000
+    answers: list[bytes] = []
+
+    def flood() -> None:
+        for i in range(600):  # 600 signing INVITEs with a 60 KB From: 36 MB of answers
+            data = invite(from_value=f'"{pad}" <sip:{ORIG}@192.0.2.1>;tag={i}', call_id=f"big{i}")
+            reply = handler.handle(parse_request(data), SIGN, LOOPBACK)
+            assert isinstance(reply, bytes) and len(reply) > 60_000
+            answers.append(reply[:0])
+
+    kept = _retained_after(flood)
+    table = handler.transactions
+    assert table.bytes <= budget
+    assert kept < budget + 2 * 1024 * 1024, kept  # the table, and no more than slack
+    # What fits is still kept: the latest answers are retransmitted byte for byte.
+    last = invite(from_value=f'"{pad}" <sip:{ORIG}@192.0.2.1>;tag=599', call_id="big599")
+    again = handler.handle(parse_request(last), SIGN, LOOPBACK)
+    assert isinstance(again, bytes)
+    small = invite(branch="z9hG4bKsmall1", call_id="small1")
+    first = handler.handle(parse_request(small), SIGN, LOOPBACK)
+    assert handler.handle(parse_request(small), SIGN, LOOPBACK) == first
+    assert len(table) < 100
+
+
+async def test_17_7_an_answer_larger_than_the_budget_is_sent_not_kept(
+    runtimes: RuntimeFactory,
+) -> None:
+    handler = SipHandler(runtimes(), transaction_bytes=10_000)
+    data = invite(from_value=f'"{"A" * 20_000}" <sip:{ORIG}@192.0.2.1>;tag=1')
+    reply = handler.handle(parse_request(data), SIGN, LOOPBACK)
+    assert isinstance(reply, bytes) and reply.startswith(b"SIP/2.0 302 ")
+    assert len(handler.transactions) == 0 and handler.transactions.bytes == 0
+    ordinary = invite(branch="z9hG4bKfits")
+    first = handler.handle(parse_request(ordinary), SIGN, LOOPBACK)
+    assert handler.handle(parse_request(ordinary), SIGN, LOOPBACK) == first  # 17.2.1 kept
+
+
+async def test_17_7_by_source_table_has_a_byte_ceiling(runtimes: RuntimeFactory) -> None:
+    handler = SipHandler(runtimes())
+    request = parse_request(invite())
+
+    def many_sources() -> None:
+        for i in range(20_000):
+            handler.select_profile(request, VERIFY, f"2001:db8:{i >> 8:x}:{i & 255:x}::{i:x}")
+        handler.select_profile(request, VERIFY, "fe80::1%" + "x" * 5000)  # not kept
+
+    kept = _retained_after(many_sources)
+    assert len(handler._bindings.by_source) <= BY_SOURCE_ENTRIES
+    assert kept < BY_SOURCE_ENTRIES * 250, kept  # an address and a dict slot each

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,3 +129,47 @@ def test_listener_profiles_are_checked() -> None:
         .replace(', "udp:127.0.0.1:5060" = "global"', "")
     )
     assert good.server["listener_profiles"] == {"udp:127.0.0.1:5060": "pbx"}
+
+
+ROBUSTNESS = """transaction_memory = 1048576
+tcp_connections_per_source = 3
+tcp_message_timeout = 2.5
+udp_max_age_ms = 80
+overload_answer = "drop"
+udp_receive_buffer = 262144"""
+
+
+async def test_17_robustness_settings_reach_the_server_and_a_reload(
+    lab: Lab, tmp_path: Path
+) -> None:
+    config = write_config(lab, listeners=False, server=ROBUSTNESS)
+    bound = bind_listeners([Listener("udp:127.0.0.1:0", Role.VERIFY)])
+    ready = asyncio.Event()
+    worker = Worker(ServiceOptions(config, handle_signals=False), bound, ready=ready.set)
+    task = asyncio.get_running_loop().create_task(worker.run())
+    await asyncio.wait_for(ready.wait(), 30)
+    sip, handler = worker.sip, worker.handler
+    assert sip is not None and handler is not None
+    assert handler.transactions.max_bytes == 1048576
+    assert (sip.max_connections_per_source, sip.message_timeout) == (3, 2.5)
+    assert (sip.udp_max_age, sip.overload_answer) == (0.08, "drop")
+    assert bound[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 262144
+    config.write_text(config.read_text().replace("udp_max_age_ms = 80", "udp_max_age_ms = 40"))
+    assert await worker.reload() is True
+    assert sip.udp_max_age == 0.04
+    worker.stopping.set()
+    assert await asyncio.wait_for(task, 30) == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('overload_answer = "reset"', "must be one of '503', 'drop'"),
+        ("udp_max_age_ms = 0", "must be at least 1"),
+        ("tcp_connections_per_source = 0", "must be at least 1"),
+        ("transaction_memory = 10", "must be at least 65536"),
+    ],
+)
+def test_17_robustness_settings_are_checked(line: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        parse_config(f"[server]\n{line}\n")

@@ -15,12 +15,14 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from shaken.adapters.sip.client import build_invite, parse_response, send_invite
 from shaken.adapters.sip.handler import Listener, Role, SipHandler
-from shaken.adapters.sip.server import SipServer, bind_listeners, tls_context
+from shaken.adapters.sip.server import SipCollector, SipServer, bind_listeners, tls_context
 from shaken.toolkit.lab import Lab
 
 from .conftest import DEST, ORIG, RuntimeFactory, free_port, invite, warm, write_config
@@ -276,3 +278,195 @@ async def test_connection_bound_and_idle_timeout(runtimes: RuntimeFactory) -> No
         first.close()
     finally:
         await sip.stop(grace=0.5)
+
+
+# ---------------------------------------------------------------- issue 17 items 8 and 13
+
+
+async def test_17_13_oversized_header_block_over_tcp_gets_513(server: SipServer) -> None:
+    # No end of headers within max_message_size: the 513 still carries the Via to answer to.
+    reader, writer = await asyncio.open_connection(*address(server, "tcp"))
+    try:
+        head = invite(call_id="big-1").replace(b"Content-Length: 0\r\n\r\n", b"")
+        writer.write(head + b"X-Pad: " + b"a" * 70000)
+        await writer.drain()
+        response = await read_response(reader)
+        assert (response.code, response.phrase) == (513, "Message Too Large")
+        assert response.first("call-id") == "big-1" and response.first("via")
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+    finally:
+        writer.close()
+
+
+async def _connect_from(
+    host: str, target: tuple[str, int]
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection whose source address is ``host`` (any 127/8 address on Linux)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, target)
+    return await asyncio.open_connection(sock=sock)
+
+
+async def _closed(reader: asyncio.StreamReader, timeout: float) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), timeout) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+async def test_17_8_one_address_cannot_lock_out_another(runtimes: RuntimeFactory) -> None:
+    bound = bind_listeners([Listener("tcp:127.0.0.1:0", Role.SIGN)])
+    sip = SipServer(SipHandler(runtimes()), bound, max_connections=8, max_connections_per_source=4)
+    await sip.start()
+    target = bound[0].address
+    held: list[asyncio.StreamWriter] = []
+    try:
+        flood = [await _connect_from("127.0.0.1", target) for _ in range(12)]
+        held += [w for _, w in flood]
+        refused = [await _closed(r, 0.5) for r, _ in flood]
+        assert refused.count(False) == 4  # the cap of one source; the other eight are closed
+        # A legitimate client from another address still gets its INVITE answered.
+        reader, writer = await _connect_from("127.0.0.2", target)
+        held.append(writer)
+        writer.write(invite(call_id="legit-1"))
+        await writer.drain()
+        response = await read_response(reader)
+        assert (response.code, response.first("call-id")) == (302, "legit-1")
+        assert sip.counters()["tcp_refused_per_source"] == 8
+    finally:
+        for writer in held:
+            writer.close()
+        await sip.stop(grace=0.5)
+
+
+async def test_17_8_a_dripping_connection_is_closed_at_the_message_deadline(
+    runtimes: RuntimeFactory,
+) -> None:
+    bound = bind_listeners([Listener("tcp:127.0.0.1:0", Role.SIGN)])
+    sip = SipServer(SipHandler(runtimes()), bound, idle_timeout=300.0, message_timeout=1.0)
+    await sip.start()
+    reader, writer = await asyncio.open_connection(*bound[0].address)
+    try:
+        data = invite(call_id="drip-1")
+        closed = False
+        for i in range(300):  # one byte every 0.05 s: never idle, never a whole message
+            writer.write(data[i : i + 1])
+            await writer.drain()
+            if await _closed(reader, 0.05):
+                closed = True
+                break
+        assert closed, "a message begun 15 s ago is still being read"
+        assert sip.counters()["tcp_message_timeouts"] == 1
+        # Whole messages over a live connection are not affected by the deadline.
+        again_reader, again = await asyncio.open_connection(*bound[0].address)
+        for call in ("w-1", "w-2"):
+            again.write(invite(call_id=call))
+            await again.drain()
+            assert (await read_response(again_reader)).first("call-id") == call
+            await asyncio.sleep(1.2)
+        again.close()
+    finally:
+        writer.close()
+        await sip.stop(grace=0.5)
+
+
+# ------------------------------------------- issue 17 item 9: shed overload by queueing age
+
+
+async def _udp_server(runtimes: RuntimeFactory, **options: Any) -> SipServer:
+    bound = bind_listeners([Listener("udp:127.0.0.1:0", Role.SIGN)])
+    sip = SipServer(SipHandler(runtimes(), retry_after=3), bound, **options)
+    await sip.start()
+    return sip
+
+
+async def _answers(sock: socket.socket, count: int, timeout: float) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    out: list[bytes] = []
+    with contextlib.suppress(TimeoutError):
+        while len(out) < count:
+            out.append(await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout))
+    return out
+
+
+def _client() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def _stale_burst(sock: socket.socket, target: tuple[str, int], count: int, stall: float) -> None:
+    """Send ``count`` INVITEs, then hold the event loop for ``stall`` seconds (as a busy
+    worker would), so they wait in the kernel's queue meanwhile."""
+    port = sock.getsockname()[1]
+    for i in range(count):
+        sock.sendto(invite(via_host=f"127.0.0.1:{port}", call_id=f"stale-{i}"), target)
+    time.sleep(stall)
+
+
+async def test_17_9_requests_older_than_the_max_age_get_a_cheap_503(
+    runtimes: RuntimeFactory,
+) -> None:
+    sip = await _udp_server(runtimes, udp_max_age=0.05)
+    target = sip.bound[0].address
+    with _client() as sock:
+        try:
+            _stale_burst(sock, target, 20, stall=0.4)
+            replies = [parse_response(r) for r in await _answers(sock, 20, 10.0)]
+            assert [(r.code, r.first("retry-after")) for r in replies] == [(503, "3")] * 20
+            assert {r.first("call-id") for r in replies} == {f"stale-{i}" for i in range(20)}
+            assert all(r.first("identity") is None for r in replies)  # no work was done
+            counters = sip.counters()
+            assert counters["udp_shed_503"] == 20 and counters["udp_shed_dropped"] == 0
+            # A fresh request is served as ever.
+            port = sock.getsockname()[1]
+            sock.sendto(invite(via_host=f"127.0.0.1:{port}", call_id="fresh"), target)
+            [fresh] = [parse_response(r) for r in await _answers(sock, 1, 10.0)]
+            assert (fresh.code, fresh.first("call-id")) == (302, "fresh")
+            assert fresh.first("identity")
+        finally:
+            await sip.stop(grace=0.5)
+
+
+async def test_17_9_shed_requests_can_be_dropped_instead(runtimes: RuntimeFactory) -> None:
+    sip = await _udp_server(runtimes, udp_max_age=0.05, overload_answer="drop")
+    with _client() as sock:
+        try:
+            _stale_burst(sock, sip.bound[0].address, 10, stall=0.4)
+            assert await _answers(sock, 1, 1.0) == []
+            assert sip.counters()["udp_shed_dropped"] == 10
+        finally:
+            await sip.stop(grace=0.5)
+
+
+async def test_17_9_kernel_drops_are_counted(runtimes: RuntimeFactory) -> None:
+    sip = await _udp_server(runtimes, udp_max_age=0.05, udp_receive_buffer=4096)
+    with _client() as sock:
+        try:
+            _stale_burst(sock, sip.bound[0].address, 200, stall=0.3)
+            await _answers(sock, 200, 1.0)
+            counters = sip.counters()
+            assert counters["udp_kernel_drops"] > 0
+            assert counters["udp_kernel_drops"] + counters["udp_shed_503"] == 200
+        finally:
+            await sip.stop(grace=0.5)
+
+
+async def test_17_9_shed_counts_are_readable_by_prometheus(runtimes: RuntimeFactory) -> None:
+    sip = await _udp_server(runtimes, udp_max_age=0.05)
+    with _client() as sock:
+        try:
+            _stale_burst(sock, sip.bound[0].address, 5, stall=0.3)
+            await _answers(sock, 5, 10.0)
+            registry = CollectorRegistry()
+            registry.register(SipCollector(sip))
+            text = generate_latest(registry).decode()
+            assert "shaken_sip_udp_shed_503_total 5.0" in text
+            assert "shaken_sip_tcp_refused_per_source_total 0.0" in text
+        finally:
+            await sip.stop(grace=0.5)

@@ -1,8 +1,9 @@
 """``shaken config check FILE`` and ``shaken config show [--effective PROFILE] FILE``.
 
 ``check`` goes beyond the loader: it opens what the file names (private keys must load as P-256
-keys and not be readable by group or others; trust anchors and CRLs must parse) so a broken
-deployment is found before the service starts, with the key and line of each problem.
+keys and not be readable by group or others; trust anchors and CRLs must parse; a revocation
+setup must be able to work, see :func:`shaken.adapters.preflight.revocation_review`) so a
+broken deployment is found before the service starts, with the key and line of each problem.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from shaken.adapters.cli import now_of
-from shaken.adapters.preflight import check_files
+from shaken.adapters.preflight import check_files, revocation_review
 from shaken.config import ConfigError, Settings, effective_profile, load_config
 from shaken.core.errors import ConfigurationError, SigningError
 from shaken.core.tn import canonicalize_tn
@@ -46,6 +47,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = check_files(settings)
     for problem in problems:
         print(problem)
+    for note in revocation_review(settings)[1]:
+        print(note)  # explanations (old spellings, the default), never a refusal
     if problems:
         return 1
     names = ", ".join(sorted(settings.profiles)) or "none"

@@ -93,6 +93,10 @@ def _line(row: dict[str, Any]) -> str:
         f"verstat={row['verstat']}" if row["verstat"] else "",
         f"reason={row['reason']}" if row["reason"] else "",
         f"action={row['action']}" if row["action"] else "",
+        # The brand is signer-chosen text: shown as a JSON string, never raw to a terminal.
+        f"brand={json.dumps(row['brand'])}" if row.get("brand") else "",
+        f"rcd={row['rcd_status']}" if row.get("rcd_status") else "",
+        f"rcd_reason={row['rcd_reason']}" if row.get("rcd_reason") else "",
         f"profile={row['profile']}" if row["profile"] else "",
         f"{row['latency_ms']:.2f}ms" if row["latency_ms"] is not None else "",
         f"call-id={row['call_id']}" if row["call_id"] else "",

@@ -20,8 +20,10 @@ from shaken.adapters.cli import EXIT_NOT_VERIFIED, EXIT_OK, EXIT_USAGE, UsageErr
 from shaken.adapters.sip.client import SipResponse
 from shaken.adapters.tour import CALLED, sign_call, verdict, verify_call
 from shaken.core.certs import CertRole, Tn, TNEntry, TnRange, load_certificates
+from shaken.core.claimconstraints import ClaimConstraints
 from shaken.core.errors import CertificateError
 from shaken.core.jws import generate_private_key, load_private_key, private_key_pem
+from shaken.core.rcd import jcs
 from shaken.files import create_private, write_atomic
 from shaken.toolkit.acme_ca import AcmeStiCa
 from shaken.toolkit.ca import CaSettings, TestCa, parse_serial
@@ -136,6 +138,39 @@ def _tn_entries(args: argparse.Namespace) -> tuple[TNEntry, ...]:
     return tuple(entries)
 
 
+def _claim_constraints(args: argparse.Namespace) -> ClaimConstraints | None:
+    """``--must-include``, ``--permit CLAIM=VALUE``, ``--must-exclude``, ``--pin-rcd FILE``."""
+    include = list(args.must_include)
+    permitted: dict[str, list[str]] = {}
+    for text in args.permit:
+        claim, sep, value = text.partition("=")
+        if not sep or not claim:
+            raise UsageError(f"--permit wants CLAIM=VALUE, not {text!r}")
+        permitted.setdefault(claim, []).append(value)
+    if args.pin_rcd is not None:
+        try:
+            pinned = json.loads(_read(args.pin_rcd))
+        except ValueError as exc:
+            raise UsageError(f"{args.pin_rcd} is not JSON: {exc}") from None
+        if not isinstance(pinned, dict):
+            raise UsageError(f"{args.pin_rcd} must hold the rcd JSON object")
+        # RFC 9795: the CA pins the vetted rcd; JCS makes the value comparable.
+        permitted.setdefault("rcd", []).append(jcs(pinned).decode())
+        if "rcd" not in include:
+            include.append("rcd")
+    if not (include or permitted or args.must_exclude):
+        return None
+    enhanced = args.claim_constraints == "enhanced"
+    if args.must_exclude and not enhanced:
+        raise UsageError("--must-exclude needs EnhancedJWTClaimConstraints (RFC 9118)")
+    return ClaimConstraints(
+        must_include=tuple(include),
+        permitted={k: tuple(v) for k, v in permitted.items()},
+        must_exclude=tuple(args.must_exclude),
+        enhanced=enhanced,
+    )
+
+
 def cmd_ca_issue(args: argparse.Namespace) -> int:
     ca = _open_ca(args.ca)
     try:
@@ -143,7 +178,12 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"{args.csr} is not a PEM CSR: {exc}") from None
     issued = ca.issue(
-        csr, now=now_of(args), days=args.days, spc=args.spc, tn_entries=_tn_entries(args)
+        csr,
+        now=now_of(args),
+        days=args.days,
+        spc=args.spc,
+        tn_entries=_tn_entries(args),
+        claim_constraints=_claim_constraints(args),
     )
     if args.out is not None:
         _write_out(args.out, issued.chain_pem)
@@ -443,6 +483,38 @@ def register(commands: Any, cert_commands: Any) -> None:
         default=[],
         metavar="START:COUNT",
         help="delegate: a TN range, START:COUNT or START-END (repeatable)",
+    )
+    p.add_argument(
+        "--must-include",
+        action="append",
+        default=[],
+        metavar="CLAIM",
+        help="claim constraints: a claim the PASSporT must carry (repeatable)",
+    )
+    p.add_argument(
+        "--permit",
+        action="append",
+        default=[],
+        metavar="CLAIM=VALUE",
+        help="claim constraints: a permitted value of CLAIM (repeatable; JSON for objects)",
+    )
+    p.add_argument(
+        "--must-exclude",
+        action="append",
+        default=[],
+        metavar="CLAIM",
+        help="claim constraints: a claim the PASSporT must not carry (RFC 9118; repeatable)",
+    )
+    p.add_argument(
+        "--pin-rcd",
+        metavar="FILE",
+        help="branded calling: pin this rcd JSON object (mustInclude rcd, permittedValues)",
+    )
+    p.add_argument(
+        "--claim-constraints",
+        choices=["enhanced", "rfc8226"],
+        default="enhanced",
+        help="which extension carries them: RFC 9118 (default) or RFC 8226 section 8",
     )
     p.add_argument("--out", help="also write the chain (leaf first) to this file")
     p.set_defaults(func=cmd_ca_issue)

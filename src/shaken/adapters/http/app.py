@@ -60,6 +60,7 @@ from shaken.adapters.http.schemas import (
     openapi_document,
     parse_signing,
     parse_verification,
+    rcd_member,
     signing_body,
     verification_body,
 )
@@ -70,6 +71,7 @@ from shaken.core.errors import SigningError
 from shaken.core.policy import decide
 from shaken.core.reasons import Reason
 from shaken.services.calllog import CallLog, CallRecord
+from shaken.services.cert_cache import RevocationReport
 from shaken.services.ports import Clock
 from shaken.services.signing import SigningService
 
@@ -226,6 +228,14 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
+def _source(key: ApiKey | None, scope: Scope) -> str | None:
+    """Who asks, for the certificate cache's bound per source: the API key, else the client."""
+    if key is not None:
+        return f"api_key:{key.name}"
+    client = scope.get("client")
+    return f"rest:{client[0]}" if client else None
+
+
 def _writable_directory(directory: Path) -> tuple[bool, str]:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -334,7 +344,8 @@ class RestApplication:
                 raise ApiError("SVC4004", "application/json")
             document = decode_body(await _read_body(receive))
             if endpoint == "verification":
-                body = await self._verification(document, key, rid, now, started)
+                source = _source(key, scope)
+                body = await self._verification(document, key, rid, now, started, source)
             else:
                 body = await self._signing(document, key, rid, now, started)
             status = 200
@@ -433,6 +444,7 @@ class RestApplication:
         rid: bytes,
         now: datetime,
         started: float,
+        source: str | None = None,
     ) -> bytes:
         request = parse_verification(document, self.schema_mode)
         profile = self._profile(key, request.profile_id, request.schema, signing=False)
@@ -440,7 +452,7 @@ class RestApplication:
         assert verifier is not None  # profile.verifies
         context = request.context()
         begun = time.perf_counter()
-        result = await verifier.verify(context, now=now)
+        result = await verifier.verify(context, now=now, source=source)
         self.metrics.observe_verification(time.perf_counter() - begun)
         if result.reason is Reason.INVALID_HEADER and request.schema == ATIS:
             # ATIS-1000082 E2: an identity that is not an Identity header value at all is an
@@ -448,11 +460,13 @@ class RestApplication:
             raise ApiError("SVC4005", "identity", "not an Identity header value", schema=ATIS)
         reason = result.reason
         self.metrics.count("verification", result.outcome.value, reason.value if reason else "")
-        if request.schema == ATIS and self.call_log is None:
+        if request.schema == ATIS and self.call_log is None and rcd_member(result) is None:
             return verification_body(request, result, display_name=None)
-        # The action matters to the call log and to the 3GPP display name, not to ATIS.
+        # The action matters to the call log, the 3GPP display name and the brand presented.
         decision = decide(result, profile.actions, display_name=request.display_name)
-        body = verification_body(request, result, display_name=decision.display_name)
+        body = verification_body(
+            request, result, display_name=decision.display_name, call_info=decision.call_info
+        )
         if self.call_log is not None:
             self._record(
                 CallRecord(
@@ -471,6 +485,13 @@ class RestApplication:
                     allowed=decision.allowed,
                     x5u=result.x5u,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
+                    brand=None if result.rcd is None else result.rcd.nam,
+                    rcd_status=None if result.rcd is None else result.rcd.status.value,
+                    rcd_reason=(
+                        None
+                        if result.rcd is None or result.rcd.reason is None
+                        else result.rcd.reason.value
+                    ),
                 )
             )
         return body
@@ -503,6 +524,8 @@ class RestApplication:
                     now=when,
                     attest=request.attest,
                     origid=request.origid,
+                    rcd=request.rcd,
+                    crn=request.crn,
                 )
             except SigningError as exc:
                 raise ApiError("POL4030", str(exc), schema=request.schema) from None
@@ -523,9 +546,16 @@ class RestApplication:
                 action="signed",
                 x5u=signed.x5u,
                 latency_ms=(time.perf_counter() - started) * 1000.0,
+                brand=signed.brand,
             )
         )
-        return signing_body(request, signed.identity, attest=signed.attest, why=signed.why)
+        return signing_body(
+            request,
+            signed.identity,
+            attest=signed.attest,
+            why=signed.why,
+            rcd_identity=signed.rcd_identity,
+        )
 
     async def _authorize(
         self, key: ApiKey, signer: SigningService, request: SigningRequest, now: datetime
@@ -612,7 +642,9 @@ class RestApplication:
 
     async def readiness(self) -> tuple[bool, dict[str, dict[str, Any]]]:
         """Whether this server can do its work: trust anchors for verifying, keys for signing,
-        a writable certificate cache directory, a writable call log."""
+        a writable certificate cache directory, a writable call log, revocation data that is
+        current enough for the revocation mode, and none of our signing certificates revoked
+        or expired (issue 9 item 3)."""
         profiles = self.runtime.profiles.values()
         verifies = any(p.verifies for p in profiles)
         signs = any(p.signs for p in profiles)
@@ -637,6 +669,15 @@ class RestApplication:
             check("signing_keys", keys > 0, f"{keys} signing key(s) loaded")
         else:
             check("signing_keys", True, "signing is off")
+        now = self.clock.now()
+        if verifies:
+            check("revocation", *self._revocation_ready(now))
+        else:
+            check("revocation", True, "verification is off")
+        if signs:
+            check("signing_certificates", *await self._signing_certificates_ready(now))
+        else:
+            check("signing_certificates", True, "signing is off")
         configured = self.runtime.settings.verification.get("cache_dir")
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
@@ -645,8 +686,35 @@ class RestApplication:
             lifecycle_readiness, self.runtime.settings, self.clock.now()
         )
         if certificate is not None:
-            check("signing_certificate", *certificate)
+            check("certificate_lifecycle", *certificate)
         return all(c["ok"] for c in checks.values()), checks
+
+    def _revocation_ready(self, now: datetime) -> tuple[bool, str]:
+        """Stale revocation data is reported; with ``hard`` every chain then fails: not ready."""
+        report = RevocationReport.of(self.runtime.caches or (self.runtime.cache,), now)
+        mode = report.mode.value
+        if mode == "off":
+            return True, "off: no CRL is checked"
+        detail = f"{mode}: {report.crls} CRL(s) held"
+        if report.last_refresh is not None:
+            detail += f", last refreshed {report.last_refresh.isoformat()}"
+        if report.unchecked_held:
+            detail += f"; {report.unchecked_held} signer chain(s) accepted without a status"
+        if report.stale:
+            detail += "; stale: " + "; ".join(report.stale)
+        return not (report.stale and mode == "hard"), detail
+
+    async def _signing_certificates_ready(self, now: datetime) -> tuple[bool, str]:
+        """Our own signing certificates: not ready while one is revoked or expired."""
+        statuses = await self.certificates.refresh(now)
+        bad = [
+            f"{s.x5u}: {'revoked' if s.revoked else 'expired'} ({s.detail})"
+            for s in statuses
+            if s.revoked or s.expired(now)
+        ]
+        if bad:
+            return False, "; ".join(bad)
+        return True, f"{len(statuses)} signing certificate(s) neither revoked nor expired"
 
     async def _call_log_ready(self) -> tuple[bool, str]:
         call_log = self.call_log

@@ -25,8 +25,9 @@ __all__ = [
     "verification_body",
 ]
 
-#: The members of an ATIS signing request: the five SHAKEN claims.
-SIGNING_MEMBERS = frozenset({"attest", "dest", "iat", "orig", "origid"})
+#: The members of an ATIS signing request: the five SHAKEN claims, and the Rich Call Data
+#: claims (RFC 9795) as vendors' ATIS-1000082 APIs take them, ``rcd`` and ``crn``.
+SIGNING_MEMBERS = frozenset({"attest", "dest", "iat", "orig", "origid", "rcd", "crn"})
 
 
 def orig_party(value: Any, name: str) -> str:
@@ -72,10 +73,13 @@ def parse_verification(request: Mapping[str, Any]) -> VerificationRequest:
 _BODIES: dict[tuple[Verstat, Reason | None], bytes] = {}
 
 
-def verification_body(result: VerificationResult) -> bytes:
-    """The 200 answer: a verification failure is a result, not an HTTP error (section 4.3)."""
+def verification_body(result: VerificationResult, *, rcd: Mapping[str, Any] | None = None) -> bytes:
+    """The 200 answer: a verification failure is a result, not an HTTP error (section 4.3).
+
+    ``rcd`` is the branding verdict member (RFC 9795), beside the ATIS members.
+    """
     key = (result.verstat, result.reason)
-    body = _BODIES.get(key)
+    body = None if rcd is not None else _BODIES.get(key)
     if body is None:
         inner: dict[str, Any] = {}
         if result.reason is not None:
@@ -86,5 +90,8 @@ def verification_body(result: VerificationResult) -> bytes:
                 "reasondesc": info.description,
             }
         inner["verstat"] = result.verstat.value
+        if rcd is not None:
+            inner["rcd"] = dict(rcd)
+            return dumps({"verificationResponse": inner})
         body = _BODIES[key] = dumps({"verificationResponse": inner})
     return body

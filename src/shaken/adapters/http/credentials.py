@@ -12,6 +12,12 @@ repository nothing. Each URL is looked at again at most once per
 untrusted, unreachable) no SPC is trusted from it, and the expiry is still read from the raw
 chain, fetched directly, so an expired certificate shows a negative day count rather than
 vanishing from the metrics.
+
+Revoked: the verifier's own validation applies the CRLs (``cert_revoked``); a chain that does
+not validate here (a signing-only server has no anchors for it) is looked up in the CRLs its
+CRL Distribution Points name, through the CRL cache, and in the local CRL files, verified with
+its own issuer or the configured CRL signers (:func:`shaken.core.chain.find_revocation`).
+``/readyz`` is not ready while one of our certificates is revoked or expired.
 """
 
 from __future__ import annotations
@@ -19,10 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography import x509
+
 from shaken.adapters.wiring import Runtime
-from shaken.core.certs import load_certificates
+from shaken.core.certs import crl_distribution_points, load_certificates
+from shaken.core.chain import find_revocation
 from shaken.core.errors import CertificateError, VerificationFailure
+from shaken.core.reasons import Reason
 from shaken.core.verify import ValidatedCertificate
+from shaken.services.crl import CrlRecord
 from shaken.services.signing import Credential, SigningPolicy
 
 __all__ = ["CertificateStatus", "SigningCertificates", "signing_credentials"]
@@ -42,11 +53,16 @@ class CertificateStatus:
     not_after: datetime | None
     detail: str
     checked_at: datetime
+    revoked: bool = False
 
     def days_left(self, now: datetime) -> float | None:
         if self.not_after is None:
             return None
         return (self.not_after - now).total_seconds() / 86400.0
+
+    def expired(self, now: datetime) -> bool:
+        """The signer's certificate is past its notAfter (as far as its chain can be read)."""
+        return self.not_after is not None and now > self.not_after
 
 
 def _policy_credentials(policy: SigningPolicy) -> list[Credential]:
@@ -105,14 +121,49 @@ class SigningCertificates:
     ) -> CertificateStatus:
         not_after: datetime | None = None
         detail = failure.detail
+        revoked = failure.reason is Reason.CERT_REVOKED
         try:
             document = await self._runtime.fetcher.fetch(x5u)
-            not_after = load_certificates(document.body)[0].not_valid_after_utc
+            chain = load_certificates(document.body)
+            not_after = chain[0].not_valid_after_utc
         except (VerificationFailure, CertificateError) as exc:
             detail = f"{detail}; reading the chain: {exc}"
+            known = self._status.get(x5u)
+            if known is not None:  # the repository is down: the chain seen last still expires
+                not_after, revoked = known.not_after, revoked or known.revoked
+        else:
+            if not revoked:
+                found = await self._revocation(chain, now)
+                if found is not None:
+                    revoked, detail = True, found
         return CertificateStatus(
-            x5u=x5u, valid=False, spc=None, not_after=not_after, detail=detail, checked_at=now
+            x5u=x5u,
+            valid=False,
+            spc=None,
+            not_after=not_after,
+            detail=detail,
+            checked_at=now,
+            revoked=revoked,
         )
+
+    async def _revocation(self, chain: tuple[x509.Certificate, ...], now: datetime) -> str | None:
+        """Whether the CRLs the cache knows (or can fetch for our own chain) revoke it."""
+        crls = self._runtime.cache.crl_cache
+        urls: dict[str, None] = {}
+        for cert in chain:
+            try:
+                urls.update(dict.fromkeys(crl_distribution_points(cert)))
+            except CertificateError:
+                continue
+        # Our own chain, named by our configuration: its CRL URLs are safe to fetch.
+        fetched = [await crls.get(url, now=now) for url in urls]
+        bodies = [r.body for r in (*fetched, *crls.records()) if isinstance(r, CrlRecord)]
+        material = self._runtime.trust.current
+        anchors = () if material.anchors is None else material.anchors.certificates
+        found = find_revocation(
+            chain, crls=bodies, crl_signers=(*material.crl_signers, *anchors), at=now
+        )
+        return None if found is None else found.detail
 
     async def refresh(self, now: datetime) -> list[CertificateStatus]:
         """Every signing certificate's status (the cache makes this cheap when warm)."""

@@ -122,7 +122,11 @@ def parse_verification(request: Mapping[str, Any]) -> VerificationRequest:
 
 
 def verification_body(
-    request: VerificationRequest, result: VerificationResult, *, display_name: str | None
+    request: VerificationRequest,
+    result: VerificationResult,
+    *,
+    display_name: str | None,
+    rcd: Mapping[str, Any] | None = None,
 ) -> bytes:
     """The 200 answer with ``verifyResults`` (and ``divResult`` for diverted calls)."""
     verify: dict[str, Any] = {"ppt": result.ppt or "shaken"}
@@ -154,4 +158,6 @@ def verification_body(
         inner["requestId"] = request.request_id
     if display_name is not None:
         inner["displayName"] = display_name
+    if rcd is not None:
+        inner["rcd"] = dict(rcd)
     return dumps({"verificationResponse": inner})

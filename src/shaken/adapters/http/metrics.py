@@ -17,19 +17,27 @@ Exposed (``/metrics``, text format 0.0.4):
   ``shaken_certificate_fetches_total``: read from the shared certificate cache at scrape time,
   so they count SIP and REST alike.
 * ``shaken_signing_certificate_days_left{x5u}`` and ``shaken_signing_certificate_valid{x5u}``:
-  see :mod:`shaken.adapters.http.credentials`.
+  see :mod:`shaken.adapters.http.credentials`; ``..._revoked{x5u}`` and ``..._expired{x5u}``
+  are 1 while our own certificate at that URL is revoked or past its notAfter.
 * ``shaken_trust_anchors``: STI-CA roots loaded.
 * with a ``[lifecycle]``: ``shaken_certificate_days_left``, ``..._renewal_failures``,
   ``..._rollover_pending`` and ``..._renewal_timestamp_seconds``, read from its directory, so
   every worker reports what the renewing one did.
+* Revocation: ``shaken_revocation_mode{mode}`` (1 for the mode in force), ``shaken_crls``
+  (CRLs held), ``shaken_crls_stale`` (past their nextUpdate or not refreshed for two
+  intervals), ``shaken_crl_refreshes_total`` and ``shaken_crl_refresh_failures_total``;
+  ``shaken_revocation_unchecked_total`` counts the chains that passed (``soft``) although a
+  revocation status could not be established, ``shaken_certificates_revocation_unchecked``
+  those of them held in memory now.
 
 Keys and key material never reach a label: labels hold endpoint names, outcomes, Reasons,
-message ids and our own x5u URLs.
+message ids, the three revocation modes and our own x5u URLs (all bounded sets).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +45,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from shaken.adapters.http.credentials import SigningCertificates
 from shaken.adapters.lifecycle import lifecycle_gauges
 from shaken.adapters.wiring import Runtime
+from shaken.services.cert_cache import RevocationMode, RevocationReport
 from shaken.services.ports import Clock
 
 __all__ = ["CONTENT_TYPE", "RestMetrics"]
@@ -96,15 +105,63 @@ class _RuntimeCollector:
             "1 when the chain at each of our x5u URLs validates against our trust anchors",
             labels=["x5u"],
         )
+        revoked = GaugeMetricFamily(
+            "shaken_signing_certificate_revoked",
+            "1 when our certificate at each x5u URL is revoked by a CRL the verifier knows",
+            labels=["x5u"],
+        )
+        expired = GaugeMetricFamily(
+            "shaken_signing_certificate_expired",
+            "1 when our certificate at each x5u URL is past its notAfter",
+            labels=["x5u"],
+        )
         for status in self._certificates.snapshot():
             left = status.days_left(now)
             if left is not None:
                 days.add_metric([status.x5u], left)
             valid.add_metric([status.x5u], 1.0 if status.valid else 0.0)
+            revoked.add_metric([status.x5u], 1.0 if status.revoked else 0.0)
+            expired.add_metric([status.x5u], 1.0 if status.expired(now) else 0.0)
         yield days
         yield valid
+        yield revoked
+        yield expired
         for name, text, value in lifecycle_gauges(self._runtime.settings, now):
             yield GaugeMetricFamily(name, text, value=value)
+        yield from self._revocation(now)
+
+    def _revocation(self, now: datetime) -> Iterable[Metric]:
+        report = RevocationReport.of(self._runtime.caches or (self._runtime.cache,), now)
+        mode = GaugeMetricFamily(
+            "shaken_revocation_mode", "1 for the revocation mode in force", labels=["mode"]
+        )
+        for name in RevocationMode:
+            mode.add_metric([name.value], 1.0 if report.mode is name else 0.0)
+        yield mode
+        yield GaugeMetricFamily("shaken_crls", "CRLs held (fetched and local)", value=report.crls)
+        yield GaugeMetricFamily(
+            "shaken_crls_stale",
+            "CRLs past their nextUpdate or not refreshed for two refresh intervals",
+            value=len(report.stale),
+        )
+        yield CounterMetricFamily(
+            "shaken_crl_refreshes", "scheduled CRL refresh passes", value=report.refreshes
+        )
+        yield CounterMetricFamily(
+            "shaken_crl_refresh_failures",
+            "CRLs (URLs or files) a refresh pass could not renew",
+            value=report.refresh_failures,
+        )
+        yield CounterMetricFamily(
+            "shaken_revocation_unchecked",
+            "chains that passed (soft) without an established revocation status",
+            value=report.unchecked_total,
+        )
+        yield GaugeMetricFamily(
+            "shaken_certificates_revocation_unchecked",
+            "chains held in memory that passed without an established revocation status",
+            value=report.unchecked_held,
+        )
 
 
 class RestMetrics:

@@ -90,6 +90,44 @@ _CLAIMS: dict[str, Any] = {
     "iat": _TIME_SCHEMA,
     "orig": _TN_OBJECT,
     "origid": {"type": "string", "format": "uuid"},
+    "rcd": {
+        "type": "object",
+        "description": "Rich Call Data to sign (RFC 9795): must be the brand vetted for orig",
+        "properties": {
+            "nam": {"type": "string"},
+            "apn": {"type": "string"},
+            "icn": {"type": "string"},
+            "jcl": {"type": "string"},
+            "jcd": {"type": "array"},
+        },
+    },
+    "crn": {"type": "string", "description": "call reason: one the brand vetted for orig"},
+}
+#: The branding verdict of a verified call (RFC 9795), separate from the SHAKEN verdict.
+_RCD_VERDICT: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {
+            "type": "string",
+            "enum": [
+                "verified",
+                "integrity_failed",
+                "constraint_violated",
+                "invalid",
+                "not_present",
+            ],
+        },
+        "reason": {"type": "string"},
+        "reasoncode": {"type": "integer"},
+        "reasondesc": {"type": "string"},
+        "nam": {"type": "string"},
+        "apn": {"type": "string"},
+        "crn": {"type": "string"},
+        "icn": {"type": "string"},
+        "jcl": {"type": "string"},
+        "callInfo": {"type": "string"},
+    },
 }
 _VERSTAT: dict[str, Any] = {"type": "string", "enum": [v.value for v in Verstat]}
 
@@ -188,7 +226,11 @@ _COMPONENTS: dict[str, Any] = {
             "signingResponse": {
                 "type": "object",
                 "required": ["identity"],
-                "properties": {"identity": {"type": "string"}, **_APPLIED_ATTEST},
+                "properties": {
+                    "identity": {"type": "string"},
+                    "rcdIdentity": {"type": "string"},
+                    **_APPLIED_ATTEST,
+                },
             }
         },
     },
@@ -201,6 +243,7 @@ _COMPONENTS: dict[str, Any] = {
                 "required": ["identityHeader"],
                 "properties": {
                     "identityHeader": {"type": "string"},
+                    "rcdIdentity": {"type": "string"},
                     "requestId": _REQUEST_ID,
                     **_APPLIED_ATTEST,
                 },
@@ -219,6 +262,7 @@ _COMPONENTS: dict[str, Any] = {
                     "reasoncode": {"type": "integer"},
                     "reasontext": {"type": "string"},
                     "reasondesc": {"type": "string"},
+                    "rcd": _RCD_VERDICT,
                 },
             }
         },
@@ -232,6 +276,7 @@ _COMPONENTS: dict[str, Any] = {
                 "required": ["verstatValue", "verifyResults"],
                 "properties": {
                     "verstatValue": _VERSTAT,
+                    "rcd": _RCD_VERDICT,
                     "verifyResults": {
                         "type": "array",
                         "items": {

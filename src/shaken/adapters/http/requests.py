@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from shaken.core.context import SipContext, format_sip_date
 
@@ -57,3 +59,6 @@ class SigningRequest:
     origid: str | None = None
     profile_id: str | None = None
     request_id: str | None = None
+    #: Rich Call Data the client asks to sign (RFC 9795); the signer checks it is vetted.
+    rcd: Mapping[str, Any] | None = None
+    crn: str | None = None

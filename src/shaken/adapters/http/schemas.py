@@ -22,7 +22,10 @@ from shaken.adapters.http.errors import ATIS, AUTO, ERRORS, THREE_GPP, ApiError,
 from shaken.adapters.http.fields import MAX_BODY_BYTES, FieldError, bad, decode_body
 from shaken.adapters.http.openapi import openapi_document
 from shaken.adapters.http.requests import SigningRequest, VerificationRequest
+from shaken.core.branding import RcdStatus
 from shaken.core.passport import ATTESTATION_LEVELS, UUID_PATTERN
+from shaken.core.rcd import RcdError, parse_rich_call_data
+from shaken.core.reasons import REASONS
 from shaken.core.result import VerificationResult
 
 __all__ = [
@@ -69,21 +72,60 @@ def parse_verification(document: Mapping[str, Any], mode: str) -> VerificationRe
         raise problem.api_error(schema) from None
 
 
+def rcd_member(
+    result: VerificationResult, *, call_info: str | None = None
+) -> dict[str, Any] | None:
+    """The ``rcd`` member of a verification answer: the branding verdict, separate from SHAKEN.
+
+    The brand's values (name, call reason, logo and jCard URLs) appear only when the verdict
+    is ``verified``, and a URL only when its content matched its digest: an unverified brand
+    is never presented, to an API client any more than to a handset.
+    """
+    verdict = result.rcd
+    if verdict is None or verdict.status is RcdStatus.NOT_PRESENT:
+        return None  # an unbranded call keeps the plain ATIS / 3GPP answer
+    out: dict[str, Any] = {"status": verdict.status.value}
+    if verdict.reason is not None:
+        info = REASONS[verdict.reason]
+        out["reason"] = verdict.reason.value
+        out["reasoncode"] = info.sip_code
+        out["reasondesc"] = info.description
+    data = verdict.data
+    if verdict.presentable and data is not None:
+        for name, value in (("nam", data.nam), ("apn", data.apn), ("crn", data.crn)):
+            if value is not None:
+                out[name] = value
+        for role, name in (("icon", "icn"), ("jcard", "jcl")):
+            reference = verdict.reference(role)
+            if reference is not None:
+                out[name] = reference.uri
+        if call_info is not None:
+            out["callInfo"] = call_info
+    return out
+
+
 def verification_body(
-    request: VerificationRequest, result: VerificationResult, *, display_name: str | None
+    request: VerificationRequest,
+    result: VerificationResult,
+    *,
+    display_name: str | None,
+    call_info: str | None = None,
 ) -> bytes:
     """The 200 answer: verification failures are results, not HTTP errors (ATIS 4.3)."""
+    rcd = rcd_member(result, call_info=call_info)
     if request.schema == ATIS:
-        return atis.verification_body(result)
-    return gpp.verification_body(request, result, display_name=display_name)
+        return atis.verification_body(result, rcd=rcd)
+    return gpp.verification_body(request, result, display_name=display_name, rcd=rcd)
 
 
 def parse_signing(document: Mapping[str, Any], mode: str) -> SigningRequest:
     """Validate a signing request body.
 
-    Members beyond the SHAKEN claims are refused (SVC4005) rather than dropped: ATIS lets a
-    client add claims to be signed, and this signer signs the five SHAKEN claims only, so a
-    silently unsigned claim would be a lie to the client.
+    Members beyond the SHAKEN claims and the Rich Call Data claims (``rcd``, ``crn``) are
+    refused (SVC4005) rather than dropped: ATIS lets a client add claims to be signed, and a
+    silently unsigned claim would be a lie to the client. ``rcd`` and ``crn`` are checked for
+    shape here and for vetting by the signer (a brand the configuration does not hold for the
+    number is refused, POL4030).
 
     :raises ApiError: SVC4001 for a missing member, SVC4005 for a bad or unsupported one.
     """
@@ -103,7 +145,7 @@ def _signing(request: Mapping[str, Any], schema: str) -> SigningRequest:
         allowed = allowed | {"ppt", "profileId", "requestId"}
     for name in request:
         if name not in allowed:
-            raise bad(name, "not supported: only the SHAKEN claims are signed")
+            raise bad(name, "not supported: only the SHAKEN and rcd/crn claims are signed")
     for name in ("attest", "dest", "iat", "orig"):
         fields.need(request, name)
     if schema == THREE_GPP and request.get("ppt", "shaken") != "shaken":
@@ -127,6 +169,13 @@ def _signing(request: Mapping[str, Any], schema: str) -> SigningRequest:
     origid = request.get("origid")
     if origid is not None and (not isinstance(origid, str) or not UUID_PATTERN.fullmatch(origid)):
         raise bad("origid", "expected a UUID")
+    rcd, crn = request.get("rcd"), request.get("crn")
+    for name, value in (("rcd", rcd), ("crn", crn)):
+        if value is not None:
+            try:
+                parse_rich_call_data({name: value})
+            except RcdError as exc:
+                raise bad(name, exc.detail) from None
     return SigningRequest(
         schema=schema,
         attest=attest,
@@ -136,10 +185,19 @@ def _signing(request: Mapping[str, Any], schema: str) -> SigningRequest:
         origid=origid,
         profile_id=fields.optional_text(request, "profileId"),
         request_id=fields.request_id(request),
+        rcd=rcd,
+        crn=crn,
     )
 
 
-def signing_body(request: SigningRequest, identity: str, *, attest: str, why: str) -> bytes:
+def signing_body(
+    request: SigningRequest,
+    identity: str,
+    *,
+    attest: str,
+    why: str,
+    rcd_identity: str | None = None,
+) -> bytes:
     """The signing response; ``attest`` is the level signed, ``why`` the reason for it.
 
     ATIS-1000082 answers ``identity`` only. When the level signed is not the one the request
@@ -155,4 +213,8 @@ def signing_body(request: SigningRequest, identity: str, *, attest: str, why: st
     if attest != request.attest:
         inner["attest"] = attest
         inner["attestReason"] = why
+    if rcd_identity is not None:
+        # The brand asks for a separate ppt=rcd PASSporT (RFC 9795 section 4): a second
+        # Identity header value for the client to add beside the first.
+        inner["rcdIdentity"] = rcd_identity
     return dumps({"signingResponse": inner})

@@ -16,7 +16,16 @@ plain bytes (and fuzzed). What it implements, and where the rules come from:
   18.3); on TCP, :class:`StreamFramer` cuts the byte stream into messages with it, answers
   RFC 5626 keep-alive pings, and refuses what would exceed the size limits;
 * the response side: Via, From, To, Call-ID and CSeq copied from the request (section 8.2.6.2),
-  a To tag on every non-100 response, Via ``received``/``rport`` (section 18.2.1, RFC 3581).
+  a To tag on every non-100 response, Via ``received``/``rport`` (section 18.2.1, RFC 3581),
+  the reason phrase of each code from :data:`shaken.core.reasons.SIP_PHRASES`.
+
+Nothing received reaches a response unless it passed its grammar here: RFC 3261's grammar has
+no place for a control character in a header (only HTAB, as whitespace), so a bare CR, a bare
+LF inside a CRLF message, NUL, any other C0 control or DEL makes the request a 400 and the
+field that held it is dropped, never copied into the 400 (a CR copied into a response is a
+header a CR-splitting parser reads as forged). Every Via must parse, the Call-ID must be a
+``callid`` (section 25.1) and the Request-URI an RFC 3986 URI; CSeq is rendered from its parsed
+number and method.
 
 Malformed input never raises out of :func:`parse_request`: the result carries ``problem`` (the
 status code and phrase to answer) and whatever headers could be read, so the handler can send
@@ -28,6 +37,8 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+
+from shaken.core.reasons import sip_phrase
 
 __all__ = [
     "COMPACT_FORMS",
@@ -45,6 +56,7 @@ __all__ = [
     "split_list",
     "stamp_via",
     "to_tag_for",
+    "valid_uri",
 ]
 
 #: The largest message accepted (a UDP datagram cannot be larger; RFC 3261 section 18.1.1).
@@ -117,6 +129,24 @@ _COMMON_NAMES = frozenset(
     }
 )
 _CSEQ = re.compile(r"([0-9]{1,10})[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)")
+# RFC 3261 section 25.1: callid = word [ "@" word ].
+_WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+_CALL_ID = re.compile(rf"{_WORD}(?:@{_WORD})?")
+# An absolute URI of RFC 3986: scheme ":" then unreserved, reserved and pct-encoded characters.
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+# Controls other than HTAB, CR and LF (those are looked at as line structure).
+_CTL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Every control byte but HTAB, for bytes.translate.
+_CONTROL_BYTES = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
+# Any control but HTAB: what a header line may not hold once split on its real line ends.
+_LINE_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def valid_uri(text: str) -> bool:
+    """True when ``text`` is an absolute URI made only of RFC 3986 characters."""
+    return _URI.fullmatch(text) is not None
+
+
 _CONTENT_LENGTH = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
@@ -141,6 +171,8 @@ class SipRequest:
     vias: list[str] = field(default_factory=list)
     #: The top Via, parsed; None when missing or malformed.
     top_via: Via | None = None
+    #: CSeq as (number, method) when it parses; responses render it from these.
+    cseq: tuple[int, str] | None = None
 
     def first(self, name: str) -> str | None:
         """The first value of the field ``name`` (lower-case long name), or None."""
@@ -193,9 +225,9 @@ def split_list(value: str) -> list[str]:
     return out
 
 
-def _bad(request: SipRequest, detail: str, code: int = 400, phrase: str = "Bad Request") -> None:
+def _bad(request: SipRequest, detail: str, code: int = 400) -> None:
     if request.problem is None:
-        request.problem = (code, phrase)
+        request.problem = (code, sip_phrase(code))
         request.detail = detail
 
 
@@ -224,7 +256,7 @@ def parse_request(
     """
     request = SipRequest()
     if len(data) > max_size:
-        _bad(request, f"message of {len(data)} bytes exceeds {max_size}", 513, "Message Too Large")
+        _bad(request, f"message of {len(data)} bytes exceeds {max_size}", 513)
         data = data[:max_size]
     # RFC 3261 section 7.5: empty lines before the start line are ignored.
     data = data.lstrip(b"\r\n")
@@ -238,8 +270,26 @@ def parse_request(
     # Header text is UTF-8 (RFC 3261 section 25, TEXT-UTF8); bytes that are not survive the
     # round trip into the response unchanged thanks to surrogateescape.
     text = head.decode("utf-8", "surrogateescape")
-    newline = text.find("\n")
-    start = (text if newline < 0 else text[:newline]).removesuffix("\r")
+    # Line ends are CRLF (RFC 3261 section 7), or LF throughout (tolerated). A CR anywhere else,
+    # an LF inside a CRLF message or another control makes the slow, field-by-field path run.
+    # Fast check first: when every control character of the head is a CR or LF of a CRLF
+    # pair, it is clean (one C-speed pass and one count, instead of three counts and a scan).
+    crlf = head.count(b"\r\n")
+    tainted = len(head) - len(head.translate(None, _CONTROL_BYTES)) != 2 * crlf and (
+        text.count("\r") != crlf
+        or (crlf > 0 and text.count("\n") != crlf)
+        or _CTL.search(text) is not None
+    )
+    if tainted:
+        lines = text.split("\r\n" if crlf else "\n")
+        start, rest = lines[0], lines[1:]
+        if _LINE_CTL.search(start) is not None:
+            _bad(request, "control character in the request line")
+            start = ""
+    else:
+        newline = text.find("\n")
+        start = (text if newline < 0 else text[:newline]).removesuffix("\r")
+        rest = text[newline + 1 :].split("\n") if newline >= 0 else []
     parts = start.split(" ")
     if start.startswith("SIP/"):
         request.is_response = True
@@ -253,38 +303,59 @@ def parse_request(
             _bad(request, f"method {method[:32]!r} is not a token")
         else:
             request.method = method
-        request.uri = uri
-        if not uri or any(c in uri for c in '<>"\t'):
+        if _URI.fullmatch(uri) is None:
             _bad(request, "malformed Request-URI")
+        else:
+            request.uri = uri
         if version.upper() != "SIP/2.0":
             if version.upper().startswith("SIP/"):
-                _bad(request, f"{version[:16]} is not SIP/2.0", 505, "Version Not Supported")
+                _bad(request, f"{version[:16]} is not SIP/2.0", 505)
             else:
                 _bad(request, "malformed SIP-Version")
         request.version = "SIP/2.0"
-    if newline >= 0:
-        _read_fields(request, text[newline + 1 :].split("\n"), max_headers)
+    if rest:
+        _read_fields(request, rest, max_headers, tainted)
+    if crlf and body_start - head_end == 2:
+        _bad(request, "bare LF line ends in a CRLF message")
     _check_body(request, body, stream)
     request.vias = vias = request.values("via")
     if vias:
         request.top_via = parse_via(vias[0])
+        for other in vias[1:]:
+            if parse_via(other) is None:
+                _bad(request, "malformed Via")
+                break
     _check_required(request)
     return request
 
 
-def _read_fields(request: SipRequest, lines: list[str], max_headers: int) -> None:
-    """Header fields line by line: folding (RFC 3261 7.3.1), limits, and every problem named."""
+def _read_fields(request: SipRequest, lines: list[str], max_headers: int, strict: bool) -> None:
+    """Header fields line by line: folding (RFC 3261 7.3.1), limits, and every problem named.
+
+    ``strict``: the lines are split on their real line ends and may hold controls; a field with
+    one is dropped (with its continuation lines) and the request gets a 400.
+    """
     fields = request.fields
     name: str | None = None
     count = 0
     for raw in lines:
+        if strict and _LINE_CTL.search(raw) is not None:
+            if raw[:1] in (" ", "\t") and name is not None:
+                fields[name].pop()  # the field this line continues goes too
+                if not fields[name]:
+                    del fields[name]
+            label = raw.partition(":")[0][:40] if raw[:1] not in (" ", "\t") else "a continuation"
+            _bad(request, f"control character in header field {label.strip()!r}")
+            name = None
+            continue
         line = raw.removesuffix("\r")
         if not line:
             continue
         if line[0] in " \t":
             # RFC 3261 section 7.3.1: a continuation line is folded into the previous field.
             if name is None:
-                _bad(request, "continuation line before any header field")
+                if not strict or request.problem is None:
+                    _bad(request, "continuation line before any header field")
                 continue
             values = fields[name]
             folded = line.strip(" \t")
@@ -292,7 +363,7 @@ def _read_fields(request: SipRequest, lines: list[str], max_headers: int) -> Non
             continue
         count += 1
         if count > max_headers:
-            _bad(request, f"more than {max_headers} header fields", 513, "Message Too Large")
+            _bad(request, f"more than {max_headers} header fields", 513)
             break
         colon = line.find(":")
         if colon <= 0:
@@ -352,6 +423,10 @@ def _check_required(request: SipRequest) -> None:
         if len(fields[name]) > 1:
             _bad(request, f"more than one {name.title()} header field")
             return
+    if _CALL_ID.fullmatch(fields["call-id"][0]) is None:
+        _bad(request, "malformed Call-ID")
+        del fields["call-id"]  # not copied into the 400
+        return
     match = _CSEQ.fullmatch(fields["cseq"][0])
     if match is None:
         _bad(request, "malformed CSeq")
@@ -359,8 +434,11 @@ def _check_required(request: SipRequest) -> None:
         # The CSeq method must be the request's (RFC 3261 section 8.1.1.5); an ACK's CSeq
         # names ACK too, but a mismatch there cannot be answered anyway.
         _bad(request, "CSeq method does not match the request method")
+        request.cseq = (int(match.group(1)), match.group(2))
     elif int(match.group(1)) >= 2**31:
         _bad(request, "CSeq number must be less than 2**31")
+    else:
+        request.cseq = (int(match.group(1)), match.group(2))
     if request.top_via is None:
         _bad(request, "malformed Via")
 
@@ -504,7 +582,7 @@ _HAS_TAG = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 def build_response(
     request: SipRequest,
     code: int,
-    phrase: str,
+    phrase: str | None = None,
     headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
     *,
     vias: list[str] | None = None,
@@ -512,10 +590,12 @@ def build_response(
 ) -> bytes:
     """The response bytes for ``request``: the copied fields, then ``headers``, no body.
 
-    ``vias`` replaces the request's Via values (the transport's stamped copy). A To without a
-    tag gets one on every response but 100 (RFC 3261 section 8.2.6.2).
+    ``phrase`` defaults to the registered one of ``code``. ``vias`` replaces the request's Via
+    values (the transport's stamped copy). A To without a tag gets one on every response but
+    100 (RFC 3261 section 8.2.6.2). CSeq is rendered from its parsed parts, and left out when
+    it did not parse.
     """
-    lines = [f"SIP/2.0 {code} {phrase}"]
+    lines = [f"SIP/2.0 {code} {phrase or sip_phrase(code)}"]
     for via in vias if vias is not None else request.vias:
         lines.append(f"Via: {via}")
     from_value = request.first("from")
@@ -529,9 +609,8 @@ def build_response(
     call_id = request.first("call-id")
     if call_id is not None:
         lines.append(f"Call-ID: {call_id}")
-    cseq = request.first("cseq")
-    if cseq is not None:
-        lines.append(f"CSeq: {cseq}")
+    if request.cseq is not None:
+        lines.append(f"CSeq: {request.cseq[0]} {request.cseq[1]}")
     for name, value in headers:
         lines.append(f"{name}: {value}")
     if server:
@@ -599,7 +678,7 @@ class StreamFramer:
             head_end, body_start = _header_end(bytes(buffer[: self.max_size + 4]))
             if head_end < 0:
                 if len(buffer) > self.max_size:
-                    out.append(self._fail(513, "Message Too Large", "no end of headers", buffer))
+                    out.append(self._fail(513, "no end of headers", buffer))
                 break
             head = bytes(buffer[:head_end])
             match = _CONTENT_LENGTH.search(head)
@@ -608,12 +687,12 @@ class StreamFramer:
             else:
                 raw = match.group(1).strip()
                 if not raw.isdigit() or len(raw) > 9:
-                    out.append(self._fail(400, "Bad Request", "malformed Content-Length", head))
+                    out.append(self._fail(400, "malformed Content-Length", head))
                     break
                 length = int(raw)
             total = body_start + length
             if total > self.max_size:
-                out.append(self._fail(513, "Message Too Large", f"{total} bytes", head))
+                out.append(self._fail(513, f"{total} bytes", head))
                 break
             if len(buffer) < total:
                 break
@@ -621,7 +700,14 @@ class StreamFramer:
             del buffer[:total]
         return out
 
-    def _fail(self, code: int, phrase: str, detail: str, head: bytes | bytearray) -> FramingError:
+    @property
+    def pending(self) -> int:
+        """Bytes of a message begun but not complete (what a message deadline watches)."""
+        return len(self._buffer)
+
+    def _fail(self, code: int, detail: str, head: bytes | bytearray) -> FramingError:
+        # Copy the head out first: it may be the buffer itself (an unended header block).
+        failure = FramingError(code, sip_phrase(code), detail, bytes(head[: self.max_size]))
         self.broken = True
         self._buffer.clear()
-        return FramingError(code, phrase, detail, bytes(head[: self.max_size]))
+        return failure

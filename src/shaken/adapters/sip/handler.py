@@ -15,7 +15,13 @@ What each request gets:
 * ``INVITE`` on a verification listener: the profile's action for the outcome
   (:func:`shaken.core.policy.decide`): ``302`` with ``P-Asserted-Identity`` carrying verstat
   and the display name after the action, ``X-Shaken-Attest``, ``X-Shaken-Reason``, and an
-  RFC 9410 ``Reason`` for ``continue_with_reason``; or the reject code and phrase.
+  RFC 9410 ``Reason`` for ``continue_with_reason``; or the reject code and phrase. Every 302
+  of a verification listener carries the caller's identity (each P-Asserted-Identity, else
+  From) re-rendered from its parsed parts, without any inbound ``verstat`` and without any
+  display prefix or suffix a configured action adds: an SBC replaces the call's
+  P-Asserted-Identity with it, so the callee never sees a verdict shaken did not reach (a 302
+  without one would let the SBC pass the inbound identity on). An identity that does not
+  parse is a 400: it is never echoed.
 * Transaction rules of a stateless UAS that is still transaction-correct (RFC 3261 section
   17.2.1): a retransmitted INVITE gets the identical bytes (kept for Timer H, 64*T1 = 32 s),
   one that arrives while the first is still being worked on gets ``100 Trying``; ACKs are
@@ -45,11 +51,12 @@ from shaken.adapters.sip.codec import (
     ack_transaction,
     build_response,
     stamp_via,
+    valid_uri,
 )
 from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.context import SipContext, called_identities, caller_identities
 from shaken.core.errors import ShakenError, SigningError
-from shaken.core.policy import Decision, decide, tag_verstat
+from shaken.core.policy import Action, Decision, decide, strip_marks, strip_verstat, tag_uri
 from shaken.core.reasons import REASONS, Verstat
 from shaken.core.result import Outcome, VerificationResult
 from shaken.core.tn import NameAddr, parse_name_addr
@@ -68,6 +75,9 @@ SERVER = f"shaken/{__version__}"
 #: Timer H (64*T1, RFC 3261 section 17.2.1): how long an INVITE's answer is kept for
 #: retransmissions.
 TRANSACTION_TTL = 32.0
+
+#: Source addresses whose profile is remembered (then the table starts afresh).
+BY_SOURCE_ENTRIES = 4096
 
 Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
@@ -89,19 +99,49 @@ class Listener:
         return self.spec.partition(":")[0]
 
 
+#: What one table entry costs besides its key's and answer's characters: the tuple, the
+#: entry object, the bytes header and the ordered dict's slot (measured with tracemalloc on
+#: CPython 3.11, rounded up).
+ENTRY_OVERHEAD = 400
+
+
 @dataclass(slots=True)
 class _Transaction:
+    key: tuple[str, ...]
     expires: float
-    response: bytes | None = None  # None while the answer is being worked on
+    cost: int
+    _response: bytes | None = None  # None while the answer is being worked on
     cancelled: bool = False
+    table: _Transactions | None = None
+
+    @property
+    def response(self) -> bytes | None:
+        return self._response
+
+    @response.setter
+    def response(self, answer: bytes | None) -> None:
+        if self.table is not None:
+            self.table.answered(self, answer)
+        else:
+            self._response = answer
 
 
 class _Transactions:
-    """Answers by transaction key, for retransmissions; bounded in time and in count."""
+    """Answers by transaction key, for retransmissions (RFC 3261 17.2.1).
 
-    def __init__(self, ttl: float, size: int) -> None:
+    Bounded in time (``ttl``, Timer H), in count (``size``) and in bytes (``max_bytes``: keys
+    and stored answers, each entry's cost counted as :data:`ENTRY_OVERHEAD` plus its
+    characters). Past the byte budget the oldest answered entries go first; an answer that
+    cannot fit even then is sent but not kept, and its retransmission is answered afresh. A
+    pending entry is never dropped for bytes: there are at most ``max_in_flight`` of them, each
+    holding no more than its request already does.
+    """
+
+    def __init__(self, ttl: float, size: int, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.ttl = ttl
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[tuple[str, ...], _Transaction] = OrderedDict()
 
     def __len__(self) -> int:
@@ -114,23 +154,60 @@ class _Transactions:
         return entry
 
     def open(self, key: tuple[str, ...], now: float) -> _Transaction:
-        entry = _Transaction(expires=now + self.ttl)
+        cost = ENTRY_OVERHEAD + sum(len(part) for part in key)
+        entry = _Transaction(key=key, expires=now + self.ttl, cost=cost, table=self)
         entries = self._entries
+        old = entries.pop(key, None)
+        if old is not None:
+            self._drop(old)
         entries[key] = entry
-        entries.move_to_end(key)
+        self.bytes += cost
         while entries:
             first = next(iter(entries.values()))
             if len(entries) <= self.size and first.expires >= now:
                 break
             if first.response is None and len(entries) <= self.size * 2:
                 break  # never forget a pending answer while there is room at all
-            entries.popitem(last=False)
+            self._drop(entries.popitem(last=False)[1])
         return entry
+
+    def answered(self, entry: _Transaction, answer: bytes | None) -> None:
+        """Keep ``answer`` for ``entry`` if it fits the byte budget (evicting older answers)."""
+        if self._entries.get(entry.key) is not entry:
+            entry.table = None  # forgotten or replaced meanwhile: nothing to account
+            entry._response = answer
+            return
+        grow = len(answer) if answer is not None else 0
+        shrink = len(entry._response) if entry._response is not None else 0
+        entry._response = answer
+        entry.cost += grow - shrink
+        self.bytes += grow - shrink
+        if self.bytes <= self.max_bytes:
+            return
+        entries = self._entries
+        skipped = 0
+        while self.bytes > self.max_bytes and skipped < len(entries):
+            key, older = next(iter(entries.items()))
+            if older is entry or older._response is None:
+                entries.move_to_end(key)  # pending (at most max_in_flight) or this one: keep
+                skipped += 1
+                continue
+            del entries[key]
+            self._drop(older)
+        if self.bytes > self.max_bytes:
+            # Too big to keep even alone: sent, not kept (a retransmission is answered again).
+            del entries[entry.key]
+            self._drop(entry)
+
+    def _drop(self, entry: _Transaction) -> None:
+        self.bytes -= entry.cost
+        entry.table = None
 
     def forget(self, key: tuple[str, ...]) -> None:
         entry = self._entries.get(key)
         if entry is not None and entry.response is not None:
             del self._entries[key]
+            self._drop(entry)
 
 
 def _transaction_key(request: SipRequest, method: str) -> tuple[str, ...]:
@@ -153,6 +230,9 @@ class _Bindings:
     listeners: dict[str, ProfileRuntime | None] = field(default_factory=dict)
     header: str | None = None
     by_source: dict[str, ProfileRuntime | None] = field(default_factory=dict)
+    #: The display prefixes and suffixes of every action of every profile: what an inbound
+    #: display name may not carry (issue: an attacker picks the most convincing one).
+    marks: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
 
 class SipHandler:
@@ -161,6 +241,7 @@ class SipHandler:
     :param call_log: where decisions go (queued, never blocking).
     :param max_in_flight: how many requests may wait on I/O at once before ``503``.
     :param retry_after: the ``Retry-After`` of those ``503`` answers, seconds.
+    :param transaction_bytes: the byte budget of the answers kept for retransmissions.
     """
 
     def __init__(
@@ -172,13 +253,16 @@ class SipHandler:
         retry_after: int = 1,
         transaction_ttl: float = TRANSACTION_TTL,
         transaction_size: int = 65536,
+        transaction_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.call_log = call_log
         self.max_in_flight = max_in_flight
         self.retry_after = retry_after
         self.in_flight = 0
-        self.transactions = _Transactions(transaction_ttl, transaction_size)
+        #: 503s answered because ``max_in_flight`` requests were waiting on I/O.
+        self.overloads = 0
+        self.transactions = _Transactions(transaction_ttl, transaction_size, transaction_bytes)
         self._monotonic = clock
         self._runtime = runtime
         self._bindings = self._bind(runtime)
@@ -203,7 +287,16 @@ class SipHandler:
             key = None if name == GLOBAL_PROFILE else name
             listeners[spec] = runtime.profiles.get(key)
         header = server.get("profile_header")
-        return _Bindings(listeners=listeners, header=header.lower() if header else None)
+        prefixes: set[str] = set()
+        suffixes: set[str] = set()
+        for profile in runtime.profiles.values():
+            prefixes.update(profile.actions.marks[0])
+            suffixes.update(profile.actions.marks[1])
+        return _Bindings(
+            listeners=listeners,
+            header=header.lower() if header else None,
+            marks=(tuple(sorted(prefixes)), tuple(sorted(suffixes))),
+        )
 
     def select_profile(
         self, request: SipRequest, listener: Listener, source_ip: str
@@ -217,9 +310,12 @@ class SipHandler:
             profile = by_source[source_ip]
         else:
             profile = self._runtime.profile_for_source(source_ip)
-            if len(by_source) >= 4096:
+            # Bounded in bytes: 4096 keys of at most an address's length (an IPv6 address
+            # with a zone index), each mapping to a profile that exists anyway.
+            if len(by_source) >= BY_SOURCE_ENTRIES:
                 by_source.clear()
-            by_source[source_ip] = profile
+            if len(source_ip) <= 64:
+                by_source[source_ip] = profile
         if profile is not None:
             return profile
         if bindings.header is not None:
@@ -238,9 +334,8 @@ class SipHandler:
         if request.problem is not None:
             if method == "ACK" or request.top_via is None:
                 return None  # no response to an ACK, nowhere to send one without a Via
-            code, phrase = request.problem
             return self._respond(
-                request, source, code, phrase, [("Warning", _warning(request.detail))]
+                request, source, request.problem[0], [("Warning", _warning(request.detail))]
             )
         try:
             if method == "INVITE":
@@ -252,16 +347,19 @@ class SipHandler:
                 return self._cancel(request, source)
             if method == "OPTIONS":
                 return self._respond(
-                    request,
-                    source,
-                    200,
-                    "OK",
-                    [("Allow", ALLOW), ("Accept", "application/sdp")],
+                    request, source, 200, [("Allow", ALLOW), ("Accept", "application/sdp")]
                 )
-            return self._respond(request, source, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            return self._respond(request, source, 405, [("Allow", ALLOW)])
         except Exception:
             log.exception("internal error answering %s %s", method, request.first("call-id"))
-            return self._respond(request, source, 500, "Server Internal Error")
+            return self._respond(request, source, 500)
+
+    def overloaded(self, request: SipRequest, source: tuple[str, int]) -> bytes | None:
+        """The cheap ``503`` for a request shed before any work (RFC 3261 21.5.4), or None
+        when it gets no answer (an ACK, a malformed request, one without a Via)."""
+        if request.is_response or request.problem is not None or request.method == "ACK":
+            return None
+        return self._respond(request, source, 503, [("Retry-After", str(self.retry_after))])
 
     def absorb_ack(self, data: bytes) -> bool:
         """Take an ACK read by :func:`ack_transaction`; False when it needs a full parse."""
@@ -276,9 +374,10 @@ class SipHandler:
         request: SipRequest,
         source: tuple[str, int],
         code: int,
-        phrase: str,
         headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        phrase: str | None = None,
     ) -> bytes:
+        """The answer to ``request``; the phrase is the code's registered one unless given."""
         vias = list(request.vias)
         vias[0] = stamp_via(vias[0], source[0], source[1], parsed=request.top_via)
         return build_response(request, code, phrase, headers, vias=vias, server=SERVER)
@@ -287,10 +386,10 @@ class SipHandler:
         # RFC 3261 section 9.2: a CANCEL matches the INVITE with the same branch.
         entry = self.transactions.get(_transaction_key(request, "INVITE"), self._monotonic())
         if entry is None:
-            return self._respond(request, source, 481, "Call/Transaction Does Not Exist")
+            return self._respond(request, source, 481)
         if entry.response is None:
             entry.cancelled = True  # the pending INVITE is answered 487 when its work ends
-        return self._respond(request, source, 200, "OK")
+        return self._respond(request, source, 200)
 
     def _invite(self, request: SipRequest, listener: Listener, source: tuple[str, int]) -> Reply:
         started = self._monotonic()
@@ -299,16 +398,14 @@ class SipHandler:
         if known is not None:
             if known.response is not None:
                 return known.response  # RFC 3261 17.2.1: the same answer again
-            return self._respond(request, source, 100, "Trying")
+            return self._respond(request, source, 100)
         require = request.values("require")
         if require:
             # RFC 3261 section 8.2.2.3: no extension is supported here.
-            return self._respond(
-                request, source, 420, "Bad Extension", [("Unsupported", ", ".join(require))]
-            )
+            return self._respond(request, source, 420, [("Unsupported", ", ".join(require))])
         scheme = request.uri.partition(":")[0].lower()
         if scheme not in ("sip", "sips", "tel"):
-            return self._respond(request, source, 416, "Unsupported URI Scheme")
+            return self._respond(request, source, 416)
         transaction = self.transactions.open(key, started)
         try:
             now = self._runtime.clock.now()
@@ -319,7 +416,7 @@ class SipHandler:
                 answer = self._verify(request, source, profile, now, started, transaction)
         except Exception:
             log.exception("internal error answering INVITE %s", request.first("call-id"))
-            answer = self._respond(request, source, 500, "Server Internal Error")
+            answer = self._respond(request, source, 500)
         if isinstance(answer, bytes):
             transaction.response = answer
         return answer
@@ -338,9 +435,7 @@ class SipHandler:
         record = _record_base(request, "sign", profile, now)
         if profile is None or not profile.signs or profile.signer is None:
             why = "no profile" if profile is None else f"profile {profile.name} does not sign"
-            return self._respond(
-                request, source, 302, "Moved Temporarily", [contact, _x_reason("not_signed", why)]
-            )
+            return self._respond(request, source, 302, [contact, _x_reason("not_signed", why)])
         if request.fields.get("identity"):
             record.update(action="already_signed")
             self._log(record, started)
@@ -348,7 +443,6 @@ class SipHandler:
                 request,
                 source,
                 302,
-                "Moved Temporarily",
                 [contact, _x_reason("already_signed", "the INVITE has an Identity header")],
             )
         context = _context(request)
@@ -361,10 +455,12 @@ class SipHandler:
                 request,
                 source,
                 302,
-                "Moved Temporarily",
                 [contact, _x_reason("not_signed", str(exc))],
             )
         headers = [contact, ("Identity", signed.identity)]
+        if signed.rcd_identity is not None:
+            # The brand asks for a separate ppt=rcd PASSporT (RFC 9795 section 4).
+            headers.append(("Identity", signed.rcd_identity))
         if signed.date is not None:
             headers.append(("Date", signed.date))
         headers.append(("X-Shaken-Attest", signed.attest))
@@ -374,9 +470,10 @@ class SipHandler:
             dest=",".join(signed.dest),
             attest=signed.attest,
             x5u=signed.x5u,
+            brand=signed.brand,
             sip_code=302,
         )
-        answer = self._respond(request, source, 302, "Moved Temporarily", headers)
+        answer = self._respond(request, source, 302, headers)
         self._log(record, started)
         return answer
 
@@ -391,36 +488,47 @@ class SipHandler:
         started: float,
         transaction: _Transaction,
     ) -> Reply:
+        callers = _identities(request)
+        if isinstance(callers, str):
+            return self._respond(
+                request, source, 400, [("Warning", _warning(f"malformed {callers}"))]
+            )
         if profile is None or profile.behavior not in ("verify", "both"):
             why = "no profile" if profile is None else f"profile {profile.name} does not verify"
-            return self._respond(
-                request,
-                source,
-                302,
-                "Moved Temporarily",
-                [("Contact", f"<{request.uri}>"), _x_reason("not_checked", why)],
-            )
+            marks = self._bindings.marks
+            cleaned = [
+                NameAddr(
+                    display_name=strip_marks(caller.display_name, *marks),
+                    uri=strip_verstat(caller.uri),
+                ).format()
+                for caller in callers
+            ]
+            headers = [("Contact", f"<{request.uri}>"), _asserted_header(cleaned)]
+            headers.append(_x_reason("not_checked", why))
+            return self._respond(request, source, 302, headers)
         context = _context(request)
         verifier = profile.verifier
         if verifier is None:
             result = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.NOT_CHECKED)
-            return self._decided(request, source, profile, now, started, result, context)
-        result_now = verifier.verify_warm(context, now=now)
+            return self._decided(request, source, profile, now, started, result, context, callers)
+        result_now = verifier.verify_warm(context, now=now, source=source[0])
         if result_now is not None:
-            return self._decided(request, source, profile, now, started, result_now, context)
+            return self._decided(
+                request, source, profile, now, started, result_now, context, callers
+            )
         if self.in_flight >= self.max_in_flight:
+            self.overloads += 1
             answer = self._respond(
                 request,
                 source,
                 503,
-                "Service Unavailable",
                 [("Retry-After", str(self.retry_after))],
             )
             transaction.response = answer
             return answer
         self.in_flight += 1
         return self._verify_later(
-            request, source, profile, now, started, transaction, verifier, context
+            request, source, profile, now, started, transaction, verifier, context, callers
         )
 
     async def _verify_later(
@@ -433,20 +541,23 @@ class SipHandler:
         transaction: _Transaction,
         verifier: VerificationService,
         context: SipContext,
+        callers: list[NameAddr],
     ) -> bytes:
         try:
             try:
-                result = await verifier.verify(context, now=now)
+                result = await verifier.verify(context, now=now, source=source[0])
             except ShakenError:
                 log.exception("verification of %s failed", context.call_id)
-                answer = self._respond(request, source, 500, "Server Internal Error")
+                answer = self._respond(request, source, 500)
             else:
                 if transaction.cancelled:
-                    answer = self._respond(request, source, 487, "Request Terminated")
+                    answer = self._respond(request, source, 487)
                 else:
-                    answer = self._decided(request, source, profile, now, started, result, context)
+                    answer = self._decided(
+                        request, source, profile, now, started, result, context, callers
+                    )
         except BaseException:
-            transaction.response = self._respond(request, source, 500, "Server Internal Error")
+            transaction.response = self._respond(request, source, 500)
             raise
         finally:
             self.in_flight -= 1
@@ -462,11 +573,11 @@ class SipHandler:
         started: float,
         result: VerificationResult,
         context: SipContext,
+        callers: list[NameAddr],
     ) -> bytes:
-        pai = request.values("p-asserted-identity")
-        caller = _name_addr(pai[0] if pai else request.first("from"))
-        display = caller.display_name if caller is not None else None
-        decision = decide(result, profile.actions, display_name=display)
+        marks = self._bindings.marks
+        names = [strip_marks(caller.display_name, *marks) for caller in callers]
+        decision = decide(result, profile.actions, display_name=names[0] if names else None)
         summary = _x_reason_result(result)
         record = _record_base(request, "verify", profile, now)
         orig, dest = result.orig, ",".join(result.dest) or None
@@ -481,24 +592,27 @@ class SipHandler:
             action=decision.action.value,
             allowed=decision.allowed,
             x5u=result.x5u,
+            **_brand_fields(result),
         )
         if decision.sip_code is not None:
             record.update(sip_code=decision.sip_code)
             answer = self._respond(
-                request, source, decision.sip_code, decision.sip_phrase or "Forbidden", [summary]
+                request, source, decision.sip_code, [summary], phrase=decision.sip_phrase
             )
             self._log(record, started)
             return answer
         headers = [("Contact", f"<{request.uri}>")]
-        for value in _asserted(pai, caller, decision, display):
-            headers.append(("P-Asserted-Identity", value))
+        headers.append(_asserted_header(_asserted(callers, names, decision)))
         if result.attest:
             headers.append(("X-Shaken-Attest", result.attest))
         headers.append(summary)
         if decision.reason_header is not None:
             headers.append(("Reason", decision.reason_header))
+        if decision.call_info is not None:
+            # RFC 9796: the verified brand, one Call-Info field (built from checked values).
+            headers.append(("Call-Info", decision.call_info))
         record.update(sip_code=302)
-        answer = self._respond(request, source, 302, "Moved Temporarily", headers)
+        answer = self._respond(request, source, 302, headers)
         self._log(record, started)
         return answer
 
@@ -542,6 +656,18 @@ def _parties(
     return orig, dest
 
 
+def _brand_fields(result: VerificationResult) -> dict[str, Any]:
+    """The call log's view of the branding verdict (RFC 9795), beside the SHAKEN one."""
+    verdict = result.rcd
+    if verdict is None:
+        return {}
+    return {
+        "brand": verdict.nam,
+        "rcd_status": verdict.status.value,
+        "rcd_reason": None if verdict.reason is None else verdict.reason.value,
+    }
+
+
 def _record_base(
     request: SipRequest, direction: str, profile: ProfileRuntime | None, now: datetime
 ) -> dict[str, Any]:
@@ -554,44 +680,50 @@ def _record_base(
     }
 
 
-def _name_addr(value: str | None) -> NameAddr | None:
-    if not value:
-        return None
-    try:
-        return parse_name_addr(value)
-    except ValueError:
-        return None
-
-
-def _asserted(
-    pai: list[str], caller: NameAddr | None, decision: Decision, display: str | None
-) -> list[str]:
-    """The P-Asserted-Identity values of the 302: the request's (or From's) identities with
-    verstat (3GPP TS 24.229 7.2A.20) and the display name the action chose.
-
-    ``caller`` is the parsed first P-Asserted-Identity, else From.
-    """
-    renamed = decision.display_name != display
-    if not decision.tag_verstat and not renamed and not pai:
-        return []
-    if pai:
-        bases = pai
-    elif caller is not None:
-        bases = [NameAddr(display_name=caller.display_name, uri=caller.uri).format()]
-    else:
-        return []
-    out: list[str] = []
-    for base in bases:
+def _identities(request: SipRequest) -> list[NameAddr] | str:
+    """The caller's identities: every P-Asserted-Identity, else From, parsed; or the name of
+    the field that does not parse as a name-addr/addr-spec with an RFC 3986 URI."""
+    pai = request.values("p-asserted-identity")
+    values = pai or [request.first("from") or ""]
+    out: list[NameAddr] = []
+    for value in values:
         try:
-            if decision.tag_verstat:
-                value = tag_verstat(base, decision.verstat, display_name=decision.display_name)
-            elif renamed:
-                value = parse_name_addr(base).format(display_name=decision.display_name)
-            else:
-                value = base
+            addr = parse_name_addr(value)
         except ValueError:
-            value = base
-        out.append(value)
+            addr = None
+        if addr is None or not valid_uri(addr.uri):
+            return "P-Asserted-Identity" if pai else "From"
+        out.append(addr)
+    return out
+
+
+def _asserted_header(values: list[str]) -> tuple[str, str]:
+    """One P-Asserted-Identity field with every value (RFC 3325 section 9.1 allows the list):
+    an SBC that copies the 302's first field of that name (``$T_rpl($hdr(...))`` in
+    Kamailio) then passes on every identity."""
+    return ("P-Asserted-Identity", ", ".join(values))
+
+
+def _asserted(callers: list[NameAddr], names: list[str | None], decision: Decision) -> list[str]:
+    """The P-Asserted-Identity values of the 302, rendered from parsed parts only: each caller
+    identity's URI without inbound verstat, tagged with ours (3GPP TS 24.229 7.2A.20), and its
+    cleaned display name (``names``), or the one the action chose, or the verified brand's
+    (RFC 9795; :attr:`Decision.brand_presented`). RFC 3325 gives the value no header
+    parameters, so none is kept."""
+    out: list[str] = []
+    alert = decision.action is Action.ALERT or decision.brand_presented
+    kinds: set[str] = set()
+    for caller, name in zip(callers, names, strict=True):
+        # RFC 3325 section 9.1: at most one sip/sips and one tel value; the first of each.
+        kind = "tel" if caller.uri[:4].lower() == "tel:" else "sip"
+        if kind in kinds:
+            continue
+        kinds.add(kind)
+        uri = strip_verstat(caller.uri)
+        if decision.tag_verstat:
+            uri = tag_uri(uri, decision.verstat) or uri
+        shown = decision.display_name if alert else name
+        out.append(NameAddr(display_name=shown, uri=uri).format())
     return out
 
 

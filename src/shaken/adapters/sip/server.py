@@ -14,6 +14,11 @@ worker, while a shared socket goes to whichever worker is free. The parent only 
 forwards SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to the workers and restarts a
 worker that dies (and stops everything if they keep dying).
 
+UDP sockets are read directly (a reader per socket, not asyncio's datagram transport) so that
+each datagram's kernel receive time is known and overload is shed by queueing age before any
+work (see :class:`_Datagrams`); TCP/TLS connections are capped in total and per source address
+and must deliver each message within a deadline (see :class:`_Stream`).
+
 Responses over UDP go where RFC 3261 section 18.2.2 and RFC 3581 say (source port with
 ``rport``, else the Via's sent-by port at the source address); over TCP and TLS they go back on
 the connection the request came on (section 18.2.2 bullet 1).
@@ -28,10 +33,13 @@ import os
 import signal
 import socket
 import ssl
+import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from shaken.adapters.sip.codec import (
     MAX_MESSAGE_SIZE,
@@ -45,6 +53,7 @@ from shaken.core.errors import ConfigurationError
 
 __all__ = [
     "BoundListener",
+    "SipCollector",
     "SipServer",
     "Supervisor",
     "bind_listeners",
@@ -56,6 +65,17 @@ log = logging.getLogger("shaken.sip")
 
 #: Socket buffer asked for on UDP listeners: bursts wait here, not in retransmissions.
 UDP_BUFFER = 4 * 1024 * 1024
+#: The counters of :meth:`SipServer.counters`, with what each counts.
+COUNTERS: dict[str, str] = {
+    "tcp_refused_total": "TCP/TLS connections refused: the worker's connection cap",
+    "tcp_refused_per_source": "TCP/TLS connections refused: the source address's cap",
+    "tcp_message_timeouts": "TCP/TLS connections closed inside an unfinished message",
+    "udp_shed_503": "UDP requests older than udp_max_age_ms, answered 503",
+    "udp_shed_dropped": "UDP requests older than udp_max_age_ms, dropped",
+    "udp_send_errors": "UDP answers the socket refused to send",
+    "udp_kernel_drops": "datagrams the kernel dropped on the shared UDP sockets",
+    "overload_503": "requests answered 503 at max_in_flight",
+}
 #: A worker that dies more than this many times (per worker) within CRASH_WINDOW seconds is
 #: not started again: the whole server stops and says why, rather than spin.
 CRASH_LIMIT = 5
@@ -153,20 +173,160 @@ def tls_context(certificate: str | None, key: str | None) -> ssl.SSLContext:
 # ------------------------------------------------------------------------------- transports
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, server: SipServer, listener: Listener) -> None:
+# Linux socket options (not all exported by the socket module): the kernel's receive time of
+# each datagram as a timespec (socket(7) SO_TIMESTAMPNS), and the socket's memory counters,
+# whose ninth is the count of datagrams dropped for a full receive buffer (SO_MEMINFO,
+# SK_MEMINFO_DROPS).
+_SO_TIMESTAMPNS = 35
+_SO_MEMINFO = 55
+_MEMINFO = struct.Struct("@9I")
+_TIMESPEC = struct.Struct("@qq")
+#: How long one turn of the loop may spend reading one UDP socket before other work runs.
+UDP_SLICE = 0.02
+
+
+class _KernelClock:
+    """Converts the kernel's receive timestamps (CLOCK_REALTIME) into monotonic time.
+
+    Reading the wall clock here would break under a shifted clock (and this project reads it
+    only through its :class:`~shaken.services.ports.Clock`), so the offset between the two
+    clocks is measured instead, every few seconds, by timing a datagram sent to a private
+    loopback socket: its kernel stamp lies between the monotonic readings before and after.
+    """
+
+    RECALIBRATE = 5.0
+
+    def __init__(self) -> None:
+        self.offset: float | None = None
+        self._next = 0.0
+        self._sequence = 0
+        self._sock: socket.socket | None = None
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            self._sock = sock
+        except OSError:
+            return
+        self.calibrate()
+
+    def calibrate(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        best: tuple[float, float] | None = None
+        for _ in range(3):
+            self._sequence += 1
+            token = self._sequence.to_bytes(8, "big")
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                while True:  # a late echo of an earlier round must not be matched
+                    sock.recv(16)
+            sock.settimeout(0.01)
+            try:
+                before = time.monotonic()
+                sock.sendto(token, sock.getsockname())
+                while True:
+                    payload, ancillary, _, _ = sock.recvmsg(16, 64)
+                    if payload == token:
+                        break
+                after = time.monotonic()
+            except OSError:
+                continue
+            for _level, kind, stamp in ancillary:
+                if kind == _SO_TIMESTAMPNS and len(stamp) >= _TIMESPEC.size:
+                    sec, nsec = _TIMESPEC.unpack_from(stamp)
+                    spread = after - before
+                    if best is None or spread < best[1]:
+                        best = (sec + nsec * 1e-9 - (before + after) / 2, spread)
+        sock.setblocking(False)
+        if best is not None:
+            self.offset = best[0]
+        self._next = time.monotonic() + self.RECALIBRATE
+
+    def current(self, now: float) -> float | None:
+        if now >= self._next:
+            self.calibrate()
+        return self.offset
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class _Datagrams:
+    """One UDP listener, read straight from its socket (a level-triggered reader).
+
+    Overload must be shed early and cheaply (RFC 3261 21.5.4, RFC 6357): an answer that
+    leaves after the client's 500 ms retransmission timer is worse than none. Each datagram
+    carries the kernel's receive time, so before any work its queueing age is known; past
+    ``udp_max_age`` a request is answered ``503`` with ``Retry-After`` from its parsed
+    Via/From/To/Call-ID/CSeq only (or dropped, as configured), and counted; then requests are
+    shed until one is younger than half the bound. ACKs are always
+    absorbed (cheap, and they free the transaction table). One turn of the loop reads for
+    at most :data:`UDP_SLICE`, then lets the other callbacks run.
+    """
+
+    def __init__(self, server: SipServer, listener: Listener, sock: socket.socket) -> None:
         self.server = server
         self.listener = listener
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.shedding = False
+        self.stamped = True
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            self.stamped = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports do not subclass asyncio's, so no isinstance check here.
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped on this socket (shared by every worker)."""
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO.size)
+        except OSError:
+            return 0
+        return int(_MEMINFO.unpack(raw)[8])
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def readable(self) -> None:
         server = self.server
-        if data[:4] == b"ACK " and server.handler.absorb_ack(data):
-            return  # one per call: read its transaction key only
+        handler = server.handler
+        sock = self.sock
+        monotonic = time.monotonic
+        now = monotonic()
+        deadline = now + UDP_SLICE
+        clock = server.kernel_clock
+        offset = clock.current(now) if self.stamped and clock is not None else None
+        max_age = server.udp_max_age
+        while True:
+            try:
+                data, ancillary, _, addr = sock.recvmsg(65535, 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("UDP error on %s: %s", self.listener.spec, exc)
+                return
+            now = monotonic()
+            age = 0.0
+            for _level, kind, payload in ancillary:
+                if kind == _SO_TIMESTAMPNS and offset is not None:
+                    sec, nsec = _TIMESPEC.unpack_from(payload)
+                    age = now - (sec + nsec * 1e-9 - offset)
+            if data[:4] == b"ACK " and handler.absorb_ack(data):
+                pass  # one per call: read its transaction key only
+            elif age > max_age or (self.shedding and age > max_age / 2):
+                # Once behind, catch up to half the bound before serving again, so the
+                # calls answered under sustained overload are not all at the bound.
+                self.shedding = True
+                self._shed(data, addr)
+            else:
+                self.shedding = False
+                self._serve(data, addr)
+            if now > deadline:
+                return  # the loop comes back: the socket is still readable
+
+    def _serve(self, data: bytes, addr: Any) -> None:
+        server = self.server
         request = parse_request(data, max_size=server.max_message_size)
         source = (str(addr[0]), int(addr[1]))
         try:
@@ -177,20 +337,37 @@ class _Datagrams(asyncio.DatagramProtocol):
         if reply is None:
             return
         destination = response_address(request.top_via, source)
-        transport = self.transport
-        if transport is None:
-            return
         if isinstance(reply, bytes):
-            transport.sendto(reply, destination)
+            self.sendto(reply, destination)
             return
-        server.spawn(reply, lambda answer: transport.sendto(answer, destination))
+        server.spawn(reply, lambda answer: self.sendto(answer, destination))
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable for an earlier response: nothing to do (RFC 3261 18.4).
-        log.debug("UDP error on %s: %s", self.listener.spec, exc)
+    def _shed(self, data: bytes, addr: Any) -> None:
+        server = self.server
+        if server.overload_answer != "503":
+            server.stats["udp_shed_dropped"] += 1
+            return
+        request = parse_request(data, max_size=server.max_message_size)
+        source = (str(addr[0]), int(addr[1]))
+        reply = server.handler.overloaded(request, source)
+        if reply is None:
+            server.stats["udp_shed_dropped"] += 1
+            return
+        server.stats["udp_shed_503"] += 1
+        self.sendto(reply, response_address(request.top_via, source))
+
+    def sendto(self, data: bytes, destination: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, destination)
+        except OSError:
+            self.server.stats["udp_send_errors"] += 1  # UDP: a lost answer is retransmitted
 
 
 class _Stream(asyncio.Protocol):
+    """One TCP/TLS connection: framed by :class:`StreamFramer`, counted against the server's
+    total and per-source caps, closed when silent for ``idle_timeout`` or when a message begun
+    is not complete within ``message_timeout`` (a peer dripping bytes is never idle)."""
+
     def __init__(self, server: SipServer, listener: Listener) -> None:
         self.server = server
         self.listener = listener
@@ -198,26 +375,55 @@ class _Stream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.source = ("", 0)
         self.last_active = 0.0
+        #: When the message now being read began (None: between messages).
+        self.message_started: float | None = None
+        self.counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.source = (str(peer[0]), int(peer[1]))
         self.last_active = time.monotonic()
-        if len(self.server.connections) >= self.server.max_connections:
+        server = self.server
+        ip = self.source[0]
+        if len(server.connections) >= server.max_connections:
+            server.stats["tcp_refused_total"] += 1
             log.warning(
                 "%s: %d connections already, refusing %s",
                 self.listener.spec,
-                len(self.server.connections),
-                self.source[0],
+                len(server.connections),
+                ip,
             )
             self.transport.abort()
             return
-        self.server.connections.add(self)
+        held = server.per_source.get(ip, 0)
+        if held >= server.max_connections_per_source:
+            server.stats["tcp_refused_per_source"] += 1
+            if server.stats["tcp_refused_per_source"] % 1000 == 1:
+                log.warning(
+                    "%s: %d connections from %s already, refusing more",
+                    self.listener.spec,
+                    held,
+                    ip,
+                )
+            self.transport.abort()
+            return
+        server.per_source[ip] = held + 1
+        self.counted = True
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
+        if self.counted:
+            self.counted = False
+            ip = self.source[0]
+            left = server.per_source.get(ip, 1) - 1
+            if left > 0:
+                server.per_source[ip] = left
+            else:
+                server.per_source.pop(ip, None)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -225,8 +431,13 @@ class _Stream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         server = self.server
-        self.last_active = time.monotonic()
-        for item in self.framer.feed(data):
+        self.last_active = now = time.monotonic()
+        items = self.framer.feed(data)
+        if not self.framer.pending:
+            self.message_started = None
+        elif items or self.message_started is None:
+            self.message_started = now  # a new message begins: its own deadline
+        for item in items:
             if isinstance(item, FramingError):
                 request = parse_request(item.head + b"\r\n\r\n", max_size=server.max_message_size)
                 request.problem = (item.code, item.phrase)
@@ -262,6 +473,10 @@ class SipServer:
     :param max_connections: TCP/TLS connections kept at once; more are refused.
     :param idle_timeout: a TCP/TLS connection silent this long (seconds) is closed (RFC 5626
         keep-alive pings count as traffic).
+    :param max_connections_per_source: TCP/TLS connections one source address may hold, so
+        one address cannot take every connection slot of a worker.
+    :param message_timeout: seconds a message may take from its first byte to its last over
+        TCP/TLS; a connection still inside one message then is closed.
     """
 
     def __init__(
@@ -273,6 +488,11 @@ class SipServer:
         max_message_size: int = MAX_MESSAGE_SIZE,
         max_connections: int = 4096,
         idle_timeout: float = 300.0,
+        max_connections_per_source: int = 64,
+        message_timeout: float = 10.0,
+        udp_max_age: float = 0.1,
+        overload_answer: str = "503",
+        udp_receive_buffer: int | None = None,
     ) -> None:
         self.handler = handler
         self.bound = list(bound)
@@ -280,10 +500,19 @@ class SipServer:
         self.max_message_size = max_message_size
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.max_connections_per_source = max_connections_per_source
+        self.message_timeout = message_timeout
+        self.per_source: dict[str, int] = {}
+        self.udp_max_age = udp_max_age
+        self.overload_answer = overload_answer
+        self.udp_receive_buffer = udp_receive_buffer
+        self.kernel_clock: _KernelClock | None = None  # made when a UDP listener starts
+        self._readers: list[_Datagrams] = []
+        #: Counters for the metrics (see :meth:`counters`).
+        self.stats: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # two are read in counters()
         self._sweeper: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[bytes | None]] = set()
         self.connections: set[_Stream] = set()
-        self._transports: list[asyncio.BaseTransport] = []
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
@@ -291,10 +520,16 @@ class SipServer:
         for item in self.bound:
             listener = item.listener
             if listener.transport == "udp":
-                transport, _ = await loop.create_datagram_endpoint(
-                    self._datagrams(listener), sock=item.sock
-                )
-                self._transports.append(transport)
+                if self.udp_receive_buffer is not None:
+                    with contextlib.suppress(OSError):
+                        item.sock.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_RCVBUF, self.udp_receive_buffer
+                        )
+                if self.kernel_clock is None:
+                    self.kernel_clock = _KernelClock()
+                reader = _Datagrams(self, listener, item.sock)
+                loop.add_reader(item.sock.fileno(), reader.readable)
+                self._readers.append(reader)
             else:
                 context = self.tls if listener.transport == "tls" else None
                 if listener.transport == "tls" and context is None:
@@ -311,14 +546,36 @@ class SipServer:
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(min(30.0, self.idle_timeout / 2))
-            limit = time.monotonic() - self.idle_timeout
+            await asyncio.sleep(min(30.0, self.idle_timeout / 2, self.message_timeout / 2))
+            now = time.monotonic()
+            idle = now - self.idle_timeout
+            late = now - self.message_timeout
             for stream in list(self.connections):
-                if stream.last_active < limit and stream.transport is not None:
+                if stream.transport is None:
+                    continue
+                started = stream.message_started
+                if started is not None and started < late:
+                    self.stats["tcp_message_timeouts"] += 1
+                    log.info(
+                        "%s: closing %s, a message unfinished after %.0f s",
+                        stream.listener.spec,
+                        stream.source[0],
+                        self.message_timeout,
+                    )
+                    stream.transport.close()
+                elif stream.last_active < idle:
                     stream.transport.close()
 
-    def _datagrams(self, listener: Listener) -> Callable[[], _Datagrams]:
-        return lambda: _Datagrams(self, listener)
+    def counters(self) -> dict[str, int]:
+        """What the metrics report: shed, refused and timed-out counts since start.
+
+        ``udp_kernel_drops`` is the kernel's count for the UDP sockets, which every worker
+        shares (each worker reports the same figure); the others are this worker's.
+        """
+        out = dict(self.stats)
+        out["udp_kernel_drops"] = sum(reader.kernel_drops() for reader in self._readers)
+        out["overload_503"] = self.handler.overloads
+        return out
 
     def _streams(self, listener: Listener) -> Callable[[], _Stream]:
         return lambda: _Stream(self, listener)
@@ -360,16 +617,38 @@ class SipServer:
         if not await self.drain(grace):
             for task in list(self.tasks):
                 task.cancel()
-        for transport in self._transports:
-            transport.close()
+        loop = asyncio.get_running_loop()
+        for reader in self._readers:
+            with contextlib.suppress(Exception):
+                loop.remove_reader(reader.sock.fileno())
+            reader.sock.close()
+        self._readers.clear()
+        if self.kernel_clock is not None:
+            self.kernel_clock.close()
+            self.kernel_clock = None
         for stream in list(self.connections):
             if stream.transport is not None:
                 stream.transport.close()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
-        self._transports.clear()
         self._servers.clear()
+
+
+class SipCollector:
+    """A Prometheus collector of :meth:`SipServer.counters`, read at scrape time.
+
+    Register it on the registry that serves ``/metrics`` in the worker that runs ``server``
+    (``registry.register(SipCollector(server))``); each counter becomes
+    ``shaken_sip_<name>_total``.
+    """
+
+    def __init__(self, server: SipServer) -> None:
+        self._server = server
+
+    def collect(self) -> Iterable[Metric]:
+        for name, value in self._server.counters().items():
+            yield CounterMetricFamily(f"shaken_sip_{name}", COUNTERS.get(name, name), value=value)
 
 
 # -------------------------------------------------------------------------------- processes

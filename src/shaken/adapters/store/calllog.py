@@ -60,10 +60,15 @@ CREATE TABLE IF NOT EXISTS calls (
     action TEXT,
     allowed INTEGER NOT NULL,
     x5u TEXT,
-    latency_ms REAL
+    latency_ms REAL,
+    brand TEXT,
+    rcd_status TEXT,
+    rcd_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_time ON calls (time);
 """
+#: Columns added after the first release of the table, added to older call logs on open.
+_ADDED_COLUMNS = (("brand", "TEXT"), ("rcd_status", "TEXT"), ("rcd_reason", "TEXT"))
 _INSERT = (
     f"INSERT INTO calls (outcome, {', '.join(_COLUMNS)}) "
     f"VALUES (?, {', '.join('?' for _ in _COLUMNS)})"
@@ -71,7 +76,7 @@ _INSERT = (
 _ROW = f"({', '.join('?' for _ in range(len(_COLUMNS) + 1))})"
 #: Rows per INSERT statement. One multi-row statement is one sqlite3_step, so the writer
 #: thread gives the GIL up once per chunk instead of once per row (which, with the event loop
-#: thread waiting for it, cost more than the insert itself). 500 rows x 16 values stays well
+#: thread waiting for it, cost more than the insert itself). 500 rows x 19 values stays well
 #: under SQLite's 32766 host parameters.
 _CHUNK = 500
 
@@ -117,6 +122,9 @@ def _row(r: CallRecord) -> tuple[Any, ...]:
         r.allowed,
         r.x5u,
         r.latency_ms,
+        r.brand,
+        r.rcd_status,
+        r.rcd_reason,
     )
 
 
@@ -133,6 +141,10 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     # NORMAL in WAL mode: a commit survives a process crash; fsync only at checkpoints.
     connection.execute("PRAGMA synchronous = NORMAL")
     connection.executescript(_SCHEMA)
+    present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in present:
+            connection.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
     connection.commit()
     return connection
 
