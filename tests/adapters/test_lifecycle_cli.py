@@ -274,3 +274,42 @@ def test_a_revoked_certificate_is_critical_and_renewed(
     code, after = _status(setup, capsys, setup.clock)
     assert code == 0 and after["revoked"] is None
     assert isinstance(after["current"], dict) and after["current"]["serial"] != current["serial"]
+
+
+def test_the_spc_token_can_come_from_another_host(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the STI-PA-whitelisted host logs in (``cert spc-token``); the renewing host has
+    no STI-PA credentials and runs it as its ``[sti_pa] token_command``."""
+    import sys
+
+    text = setup.config.read_text()
+    sti_pa = text.split("[sti_pa]\n", 1)[1].split("\n[", 1)[0]
+    pa_host = setup.config.parent / "pa-host.toml"
+    pa_host.write_text("[sti_pa]\n" + sti_pa + "\n")
+    command = [sys.executable, "-m", "shaken.adapters.cli", "cert", "spc-token"]
+    command += [
+        "--config",
+        str(pa_host),
+        "--tkvalue",
+        "{tkvalue}",
+        "--fingerprint",
+        "{fingerprint}",
+    ]
+    kept = [
+        line for line in sti_pa.splitlines() if line.startswith(("root_certificate", "tls_ca_file"))
+    ]
+    local = "[sti_pa]\n" + "\n".join(kept) + f"\ntoken_command = {json.dumps(command)}\n"
+    setup.config.write_text(text.replace("[sti_pa]\n" + sti_pa, local))
+    assert "credentials_file" not in setup.config.read_text()
+    assert main(["config", "check", str(setup.config)]) == 0
+    assert main(["cert", "acquire", "--config", str(setup.config)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("signing with certificate ")
+    assert [user for user, *_ in setup.sti.pa_server.issued] == ["alice"]
+    # A command that fails says so, and prints nothing it may have written to stderr.
+    setup.config.write_text(
+        setup.config.read_text().replace(json.dumps(command), '["false", "{tkvalue}"]')
+    )
+    assert main(["cert", "renew", "--force", "--config", str(setup.config)]) == 1
+    assert capsys.readouterr().err == "shaken: sti_pa.token_command false exited 1 (no SPC token)\n"

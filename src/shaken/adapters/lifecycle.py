@@ -33,6 +33,7 @@ from shaken.adapters.stipa import (
     StiPaClient,
     StiPaCredentials,
     StiPaSettings,
+    token_from_command,
 )
 from shaken.adapters.store.generations import (
     DirectoryGenerationStore,
@@ -132,8 +133,8 @@ def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
         except (OSError, CertificateError) as exc:
             raise ConfigurationError(f"sti_pa.root_certificate {root}: {exc}") from None
     return StiPaSettings(
-        url=sti_pa["url"],
-        account_id=str(sti_pa["account_id"]),
+        url=sti_pa.get("url", ""),
+        account_id=str(sti_pa.get("account_id", "")),
         auth_header=sti_pa.get("auth_header", "raw"),
         token_accept=sti_pa.get("token_accept", "application/json"),
         token_path=sti_pa.get("token_path", "/api/v1/account/{account_id}/token"),
@@ -160,7 +161,9 @@ class AcmeIssuer:
         unique_cn: bool = False,
         csr_crl_url: str | None = None,
         validity_days: int | None = None,
+        token_command: list[str] | None = None,
     ) -> None:
+        self.token_command = token_command
         self.acme = acme
         self.sti_pa = sti_pa
         self.account_key = account_key
@@ -182,6 +185,22 @@ class AcmeIssuer:
             crl_url=self.csr_crl_url,
         )
         not_after = now + timedelta(days=self.validity_days) if self.validity_days else None
+        if self.token_command is not None:
+            command = self.token_command
+
+            async def remote(tkvalue: str, fingerprint: str) -> str:
+                return await token_from_command(
+                    command,
+                    settings=self.sti_pa,
+                    tnauthlist=self.tnauthlist,
+                    tkvalue=tkvalue,
+                    fingerprint=fingerprint,
+                    now=now,
+                )
+
+            async with AcmeClient(self.acme, account) as client:
+                der = csr.public_bytes(Encoding.DER)
+                return await client.obtain(self.tnauthlist, der, remote, not_after=not_after)
         try:
             credentials = self.credentials()
         except ConfigurationError as exc:
@@ -439,6 +458,7 @@ def build_lifecycle(
             unique_cn=bool(acme.get("unique_cn", False)),
             csr_crl_url=acme.get("csr_crl_url"),
             validity_days=acme.get("validity_days"),
+            token_command=sti_pa.get("token_command"),
         )
     tnauthlist = TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else None
     engine = CertificateLifecycle(

@@ -231,7 +231,7 @@ def _lifecycle_problems(settings: Settings, add: Any, check_key: Any, check_cert
     from shaken.adapters.store.generations import read_manifest  # noqa: PLC0415
 
     sti_pa, acme, lifecycle = settings.sti_pa, settings.acme, settings.lifecycle
-    if sti_pa:
+    if sti_pa and "token_command" not in sti_pa:
         try:
             StiPaCredentials.load(sti_pa.get("credentials_file"))
         except ConfigurationError as exc:

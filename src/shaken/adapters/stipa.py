@@ -26,6 +26,7 @@ Python client of this API exists.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
@@ -55,6 +56,8 @@ __all__ = [
     "StiPaCredentials",
     "StiPaSettings",
     "check_spc_token",
+    "token_from_command",
+    "token_signer",
 ]
 
 log = logging.getLogger("shaken.sti_pa")
@@ -358,7 +361,7 @@ class StiPaClient:
             atc = read_atc_token(token)
         except CertificateError as exc:
             raise AcquisitionError(f"the STI-PA's SPC token is unreadable: {exc}") from None
-        signer, chain = await self._token_signer(atc)
+        signer, chain = await token_signer(self._client, atc, self.settings)
         check_spc_token(
             atc,
             tnauthlist=tnauthlist,
@@ -372,28 +375,6 @@ class StiPaClient:
         )
         log.info("SPC token for SPC %s obtained (jti %s)", tnauthlist.spc, atc.jti)
         return SpcToken(token, crl, atc)
-
-    async def _token_signer(
-        self, atc: AtcToken
-    ) -> tuple[x509.Certificate | None, tuple[x509.Certificate, ...]]:
-        """The certificate at the token's x5u, when we have STI-PA roots to judge it by."""
-        if not self.settings.roots:
-            return None, ()
-        if atc.x5u is None or not atc.x5u.startswith("https://"):
-            raise AcquisitionError(f"the SPC token's x5u {atc.x5u!r} is not an https URL")
-        try:
-            response = await self._client.get(atc.x5u, headers={"accept": "application/pkix-cert"})
-        except httpx.HTTPError as exc:
-            raise AcquisitionError(f"cannot fetch the SPC token's x5u {atc.x5u}: {exc}") from None
-        if response.status_code != 200:
-            raise AcquisitionError(
-                f"the SPC token's x5u {atc.x5u} answered HTTP {response.status_code}"
-            )
-        try:
-            certificates = load_certificates(response.content)
-        except CertificateError as exc:
-            raise AcquisitionError(f"the SPC token's x5u {atc.x5u}: {exc}") from None
-        return certificates[0], certificates[1:]
 
     async def ca_list(self, *, now: datetime) -> tuple[x509.Certificate, ...]:
         """``GET /api/v1/ca-list``: the approved STI-CA roots (signature checked when the STI-PA
@@ -413,3 +394,84 @@ class StiPaClient:
         except CertificateError as exc:
             raise AcquisitionError(f"the STI-PA CA list: {exc}") from None
         return listed.certificates
+
+
+async def token_signer(
+    client: httpx.AsyncClient, atc: AtcToken, settings: StiPaSettings
+) -> tuple[x509.Certificate | None, tuple[x509.Certificate, ...]]:
+    """The certificate at the token's x5u, when we have STI-PA roots to judge it by."""
+    if not settings.roots:
+        return None, ()
+    if atc.x5u is None or not atc.x5u.startswith("https://"):
+        raise AcquisitionError(f"the SPC token's x5u {atc.x5u!r} is not an https URL")
+    try:
+        response = await client.get(atc.x5u, headers={"accept": "application/pkix-cert"})
+    except httpx.HTTPError as exc:
+        raise AcquisitionError(f"cannot fetch the SPC token's x5u {atc.x5u}: {exc}") from None
+    if response.status_code != 200:
+        raise AcquisitionError(
+            f"the SPC token's x5u {atc.x5u} answered HTTP {response.status_code}"
+        )
+    try:
+        certificates = load_certificates(response.content)
+    except CertificateError as exc:
+        raise AcquisitionError(f"the SPC token's x5u {atc.x5u}: {exc}") from None
+    return certificates[0], certificates[1:]
+
+
+async def token_from_command(
+    argv: Sequence[str],
+    *,
+    settings: StiPaSettings,
+    tnauthlist: TNAuthList,
+    tkvalue: str,
+    fingerprint: str,
+    now: datetime,
+    ca: bool = False,
+) -> str:
+    """The SPC token a command prints (``[sti_pa] token_command``), checked like our own.
+
+    For a deployment where only one host may call the STI-PA (it whitelists addresses): that
+    host runs ``shaken cert spc-token``, this one runs it over ssh. The token is the command's
+    last line of output; its standard error is not shown (it may hold anything).
+    """
+    replaced = [
+        a.replace("{tkvalue}", tkvalue)
+        .replace("{fingerprint}", fingerprint)
+        .replace("{ca}", "true" if ca else "false")
+        for a in argv
+    ]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *replaced, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=settings.timeout * 4)
+    except (OSError, TimeoutError) as exc:
+        raise AcquisitionError(f"sti_pa.token_command {argv[0]} failed: {exc}") from None
+    if process.returncode != 0:
+        raise AcquisitionError(
+            f"sti_pa.token_command {argv[0]} exited {process.returncode} (no SPC token)"
+        )
+    lines = [line.strip() for line in out.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise AcquisitionError(f"sti_pa.token_command {argv[0]} printed no SPC token")
+    try:
+        atc = read_atc_token(lines[-1])
+    except CertificateError as exc:
+        raise AcquisitionError(f"sti_pa.token_command {argv[0]}: {exc}") from None
+    async with httpx.AsyncClient(
+        verify=_ssl_context(settings.tls_ca_file), timeout=httpx.Timeout(settings.timeout)
+    ) as client:
+        signer, chain = await token_signer(client, atc, settings)
+    check_spc_token(
+        atc,
+        tnauthlist=tnauthlist,
+        fingerprint=fingerprint,
+        ca=ca,
+        now=now,
+        min_lifetime=settings.min_token_lifetime,
+        signer=signer,
+        roots=settings.roots,
+        chain=chain,
+    )
+    return atc.token

@@ -335,8 +335,10 @@ def _lifecycle_sections(
     }
     sti_pa, acme, lifecycle = sections["sti_pa"], sections["acme"], sections["lifecycle"]
     present = {name for name in sections if name in document}
-    required = {
-        "sti_pa": ("url", "account_id"),
+    remote = "token_command" in document.get("sti_pa", {})
+    required: dict[str, tuple[str, ...]] = {
+        # With a token_command another host talks to the STI-PA (its whitelisted address).
+        "sti_pa": () if remote else ("url", "account_id"),
         "acme": ("directory", "account_key", "spc", "org"),
         "lifecycle": ("directory",),
     }

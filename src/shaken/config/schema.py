@@ -607,6 +607,12 @@ STI_PA_KEYS: dict[str, Spec] = {
         "path", _string(), "SPC token request path (default /api/v1/account/{account_id}/token)"
     ),
     "min_token_lifetime": Spec("seconds", _int(1), "refuse an SPC token expiring sooner (180)"),
+    "token_command": Spec(
+        "argv",
+        _list(_string(), nonempty=True),
+        "get the SPC token from another host (the whitelisted one): {tkvalue} {fingerprint}"
+        " {ca} are replaced; it prints the token (e.g. ssh pa-host shaken cert spc-token ...)",
+    ),
     "timeout": Spec("seconds", _number(0), "per request (30)"),
 }
 

@@ -7,6 +7,9 @@ Both wait (up to ``lifecycle.x5u_wait``) for the new x5u to serve the new certif
 switch; ``--no-wait`` leaves the switch to ``shaken serve``. ``rollback`` makes the previous
 generation current again. A running ``shaken serve`` picks every switch up by itself.
 
+``spc-token`` prints an SPC token, for a deployment where only one host may call the STI-PA
+(it whitelists addresses): the renewing host's ``[sti_pa] token_command`` runs it there.
+
 ``status`` prints what an operator (or a monitoring check) needs: the current certificate's
 serial, SPC, days left, x5u and what that URL serves right now, when it renews, and any
 failure. Its exit status follows the Nagios plugin convention: 0 OK, 1 WARNING (expires within
@@ -23,11 +26,13 @@ import sys
 import time
 from typing import Any
 
-from shaken.adapters.cli import EXIT_OK, now_of
-from shaken.adapters.lifecycle import Lifecycle, build_lifecycle
+from shaken.adapters.cli import EXIT_OK, EXIT_USAGE, now_of
+from shaken.adapters.lifecycle import Lifecycle, build_lifecycle, sti_pa_settings
 from shaken.adapters.preflight import load_checked
+from shaken.adapters.stipa import StiPaClient, StiPaCredentials
 from shaken.config import ConfigError
-from shaken.core.errors import AcquisitionError, ConfigurationError
+from shaken.core.acme import decode_tnauthlist_value
+from shaken.core.errors import AcquisitionError, CertificateError, ConfigurationError
 from shaken.services.lifecycle import Generation, LifecycleStatus, Outcome
 
 __all__ = ["register"]
@@ -130,6 +135,9 @@ def _run(coroutine: Any) -> int:
     except AcquisitionError as exc:
         print(f"shaken: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ConfigurationError as exc:
+        print(f"shaken: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return result
 
 
@@ -268,6 +276,32 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+async def _spc_token(args: argparse.Namespace) -> int:
+    settings = load_checked(args.config)
+    if not settings.sti_pa or "url" not in settings.sti_pa:
+        raise AcquisitionError(f"{args.config} has no [sti_pa] url: it cannot ask the STI-PA")
+    try:
+        tnauthlist = decode_tnauthlist_value(args.tkvalue)
+    except CertificateError as exc:
+        raise AcquisitionError(f"--tkvalue: {exc}") from None
+    credentials = StiPaCredentials.load(settings.sti_pa.get("credentials_file"))
+    async with StiPaClient(sti_pa_settings(settings.sti_pa), credentials) as pa:
+        await pa.login()
+        token = await pa.spc_token(
+            tnauthlist=tnauthlist,
+            tkvalue=args.tkvalue,
+            fingerprint=args.fingerprint,
+            now=now_of(args),
+            ca=args.ca,
+        )
+    print(token.token, flush=True)
+    return EXIT_OK
+
+
+def cmd_spc_token(args: argparse.Namespace) -> int:
+    return _run(_spc_token(args))
+
+
 def register(commands: Any, cert_commands: Any) -> None:
     """``shaken cert acquire``, ``renew``, ``status`` and ``rollback``."""
     p = cert_commands.add_parser("acquire", help="obtain the signing certificate (STI-PA + ACME)")
@@ -287,6 +321,15 @@ def register(commands: Any, cert_commands: Any) -> None:
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=cmd_status)
+
+    p = cert_commands.add_parser(
+        "spc-token", help="print an SPC token from the STI-PA (for [sti_pa] token_command)"
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="with [sti_pa] url and login")
+    p.add_argument("--tkvalue", required=True, help="the TNAuthList value (base64 or base64url)")
+    p.add_argument("--fingerprint", required=True, help="the ACME account key's, 'SHA256 AA:..'")
+    p.add_argument("--ca", action="store_true", help="a token for a CA certificate (atc.ca)")
+    p.set_defaults(func=cmd_spc_token)
 
     p = cert_commands.add_parser("rollback", help="make the previous certificate current again")
     p.add_argument("--config", required=True, metavar="FILE")
