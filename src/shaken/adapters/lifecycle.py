@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -366,8 +367,16 @@ class CrlRevocationChecker:
 
 def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
     verification = effective_profile(settings, None).verification
-    # The old chain must outlive the verifiers' iat window, whatever retire_after says.
-    floor = int(verification["max_iat_age"]) + int(verification["max_future_skew"])
+    # The old chain must outlive its last signature's iat window, whatever retire_after says:
+    # the last worker signs with the old key up to watch_interval (and a reload) after the
+    # switch, and verifiers accept that signature for max_iat_age (plus the skew) after it.
+    reload_margin = 30
+    floor = (
+        int(verification["max_iat_age"])
+        + int(verification["max_future_skew"])
+        + math.ceil(float(lifecycle.get("watch_interval", 1.0)))
+        + reload_margin
+    )
     return RenewalPolicy(
         fraction=float(lifecycle.get("renew_fraction", 2 / 3)),
         before=timedelta(days=int(lifecycle.get("renew_before_days", 30))),

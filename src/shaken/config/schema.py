@@ -670,7 +670,10 @@ LIFECYCLE_KEYS: dict[str, Spec] = {
     "renew_before_days": Spec("days", _int(0, 3650), "or this many days before notAfter (30)"),
     "warning_days": Spec("days", _int(0, 3650), "/readyz degrades this close to notAfter (14)"),
     "retire_after": Spec(
-        "seconds", _int(0), "the old chain stays published this long after the switch (300)"
+        "seconds",
+        _int(0),
+        "the old chain stays published this long after the switch (300; at least the iat"
+        " window + watch_interval + 30 s)",
     ),
     "retry_min": Spec("seconds", _int(1), "first retry after a failed renewal (60)"),
     "retry_max": Spec("seconds", _int(1), "longest retry interval (3600)"),
