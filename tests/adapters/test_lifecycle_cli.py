@@ -313,3 +313,14 @@ def test_the_spc_token_can_come_from_another_host(
     )
     assert main(["cert", "renew", "--force", "--config", str(setup.config)]) == 1
     assert capsys.readouterr().err == "shaken: sti_pa.token_command false exited 1 (no SPC token)\n"
+
+
+def test_ca_list_writes_the_approved_roots(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = setup.config.parent / "roots.pem"
+    assert main(["cert", "ca-list", "--config", str(setup.config), "--out", str(out)]) == 0
+    assert capsys.readouterr().out == f"wrote {out}: 1 approved STI-CA root(s)\n"
+    from shaken.core.certs import load_certificates
+
+    assert load_certificates(out.read_bytes()) == (setup.sti.ca.root,)

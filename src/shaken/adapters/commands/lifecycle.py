@@ -10,6 +10,8 @@ generation current again. A running ``shaken serve`` picks every switch up by it
 ``spc-token`` prints an SPC token, for a deployment where only one host may call the STI-PA
 (it whitelists addresses): the renewing host's ``[sti_pa] token_command`` runs it there.
 
+``ca-list`` writes the STI-PA's list of approved STI-CA roots as PEM, for ``trust_anchors``.
+
 ``status`` prints what an operator (or a monitoring check) needs: the current certificate's
 serial, SPC, days left, x5u and what that URL serves right now, when it renews, and any
 failure. Its exit status follows the Nagios plugin convention: 0 OK, 1 WARNING (expires within
@@ -24,6 +26,7 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from shaken.adapters.cli import EXIT_OK, EXIT_USAGE, now_of
@@ -33,6 +36,8 @@ from shaken.adapters.stipa import StiPaClient, StiPaCredentials
 from shaken.config import ConfigError
 from shaken.core.acme import decode_tnauthlist_value
 from shaken.core.errors import AcquisitionError, CertificateError, ConfigurationError
+from shaken.core.jws import certificate_pem
+from shaken.files import write_atomic
 from shaken.services.lifecycle import Generation, LifecycleStatus, Outcome
 
 __all__ = ["register"]
@@ -302,6 +307,27 @@ def cmd_spc_token(args: argparse.Namespace) -> int:
     return _run(_spc_token(args))
 
 
+async def _ca_list(args: argparse.Namespace) -> int:
+    settings = load_checked(args.config)
+    if not settings.sti_pa or "url" not in settings.sti_pa:
+        raise AcquisitionError(f"{args.config} has no [sti_pa] url: it cannot ask the STI-PA")
+    credentials = StiPaCredentials.load(settings.sti_pa.get("credentials_file"))
+    async with StiPaClient(sti_pa_settings(settings.sti_pa), credentials) as pa:
+        await pa.login()
+        roots = await pa.ca_list(now=now_of(args))
+    pem = b"".join(certificate_pem(root) for root in roots)
+    if args.out is None:
+        sys.stdout.write(pem.decode("ascii"))
+    else:
+        write_atomic(Path(args.out), pem)
+        print(f"wrote {args.out}: {len(roots)} approved STI-CA root(s)")
+    return EXIT_OK
+
+
+def cmd_ca_list(args: argparse.Namespace) -> int:
+    return _run(_ca_list(args))
+
+
 def register(commands: Any, cert_commands: Any) -> None:
     """``shaken cert acquire``, ``renew``, ``status`` and ``rollback``."""
     p = cert_commands.add_parser("acquire", help="obtain the signing certificate (STI-PA + ACME)")
@@ -330,6 +356,13 @@ def register(commands: Any, cert_commands: Any) -> None:
     p.add_argument("--fingerprint", required=True, help="the ACME account key's, 'SHA256 AA:..'")
     p.add_argument("--ca", action="store_true", help="a token for a CA certificate (atc.ca)")
     p.set_defaults(func=cmd_spc_token)
+
+    p = cert_commands.add_parser(
+        "ca-list", help="the STI-PA's approved STI-CA roots, as PEM (for trust_anchors)"
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="with [sti_pa] url and login")
+    p.add_argument("--out", metavar="FILE", help="write them here (default: standard output)")
+    p.set_defaults(func=cmd_ca_list)
 
     p = cert_commands.add_parser("rollback", help="make the previous certificate current again")
     p.add_argument("--config", required=True, metavar="FILE")
