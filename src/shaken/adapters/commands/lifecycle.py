@@ -33,7 +33,7 @@ from shaken.adapters.cli import EXIT_OK, EXIT_USAGE, now_of
 from shaken.adapters.lifecycle import Lifecycle, build_lifecycle, sti_pa_settings
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.stipa import StiPaClient, StiPaCredentials
-from shaken.config import ConfigError
+from shaken.config import ConfigError, load_config
 from shaken.core.acme import decode_tnauthlist_value
 from shaken.core.errors import AcquisitionError, CertificateError, ConfigurationError
 from shaken.core.jws import certificate_pem
@@ -308,7 +308,8 @@ def cmd_spc_token(args: argparse.Namespace) -> int:
 
 
 async def _ca_list(args: argparse.Namespace) -> int:
-    settings = load_checked(args.config)
+    # Not load_checked: the file's trust_anchors may be what this command is about to write.
+    settings = load_config(args.config)
     if not settings.sti_pa or "url" not in settings.sti_pa:
         raise AcquisitionError(f"{args.config} has no [sti_pa] url: it cannot ask the STI-PA")
     credentials = StiPaCredentials.load(settings.sti_pa.get("credentials_file"))
