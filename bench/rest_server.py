@@ -6,9 +6,9 @@
 Each worker builds its own runtime from the configuration (as ``shaken serve`` workers do),
 imports the given chains into its certificate cache as if fetched (so no verification waits
 for a repository, like a verifier running for a while), and runs
-:func:`shaken.adapters.http.serve_rest` on uvloop. With more than one worker the listeners are
-bound with SO_REUSEPORT (``[server] workers`` is set to N) and the kernel spreads connections
-over the processes. ``--call-log`` gives each worker a writer to one SQLite call log, as
+:func:`shaken.adapters.http.serve_rest` on uvloop. The listeners are bound once, before the
+workers fork, and shared by them (as ``shaken serve`` does; ``[server] workers`` is set to
+N). ``--call-log`` gives each worker a writer to one SQLite call log, as
 ``shaken serve`` does with ``[server] call_log``. SIGTERM or SIGINT stops every worker.
 """
 
@@ -27,12 +27,15 @@ from types import FrameType
 import uvloop
 
 from shaken.adapters.http import serve_rest
+from shaken.adapters.http.server import BoundRest, bind_rest
 from shaken.adapters.wiring import build_runtime
 from shaken.config import Settings, load_config
 from shaken.services.calllog import CallLog
 
 
-async def _serve(settings: Settings, warm: list[tuple[str, bytes]], call_log: str | None) -> None:
+async def _serve(
+    settings: Settings, warm: list[tuple[str, bytes]], call_log: str | None, bound: list[BoundRest]
+) -> None:
     runtime = build_runtime(settings)
     for url, body in warm:
         runtime.cache.import_chain(url, body)
@@ -42,20 +45,24 @@ async def _serve(settings: Settings, warm: list[tuple[str, bytes]], call_log: st
 
         log = SqliteCallLog(call_log)
     try:
-        await serve_rest(runtime, list(settings.server["rest"]), log)
+        await serve_rest(runtime, [], log, bound=bound)
     finally:
         await runtime.aclose()
 
 
 def _worker(
-    settings: Settings, warm: list[tuple[str, bytes]], call_log: str | None, cpu: int | None
+    settings: Settings,
+    warm: list[tuple[str, bytes]],
+    call_log: str | None,
+    cpu: int | None,
+    bound: list[BoundRest],
 ) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(settings, warm, call_log))
+        runner.run(_serve(settings, warm, call_log, bound))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,12 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.warm:
         url, _, file = item.partition("=")
         warm.append((url, Path(file).read_bytes()))
+    bound = bind_rest(list(settings.server["rest"]))
     context = multiprocessing.get_context("fork")
     cpus = sorted(os.sched_getaffinity(0))
     processes = [
         context.Process(
             target=_worker,
-            args=(settings, warm, args.call_log, cpus[i % len(cpus)] if args.pin else None),
+            args=(
+                settings,
+                warm,
+                args.call_log,
+                cpus[i % len(cpus)] if args.pin else None,
+                bound,
+            ),
             daemon=True,
         )
         for i in range(workers)

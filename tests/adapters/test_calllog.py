@@ -273,5 +273,122 @@ def test_brand_and_its_verdict_are_recorded_and_old_logs_gain_the_columns(
     assert rows[0]["brand"] is None and records_of(rows)[1] == branded
     assert main(["calls", "--db", str(path)]) == 0
     out = capsys.readouterr().out
-    assert 'brand="Acme \\"Bank\\"\\u001b[2J"' in out and "\x1b" not in out
+    assert 'brand="Acme \\"Bank\\"\\x1b[2J"' in out and "\x1b" not in out
     assert "rcd=integrity_failed" in out and "rcd_reason=rcd_integrity_failed" in out
+
+
+# --------------------------------------------------------------- issue 17 item 2: any record
+
+
+def test_17_2_non_utf8_call_id_keeps_the_writer_alive(tmp_path: Path, capsys: Capture) -> None:
+    """A Call-ID with byte 0xFF (a lone surrogate after ``surrogateescape``) and a TN with a
+    lone surrogate from JSON are stored and read back unchanged; the writer keeps writing."""
+    path = tmp_path / "calls.sqlite"
+    log = SqliteCallLog(path, flush_interval=0.02)
+    wire = b"abc\xff\x1b[2J@host".decode("utf-8", "surrogateescape")
+    odd = CallRecord(time=1.0, direction="verify", interface="sip", call_id=wire, orig="\ud800")
+    log.record(odd)
+    log.flush()
+    deadline = time.monotonic() + 10
+    while log.written + log.dropped < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    later = verify_record(2.0, None)
+    log.record(later)
+    log.close()
+    assert log.written == 2 and log.dropped == 0
+    assert records_of(read_calls(path)) == [odd, later]
+    connection = sqlite3.connect(path)
+    try:
+        kinds = connection.execute("SELECT typeof(call_id) FROM calls ORDER BY id").fetchall()
+    finally:
+        connection.close()
+    assert kinds == [("blob",), ("text",)]  # told apart by type: nothing is ambiguous
+    assert main(["calls", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "call-id=abc\\xff\\x1b[2J@host" in out
+    assert "\x1b" not in out
+    assert main(["calls", "--db", str(path), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["call_id"] == wire and rows[0]["orig"] == "\ud800"
+
+
+def test_17_2_a_writer_that_dies_is_restarted_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    log = SqliteCallLog(path, flush_interval=0.02)
+    real_flush = log._flush
+    failed = threading.Event()
+
+    def failing_once() -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("the writer thread dies here")
+        real_flush()
+
+    log._flush = failing_once  # type: ignore[method-assign]
+    log.record(verify_record(1.0, None))
+    assert failed.wait(10)
+    log._thread.join(10)
+    assert not log._thread.is_alive()
+    assert log.healthy()[0] is True  # asking restarts it
+    log.record(verify_record(2.0, None))
+    log.close()
+    assert log.restarts == 1
+    assert [r["time"] for r in read_calls(path)] == [1.0, 2.0]
+
+
+# ------------------------------------------------------- issue 17 item 12: a deleted file
+
+
+def _wait(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("also", [(), ("-wal", "-shm")], ids=["file", "file-wal-shm"])
+def test_17_12_a_deleted_call_log_is_noticed_and_opened_again(
+    tmp_path: Path, also: tuple[str, ...]
+) -> None:
+    """Two writers (two workers) on one file; the file is deleted: both notice by its inode,
+    say so in ``healthy()``, and write later rows to a new file at the same path."""
+    path = tmp_path / "calls.sqlite"
+    logs = [SqliteCallLog(path, flush_interval=0.02) for _ in range(2)]
+    try:
+        for n, log in enumerate(logs):
+            log.record(verify_record(float(n), None))
+        _wait(lambda: all(log.written == 1 for log in logs))
+        assert all(log.healthy() == (True, "writable") for log in logs)
+        path.unlink()
+        for suffix in also:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        for log in logs:
+            ok, detail = log.healthy()
+            assert ok is False and "deleted" in detail
+        for n, log in enumerate(logs):
+            log.record(verify_record(10.0 + n, None))
+        _wait(lambda: all(log.written == 2 for log in logs))
+        assert sorted(r["time"] for r in read_calls(path)) == [10.0, 11.0]
+        assert all(log.reopened == 1 and log.healthy()[0] for log in logs)
+    finally:
+        for log in logs:
+            log.close()
+
+
+def test_17_12_a_log_moved_aside_keeps_its_rows_and_a_new_one_starts(tmp_path: Path) -> None:
+    """A rotation (``mv calls.sqlite old.sqlite``): the moved file holds every row written
+    before it, with no WAL beside it; later rows go to a new file at the configured path."""
+    path, archive = tmp_path / "calls.sqlite", tmp_path / "old.sqlite"
+    log = SqliteCallLog(path, flush_interval=0.02)
+    try:
+        for n in range(3):
+            log.record(verify_record(float(n), None))
+        _wait(lambda: log.written == 3)
+        path.rename(archive)
+        log.record(verify_record(10.0, None))
+        _wait(lambda: log.written == 4)
+    finally:
+        log.close()
+    assert [r["time"] for r in read_calls(archive)] == [0.0, 1.0, 2.0]
+    assert [r["time"] for r in read_calls(path)] == [10.0]
+    assert log.reopened == 1

@@ -9,13 +9,22 @@ event loop, the SIP listeners and, when ``[server] rest`` lists any, the REST AP
 (``shaken.adapters.http.server.serve_rest``, imported here so that the SIP and HTTP adapters
 never import each other).
 
+Every listening socket, SIP and REST, is bound once, by ``serve`` before it forks, after the
+configuration has been proven: workers share them, and a second ``shaken serve`` on the same
+ports fails to start, naming the port. The connections of a worker, SIP over TCP and REST
+alike, share one :class:`~shaken.adapters.accept.DescriptorBudget`, so that running out of
+descriptors pauses accepting and leaves ``[server] descriptor_reserve`` of them for
+certificate fetches and the call log.
+
 SIGHUP reloads: each worker reads the file again and builds a new runtime next to the running
 one. Any problem (a syntax error, an unknown key, a key file that does not load, a failed
 ``check_x5u_at_load``) is logged with its file, key and line, and the running configuration
-stays. Otherwise the handler switches to the new runtime in one assignment: requests already
-started finish with the old one, which is closed once they are done. The REST API is restarted
-on the new runtime (a moment without the REST listener; SIP never stops). Listeners and the
-number of workers are bound at start: changing them needs a restart, and a reload says so.
+stays. Otherwise the SIP handler and the REST application switch to the new runtime, each in
+one assignment: requests already started finish with the old one, which is closed once they
+are done. No listening socket is closed by a reload. Listeners and the number of workers are
+bound at start: changing them needs a restart, and a reload says so. SIGHUPs that arrive while
+a reload waits to start make one reload, not one each. A worker blocks SIGHUP, SIGTERM and
+SIGINT until its handlers are installed, so that a signal sent while it starts waits for them.
 With a ``[lifecycle]``, a switch of the signing certificate (its ``current.json`` replaced)
 reloads every worker the same way, and worker 0 runs the renewal task.
 """
@@ -29,6 +38,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import resource
 import select
 import signal
 import sys
@@ -39,18 +49,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
 from shaken.adapters.lifecycle import serve_tasks
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
     BoundListener,
+    SipCollector,
     SipServer,
     Supervisor,
     bind_listeners,
     listener_specs,
     tls_context,
+    unblock_worker_signals,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
+from shaken.adapters.systemd import notify
 from shaken.adapters.wiring import (
     Runtime,
     build_runtime,
@@ -77,10 +91,12 @@ RestServer = Callable[..., Any]
 RESTART_KEYS = (
     "sip_sign",
     "sip_verify",
+    "rest",
     "workers",
     "tls_certificate",
     "tls_key",
     "udp_receive_buffer",
+    "descriptor_reserve",
 )
 
 
@@ -96,14 +112,39 @@ def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -
     root.propagate = False
 
 
-def rest_server() -> RestServer | None:
-    """``serve_rest`` of the REST adapter, or None when this build has none."""
+def rest_server() -> Any | None:
+    """The REST adapter's server module (``bind_rest``, ``RestService``), or None when this
+    build has none."""
     name = "shaken.adapters.http.server"
     if importlib.util.find_spec(name) is None:
         return None
-    module = importlib.import_module(name)
-    found: RestServer | None = getattr(module, "serve_rest", None)
-    return found
+    return importlib.import_module(name)
+
+
+def bind_rest(listeners: Sequence[str]) -> list[Any]:
+    """Bind the REST listeners (see ``shaken.adapters.http.server.bind_rest``); none when this
+    build has no REST adapter (the worker says so).
+
+    :raises ConfigurationError: a listener cannot be bound, naming it.
+    """
+    module = rest_server()
+    if module is None or not listeners:
+        return []
+    bound: list[Any] = module.bind_rest(listeners)
+    return bound
+
+
+def raise_descriptor_limit() -> None:
+    """Raise this process's soft descriptor limit to its hard limit (inherited by workers).
+
+    Many systems start services with a soft limit of 1024 and a far higher hard one; each
+    connection takes a descriptor.
+    """
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def with_workers(settings: Settings, workers: int | None) -> Settings:
@@ -221,21 +262,28 @@ class Worker:
         options: ServiceOptions,
         bound: Sequence[BoundListener],
         *,
+        rest: Sequence[Any] | None = None,
         slot: int = 0,
         ready: Callable[[], None] | None = None,
     ) -> None:
+        """``rest``: REST sockets bound by :func:`bind_rest` (shared with other workers);
+        None binds the configured ones here, for this worker alone."""
         self.options = options
         self.bound = bound
+        self.rest_bound = rest
         self.slot = slot
         self.ready_callback = ready
         self.stopping = asyncio.Event()
         self.handler: SipHandler | None = None
         self.sip: SipServer | None = None
+        self.rest: Any | None = None
         self.call_log: SqliteCallLog | None = None
-        self._rest_task: asyncio.Task[None] | None = None
+        self.budget: DescriptorBudget | None = None
+        self._own_rest: list[Any] = []
         self._reload_lock = asyncio.Lock()
         self._reloading: set[asyncio.Task[bool]] = set()
         self._lifecycle: tuple[asyncio.Event, list[asyncio.Task[None]]] | None = None
+        self._reload_waiting = False
         self.reloads = 0
 
     def _load(self) -> Settings:
@@ -255,11 +303,14 @@ class Worker:
                 else None
             )
             buffer = settings.server.get("udp_receive_buffer")
+            reserve = int(settings.server.get("descriptor_reserve", DEFAULT_RESERVE))
+            self.budget = DescriptorBudget(reserve)
             self.sip = SipServer(
                 handler,
                 self.bound,
                 tls=tls,
                 udp_receive_buffer=None if buffer is None else int(buffer),
+                budget=self.budget,
                 **_sip_options(settings),
             )
             await self.sip.start()
@@ -273,6 +324,7 @@ class Worker:
                 loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
                 loop.add_signal_handler(signal.SIGINT, self.stopping.set)
                 loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+                unblock_worker_signals()  # what arrived while starting is handled now
             for note in runtime.notes:
                 log.warning("%s", note)
             if self.options.freeze_gc:
@@ -289,6 +341,9 @@ class Worker:
         return 0
 
     def request_reload(self) -> None:
+        if self._reload_waiting:
+            return  # the reload that waits to start reads the file as it is then
+        self._reload_waiting = True
         task = asyncio.get_running_loop().create_task(self.reload())
         self._reloading.add(task)  # a task nobody holds may be collected before it ends
         task.add_done_callback(self._reloading.discard)
@@ -296,6 +351,7 @@ class Worker:
     async def reload(self) -> bool:
         """Read the file again; switch to it only if all of it works. True if switched."""
         async with self._reload_lock:
+            self._reload_waiting = False
             handler = self.handler
             if handler is None:
                 return False
@@ -324,7 +380,9 @@ class Worker:
                     return False
                 old_log, self.call_log = self.call_log, new_log
                 handler.call_log = new_log
-            in_progress = set(self.sip.tasks) if self.sip is not None else set()
+            in_progress: set[asyncio.Task[Any]] = set(self.sip.tasks) if self.sip else set()
+            if self.rest is not None:
+                in_progress |= self.rest.in_progress()
             options = _handler_options(settings)
             handler.max_in_flight = options["max_in_flight"]
             handler.retry_after = options["retry_after"]
@@ -333,13 +391,10 @@ class Worker:
                 for name, value in _sip_options(settings).items():
                     setattr(self.sip, name, value)
             handler.runtime = runtime  # the switch: one assignment in the loop's thread
+            if self.rest is not None:
+                self.rest.switch(runtime, self.call_log)  # same sockets, new application
             self.reloads += 1
             log.info("reloaded %s (profiles: %s)", path, ", ".join(_profile_names(runtime)))
-            await self._stop_rest()
-            try:
-                await self._start_rest(runtime)
-            except Exception as exc:
-                log.error("reload: the REST API did not restart: %s", exc)
             if in_progress:
                 await asyncio.wait(in_progress, timeout=30.0)
             await old.aclose()
@@ -351,28 +406,23 @@ class Worker:
         listeners = list(runtime.settings.server.get("rest", []))
         if not listeners:
             return
-        serve_rest = rest_server()
-        if serve_rest is None:
+        module = rest_server()
+        if module is None:
             log.warning("REST listeners %s not started: no REST adapter", ", ".join(listeners))
             return
-        ready = asyncio.Event()
-        task = asyncio.get_running_loop().create_task(
-            serve_rest(runtime, listeners, self.call_log, ready=ready)
+        bound = self.rest_bound
+        if bound is None:
+            bound = self._own_rest = bind_rest(listeners)
+        # The worker's SIP counters (requests shed, refused, timed out) on the same /metrics.
+        collectors = [SipCollector(self.sip)] if self.sip is not None else []
+        service = module.RestService(
+            runtime, bound, self.call_log, budget=self.budget, collectors=collectors
         )
-        waiter = asyncio.ensure_future(ready.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            waiter.cancel()
-            error = task.exception()
-            raise ConfigurationError(f"REST server did not start: {error}")
-        self._rest_task = task
-
-    async def _stop_rest(self) -> None:
-        task, self._rest_task = self._rest_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        try:
+            await service.start()
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"REST server did not start: {exc}") from None
+        self.rest = service
 
     async def _shutdown(self) -> None:
         if self._lifecycle is not None:
@@ -381,7 +431,10 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
         if self.sip is not None:
             await self.sip.stop(self.options.grace)
-        await self._stop_rest()
+        if self.rest is not None:
+            await self.rest.stop()
+        for item in self._own_rest:
+            item.sock.close()
         if self.call_log is not None:
             await asyncio.to_thread(self.call_log.close)
         if self.handler is not None:
@@ -410,12 +463,13 @@ def run_worker(
     options: ServiceOptions,
     bound: Sequence[BoundListener],
     *,
+    rest: Sequence[Any] | None = None,
     slot: int = 0,
     ready: Callable[[], None] | None = None,
 ) -> int:
     """Run one worker in this process until SIGTERM/SIGINT (or its ``stopping`` event)."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        worker = Worker(options, bound, slot=slot, ready=ready)
+        worker = Worker(options, bound, rest=rest, slot=slot, ready=ready)
         return runner.run(worker.run())
 
 
@@ -431,8 +485,24 @@ def serve(
     Prints one line per listener, then ``ready`` once every worker serves.
 
     :raises ConfigError: the file has problems (each with its line).
-    :raises ConfigurationError: it names files that do not load, or a listener cannot be bound.
+    :raises ConfigurationError: it names files that do not load, or a listener cannot be bound
+        (another instance on the port, say), naming it.
     """
+    # A SIGHUP before the worker's handler exists waits for it (its default is to kill).
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        return _serve(config, workers, out, clock, previous)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _serve(
+    config: str | Path,
+    workers: int | None,
+    out: TextIO | None,
+    clock: Clock | None,
+    mask: set[int | signal.Signals],
+) -> int:
     stream = out or sys.stdout
     path = Path(config)
     # The same checks as `shaken config check`, before anything is bound or started.
@@ -445,7 +515,14 @@ def serve(
     # Prove the configuration before binding: a bad key should not leave a half-started server.
     clock = clock or SystemClock()
     asyncio.run(_probe(settings, clock))
+    raise_descriptor_limit()
     bound = bind_listeners(listeners)
+    try:
+        rest_bound = bind_rest(rest)
+    except BaseException:
+        for item in bound:
+            item.sock.close()
+        raise
     for item in bound:
         print(f"sip-{item.listener.role.value:7} {item.listener.spec}", file=stream)
     for spec in rest:
@@ -459,8 +536,9 @@ def serve(
 
             def one_ready() -> None:
                 print("ready (1 worker)", file=stream, flush=True)
+                notify("READY=1", "STATUS=serving (1 worker)", f"MAINPID={os.getpid()}")
 
-            return run_worker(options, bound, ready=one_ready)
+            return run_worker(options, bound, rest=rest_bound, ready=one_ready)
         reader, writer = os.pipe()
 
         def announce() -> None:
@@ -475,6 +553,7 @@ def serve(
                     return
                 seen += len(chunk)
             print(f"ready ({count} workers)", file=stream, flush=True)
+            notify("READY=1", f"STATUS=serving ({count} workers)", f"MAINPID={os.getpid()}")
 
         def target(slot: int) -> int:
             os.close(reader)
@@ -482,13 +561,15 @@ def serve(
             def worker_ready() -> None:
                 os.write(writer, b".")
 
-            return run_worker(options, bound, slot=slot, ready=worker_ready)
+            return run_worker(options, bound, rest=rest_bound, slot=slot, ready=worker_ready)
 
         # The thread starts after the first forks: a process should not fork with threads.
         started = lambda: threading.Thread(target=announce, daemon=True).start()  # noqa: E731
+        # The supervisor handles its signals itself from here on.
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return Supervisor(count, target).run(after_start=started)
     finally:
-        for item in bound:
+        for item in [*bound, *rest_bound]:
             with contextlib.suppress(OSError):
                 item.sock.close()
 
@@ -529,6 +610,12 @@ def run_lab(
         listeners = listener_specs(settings.server)
         rest = list(settings.server.get("rest", []))
         bound = bind_listeners(listeners)
+        try:
+            rest_bound = bind_rest(rest)
+        except BaseException:
+            for item in bound:
+                item.sock.close()
+            raise
     except ConfigurationError as exc:
         return _lab_without_servers(lines, listeners, rest, str(exc), stream)
     lines += [f"{_LABELS[b.listener.role.value]:16} {b.listener.spec}" for b in bound]
@@ -544,7 +631,7 @@ def run_lab(
         print("Ctrl-C to stop", file=stream, flush=True)
 
     try:
-        run_worker(options, bound, ready=ready)
+        run_worker(options, bound, rest=rest_bound, ready=ready)
     except (ConfigurationError, OSError) as exc:
         if started:
             raise
@@ -552,7 +639,7 @@ def run_lab(
             lines[: -len(bound) - len(rest)], listeners, rest, str(exc), stream
         )
     finally:
-        for item in bound:
+        for item in [*bound, *rest_bound]:
             with contextlib.suppress(OSError):
                 item.sock.close()
     print("stopped", file=stream, flush=True)

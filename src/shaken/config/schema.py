@@ -523,6 +523,28 @@ SERVER_KEYS: dict[str, Spec] = {
         _int(4096, 2**30),
         "SO_RCVBUF of the SIP UDP sockets (default 4194304; the kernel doubles it)",
     ),
+    # What a REST client may hold and for how long, and the descriptors a worker keeps free.
+    "rest_header_timeout": Spec(
+        "seconds", _number(0), "REST: a request's headers must arrive within this, else 408 (10)"
+    ),
+    "rest_body_timeout": Spec(
+        "seconds", _number(0), "REST: its body within this of the headers, else 408 (default 10)"
+    ),
+    "rest_keep_alive_timeout": Spec(
+        "seconds", _int(1, 3600), "REST: an idle kept-alive connection closes after this (5)"
+    ),
+    "rest_keep_alive_requests": Spec(
+        "int", _int(1), "REST: requests on one connection, then Connection: close (1000)"
+    ),
+    "rest_max_connections": Spec(
+        "int", _int(1), "REST: connections per worker; more wait to be accepted (default 1000)"
+    ),
+    "rest_max_connections_per_source": Spec(
+        "int", _int(1), "REST: connections per client address; more get 503 (default 100)"
+    ),
+    "descriptor_reserve": Spec(
+        "int", _int(16), "descriptors a worker keeps from connections, for fetches (default 64)"
+    ),
 }
 REPOSITORY_KEYS: dict[str, Spec] = {
     "directory": Spec("path", _string(), "directory of chains and CRLs the repository serves"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["CallLog", "CallRecord"]
+__all__ = ["CallLog", "CallLogHealth", "CallRecord"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,3 +46,10 @@ class CallRecord:
 class CallLog(Protocol):
     def record(self, record: CallRecord) -> None:
         """Queue one record; never blocks and never raises for a full or failing store."""
+
+
+class CallLogHealth(Protocol):
+    """A call log that can say whether decisions reach its store (REST ``/readyz``)."""
+
+    def healthy(self) -> tuple[bool, str]:
+        """(True, detail) while records are stored; (False, why not) otherwise."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from shaken.adapters.http.server import parse_listener, serve_rest
+from shaken.adapters.http.server import bind_rest, parse_listener, serve_rest
 from shaken.core.errors import ConfigurationError
 from tests.adapters.http.conftest import DEST, IN_RANGE, LabKit, MemoryCallLog, free_port
 
@@ -89,22 +89,28 @@ async def test_serves_https(kit: LabKit) -> None:
 
 
 async def test_several_workers_share_the_port(kit: LabKit) -> None:
-    """With [server] workers above 1 the socket allows SO_REUSEPORT: a second server binds."""
+    """Workers share the sockets bound once (by the supervisor); binding again fails."""
     port = free_port()
     first, second = kit.runtime(server="workers = 2"), kit.runtime(server="workers = 2")
+    bound = bind_rest([f"http:127.0.0.1:{port}"])
     ready = [asyncio.Event(), asyncio.Event()]
     tasks = [
-        asyncio.create_task(serve_rest(rt, [f"http:127.0.0.1:{port}"], None, ready=ev))
+        asyncio.create_task(serve_rest(rt, [], None, ready=ev, bound=bound))
         for rt, ev in zip((first, second), ready, strict=True)
     ]
     try:
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in ready)), 10)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/healthz")).status_code == 200
+        # Issue 9 item 6: no SO_REUSEPORT, so a second instance cannot take the port.
+        with pytest.raises(ConfigurationError, match=f"http:127.0.0.1:{port}"):
+            bind_rest([f"http:127.0.0.1:{port}"])
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for item in bound:
+            item.sock.close()
         await first.aclose()
         await second.aclose()
 

@@ -9,6 +9,7 @@ import json
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -381,7 +382,42 @@ async def _udp_server(runtimes: RuntimeFactory, **options: Any) -> SipServer:
     bound = bind_listeners([Listener("udp:127.0.0.1:0", Role.SIGN)])
     sip = SipServer(SipHandler(runtimes(), retry_after=3), bound, **options)
     await sip.start()
+    _await_kernel_stamps()
     return sip
+
+
+def _await_kernel_stamps() -> None:
+    """Wait until the kernel stamps datagrams as they arrive.
+
+    Linux turns receive timestamps on for the whole system when the first socket asks for
+    them, and the switch is deferred: until it takes effect a datagram carries no stamp, and
+    ``recvmsg`` stamps it with the time it is *read*, so its queueing age looks like zero. A
+    server that starts and is flooded at once is in that window; a test must not be.
+    """
+    so_timestampns = 35
+
+    def stamp(probe: socket.socket) -> float | None:
+        _data, ancillary, _, _ = probe.recvmsg(16, 64)
+        for _level, kind, payload in ancillary:
+            if kind == so_timestampns:
+                sec, nsec = struct.unpack_from("@qq", payload)
+                return float(sec + nsec * 1e-9)
+        return None
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(1.0)
+        for _ in range(100):
+            # Two datagrams 20 ms apart, read together: stamped on arrival, they are 20 ms
+            # apart; stamped when read, they are not. (No wall clock is read here.)
+            probe.sendto(b"1", probe.getsockname())
+            time.sleep(0.02)
+            probe.sendto(b"2", probe.getsockname())
+            first, second = stamp(probe), stamp(probe)
+            if first is not None and second is not None and second - first >= 0.015:
+                return
+    raise AssertionError("the kernel never stamped a datagram on arrival")
 
 
 async def _answers(sock: socket.socket, count: int, timeout: float) -> list[bytes]:

@@ -5,6 +5,11 @@ per decision, oldest first, a rejected call shown as NOT ALLOWED (the VoipNow gu
 stopped call, ``reference/seeds``). ``--since`` takes an ISO 8601 time (UTC when it names no
 zone) or a relative one such as ``1h``, ``30m``, ``2d`` (or ``--since=-1h``: argparse takes
 ``--since -1h`` for an option).
+
+Values in the log came from the network (Call-IDs, TNs, x5u URLs) and may hold anything,
+including bytes that were not UTF-8 and terminal control sequences: a line shows each of them
+escaped (:func:`shown`), a backslash doubled, so what is printed is unambiguous and inert.
+``--json`` relies on ``json.dumps``, which escapes every non-ASCII character.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from shaken.adapters.cli import EXIT_OK, UsageError, now_of
 from shaken.adapters.store.calllog import OUTCOMES, read_calls
 from shaken.config import ConfigError, load_config
 
-__all__ = ["parse_since", "register"]
+__all__ = ["parse_since", "register", "shown"]
 
 _RELATIVE = re.compile(r"-?([0-9]+(?:\.[0-9]+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,7 +90,37 @@ def _time(value: float) -> str:
     )
 
 
-def _line(row: dict[str, Any]) -> str:
+def shown(value: object) -> str:
+    """``value`` printable and unambiguous: ``\\`` for a backslash, ``\\xNN`` for a byte that
+    was not UTF-8 on the wire (a ``surrogateescape`` surrogate) or a control character, and
+    ``\\uNNNN`` for any other character that is not printable."""
+    text = str(value)
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char.isprintable():
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _quoted(name: str, value: str) -> str:
+    return f'{name}="{value.replace(chr(34), chr(92) + chr(34))}"'
+
+
+def _line(raw: dict[str, Any]) -> str:
+    row: dict[str, Any] = {k: shown(v) if isinstance(v, str) else v for k, v in raw.items()}
     verdict = "allowed" if row["allowed"] else f"NOT ALLOWED ({row['sip_code']})"
     parties = f"{row['orig'] or '-'} -> {row['dest'] or '-'}"
     extra = [
@@ -93,8 +128,9 @@ def _line(row: dict[str, Any]) -> str:
         f"verstat={row['verstat']}" if row["verstat"] else "",
         f"reason={row['reason']}" if row["reason"] else "",
         f"action={row['action']}" if row["action"] else "",
-        # The brand is signer-chosen text: shown as a JSON string, never raw to a terminal.
-        f"brand={json.dumps(row['brand'])}" if row.get("brand") else "",
+        # The brand is signer-chosen text with spaces: quoted, its quotes escaped (and, like
+        # every value here, control characters and non-UTF-8 bytes shown as \xNN).
+        _quoted("brand", row["brand"]) if row.get("brand") else "",
         f"rcd={row['rcd_status']}" if row.get("rcd_status") else "",
         f"rcd_reason={row['rcd_reason']}" if row.get("rcd_reason") else "",
         f"profile={row['profile']}" if row["profile"] else "",

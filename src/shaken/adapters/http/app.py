@@ -726,6 +726,8 @@ class RestApplication:
                 answer = probe()
                 if asyncio.iscoroutine(answer):
                     answer = await answer
+                if isinstance(answer, tuple):  # CallLogHealth.healthy(): (ok, why)
+                    return bool(answer[0]), str(answer[1])
                 return bool(answer), "writable" if answer else "not writable"
         path = self.runtime.settings.server.get("call_log")
         if path:

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import logging
 import os
 import signal
@@ -41,6 +43,7 @@ from typing import Any, cast
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from shaken.adapters.accept import Acceptor, DescriptorBudget
 from shaken.adapters.sip.codec import (
     MAX_MESSAGE_SIZE,
     FramingError,
@@ -59,6 +62,7 @@ __all__ = [
     "bind_listeners",
     "listener_specs",
     "tls_context",
+    "unblock_worker_signals",
 ]
 
 log = logging.getLogger("shaken.sip")
@@ -132,7 +136,11 @@ def bind_listeners(listeners: Sequence[Listener]) -> list[BoundListener]:
             kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
             sock = socket.socket(family, kind)
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if transport != "udp":
+                    # A restart binds while old connections sit in TIME_WAIT. Never on UDP:
+                    # there, on Linux, SO_REUSEADDR lets a second process bind the same port
+                    # and quietly take part of its datagrams.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if transport == "udp":
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
@@ -143,8 +151,10 @@ def bind_listeners(listeners: Sequence[Listener]) -> list[BoundListener]:
                 sock.setblocking(False)
             except OSError as exc:
                 sock.close()
+                in_use = exc.errno == errno.EADDRINUSE
+                hint = " (is another shaken serve running?)" if in_use else ""
                 raise ConfigurationError(
-                    f"cannot listen on {listener.spec}: {exc.strerror or exc}"
+                    f"cannot listen on {listener.spec}: {exc.strerror or exc}{hint}"
                 ) from None
             bound.append(BoundListener(listener, sock))
     except BaseException:
@@ -216,14 +226,16 @@ class _KernelClock:
         if sock is None:
             return
         best: tuple[float, float] | None = None
-        for _ in range(3):
+        # The round with the smallest spread wins; on a busy machine a round may time out,
+        # so a few are tried and, when none answers, calibration is retried soon.
+        for _ in range(5):
             self._sequence += 1
             token = self._sequence.to_bytes(8, "big")
             sock.setblocking(False)
             with contextlib.suppress(OSError):
                 while True:  # a late echo of an earlier round must not be matched
                     sock.recv(16)
-            sock.settimeout(0.01)
+            sock.settimeout(0.05)
             try:
                 before = time.monotonic()
                 sock.sendto(token, sock.getsockname())
@@ -240,10 +252,12 @@ class _KernelClock:
                     spread = after - before
                     if best is None or spread < best[1]:
                         best = (sec + nsec * 1e-9 - (before + after) / 2, spread)
+            if best is not None and best[1] < 0.001:
+                break  # a round this tight is as good as it gets
         sock.setblocking(False)
         if best is not None:
             self.offset = best[0]
-        self._next = time.monotonic() + self.RECALIBRATE
+        self._next = time.monotonic() + (self.RECALIBRATE if best is not None else 0.5)
 
     def current(self, now: float) -> float | None:
         if now >= self._next:
@@ -493,6 +507,7 @@ class SipServer:
         udp_max_age: float = 0.1,
         overload_answer: str = "503",
         udp_receive_buffer: int | None = None,
+        budget: DescriptorBudget | None = None,
     ) -> None:
         self.handler = handler
         self.bound = list(bound)
@@ -513,7 +528,10 @@ class SipServer:
         self._sweeper: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[bytes | None]] = set()
         self.connections: set[_Stream] = set()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Acceptor] = []
+        self.budget = budget or DescriptorBudget()
+        if any(item.listener.transport != "udp" for item in self.bound):
+            self.budget.register(lambda: len(self.connections))
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -534,12 +552,16 @@ class SipServer:
                 context = self.tls if listener.transport == "tls" else None
                 if listener.transport == "tls" and context is None:
                     raise ConfigurationError(f"{listener.spec}: no TLS certificate configured")
-                server = await loop.create_server(
+                # Accepted by hand: pauses, rather than fails, when descriptors run out.
+                server = Acceptor(
+                    item.sock,
                     self._streams(listener),
-                    sock=item.sock,
-                    ssl=context,
+                    name=listener.spec,
+                    budget=self.budget,
+                    ssl_context=context,
                     ssl_handshake_timeout=10.0 if context is not None else None,
                 )
+                server.start()
                 self._servers.append(server)
         if self._servers:
             self._sweeper = loop.create_task(self._sweep())
@@ -629,9 +651,6 @@ class SipServer:
         for stream in list(self.connections):
             if stream.transport is not None:
                 stream.transport.close()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
 
 
@@ -654,6 +673,33 @@ class SipCollector:
 # -------------------------------------------------------------------------------- processes
 
 
+#: The signals a worker handles; they wait (blocked) until its handlers are in place.
+WORKER_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def unblock_worker_signals() -> None:
+    """Let :data:`WORKER_SIGNALS` in: call once the process's handlers for them are installed.
+
+    Until then a signal sent to a starting worker (a reload's SIGHUP, say) waits instead of
+    acting by default, which for SIGHUP is to kill the process.
+    """
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM to this process when its parent dies (Linux).
+
+    Without it, a supervisor killed with SIGKILL leaves its workers serving the shared ports
+    with nobody to stop them, and a new ``shaken serve`` cannot bind.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Supervisor:
     """Fork ``workers`` processes running ``target(index)`` and keep them running.
 
@@ -661,6 +707,10 @@ class Supervisor:
     SIGINT are passed on (then the parent waits for every worker to finish), SIGHUP is passed
     on (each worker reloads), and a worker that dies on its own is started again after a
     pause (at most once a second per slot, so a crash loop cannot spin).
+
+    A worker starts with :data:`WORKER_SIGNALS` blocked (``target`` calls
+    :func:`unblock_worker_signals` once its handlers are installed) and is sent SIGTERM by
+    the kernel if the supervisor dies, however it dies.
     """
 
     def __init__(self, workers: int, target: Callable[[int], int]) -> None:
@@ -675,12 +725,21 @@ class Supervisor:
 
     def _start(self, slot: int) -> None:
         self._last_start[slot] = time.monotonic()
-        pid = os.fork()
+        parent = os.getpid()
+        # Blocked across fork: the child inherits the mask, so a signal arriving before its
+        # handlers exist waits for them; the parent's own handler gets it once unblocked.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            raise
         if pid == 0:  # the worker
             status = 1
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent(parent)
                 status = self.target(slot)
             except BaseException:
                 log.exception("worker %d failed", slot)
@@ -688,6 +747,7 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(status)
         self.children[pid] = slot
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _forward(self, sig: int) -> None:
         for pid in list(self.children):

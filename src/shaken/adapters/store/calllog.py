@@ -17,11 +17,31 @@ call.
 
 Several worker processes may write to one file: each has its own writer, SQLite serializes
 their short transactions (``busy_timeout``), and readers never block writers in WAL mode.
+
+Any record is stored. Header values that were not UTF-8 on the wire reach a record as lone
+surrogates (the SIP codec decodes with ``surrogateescape``; JSON allows ``"\\ud800"``), which
+SQLite cannot take as TEXT: such a value is stored as a BLOB of its ``surrogatepass`` UTF-8 bytes,
+which :func:`read_calls` decodes back to the identical string (TEXT and BLOB never mix, so the
+two are told apart by the column's type, losslessly). A batch that fails for any other reason
+is dropped and counted; a writer thread that dies anyway is started again on the next record
+and counted in :attr:`SqliteCallLog.restarts`.
+
+The file can go away under a running writer (deleted, or moved aside by a rotation): SQLite
+would go on writing into the unlinked inode and every later row would be lost. At every flush
+interval, and so before each commit, the writer compares the path's inode with the one it
+opened; when they differ it closes
+its connection (the last one to close folds the WAL into the old file) and opens the path again,
+creating a new call log, counted in :attr:`SqliteCallLog.reopened`. Until that has happened,
+:meth:`SqliteCallLog.healthy` says why the log is not healthy (REST ``/readyz`` reports it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import select
 import sqlite3
 import threading
 import time
@@ -103,24 +123,45 @@ def outcome_of(record: CallRecord) -> str:
     return "not_checked"
 
 
+def _text(value: str | None) -> str | bytes | None:
+    """``value`` as SQLite can bind it: itself, or, when it holds lone surrogates, its bytes.
+
+    ``surrogatepass`` maps every Python string to one byte string and back, so nothing is
+    lost; :func:`_from_storage` undoes it.
+    """
+    if not isinstance(value, str) or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def _from_storage(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return value
+
+
 def _row(r: CallRecord) -> tuple[Any, ...]:
     """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order."""
     return (
         outcome_of(r),
         r.time,
-        r.direction,
-        r.interface,
-        r.call_id,
-        r.profile,
-        r.orig,
-        r.dest,
-        r.attest,
-        r.verstat,
-        r.reason,
+        _text(r.direction),
+        _text(r.interface),
+        _text(r.call_id),
+        _text(r.profile),
+        _text(r.orig),
+        _text(r.dest),
+        _text(r.attest),
+        _text(r.verstat),
+        _text(r.reason),
         r.sip_code,
-        r.action,
+        _text(r.action),
         r.allowed,
-        r.x5u,
+        _text(r.x5u),
         r.latency_ms,
         r.brand,
         r.rcd_status,
@@ -132,6 +173,48 @@ def _connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(str(path), timeout=5.0, check_same_thread=False)
     connection.execute("PRAGMA busy_timeout = 5000")
     return connection
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    """The (device, inode) of ``path``: what tells the file this writer opened from another.
+
+    :raises OSError: no such file.
+    """
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def _let_go(connection: sqlite3.Connection) -> None:
+    """Close a connection whose file was deleted or moved, its committed rows in that file.
+
+    SQLite does not checkpoint on close once the file has moved (its rows would stay in a WAL
+    named after the old path): an explicit checkpoint first writes them into the file the
+    connection has open, so a log moved aside by a rotation is complete.
+    """
+    with contextlib.suppress(sqlite3.Error):
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with contextlib.suppress(sqlite3.Error):
+        connection.close()
+
+
+def _reopen(path: Path) -> sqlite3.Connection:
+    """Open ``path`` for writing after the file this writer had was deleted or replaced.
+
+    When no file is at ``path``, a ``-wal`` or ``-shm`` file left there belongs to the old one
+    (other processes may still have it open): a new database beside them would read the old
+    one's pages as its own. They are removed first, under a lock on the directory, so that of
+    several writers noticing at once the first creates the new file and the others open it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        if not path.exists():
+            for suffix in ("-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return _open_for_writing(path)
+    finally:
+        os.close(directory)  # and with it the lock
 
 
 def _open_for_writing(path: Path) -> sqlite3.Connection:
@@ -149,6 +232,41 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     return connection
 
 
+class _Wakeup:
+    """What the writer waits on between flushes: a pipe and ``select``.
+
+    Not a :class:`threading.Event`: its timed wait computes an absolute deadline on the
+    monotonic clock, and under libfaketime (CI runs the suite under ``faketime``) that clock
+    is shifted while the kernel's deadline is not, so the wait never times out and the writer
+    would commit only when a batch fills. ``select`` takes a relative timeout.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+
+    def set(self) -> None:
+        if self._write < 0:
+            return
+        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        """Until :meth:`set` or ``timeout`` seconds; clears what woke it."""
+        with contextlib.suppress(InterruptedError):
+            select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._read, 4096):
+                pass
+
+    def close(self) -> None:
+        fds, self._read, self._write = (self._read, self._write), -1, -1
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class SqliteCallLog:
     """A :class:`~shaken.services.calllog.CallLog` on a SQLite file (created if missing).
 
@@ -157,6 +275,10 @@ class SqliteCallLog:
     :param max_pending: records held in memory at most; more are dropped and counted.
     :raises sqlite3.Error: the file cannot be opened or is not a call log.
     :raises OSError: its directory cannot be created.
+
+    Counters (read them for metrics): :attr:`written`, :attr:`dropped`, :attr:`failures`
+    (commits that failed), :attr:`restarts` (writer threads started again after one died),
+    :attr:`reopened` (the file was deleted or replaced and opened again).
     """
 
     def __init__(
@@ -174,13 +296,17 @@ class SqliteCallLog:
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.restarts = 0
+        self.reopened = 0
         self.last_error: str | None = None
         self._queue: deque[CallRecord] = deque()
-        self._wake = threading.Event()
+        self._wake = _Wakeup()
         self._closing = False
-        self._connection = _open_for_writing(self.path)
-        self._thread = threading.Thread(target=self._run, name="shaken-calllog", daemon=True)
-        self._thread.start()
+        self._writer_died = False
+        self._restart_lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = _open_for_writing(self.path)
+        self._identity: tuple[int, int] | None = _identity(self.path)
+        self._thread = self._start_writer()
 
     @property
     def window(self) -> float:
@@ -196,27 +322,65 @@ class SqliteCallLog:
             self.dropped += 1
             return
         queue.append(record)
+        if self._writer_died:
+            self._restart_writer()
         if len(queue) >= self.batch_size:
             self._wake.set()
 
-    def healthy(self) -> bool:
-        """The writer is running and its last commit worked (REST ``/readyz`` asks this)."""
-        return self._thread.is_alive() and self.last_error is None
+    def healthy(self) -> tuple[bool, str]:
+        """Whether decisions reach the file, and why not (REST ``/readyz`` reports both)."""
+        if self._writer_died and not self._closing:
+            self._restart_writer()
+        if not self._thread.is_alive():
+            return False, "the call log writer is not running"
+        if self.last_error is not None:
+            return False, f"the last commit failed: {self.last_error}"
+        try:
+            current = _identity(self.path)
+        except OSError:
+            current = None
+        if current != self._identity:
+            state = "deleted" if current is None else "replaced"
+            return False, f"{self.path} was {state}; the writer opens it again"
+        return True, "writable"
 
     # ------------------------------------------------------------------------------ writer
 
+    def _start_writer(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="shaken-calllog", daemon=True)
+        thread.start()
+        return thread
+
+    def _restart_writer(self) -> None:
+        with self._restart_lock:
+            if not self._writer_died or self._closing:
+                return
+            self._writer_died = False
+            self.restarts += 1
+            log.error("call log %s: the writer had stopped; started again", self.path)
+            self._thread = self._start_writer()
+
     def _run(self) -> None:
         interval = self.flush_interval
-        while True:
-            self._wake.wait(interval)
-            self._wake.clear()
-            closing = self._closing
-            self._flush()
-            if closing:
-                break
+        finished = False
+        try:
+            while True:
+                self._wake.wait(interval)
+                closing = self._closing
+                self._flush()
+                if closing:
+                    break
+            finished = True
+        except Exception:
+            log.exception("call log %s: the writer stopped", self.path)
+        finally:
+            if not finished:
+                self._writer_died = True  # the next record() starts a new writer
 
     def _flush(self) -> None:
         queue = self._queue
+        if not self._same_file():
+            return  # the records wait for a file to write to
         while queue:
             batch: list[CallRecord] = []
             try:
@@ -226,26 +390,70 @@ class SqliteCallLog:
                 pass
             self._write(batch)
 
+    def _same_file(self) -> bool:
+        """True when the path is still the file this writer opened; else open it again."""
+        try:
+            current = _identity(self.path)
+        except OSError:
+            current = None
+        if current == self._identity:
+            return True
+        state = "deleted" if current is None else "replaced"
+        if self._connection is not None:
+            log.error("call log %s was %s; opening it again", self.path, state)
+            _let_go(self._connection)
+            self._connection = None
+        try:
+            self._connection = _reopen(self.path)
+            self._identity = _identity(self.path)
+        except (OSError, sqlite3.Error) as exc:
+            self.last_error = f"cannot open {self.path} again: {exc}"
+            log.error("call log %s", self.last_error)
+            return False
+        self.reopened += 1
+        self.last_error = None
+        log.warning("call log %s: opened again; rows go to the new file", self.path)
+        return True
+
     def _write(self, batch: list[CallRecord]) -> None:
-        rows = [_row(r) for r in batch]
+        connection = self._connection
+        assert connection is not None  # _same_file() has just opened it
+        try:
+            rows = [_row(r) for r in batch]
+        except Exception as exc:  # a record the writer cannot even read: drop, never die
+            self._lose(batch, exc)
+            return
         for attempt in range(3):
             try:
-                with self._connection:
+                with connection:
                     for start in range(0, len(rows), _CHUNK):
                         chunk = rows[start : start + _CHUNK]
                         values = [value for row in chunk for value in row]
-                        self._connection.execute(_insert_sql(len(chunk)), values)
+                        connection.execute(_insert_sql(len(chunk)), values)
             except sqlite3.Error as exc:
                 self.failures += 1
                 self.last_error = str(exc)
                 log.warning("call log %s: commit failed (%s), attempt %d", self.path, exc, attempt)
                 time.sleep(0.05 * (attempt + 1))
                 continue
+            except Exception as exc:  # not the disk's fault: retrying gives the same answer
+                self._lose(batch, exc)
+                return
             self.written += len(rows)
             self.last_error = None
             return
         self.dropped += len(rows)
         log.error("call log %s: %d records dropped after 3 failed commits", self.path, len(rows))
+
+    def _lose(self, batch: list[CallRecord], exc: Exception) -> None:
+        self.failures += 1
+        self.dropped += len(batch)
+        log.error(
+            "call log %s: %d records dropped, they cannot be stored (%s)",
+            self.path,
+            len(batch),
+            type(exc).__name__,
+        )
 
     def flush(self) -> None:
         """Ask the writer to commit now (it does, within one interval either way)."""
@@ -258,7 +466,12 @@ class SqliteCallLog:
         self._closing = True
         self._wake.set()
         self._thread.join()
-        self._connection.close()
+        if self._writer_died:
+            with contextlib.suppress(Exception):
+                self._flush()
+        if self._connection is not None:
+            self._connection.close()
+        self._wake.close()
 
     # ---------------------------------------------------------------------------- reading
 
@@ -318,7 +531,7 @@ def read_calls(
         rows = connection.execute(sql, args).fetchall()
     finally:
         connection.close()
-    out = [dict(row) for row in reversed(rows)]
+    out = [{k: _from_storage(v) for k, v in dict(row).items()} for row in reversed(rows)]
     for row in out:
         row["allowed"] = bool(row["allowed"])
     return out
