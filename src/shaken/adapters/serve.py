@@ -25,6 +25,8 @@ are done. No listening socket is closed by a reload. Listeners and the number of
 bound at start: changing them needs a restart, and a reload says so. SIGHUPs that arrive while
 a reload waits to start make one reload, not one each. A worker blocks SIGHUP, SIGTERM and
 SIGINT until its handlers are installed, so that a signal sent while it starts waits for them.
+With a ``[lifecycle]``, a switch of the signing certificate (its ``current.json`` replaced)
+reloads every worker the same way, and worker 0 runs the renewal task.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
+from shaken.adapters.lifecycle import serve_tasks
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
@@ -279,6 +282,7 @@ class Worker:
         self._own_rest: list[Any] = []
         self._reload_lock = asyncio.Lock()
         self._reloading: set[asyncio.Task[bool]] = set()
+        self._lifecycle: tuple[asyncio.Event, list[asyncio.Task[None]]] | None = None
         self._reload_waiting = False
         self.reloads = 0
 
@@ -311,6 +315,10 @@ class Worker:
             )
             await self.sip.start()
             await self._start_rest(runtime)
+            # The certificate lifecycle: reload on a switch; worker 0 also renews.
+            self._lifecycle = serve_tasks(
+                settings, self.options.clock, renew=self.slot == 0, on_switch=self.request_reload
+            )
             if self.options.handle_signals:
                 loop = asyncio.get_running_loop()
                 loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
@@ -417,6 +425,10 @@ class Worker:
         self.rest = service
 
     async def _shutdown(self) -> None:
+        if self._lifecycle is not None:
+            stop, tasks = self._lifecycle
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.sip is not None:
             await self.sip.stop(self.options.grace)
         if self.rest is not None:

@@ -64,6 +64,7 @@ from shaken.adapters.http.schemas import (
     signing_body,
     verification_body,
 )
+from shaken.adapters.lifecycle import readiness as lifecycle_readiness
 from shaken.adapters.store.certstore import default_cache_dir
 from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.errors import SigningError
@@ -681,6 +682,11 @@ class RestApplication:
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
         check("call_log", *await self._call_log_ready())
+        certificate = await asyncio.to_thread(
+            lifecycle_readiness, self.runtime.settings, self.clock.now()
+        )
+        if certificate is not None:
+            check("certificate_lifecycle", *certificate)
         return all(c["ok"] for c in checks.values()), checks
 
     def _revocation_ready(self, now: datetime) -> tuple[bool, str]:

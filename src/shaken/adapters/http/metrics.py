@@ -20,6 +20,9 @@ Exposed (``/metrics``, text format 0.0.4):
   see :mod:`shaken.adapters.http.credentials`; ``..._revoked{x5u}`` and ``..._expired{x5u}``
   are 1 while our own certificate at that URL is revoked or past its notAfter.
 * ``shaken_trust_anchors``: STI-CA roots loaded.
+* with a ``[lifecycle]``: ``shaken_certificate_days_left``, ``..._renewal_failures``,
+  ``..._rollover_pending`` and ``..._renewal_timestamp_seconds``, read from its directory, so
+  every worker reports what the renewing one did.
 * Revocation: ``shaken_revocation_mode{mode}`` (1 for the mode in force), ``shaken_crls``
   (CRLs held), ``shaken_crls_stale`` (past their nextUpdate or not refreshed for two
   intervals), ``shaken_crl_refreshes_total`` and ``shaken_crl_refresh_failures_total``;
@@ -40,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shaken.adapters.http.credentials import SigningCertificates
+from shaken.adapters.lifecycle import lifecycle_gauges
 from shaken.adapters.wiring import Runtime
 from shaken.services.cert_cache import RevocationMode, RevocationReport
 from shaken.services.ports import Clock
@@ -122,6 +126,8 @@ class _RuntimeCollector:
         yield valid
         yield revoked
         yield expired
+        for name, text, value in lifecycle_gauges(self._runtime.settings, now):
+            yield GaugeMetricFamily(name, text, value=value)
         yield from self._revocation(now)
 
     def _revocation(self, now: datetime) -> Iterable[Metric]:
