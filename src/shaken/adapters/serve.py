@@ -184,8 +184,9 @@ def open_call_log(settings: Settings) -> SqliteCallLog | None:
     if not path:
         return None
     flush = int(settings.server.get("call_log_flush_ms", 100)) / 1000.0
+    retention = settings.server.get("call_log_retention_days")
     try:
-        return SqliteCallLog(path, flush_interval=flush)
+        return SqliteCallLog(path, flush_interval=flush, retention_days=retention)
     except Exception as exc:
         raise ConfigurationError(f"cannot open the call log {path}: {exc}") from None
 

@@ -488,6 +488,12 @@ SERVER_KEYS: dict[str, Spec] = {
     "call_log_flush_ms": Spec(
         "ms", _int(1, 10000), "call log batch window: commit at least this often (default 100)"
     ),
+    "call_log_retention_days": Spec(
+        "days", _int(1, 36500), "delete call records older than this (default: keep them all)"
+    ),
+    "instance": Spec(
+        "string", _string(), "this server's name in the call log (default: the host name)"
+    ),
     "verification_open": Spec(
         "bool", _bool(), "REST verification needs no API key (default false: a key is needed)"
     ),
