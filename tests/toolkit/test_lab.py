@@ -251,6 +251,9 @@ def test_configuration(running: Running) -> None:
         "api_key",
         "server",
         "repository",
+        "sti_pa",
+        "acme",
+        "lifecycle",
     }
     assert config["brand"]["acme"]["nam"] == "Acme Bank"
     assert running.path(config["brand"]["acme"]["icn_file"]).read_bytes().startswith(b"\x89PNG")

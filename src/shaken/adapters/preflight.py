@@ -104,6 +104,7 @@ def check_files(settings: Settings) -> list[Problem]:
         for crl in values.get("crl_files", []):
             if not Path(crl).is_file():
                 add((*path, "crl_files"), f"cannot read {crl}")
+    _lifecycle_problems(settings, add, check_key, check_certs)
     problems += revocation_review(settings)[0]
     return problems
 
@@ -221,3 +222,39 @@ def _signs(cert: x509.Certificate, crl: x509.CertificateRevocationList) -> bool:
         return crl.is_signature_valid(cert.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
+
+
+def _lifecycle_problems(settings: Settings, add: Any, check_key: Any, check_certs: Any) -> None:
+    """The files of ``[sti_pa]``, ``[acme]`` and ``[lifecycle]`` (reported through ``add``)."""
+    # Imported here: the STI-PA client pulls in httpx, which config check otherwise never needs.
+    from shaken.adapters.stipa import StiPaCredentials  # noqa: PLC0415
+    from shaken.adapters.store.generations import read_manifest  # noqa: PLC0415
+
+    sti_pa, acme, lifecycle = settings.sti_pa, settings.acme, settings.lifecycle
+    if sti_pa and "token_command" not in sti_pa:
+        try:
+            StiPaCredentials.load(sti_pa.get("credentials_file"))
+        except ConfigurationError as exc:
+            add(("sti_pa", "credentials_file"), str(exc))
+        for key in ("root_certificate", "tls_ca_file"):
+            if key in sti_pa:
+                check_certs(("sti_pa", key), sti_pa[key])
+    if acme:
+        if Path(acme["account_key"]).exists():
+            check_key(("acme", "account_key"), acme["account_key"])
+        elif not Path(acme["account_key"]).parent.is_dir():
+            add(("acme", "account_key"), f"{Path(acme['account_key']).parent} does not exist")
+        if "tls_ca_file" in acme:
+            check_certs(("acme", "tls_ca_file"), acme["tls_ca_file"])
+    if lifecycle:
+        directory = Path(lifecycle["directory"])
+        try:
+            manifest = read_manifest(directory)
+        except ConfigurationError as exc:
+            add(("lifecycle", "directory"), str(exc))
+        else:
+            if manifest is not None:
+                check_key(("lifecycle", "directory"), manifest.key_file)
+        publish_dir = lifecycle.get("publish_dir")
+        if publish_dir is not None and not Path(publish_dir).is_dir():
+            add(("lifecycle", "publish_dir"), f"{publish_dir} is not a directory")

@@ -25,6 +25,8 @@ are done. No listening socket is closed by a reload. Listeners and the number of
 bound at start: changing them needs a restart, and a reload says so. SIGHUPs that arrive while
 a reload waits to start make one reload, not one each. A worker blocks SIGHUP, SIGTERM and
 SIGINT until its handlers are installed, so that a signal sent while it starts waits for them.
+With a ``[lifecycle]``, a switch of the signing certificate (its ``current.json`` replaced)
+reloads every worker the same way, and worker 0 runs the renewal task.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import logging
 import os
 import resource
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -48,6 +51,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
+from shaken.adapters.lifecycle import serve_tasks
+from shaken.adapters.metrics import InstanceMetrics, new_metrics_dir
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
@@ -59,6 +64,7 @@ from shaken.adapters.sip.server import (
     tls_context,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
+from shaken.adapters.systemd import notify
 from shaken.adapters.wiring import (
     Runtime,
     build_runtime,
@@ -82,6 +88,8 @@ __all__ = [
 log = logging.getLogger("shaken.serve")
 
 RestServer = Callable[..., Any]
+#: How often a worker writes its metrics snapshot (seconds): the most a scrape lags behind.
+SNAPSHOT_INTERVAL = 1.0
 #: Keys of ``[server]`` that only a restart changes.
 RESTART_KEYS = (
     "sip_sign",
@@ -179,8 +187,9 @@ def open_call_log(settings: Settings) -> SqliteCallLog | None:
     if not path:
         return None
     flush = int(settings.server.get("call_log_flush_ms", 100)) / 1000.0
+    retention = settings.server.get("call_log_retention_days")
     try:
-        return SqliteCallLog(path, flush_interval=flush)
+        return SqliteCallLog(path, flush_interval=flush, retention_days=retention)
     except Exception as exc:
         raise ConfigurationError(f"cannot open the call log {path}: {exc}") from None
 
@@ -217,6 +226,8 @@ class ServiceOptions:
     :param freeze_gc: move what exists after start-up out of the garbage collector's way
         (``gc.freeze``); for a process that is only this worker.
     :param clock: where the services read the time (the system clock by default).
+    :param metrics_dir: where the workers of one instance share their metrics snapshots;
+        None: this worker answers for itself alone.
     """
 
     def __init__(
@@ -229,9 +240,11 @@ class ServiceOptions:
         call_log: Path | None = None,
         freeze_gc: bool = False,
         clock: Clock | None = None,
+        metrics_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self.metrics_dir = metrics_dir
         self.freeze_gc = freeze_gc
         self.workers = workers
         self.grace = grace
@@ -277,8 +290,17 @@ class Worker:
         self._own_rest: list[Any] = []
         self._reload_lock = asyncio.Lock()
         self._reloading: set[asyncio.Task[bool]] = set()
+        self._lifecycle: tuple[asyncio.Event, list[asyncio.Task[None]]] | None = None
         self._reload_waiting = False
         self.reloads = 0
+        #: The worker's metrics; its snapshots let any worker answer a scrape for all.
+        self.metrics = InstanceMetrics(options.metrics_dir)
+        self._snapshots: asyncio.Task[None] | None = None
+
+    async def _write_snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            self.metrics.write_snapshot()
 
     def _load(self) -> Settings:
         return self.options.settings()
@@ -308,7 +330,14 @@ class Worker:
                 **_sip_options(settings),
             )
             await self.sip.start()
+            # The worker's SIP counters (shed, refused, timed out) on the instance's /metrics.
+            self.metrics.registry.register(SipCollector(self.sip))
+            self._snapshots = asyncio.get_running_loop().create_task(self._write_snapshots())
             await self._start_rest(runtime)
+            # The certificate lifecycle: reload on a switch; worker 0 also renews.
+            self._lifecycle = serve_tasks(
+                settings, self.options.clock, renew=self.slot == 0, on_switch=self.request_reload
+            )
             if self.options.handle_signals:
                 loop = asyncio.get_running_loop()
                 loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
@@ -403,10 +432,8 @@ class Worker:
         bound = self.rest_bound
         if bound is None:
             bound = self._own_rest = bind_rest(listeners)
-        # The worker's SIP counters (requests shed, refused, timed out) on the same /metrics.
-        collectors = [SipCollector(self.sip)] if self.sip is not None else []
         service = module.RestService(
-            runtime, bound, self.call_log, budget=self.budget, collectors=collectors
+            runtime, bound, self.call_log, budget=self.budget, metrics=self.metrics
         )
         try:
             await service.start()
@@ -415,6 +442,14 @@ class Worker:
         self.rest = service
 
     async def _shutdown(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
+        if self._lifecycle is not None:
+            stop, tasks = self._lifecycle
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if self.sip is not None:
             await self.sip.stop(self.options.grace)
         if self.rest is not None:
@@ -423,6 +458,8 @@ class Worker:
             item.sock.close()
         if self.call_log is not None:
             await asyncio.to_thread(self.call_log.close)
+        # What this worker counted stays part of the instance's totals.
+        self.metrics.write_snapshot()
         if self.handler is not None:
             await self.handler.runtime.aclose()
 
@@ -516,12 +553,16 @@ def _serve(
     if settings.server.get("call_log"):
         print(f"call log     {settings.server['call_log']}", file=stream)
     stream.flush()
-    options = ServiceOptions(path, workers=workers, freeze_gc=True, clock=clock)
+    metrics_dir = new_metrics_dir()
+    options = ServiceOptions(
+        path, workers=workers, freeze_gc=True, clock=clock, metrics_dir=metrics_dir
+    )
     try:
         if count == 1:
 
             def one_ready() -> None:
                 print("ready (1 worker)", file=stream, flush=True)
+                notify("READY=1", "STATUS=serving (1 worker)", f"MAINPID={os.getpid()}")
 
             return run_worker(options, bound, rest=rest_bound, ready=one_ready)
         reader, writer = os.pipe()
@@ -538,6 +579,7 @@ def _serve(
                     return
                 seen += len(chunk)
             print(f"ready ({count} workers)", file=stream, flush=True)
+            notify("READY=1", f"STATUS=serving ({count} workers)", f"MAINPID={os.getpid()}")
 
         def target(slot: int) -> int:
             os.close(reader)
@@ -556,6 +598,7 @@ def _serve(
         for item in [*bound, *rest_bound]:
             with contextlib.suppress(OSError):
                 item.sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 _LABELS = {"sign": "sip-signing", "verify": "sip-verification"}

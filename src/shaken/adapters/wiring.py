@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
+from shaken.adapters.lifecycle import with_lifecycle_credential
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
 from shaken.config import EffectiveProfile, Settings, effective_profile
@@ -46,6 +47,7 @@ __all__ = [
     "Runtime",
     "build_runtime",
     "check_signing_certificates",
+    "check_x5u",
     "load_brands",
     "prepare_brands",
     "revocation_mode",
@@ -352,6 +354,8 @@ def build_runtime(
 
     :raises ConfigurationError: a key or trust file cannot be used (naming it).
     """
+    # The certificate lifecycle's current generation, when there is one, signs.
+    settings = with_lifecycle_credential(settings)
     clock = clock or SystemClock()
     when = now if now is not None else clock.now()
     glob = effective_profile(settings, None)
@@ -505,7 +509,7 @@ async def check_signing_certificates(runtime: Runtime, *, now: datetime | None =
             )
             key = (credential.x5u, spki)
             if key not in checked:
-                checked[key] = await _check_x5u(runtime, credential, spki, when)
+                checked[key] = await check_x5u(runtime.fetcher, credential, now=when)
     problems = sorted({p for p in checked.values() if p is not None})
     if problems:
         raise ConfigurationError("check_x5u_at_load: " + "; ".join(problems))
@@ -566,12 +570,16 @@ def _with_brands(policy: SigningPolicy, ready: Mapping[str, Brand]) -> SigningPo
     )
 
 
-async def _check_x5u(
-    runtime: Runtime, credential: Credential, spki: bytes, now: datetime
-) -> str | None:
+async def check_x5u(fetcher: HttpsFetcher, credential: Credential, *, now: datetime) -> str | None:
+    """What is wrong with what ``credential.x5u`` serves for its key now, or None.
+
+    The ``check_x5u_at_load`` check, also the certificate lifecycle's switch condition: a
+    chain with no private key in it, valid now, whose leaf is the public half of the key.
+    """
     url = credential.x5u
+    spki = credential.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     try:
-        document = await runtime.fetcher.fetch(url)
+        document = await fetcher.fetch(url)
     except VerificationFailure as exc:
         return f"{url}: {exc}"
     if b"PRIVATE KEY" in document.body:

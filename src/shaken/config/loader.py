@@ -17,16 +17,19 @@ from typing import Any
 
 from shaken.config.lines import key_at, key_lines
 from shaken.config.schema import (
+    ACME_KEYS,
     ACTION_KEYS,
     API_KEY_KEYS,
     ATTESTATION_KEYS,
     BRAND_KEYS,
     GLOBAL_ONLY,
+    LIFECYCLE_KEYS,
     OUTCOMES,
     PROFILE_KEYS,
     REASON_NAMES,
     REPOSITORY_KEYS,
     SERVER_KEYS,
+    STI_PA_KEYS,
     TN_KEYS,
     TN_RANGE_KEYS,
     VERIFICATION_KEYS,
@@ -88,6 +91,10 @@ class Settings:
     brands: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     server: Mapping[str, Any] = field(default_factory=dict)
     repository: Mapping[str, Any] = field(default_factory=dict)
+    #: The certificate lifecycle (:func:`_lifecycle_sections`).
+    sti_pa: Mapping[str, Any] = field(default_factory=dict)
+    acme: Mapping[str, Any] = field(default_factory=dict)
+    lifecycle: Mapping[str, Any] = field(default_factory=dict)
     lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
 
     def line_of(self, *path: str) -> int | None:
@@ -188,6 +195,9 @@ _TOP = (
     "brand",
     "server",
     "repository",
+    "sti_pa",
+    "acme",
+    "lifecycle",
 )
 
 
@@ -279,6 +289,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
     repository = r.keys(
         r.table(document.get("repository", {}), ("repository",)), REPOSITORY_KEYS, ("repository",)
     )
+    sti_pa, acme, lifecycle = _lifecycle_sections(r, document)
     settings = Settings(
         source=source,
         attestation=attestation,
@@ -291,6 +302,9 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
         brands=brands,
         server=server,
         repository=repository,
+        sti_pa=sti_pa,
+        acme=acme,
+        lifecycle=lifecycle,
         lines=lines,
     )
     for name in profiles:
@@ -305,6 +319,48 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _lifecycle_sections(
+    r: _Reader, document: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``[sti_pa]``, ``[acme]`` and ``[lifecycle]``, and what they need of each other."""
+    sections = {
+        name: r.keys(r.table(document.get(name, {}), (name,)), specs, (name,))
+        for name, specs in (
+            ("sti_pa", STI_PA_KEYS),
+            ("acme", ACME_KEYS),
+            ("lifecycle", LIFECYCLE_KEYS),
+        )
+    }
+    sti_pa, acme, lifecycle = sections["sti_pa"], sections["acme"], sections["lifecycle"]
+    present = {name for name in sections if name in document}
+    remote = "token_command" in document.get("sti_pa", {})
+    required: dict[str, tuple[str, ...]] = {
+        # With a token_command another host talks to the STI-PA (its whitelisted address).
+        "sti_pa": () if remote else ("url", "account_id"),
+        "acme": ("directory", "account_key", "spc", "org"),
+        "lifecycle": ("directory",),
+    }
+    for name in present:
+        for key in required[name]:
+            if key not in sections[name] and key not in document.get(name, {}):
+                r.problem((name, key), "is required")
+    if "acme" in present and "sti_pa" not in present:
+        r.problem(("acme",), "needs [sti_pa]: the SPC token that answers tkauth-01 comes from it")
+    if "acme" in present and "lifecycle" not in present:
+        r.problem(("acme",), "needs [lifecycle]: where the certificates it obtains are kept")
+    if "lifecycle" in present:
+        mode = lifecycle.get("publish", "directory")
+        if mode == "directory":
+            for key in ("publish_dir", "x5u_base"):
+                if key not in lifecycle and key not in document["lifecycle"]:
+                    r.problem(("lifecycle", key), 'is required with publish = "directory"')
+        elif "publish_command" not in lifecycle and "publish_command" not in document["lifecycle"]:
+            r.problem(("lifecycle", "publish_command"), 'is required with publish = "command"')
+        if lifecycle.get("retry_min", 60) > lifecycle.get("retry_max", 3600):
+            r.problem(("lifecycle", "retry_min"), "is larger than retry_max")
+    return sti_pa, acme, lifecycle
 
 
 def _check_brand(r: _Reader, name: str, values: Mapping[str, Any]) -> None:

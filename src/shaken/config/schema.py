@@ -488,6 +488,12 @@ SERVER_KEYS: dict[str, Spec] = {
     "call_log_flush_ms": Spec(
         "ms", _int(1, 10000), "call log batch window: commit at least this often (default 100)"
     ),
+    "call_log_retention_days": Spec(
+        "days", _int(1, 36500), "delete call records older than this (default: keep them all)"
+    ),
+    "instance": Spec(
+        "string", _string(), "this server's name in the call log (default: the host name)"
+    ),
     "verification_open": Spec(
         "bool", _bool(), "REST verification needs no API key (default false: a key is needed)"
     ),
@@ -554,4 +560,153 @@ REPOSITORY_KEYS: dict[str, Spec] = {
     "tls_certificate": Spec("path", _string(), "repository TLS certificate"),
     "tls_key": Spec("path", _string(), "repository TLS key"),
     "max_age": Spec("seconds", _int(0), "Cache-Control max-age of served files"),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The certificate lifecycle: [sti_pa], [acme], [lifecycle]. Per-CA differences from the RFCs are
+# settings here with the RFC behaviour as the default (shaken.core.acme names each variant).
+
+
+def _https_url(value: Any) -> str | None:
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    parts = urlsplit(value)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        return f"must be an https URL, got {value!r}"
+    if "@" in parts.netloc:
+        return f"must not carry a user name or password (use credentials_file): {value!r}"
+    return None
+
+
+def _x5u_base(value: Any) -> str | None:
+    problem = _x5u(value)
+    if problem is not None:
+        return problem
+    return None if value.endswith("/") else f"must end with '/' (a base URL), got {value!r}"
+
+
+def _spc(value: Any) -> str | None:
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    ok = value.isascii() and all(c.isdigit() or c.isupper() for c in value)
+    return None if ok else f"must be digits and uppercase letters (ATIS-1000080), got {value!r}"
+
+
+def _country(value: Any) -> str | None:
+    ok = isinstance(value, str) and len(value) == 2 and value.isascii() and value.isupper()
+    return None if ok else f"must be an ISO 3166-1 alpha-2 code such as 'US', got {value!r}"
+
+
+def _fraction(value: Any) -> str | None:
+    if not (isinstance(value, int | float) and not isinstance(value, bool)):
+        return f"expected a number, got {type(value).__name__} {value!r}"
+    return None if 0 < value < 1 else f"must be between 0 and 1, got {value}"
+
+
+def _argv(value: Any) -> str | None:
+    problem = _list(_string(), nonempty=True)(value)
+    if problem is not None:
+        return problem
+    return None if "{chain}" in " ".join(value) else "must pass the chain file: put '{chain}' in it"
+
+
+STI_PA_KEYS: dict[str, Spec] = {
+    "url": Spec("url", _https_url, "STI-PA API base URL (iconectiv: authenticate-api...)"),
+    "account_id": Spec("string", _string(), "the STI-PA account id of /api/v1/account/{id}/token"),
+    "credentials_file": Spec(
+        "path", _string(), "TOML file (0600) with user_id and password; else the environment"
+    ),
+    "root_certificate": Spec(
+        "path", _string(), "STI-PA root: check the SPC token's x5u chain and signature locally"
+    ),
+    "tls_ca_file": Spec("path", _string(), "LAB: the CA of the STI-PA's TLS certificate"),
+    "auth_header": Spec(
+        "raw|bearer", _choice("raw", "bearer"), "Authorization value: the raw token (iconectiv)"
+    ),
+    "token_accept": Spec(
+        "type",
+        _choice("application/json", "application/jose+json"),
+        "Accept of the SPC token request",
+    ),
+    "token_path": Spec(
+        "path", _string(), "SPC token request path (default /api/v1/account/{account_id}/token)"
+    ),
+    "min_token_lifetime": Spec("seconds", _int(1), "refuse an SPC token expiring sooner (180)"),
+    "token_command": Spec(
+        "argv",
+        _list(_string(), nonempty=True),
+        "get the SPC token from another host (the whitelisted one): {tkvalue} {fingerprint}"
+        " {ca} are replaced; it prints the token (e.g. ssh pa-host shaken cert spc-token ...)",
+    ),
+    "timeout": Spec("seconds", _number(0), "per request (30)"),
+}
+
+ACME_KEYS: dict[str, Spec] = {
+    "directory": Spec("url", _https_url, "the STI-CA's ACME directory URL"),
+    "account_key": Spec("path", _string(), "ACME account key (P-256, 0600; created once)"),
+    "account_url": Spec("url", _https_url, "an account URL the CA issued (skips newAccount)"),
+    "contact": Spec("list", _list(_string()), "account contacts, e.g. 'mailto:noc@example.com'"),
+    "spc": Spec("SPC", _spc, "our Service Provider Code (the TNAuthList of the certificate)"),
+    "org": Spec("string", _string(), "our legal name: the certificate subject's O"),
+    "country": Spec("CC", _country, "subject C (default US)"),
+    "tnauthlist_encoding": Spec(
+        "base64url|base64",
+        _choice("base64url", "base64"),
+        "identifier and tkvalue encoding (RFC 9448: base64url; iconectiv, Peeringhub: base64)",
+    ),
+    "fingerprint": Spec(
+        "jwk_thumbprint|spki",
+        _choice("jwk_thumbprint", "spki"),
+        "account key fingerprint in the SPC token (RFC 8555 thumbprint; Peeringhub: spki)",
+    ),
+    "fingerprint_case": Spec("upper|lower", _choice("upper", "lower"), "hex case (upper)"),
+    "challenge_key": Spec(
+        "atc|tkauth", _choice("atc", "tkauth"), "member of the tkauth-01 answer (RFC 9448: atc)"
+    ),
+    "post_as_get": Spec(
+        "rfc|protected_only",
+        _choice("rfc", "protected_only"),
+        "POST-as-GET signing input (RFC 7515: 'protected.'; Peeringhub: protected only)",
+    ),
+    "jwk_kid": Spec("string", _string(), "a kid inside the new-account JWK (Peeringhub)"),
+    "unique_cn": Spec("bool", _bool(), "CN 'SHAKEN <SPC> <time>' per certificate (Peeringhub)"),
+    "csr_crl_url": Spec("url", _https_url, "request this CRL Distribution Point in the CSR"),
+    "validity_days": Spec("days", _int(1, 3650), "ask for notAfter this far ahead (CA default)"),
+    "enforce_profile": Spec("bool", _bool(), "refuse an issued certificate with profile errors"),
+    "tls_ca_file": Spec("path", _string(), "LAB: the CA of the ACME server's TLS certificate"),
+    "poll_timeout": Spec("seconds", _number(0), "give up waiting on the order after (300)"),
+    "timeout": Spec("seconds", _number(0), "per request (30)"),
+}
+
+LIFECYCLE_KEYS: dict[str, Spec] = {
+    "directory": Spec("path", _string(), "generations: archive/<id>, current.json, state.json"),
+    "publish": Spec(
+        "directory|command",
+        _choice("directory", "command"),
+        "where new chains go: our STI-CR directory, or a command (the CA's hosted repository)",
+    ),
+    "publish_dir": Spec("path", _string(), "the directory `shaken repo serve` serves"),
+    "x5u_base": Spec("url", _x5u_base, "base URL of the published chains (x5u = base + file)"),
+    "publish_command": Spec(
+        "argv", _argv, "argv run to publish: {chain} {name} {x5u} are replaced"
+    ),
+    "unpublish_command": Spec("argv", _list(_string(), nonempty=True), "argv to take one down"),
+    "renew_fraction": Spec("fraction", _fraction, "renew once this much of the lifetime passed"),
+    "renew_before_days": Spec("days", _int(0, 3650), "or this many days before notAfter (30)"),
+    "warning_days": Spec("days", _int(0, 3650), "/readyz degrades this close to notAfter (14)"),
+    "retire_after": Spec(
+        "seconds",
+        _int(0),
+        "the old chain stays published this long after the switch (300; at least the iat"
+        " window + watch_interval + 30 s)",
+    ),
+    "retry_min": Spec("seconds", _int(1), "first retry after a failed renewal (60)"),
+    "retry_max": Spec("seconds", _int(1), "longest retry interval (3600)"),
+    "x5u_wait": Spec("seconds", _int(1), "give up on a new x5u that does not serve it (600)"),
+    "watch_interval": Spec("seconds", _number(0), "how often workers look at current.json (1)"),
+    "renew_in_serve": Spec("bool", _bool(), "`shaken serve` renews in the background (true)"),
+    "keep": Spec("int", _int(1, 100), "retired generations kept for rollback (5)"),
 }

@@ -38,6 +38,14 @@ class TNAuthListError(CertificateError):
     """A TNAuthList extension value is not valid DER for RFC 8226 ``TNAuthorizationList``."""
 
 
+class AcquisitionError(ShakenError):
+    """Obtaining, renewing or switching a signing certificate failed.
+
+    The message is the operator's: it names the step, the server and, for ACME, the problem
+    document type (``urn:ietf:params:acme:error:...``). It never holds a password or a token.
+    """
+
+
 class VerificationFailure(ShakenError):
     """The peer's request or token fails a check; names the :class:`Reason`.
 

@@ -180,3 +180,26 @@ def same_public_key(a: PublicKey, b: PublicKey) -> bool:
 def certificate_pem(certificate: x509.Certificate) -> bytes:
     """A certificate as PEM (kept here so only this module touches hazmat serialization)."""
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def public_key_coordinates(key: PublicKey) -> tuple[bytes, bytes]:
+    """The P-256 point as its 32-byte big-endian x and y (a JWK's ``x`` and ``y``)."""
+    _require_p256(key)
+    numbers = key.public_numbers()
+    return numbers.x.to_bytes(_COORDINATE_SIZE, "big"), numbers.y.to_bytes(_COORDINATE_SIZE, "big")
+
+
+def public_key_from_coordinates(x: bytes, y: bytes) -> PublicKey:
+    """The P-256 public key of a point; ``ValueError`` when it is not on the curve."""
+    if len(x) != _COORDINATE_SIZE or len(y) != _COORDINATE_SIZE:
+        raise ValueError("P-256 coordinates are 32 bytes each")
+    return ec.EllipticCurvePublicNumbers(
+        int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1()
+    ).public_key()
+
+
+def spki_der(key: PublicKey) -> bytes:
+    """The DER SubjectPublicKeyInfo of a public key."""
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

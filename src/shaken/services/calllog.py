@@ -8,15 +8,50 @@ writes in batches off the hot path.
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shaken.core.policy import Decision
 from shaken.core.result import VerificationResult
 from shaken.services.signing import SignedCall
 
-__all__ = ["CallLog", "CallLogHealth", "CallRecord", "CallRecordBuilder"]
+__all__ = [
+    "CallLog",
+    "CallLogHealth",
+    "CallQuery",
+    "CallRecord",
+    "CallRecordBuilder",
+    "new_record_id",
+]
+
+
+class _RecordIds:
+    """Record ids unique across processes and instances: a random 64-bit prefix per process
+    (drawn again in a forked worker) and a counter; cheaper than a UUID per call."""
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def new(self) -> str:
+        return f"{self._prefix}-{next(self._count):x}"
+
+
+_IDS = _RecordIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.reseed)
+
+
+def new_record_id() -> str:
+    """A fresh :attr:`CallRecord.record_id`."""
+    return _IDS.new()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +62,15 @@ class CallRecord:
     the Rich Call Data name (RFC 9795 ``nam``) a call was signed with or claimed, and
     ``rcd_status`` / ``rcd_reason`` its branding verdict (``verified``, ``integrity_failed``,
     ...), kept apart from the SHAKEN ``verstat`` / ``reason``.
+
+    What a call looked like on the wire, for traceback and for "who sends me what":
+    ``source_ip``/``source_port`` (the SIP peer or the REST client), the identities as
+    presented (``presented_from``, ``presented_pai``, ``presented_to``, ``request_uri``,
+    verbatim), and from the PASSporT and its certificate ``origid``, ``spc`` and
+    ``cert_serial`` (hex). ``orig``/``dest`` are the PASSporT's (or, unsigned, the canonical
+    numbers presented). ``instance`` names the server that decided (``[server] instance``).
+    ``record_id`` is unique per record, across processes and instances: a store that may see
+    a record twice (a spool replayed) writes it once.
     """
 
     time: float
@@ -47,6 +91,42 @@ class CallRecord:
     brand: str | None = None
     rcd_status: str | None = None
     rcd_reason: str | None = None
+    record_id: str = field(default_factory=new_record_id)
+    instance: str | None = None
+    source_ip: str | None = None
+    source_port: int | None = None
+    presented_from: str | None = None
+    presented_pai: str | None = None
+    presented_to: str | None = None
+    request_uri: str | None = None
+    origid: str | None = None
+    spc: str | None = None
+    cert_serial: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallQuery:
+    """Which records to read back, the same for every store and every reader (the CLI, the
+    REST call queries, the dashboard). Every filter given must hold; times are Unix times.
+
+    ``tn`` matches the caller or any called number (canonical digits); ``source`` the peer's
+    address exactly; ``reason`` the SHAKEN Reason or the branding one; ``outcome`` one of
+    the stored outcomes, or ``rejected`` for calls that were not allowed; ``limit`` keeps the
+    most recent ones (results are oldest first either way).
+    """
+
+    since: float | None = None
+    until: float | None = None
+    outcome: str | None = None
+    tn: str | None = None
+    call_id: str | None = None
+    origid: str | None = None
+    spc: str | None = None
+    reason: str | None = None
+    source: str | None = None
+    profile: str | None = None
+    interface: str | None = None
+    limit: int | None = None
 
 
 @dataclass(slots=True)

@@ -333,6 +333,7 @@ class TestCa:
         days: int | None = None,
         spc: str | None = None,
         tn_entries: Sequence[TNEntry] = (),
+        subject_cn: str | None = None,
         claim_constraints: ClaimConstraints | None = None,
     ) -> IssuedCertificate:
         """Issue an SP certificate for ``csr``, or an RFC 9060 delegate when TNs are asked for.
@@ -347,6 +348,9 @@ class TestCa:
         certificate whose TNAuthList is the TNs: RFC 9060 section 4, the parent's list
         encompasses the child's. The delegation CA's key signs that one certificate and is
         then discarded, so nothing else can ever be issued under it.
+
+        ``subject_cn`` keeps the CSR's CN when it is ``SHAKEN <SPC>`` followed by a suffix (a
+        unique CN per certificate, which CAs such as Peeringhub require).
 
         ``claim_constraints`` go into the end-entity certificate (RFC 8226 section 8 or, when
         enhanced, RFC 9118): a branded-calling certificate that pins the ``rcd`` it vetted.
@@ -372,7 +376,14 @@ class TestCa:
         if org is None:
             raise ConfigurationError("the CSR subject has no O (ATIS-1000080 v004 requires one)")
         country = _attr(csr.subject, NameOID.COUNTRY_NAME) or self.settings.country
-        subject = shaken_name(f"SHAKEN {chosen}", org, country)
+        cn = f"SHAKEN {chosen}"
+        if subject_cn is not None and subject_cn != cn:
+            if not subject_cn.startswith(cn + " ") or len(subject_cn) > 64:
+                raise ConfigurationError(
+                    f"the CSR's CN {subject_cn!r} is not 'SHAKEN {chosen}' (ATIS-1000080 6.4.1)"
+                )
+            cn = subject_cn
+        subject = shaken_name(cn, org, country)
         start = now - _BACKDATE
         end = now + timedelta(days=days if days is not None else self.settings.leaf_days)
         end = min(end, self.intermediate.not_valid_after_utc)

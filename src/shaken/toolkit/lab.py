@@ -18,6 +18,10 @@ TEST MATERIAL. ``shaken lab init DIR`` writes::
     DIR/tls/server.pem, .key  the repository's TLS certificate (SAN: the host, 127.0.0.1,
                               ::1, localhost)
     DIR/secrets/rest-api-key  the REST API key of the lab (0600)
+    DIR/sti-pa/, DIR/acme/    a test STI-PA and where the ACME account key goes; with them
+                              `shaken cert acquire` obtains the SP certificate through the
+                              test STI-PA and ACME STI-CA that `lab up` runs
+                              (shaken.toolkit.lab_acquisition)
 
 ``shaken lab up DIR`` serves the ``[repository]`` of ``shaken.toml`` (``DIR/repo`` over HTTPS
 on 127.0.0.1:8443 by default) and runs the SIP redirect servers (signing on 5060, verification
@@ -47,6 +51,7 @@ from shaken.core.errors import ConfigurationError
 from shaken.core.jws import generate_private_key, private_key_pem
 from shaken.files import create_private, write_atomic
 from shaken.toolkit.ca import TEST_NOTICE, CaSettings, TestCa
+from shaken.toolkit.lab_acquisition import init_acquisition, render_acquisition_config
 from shaken.toolkit.repository import RepositoryServer, serve_repository
 from shaken.toolkit.x509build import (
     build_csr,
@@ -85,12 +90,16 @@ class LabSettings:
     rest_port: int = 8080
     tn_start: str = "12025550100"
     tn_count: int = 100
+    #: The test STI-PA and ACME STI-CA (shaken.toolkit.lab_acquisition).
+    sti_pa_port: int = 8444
+    acme_port: int = 8445
     #: A TN of the range signed with the lab brand "Acme Bank" (rcd, rcdi, crn; RFC 9795).
     brand_tn: str = "12025550142"
 
     def __post_init__(self) -> None:
         check_spc(self.spc)
-        for name in ("repository_port", "sip_signing_port", "sip_verification_port", "rest_port"):
+        ports = ("repository_port", "sip_signing_port", "sip_verification_port", "rest_port")
+        for name in (*ports, "sti_pa_port", "acme_port"):
             _port(getattr(self, name), name.replace("_", " "))
         TnRange(start=self.tn_start, count=self.tn_count)  # validates the range (RFC 8226)
         first = int(self.tn_start)
@@ -291,6 +300,7 @@ def init_lab(directory: Path, *, now: datetime, settings: LabSettings = LabSetti
     write_atomic(lab.repo_dir / "sp.pem", issued.chain_pem)
     write_atomic(lab.repo_dir / BRAND_LOGO, brand_logo())
     _write_tls(lab, now)
+    init_acquisition(lab, now=now)
     api_key = secrets.token_urlsafe(32)
     create_private(lab.directory / "secrets" / "rest-api-key", (api_key + "\n").encode())
     digest = hashlib.sha256(api_key.encode()).hexdigest()
@@ -369,7 +379,7 @@ def render_config(lab: Lab, *, api_key_sha256: str) -> str:
         return f"[{q(f'udp:{host}:{port}')}, {q(f'tcp:{host}:{port}')}]"
 
     loopback = '["127.0.0.0/8", "::1/128"]'
-    return f"""\
+    base = f"""\
 # shaken configuration of a TEST LAB, written by `shaken lab init`.
 #
 # TEST MATERIAL ONLY. Every key and certificate named here comes from the throwaway test
@@ -461,6 +471,7 @@ tls_certificate = {q("tls/server.pem")}  # its TLS certificate (issued by tls/ca
 tls_key = {q("tls/server.key")}  # and key
 max_age = 86400  # Cache-Control max-age, seconds (ATIS: cache at least a day)
 """
+    return base + render_acquisition_config(lab)
 
 
 def _readme(lab: Lab) -> str:
@@ -476,6 +487,8 @@ certificates are test material: no real verifier trusts them.
   shaken lab call .  (while it runs) a SIP call, signed then verified; --spoof TN
                      tampers with it, --no-identity sends it unsigned
   shaken calls --db calls.sqlite       what the servers decided
+  shaken cert acquire --config shaken.toml   (while it runs) obtain the SP certificate
+                     through the lab's test STI-PA and ACME STI-CA; then cert status
 
 SP: SPC {s.spc}, key sp/sp.key, chain sp/sp.pem, x5u {lab.x5u}
 TNs {s.tn_start} to {int(s.tn_start) + s.tn_count - 1} are signed at attestation A, others at C.

@@ -232,24 +232,44 @@ def build_csr(
     org: str,
     country: str = "US",
     tnauthlist: TNAuthList | None = None,
+    cn_suffix: str | None = None,
+    crl_url: str | None = None,
 ) -> x509.CertificateSigningRequest:
     """A CSR for an SP certificate: subject ``CN=SHAKEN <SPC>, O, C`` and a TNAuthList request.
 
     The TNAuthList defaults to the single SPC, what ATIS-1000080 puts in an SP certificate; it
     travels as a requested extension so the CA (and ACME's ``TNAuthList`` identifier, RFC 9448)
-    can read it.
+    can read it. ``cn_suffix`` makes the CN ``SHAKEN <SPC> <suffix>``, for CAs that refuse a
+    subject they issued before (Peeringhub); ``crl_url`` requests a CRL Distribution Point, for
+    CAs that copy it from the CSR rather than adding the STI-PA's themselves.
     """
     _require_p256(key, "the CSR key")
     check_spc(spc)
     requested = tnauthlist if tnauthlist is not None else TNAuthList(entries=(Spc(code=spc),))
-    return (
+    cn = f"SHAKEN {spc}" if not cn_suffix else f"SHAKEN {spc} {cn_suffix}"
+    builder = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(shaken_name(f"SHAKEN {spc}", org, country))
+        .subject_name(shaken_name(cn, org, country))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.UnrecognizedExtension(TNAUTHLIST_OID, requested.to_der()), critical=False
         )
-        .sign(key, hashes.SHA256())
     )
+    if crl_url is not None:
+        builder = builder.add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(crl_url)],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    return builder.sign(key, hashes.SHA256())
 
 
 def check_spc(spc: str) -> str:

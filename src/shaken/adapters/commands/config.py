@@ -77,6 +77,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             "api_key": {k: sorted(v) for k, v in settings.api_keys.items()},
             "server": dict(settings.server),
             "repository": dict(settings.repository),
+            "sti_pa": dict(settings.sti_pa),
+            "acme": dict(settings.acme),
+            "lifecycle": dict(settings.lifecycle),
         }
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0

@@ -15,17 +15,21 @@ escaped (:func:`shown`), a backslash doubled, so what is printed is unambiguous 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import re
 import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from shaken.adapters.cli import EXIT_OK, UsageError, now_of
-from shaken.adapters.store.calllog import OUTCOMES, read_calls
+from shaken.adapters.store.calllog import OUTCOMES, backup, migrate_file, read_calls
+from shaken.adapters.store.callschema import RECORD_FIELDS
 from shaken.config import ConfigError, load_config
+from shaken.core.tn import canonicalize_tn
+from shaken.services.calllog import CallQuery
 
 __all__ = ["parse_since", "register", "shown"]
 
@@ -149,24 +153,126 @@ def _line(raw: dict[str, Any]) -> str:
     )
 
 
+_CSV_FIELDS = ("id", "outcome", *RECORD_FIELDS)
+
+
+def _query(args: argparse.Namespace) -> CallQuery:
+    now = now_of(args)
+    since = until = None
+    if args.export:
+        try:
+            day = datetime.strptime(args.export, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise UsageError(f"--export {args.export!r}: give a UTC day as YYYY-MM-DD") from None
+        since, until = day.timestamp(), (day + timedelta(days=1)).timestamp()
+    if args.since:
+        since = parse_since(args.since, now=now)
+    if args.until:
+        until = parse_since(args.until, now=now)
+    tn = None
+    if args.tn:
+        tn = canonicalize_tn(args.tn)
+        if not tn:
+            raise UsageError(f"--tn {args.tn!r} is not a telephone number")
+    return CallQuery(
+        since=since,
+        until=until,
+        outcome=args.outcome,
+        tn=tn,
+        call_id=args.call_id,
+        origid=args.origid,
+        spc=args.spc,
+        reason=args.reason,
+        source=args.source,
+        profile=args.profile,
+        limit=None if args.export else args.limit,
+    )
+
+
+def _filtered(args: argparse.Namespace) -> bool:
+    names = ("since", "until", "outcome", "tn", "call_id", "origid", "spc", "reason", "source")
+    return any(getattr(args, name) for name in (*names, "profile", "export"))
+
+
+def _write_csv(rows: list[dict[str, Any]], stream: TextIO) -> None:
+    writer = csv.DictWriter(stream, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        # Values from the wire may hold bytes that were not UTF-8 or control characters:
+        # escaped (see shown()), so a spreadsheet never receives raw control bytes.
+        writer.writerow({k: shown(v) if isinstance(v, str) else v for k, v in row.items()})
+
+
 def cmd_calls(args: argparse.Namespace) -> int:
     path = _database(args)
-    since = parse_since(args.since, now=now_of(args)) if args.since else None
+    query = _query(args)
     try:
-        rows = read_calls(path, since=since, outcome=args.outcome, limit=args.limit)
+        rows = read_calls(path, query)
     except FileNotFoundError:
         raise UsageError(f"no call log at {path} (the servers create it on start)") from None
     except sqlite3.Error as exc:
         raise UsageError(f"{path} is not a readable call log: {exc}") from None
+    output = "csv" if args.export and args.format is None else (args.format or "text")
     if args.json:
-        for row in rows:
-            print(json.dumps(row, sort_keys=True))
-        return EXIT_OK
-    for row in rows:
-        print(_line(row))
-    if not rows:
-        print(f"no calls in {path}" + (" matching the filters" if since or args.outcome else ""))
+        output = "json"
+    if args.out:
+        try:
+            stream: TextIO = open(args.out, "x", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    else:
+        stream = sys.stdout
+    try:
+        if output == "json":
+            for row in rows:
+                print(json.dumps(row, sort_keys=True), file=stream)
+        elif output == "csv":
+            _write_csv(rows, stream)
+        else:
+            for row in rows:
+                print(_line(row), file=stream)
+            if not rows:
+                matching = " matching the filters" if _filtered(args) else ""
+                print(f"no calls in {path}{matching}", file=stream)
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+    if args.out:
+        print(f"wrote {len(rows)} call(s) to {args.out}", file=sys.stderr)
     return EXIT_OK
+
+
+def cmd_calls_backup(args: argparse.Namespace) -> int:
+    path = _database(args)
+    try:
+        rows = backup(path, args.file)
+    except (FileNotFoundError, FileExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path} is not a readable call log: {exc}") from None
+    print(f"backed up {path} to {args.file} ({rows} call(s))")
+    return EXIT_OK
+
+
+def cmd_calls_migrate(args: argparse.Namespace) -> int:
+    path = _database(args)
+    try:
+        before, after = migrate_file(path)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path}: {exc}") from None
+    if before == after:
+        print(f"{path}: schema version {after}, nothing to do")
+    else:
+        print(f"{path}: schema version {before} -> {after}")
+    return EXIT_OK
+
+
+def _database_flags(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", metavar="FILE", help="read server.call_log from this file")
+    source.add_argument("--db", metavar="FILE", help="the call log's SQLite file")
 
 
 def register(commands: Any, cert_commands: Any) -> None:
@@ -178,13 +284,36 @@ def register(commands: Any, cert_commands: Any) -> None:
     p.set_defaults(func=cmd_serve)
 
     p = commands.add_parser("calls", help="the call log: every signing and verification decision")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--config", metavar="FILE", help="read server.call_log from this file")
-    source.add_argument("--db", metavar="FILE", help="the call log's SQLite file")
+    _database_flags(p)
     p.add_argument(
         "--since", metavar="TIME", help="ISO 8601 time, or 30s, 5m, 1h, 2d ago (also --since=-1h)"
     )
+    p.add_argument("--until", metavar="TIME", help="before this time (same forms as --since)")
     p.add_argument("--outcome", choices=OUTCOMES, help="only calls with this outcome")
+    p.add_argument("--tn", metavar="TN", help="calls from or to this number")
+    p.add_argument(
+        "--call-id", metavar="ID", help="the call with this Call-ID (or REST request id)"
+    )
+    p.add_argument("--origid", metavar="UUID", help="the PASSporT origid (traceback)")
+    p.add_argument("--spc", metavar="SPC", help="calls signed by this SPC (OCN)")
+    p.add_argument("--reason", metavar="REASON", help="calls with this Reason (e.g. stale_iat)")
+    p.add_argument("--source", metavar="IP", help="calls from this SIP peer or REST client")
+    p.add_argument("--profile", metavar="NAME", help="calls under this profile")
     p.add_argument("--limit", type=int, metavar="N", help="only the N most recent")
-    p.add_argument("--json", action="store_true", help="one JSON object per call per line")
+    p.add_argument("--format", choices=("text", "json", "csv"), help="output (default text)")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
+    p.add_argument(
+        "--export",
+        metavar="DAY",
+        help="every call of one UTC day (YYYY-MM-DD), as CSV unless --format says otherwise",
+    )
+    p.add_argument("--out", metavar="FILE", help="write to FILE (which must not exist)")
     p.set_defaults(func=cmd_calls)
+    sub = p.add_subparsers(dest="calls_command", parser_class=type(p))
+    q = sub.add_parser("backup", help="a consistent copy of the call log (SQLite online backup)")
+    q.add_argument("file", metavar="FILE", help="where the copy goes (must not exist)")
+    _database_flags(q)
+    q.set_defaults(func=cmd_calls_backup)
+    q = sub.add_parser("migrate", help="bring the call log to this release's schema")
+    _database_flags(q)
+    q.set_defaults(func=cmd_calls_migrate)

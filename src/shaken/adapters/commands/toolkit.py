@@ -25,8 +25,10 @@ from shaken.core.errors import CertificateError
 from shaken.core.jws import generate_private_key, load_private_key, private_key_pem
 from shaken.core.rcd import jcs
 from shaken.files import create_private, write_atomic
+from shaken.toolkit.acme_ca import AcmeStiCa
 from shaken.toolkit.ca import CaSettings, TestCa, parse_serial
 from shaken.toolkit.lab import LabSettings, init_lab, open_lab
+from shaken.toolkit.lab_acquisition import start_acquisition
 from shaken.toolkit.lint import (
     compare_with_corpus,
     format_comparison,
@@ -331,6 +333,8 @@ def cmd_lab_init(args: argparse.Namespace) -> int:
         sip_signing_port=args.sip_signing_port,
         sip_verification_port=args.sip_verification_port,
         rest_port=args.rest_port,
+        sti_pa_port=args.sti_pa_port,
+        acme_port=args.acme_port,
         tn_start=args.tn_start,
         tn_count=args.tn_count,
     )
@@ -367,11 +371,23 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     from shaken.adapters.serve import run_lab  # noqa: PLC0415
 
     server.start()
+    acquisition = []
     try:
+        try:
+            acquisition = start_acquisition(
+                lab, now=args.clock.now, log=None if args.quiet else sys.stderr
+            )
+        except OSError as exc:
+            lines.append(f"sti-pa, acme     not started: {exc.strerror or exc}")
+        for running in acquisition:
+            url = running.directory_url if isinstance(running, AcmeStiCa) else running.base_url
+            lines.append(f"{running.name:16} {url}")
         return run_lab(
             lab.config, lines, call_log=(lab.directory / "calls.sqlite").resolve(), clock=args.clock
         )
     finally:
+        for running in acquisition:
+            running.close()
         server.close()
 
 
@@ -556,6 +572,8 @@ def register(commands: Any, cert_commands: Any) -> None:
     p.add_argument("--sip-signing-port", type=int, default=defaults.sip_signing_port)
     p.add_argument("--sip-verification-port", type=int, default=defaults.sip_verification_port)
     p.add_argument("--rest-port", type=int, default=defaults.rest_port)
+    p.add_argument("--sti-pa-port", type=int, default=defaults.sti_pa_port, help="test STI-PA")
+    p.add_argument("--acme-port", type=int, default=defaults.acme_port, help="test ACME STI-CA")
     p.add_argument("--tn-start", default=defaults.tn_start, help="first TN signed at A")
     p.add_argument("--tn-count", type=int, default=defaults.tn_count, help="how many TNs")
     p.set_defaults(func=cmd_lab_init)

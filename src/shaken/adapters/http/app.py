@@ -64,6 +64,7 @@ from shaken.adapters.http.schemas import (
     signing_body,
     verification_body,
 )
+from shaken.adapters.lifecycle import readiness as lifecycle_readiness
 from shaken.adapters.store.certstore import default_cache_dir
 from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.errors import SigningError
@@ -97,14 +98,19 @@ class _Disconnected(Exception):
 
 
 def create_app(
-    runtime: Runtime, *, call_log: CallLog | None = None, clock: Clock | None = None
+    runtime: Runtime,
+    *,
+    call_log: CallLog | None = None,
+    clock: Clock | None = None,
+    metrics: RestMetrics | None = None,
 ) -> ASGIApp:
     """The ASGI application serving ``runtime`` (see the module docstring).
 
     :param call_log: where decisions are recorded; None records nothing.
     :param clock: request times (default ``runtime.clock``); read once per request.
+    :param metrics: the worker's REST metrics, kept across reloads (its own when omitted).
     """
-    return RestApplication(runtime, call_log=call_log, clock=clock)
+    return RestApplication(runtime, call_log=call_log, clock=clock, metrics=metrics)
 
 
 class _RequestIds:
@@ -267,7 +273,12 @@ class RestApplication:
     """The ASGI callable; :func:`create_app` is the way to make one."""
 
     def __init__(
-        self, runtime: Runtime, *, call_log: CallLog | None = None, clock: Clock | None = None
+        self,
+        runtime: Runtime,
+        *,
+        call_log: CallLog | None = None,
+        clock: Clock | None = None,
+        metrics: RestMetrics | None = None,
     ) -> None:
         self.runtime = runtime
         self.call_log = call_log
@@ -280,7 +291,8 @@ class RestApplication:
         self.max_in_flight: int | None = int(limit) if limit is not None else None
         self.keyring = Keyring.from_settings(runtime.settings.api_keys)
         self.certificates = SigningCertificates(runtime)
-        self.metrics = RestMetrics(runtime, self.certificates, self.clock)
+        self.metrics = metrics or RestMetrics()
+        self.metrics.attach(runtime, self.certificates, self.clock)
         document = openapi_document(
             schema=self.schema_mode, verification_open=self.verification_open
         )
@@ -654,6 +666,11 @@ class RestApplication:
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
         check("call_log", *await self._call_log_ready())
+        certificate = await asyncio.to_thread(
+            lifecycle_readiness, self.runtime.settings, self.clock.now()
+        )
+        if certificate is not None:
+            check("certificate_lifecycle", *certificate)
         return all(c["ok"] for c in checks.values()), checks
 
     def _revocation_ready(self, now: datetime) -> tuple[bool, str]:

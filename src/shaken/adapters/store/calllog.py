@@ -47,62 +47,101 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from shaken.adapters.store.callschema import LATEST, RECORD_FIELDS, VERSIONS, Column
 from shaken.core.reasons import Reason, Verstat
-from shaken.services.calllog import CallRecord
+from shaken.services.calllog import CallQuery, CallRecord
+from shaken.services.ports import Clock, SystemClock
 
-__all__ = ["OUTCOMES", "SqliteCallLog", "outcome_of", "read_calls"]
+__all__ = [
+    "OUTCOMES",
+    "SqliteCallLog",
+    "backup",
+    "migrate",
+    "migrate_file",
+    "outcome_of",
+    "read_calls",
+    "schema_version",
+]
 
 log = logging.getLogger("shaken.calllog")
 
 #: What ``shaken calls --outcome`` filters on.
-OUTCOMES = ("verified", "failed", "missing", "not_checked", "rejected", "signed", "not_signed")
-
-_COLUMNS = tuple(f.name for f in fields(CallRecord))
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY,
-    time REAL NOT NULL,
-    direction TEXT NOT NULL,
-    interface TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    call_id TEXT,
-    profile TEXT,
-    orig TEXT,
-    dest TEXT,
-    attest TEXT,
-    verstat TEXT,
-    reason TEXT,
-    sip_code INTEGER,
-    action TEXT,
-    allowed INTEGER NOT NULL,
-    x5u TEXT,
-    latency_ms REAL,
-    brand TEXT,
-    rcd_status TEXT,
-    rcd_reason TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_time ON calls (time);
-"""
-#: Columns added after the first release of the table, added to older call logs on open.
-_ADDED_COLUMNS = (("brand", "TEXT"), ("rcd_status", "TEXT"), ("rcd_reason", "TEXT"))
-_INSERT = (
-    f"INSERT INTO calls (outcome, {', '.join(_COLUMNS)}) "
-    f"VALUES (?, {', '.join('?' for _ in _COLUMNS)})"
+OUTCOMES = (
+    "verified",
+    "failed",
+    "missing",
+    "not_checked",
+    "not_processed",
+    "rejected",
+    "signed",
+    "not_signed",
 )
+
+_SQL_TYPES = {"text": "TEXT", "real": "REAL", "integer": "INTEGER", "boolean": "INTEGER"}
+_COLUMNS = RECORD_FIELDS
 _ROW = f"({', '.join('?' for _ in range(len(_COLUMNS) + 1))})"
 #: Rows per INSERT statement. One multi-row statement is one sqlite3_step, so the writer
 #: thread gives the GIL up once per chunk instead of once per row (which, with the event loop
-#: thread waiting for it, cost more than the insert itself). 500 rows x 19 values stays well
-#: under SQLite's 32766 host parameters.
-_CHUNK = 500
+#: thread waiting for it, cost more than the insert itself). Rows x columns stays well under
+#: SQLite's 32766 host parameters.
+_CHUNK = 32766 // (len(_COLUMNS) + 1) // 2
 
 
 def _insert_sql(rows: int) -> str:
-    return f"INSERT INTO calls (outcome, {', '.join(_COLUMNS)}) VALUES " + ", ".join([_ROW] * rows)
+    """A multi-row insert; a record already stored (same ``record_id``) is not stored again."""
+    return f"INSERT OR IGNORE INTO calls (outcome, {', '.join(_COLUMNS)}) VALUES " + ", ".join(
+        [_ROW] * rows
+    )
+
+
+def _column_sql(column: Column) -> str:
+    required = " NOT NULL" if column.required else ""
+    return f"{column.name} {_SQL_TYPES[column.kind]}{required}"
+
+
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The version of the call log on ``connection`` (0: no call log there yet)."""
+    tables = connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'calls'"
+    ).fetchall()
+    if not tables:
+        return 0
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    return max(version, 1)  # a log from before versions existed is version 1 (or more)
+
+
+def migrate(connection: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the call log forward to :data:`LATEST`; returns (from, to).
+
+    Each version only adds columns and indexes, so a step is safe to repeat: a column that is
+    already there (a log written between two releases) is left as it is.
+
+    :raises sqlite3.DatabaseError: the log is from a newer release than this one.
+    """
+    before = schema_version(connection)
+    if before > LATEST:
+        raise sqlite3.DatabaseError(
+            f"the call log has schema version {before}; this release knows {LATEST}: upgrade"
+        )
+    with connection:
+        if before == 0:
+            first = VERSIONS[0]
+            columns = ", ".join(_column_sql(c) for c in first.columns)
+            connection.execute(f"CREATE TABLE calls (id INTEGER PRIMARY KEY, {columns})")
+        present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
+        for version in VERSIONS:
+            for column in version.columns:
+                if column.name not in present:
+                    connection.execute(f"ALTER TABLE calls ADD COLUMN {_column_sql(column)}")
+                    present.add(column.name)
+            for name, on, unique in version.indexes:
+                kind = "UNIQUE INDEX" if unique else "INDEX"
+                connection.execute(f"CREATE {kind} IF NOT EXISTS {name} ON calls ({', '.join(on)})")
+        connection.execute(f"PRAGMA user_version = {LATEST}")
+    return before, LATEST
 
 
 def outcome_of(record: CallRecord) -> str:
@@ -112,6 +151,8 @@ def outcome_of(record: CallRecord) -> str:
     ``missing`` (no Identity), ``failed`` (any other Reason) or ``not_checked``. Whether the
     call was let through is :attr:`CallRecord.allowed` (``--outcome rejected``).
     """
+    if record.action == "not_processed":
+        return "not_processed"
     if record.direction == "sign":
         return "signed" if record.action == "signed" else "not_signed"
     if record.reason == Reason.MISSING_IDENTITY.value:
@@ -144,29 +185,13 @@ def _from_storage(value: Any) -> Any:
     return value
 
 
-def _row(r: CallRecord) -> tuple[Any, ...]:
+def _row(r: CallRecord) -> list[Any]:
     """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order."""
-    return (
-        outcome_of(r),
-        r.time,
-        _text(r.direction),
-        _text(r.interface),
-        _text(r.call_id),
-        _text(r.profile),
-        _text(r.orig),
-        _text(r.dest),
-        _text(r.attest),
-        _text(r.verstat),
-        _text(r.reason),
-        r.sip_code,
-        _text(r.action),
-        r.allowed,
-        _text(r.x5u),
-        r.latency_ms,
-        r.brand,
-        r.rcd_status,
-        r.rcd_reason,
-    )
+    row: list[Any] = [outcome_of(r)]
+    for name in _COLUMNS:
+        value = getattr(r, name)
+        row.append(_text(value) if isinstance(value, str) else value)
+    return row
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -223,12 +248,7 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode = WAL")
     # NORMAL in WAL mode: a commit survives a process crash; fsync only at checkpoints.
     connection.execute("PRAGMA synchronous = NORMAL")
-    connection.executescript(_SCHEMA)
-    present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
-    for name, kind in _ADDED_COLUMNS:
-        if name not in present:
-            connection.execute(f"ALTER TABLE calls ADD COLUMN {name} {kind}")
-    connection.commit()
+    migrate(connection)
     return connection
 
 
@@ -273,6 +293,9 @@ class SqliteCallLog:
     :param flush_interval: the longest a queued record waits for its commit, in seconds.
     :param batch_size: commit early once this many records wait.
     :param max_pending: records held in memory at most; more are dropped and counted.
+    :param retention_days: rows older than this are deleted by the writer, a few thousand at
+        a time between batches, so pruning never holds the file for long; None keeps all.
+    :param clock: what "older than" is measured from (the system clock by default).
     :raises sqlite3.Error: the file cannot be opened or is not a call log.
     :raises OSError: its directory cannot be created.
 
@@ -288,8 +311,15 @@ class SqliteCallLog:
         flush_interval: float = 0.1,
         batch_size: int = 500,
         max_pending: int = 100_000,
+        retention_days: float | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.path = Path(path)
+        self.retention_days = retention_days
+        self._clock = clock or SystemClock()
+        self._next_prune = 0.0
+        #: Rows removed by retention (``call_log_retention_days``).
+        self.pruned = 0
         self.flush_interval = flush_interval
         self.batch_size = batch_size
         self.max_pending = max_pending
@@ -370,6 +400,7 @@ class SqliteCallLog:
                 self._flush()
                 if closing:
                     break
+                self._prune()
             finished = True
         except Exception:
             log.exception("call log %s: the writer stopped", self.path)
@@ -389,6 +420,33 @@ class SqliteCallLog:
             except IndexError:
                 pass
             self._write(batch)
+
+    #: Rows deleted per pruning statement, and how often the writer prunes.
+    PRUNE_CHUNK = 5000
+    PRUNE_EVERY = 60.0
+
+    def _prune(self) -> None:
+        """Delete rows past the retention, in chunks, between batches (the writer's thread)."""
+        if self.retention_days is None or self._connection is None:
+            return
+        now = time.monotonic()
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.PRUNE_EVERY
+        cutoff = self._clock.now().timestamp() - self.retention_days * 86400.0
+        try:
+            while not self._closing:
+                with self._connection:
+                    deleted = self._connection.execute(
+                        "DELETE FROM calls WHERE id IN "
+                        "(SELECT id FROM calls WHERE time < ? ORDER BY time LIMIT ?)",
+                        (cutoff, self.PRUNE_CHUNK),
+                    ).rowcount
+                self.pruned += deleted
+                if deleted < self.PRUNE_CHUNK or self._queue:
+                    break  # done, or records wait: they come first
+        except sqlite3.Error as exc:
+            log.warning("call log %s: pruning failed (%s); tried again later", self.path, exc)
 
     def _same_file(self) -> bool:
         """True when the path is still the file this writer opened; else open it again."""
@@ -477,26 +535,69 @@ class SqliteCallLog:
 
     def query(
         self,
+        query: CallQuery | None = None,
         *,
         since: float | None = None,
         outcome: str | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Committed records, oldest first (what :func:`read_calls` returns)."""
-        return read_calls(self.path, since=since, outcome=outcome, limit=limit)
+        return read_calls(self.path, query, since=since, outcome=outcome, limit=limit)
+
+
+def _where(query: CallQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its arguments) of ``query``.
+
+    :raises ValueError: an unknown ``outcome``.
+    """
+    where: list[str] = []
+    args: list[Any] = []
+
+    def equal(column: str, value: object) -> None:
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+
+    if query.since is not None:
+        where.append("time >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        where.append("time < ?")
+        args.append(query.until)
+    if query.outcome is not None:
+        if query.outcome not in OUTCOMES:
+            choices = ", ".join(OUTCOMES)
+            raise ValueError(f"outcome must be one of {choices}, not {query.outcome!r}")
+        if query.outcome == "rejected":
+            where.append("allowed = 0")
+        else:
+            equal("outcome", query.outcome)
+    if query.tn is not None:
+        # dest holds the called numbers joined with commas.
+        where.append("(orig = ? OR dest = ? OR ',' || dest || ',' LIKE ?)")
+        args += [query.tn, query.tn, f"%,{query.tn},%"]
+    if query.reason is not None:
+        where.append("(reason = ? OR rcd_reason = ?)")
+        args += [query.reason, query.reason]
+    equal("call_id", query.call_id)
+    equal("origid", query.origid)
+    equal("spc", query.spc)
+    equal("source_ip", query.source)
+    equal("profile", query.profile)
+    equal("interface", query.interface)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
 
 
 def read_calls(
     path: str | Path,
+    query: CallQuery | None = None,
     *,
     since: float | None = None,
     outcome: str | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The records of a call log, oldest first, as dicts (``outcome`` and ``id`` included).
-
-    ``since`` is a Unix time; ``outcome`` one of :data:`OUTCOMES` (``rejected`` selects calls
-    that were not allowed); ``limit`` keeps the most recent ones.
+    """The records of a call log matching ``query``, oldest first, as dicts (``outcome`` and
+    ``id`` included). ``since``/``outcome``/``limit`` are a short form of the query.
 
     :raises FileNotFoundError: no call log at ``path``.
     :raises ValueError: an unknown ``outcome``.
@@ -505,26 +606,12 @@ def read_calls(
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no call log at {file}")
-    where: list[str] = []
-    args: list[Any] = []
-    if since is not None:
-        where.append("time >= ?")
-        args.append(since)
-    if outcome is not None:
-        if outcome not in OUTCOMES:
-            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
-        if outcome == "rejected":
-            where.append("allowed = 0")
-        else:
-            where.append("outcome = ?")
-            args.append(outcome)
-    sql = "SELECT * FROM calls"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY time DESC, id DESC"
-    if limit is not None:
+    query = query or CallQuery(since=since, outcome=outcome, limit=limit)
+    clause, args = _where(query)
+    sql = f"SELECT * FROM calls{clause} ORDER BY time DESC, id DESC"
+    if query.limit is not None:
         sql += " LIMIT ?"
-        args.append(limit)
+        args.append(query.limit)
     connection = _connect(file)
     try:
         connection.row_factory = sqlite3.Row
@@ -535,6 +622,57 @@ def read_calls(
     for row in out:
         row["allowed"] = bool(row["allowed"])
     return out
+
+
+def migrate_file(path: str | Path) -> tuple[int, int]:
+    """Bring the call log at ``path`` to the latest schema (``shaken calls migrate``).
+
+    :raises FileNotFoundError: no call log at ``path``.
+    :raises sqlite3.Error: not a call log, or one from a newer release.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no call log at {file}")
+    connection = _connect(file)
+    try:
+        return migrate(connection)
+    finally:
+        connection.close()
+
+
+def backup(path: str | Path, target: str | Path) -> int:
+    """Copy the call log at ``path`` to ``target`` with SQLite's online backup; returns rows.
+
+    A copy of the file itself is not a backup: in WAL mode the latest commits live in the
+    ``-wal`` file, and a copy taken while a writer works can be torn. The backup API copies a
+    consistent snapshot page by page while the servers keep writing. The copy is written to a
+    temporary file beside ``target`` and renamed into place, so a crash leaves no half file.
+
+    :raises FileNotFoundError: no call log at ``path``.
+    :raises FileExistsError: ``target`` exists.
+    """
+    source_file, target_file = Path(path), Path(target)
+    if not source_file.is_file():
+        raise FileNotFoundError(f"no call log at {source_file}")
+    if target_file.exists():
+        raise FileExistsError(f"{target_file} exists; choose another name")
+    partial = target_file.with_name(f".{target_file.name}.partial")
+    partial.unlink(missing_ok=True)
+    source = _connect(source_file)
+    try:
+        copy = sqlite3.connect(str(partial))
+        try:
+            source.backup(copy, pages=1024, sleep=0.001)
+            rows = int(copy.execute("SELECT count(*) FROM calls").fetchone()[0])
+            copy.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    with open(partial, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, target_file)
+    return rows
 
 
 def records_of(rows: Iterable[dict[str, Any]]) -> list[CallRecord]:
