@@ -52,6 +52,7 @@ from typing import Any, TextIO
 
 from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
 from shaken.adapters.lifecycle import serve_tasks
+from shaken.adapters.logs import apply_levels, configure_logging, fields
 from shaken.adapters.metrics import InstanceMetrics, new_metrics_dir
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
@@ -72,7 +73,7 @@ from shaken.adapters.wiring import (
     prepare_brands,
 )
 from shaken.adapters.workers import Supervisor, unblock_worker_signals
-from shaken.config import Settings
+from shaken.config import ConfigError, Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
 
@@ -93,6 +94,7 @@ SNAPSHOT_INTERVAL = 1.0
 #: Keys of ``[server]`` that only a restart changes.
 RESTART_KEYS = (
     "sip_sign",
+    "log_format",
     "sip_verify",
     "rest",
     "workers",
@@ -103,16 +105,14 @@ RESTART_KEYS = (
 )
 
 
-def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """One line per event on stderr, with the process id (workers share the stream)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+def logging_from(settings: Settings) -> None:
+    """The logging ``[server]`` asks for (``log_format``, ``log_level``, ``log_levels``)."""
+    server = settings.server
+    configure_logging(
+        log_format=str(server.get("log_format", "text")),
+        level=str(server.get("log_level", "info")),
+        levels=dict(server.get("log_levels", {})),
     )
-    root = logging.getLogger("shaken")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 def rest_server() -> Any | None:
@@ -378,9 +378,18 @@ class Worker:
             try:
                 settings = self._load()
                 runtime = await check_settings(settings, self.options.clock)
+            except ConfigError as exc:
+                log.error("reload: %s is not usable, the running configuration stays", path)
+                for problem in exc.problems:  # one line per problem, with its fields
+                    log.error(
+                        "reload: %s",
+                        problem,
+                        extra=fields(file=problem.source, line=problem.line, key=problem.key),
+                    )
+                return False
             except Exception as exc:
                 log.error(
-                    "reload: %s is not usable, the running configuration stays:\n%s", path, exc
+                    "reload: %s is not usable, the running configuration stays: %s", path, exc
                 )
                 return False
             old = handler.runtime
@@ -413,6 +422,8 @@ class Worker:
             if self.rest is not None:
                 self.rest.switch(runtime, self.call_log)  # same sockets, new application
             self.reloads += 1
+            server = settings.server
+            apply_levels(str(server.get("log_level", "info")), dict(server.get("log_levels", {})))
             log.info("reloaded %s (profiles: %s)", path, ", ".join(_profile_names(runtime)))
             if in_progress:
                 await asyncio.wait(in_progress, timeout=30.0)
@@ -530,6 +541,7 @@ def _serve(
     path = Path(config)
     # The same checks as `shaken config check`, before anything is bound or started.
     settings = with_workers(load_checked(path), workers)
+    logging_from(settings)
     count = int(settings.server.get("workers", 1))
     listeners = listener_specs(settings.server)
     rest = list(settings.server.get("rest", []))
