@@ -375,12 +375,12 @@ def _read_fields(request: SipRequest, lines: list[str], max_headers: int, strict
         if count > max_headers:
             _bad(request, f"more than {max_headers} header fields", 513)
             break
-        colon = line.find(":")
-        if colon <= 0:
+        label, colon, rest = line.partition(":")
+        if not colon or not label:
             _bad(request, f"header line without a name and colon: {line[:40]!r}")
             name = None
             continue
-        name = line[:colon].rstrip(" \t").lower()
+        name = label.rstrip(" \t").lower()
         if name not in _COMMON_NAMES:
             if _TOKEN.fullmatch(name) is None:
                 _bad(request, f"header name {name[:40]!r} is not a token")
@@ -388,7 +388,7 @@ def _read_fields(request: SipRequest, lines: list[str], max_headers: int, strict
                 continue
             if len(name) == 1:
                 name = COMPACT_FORMS.get(name, name)
-        value = line[colon + 1 :].strip(" \t")
+        value = rest.strip(" \t")
         existing = fields.get(name)
         if existing is None:
             fields[name] = [value]
@@ -574,13 +574,17 @@ def to_tag_for(request: SipRequest) -> str:
     RFC 3261 section 16.11 recommends exactly this for stateless elements: a hash of the
     Call-ID, From tag and top Via branch instead of state.
     """
+    return _to_tag(request, request.first("call-id"), request.first("from"))
+
+
+def _to_tag(request: SipRequest, call_id: str | None, from_value: str | None) -> str:
     # The CSeq number, not its method: a CANCEL's answer carries the INVITE's tag (RFC 3261
     # section 9.2), and the CANCEL has the INVITE's Call-ID, From, top Via and CSeq number.
     cseq = (request.first("cseq") or "").split(maxsplit=1)
     seed = "|".join(
         (
-            request.first("call-id") or "",
-            request.first("from") or "",
+            call_id or "",
+            from_value or "",
             request.vias[0] if request.vias else "",
             cseq[0] if cseq else "",
         )
@@ -610,15 +614,16 @@ def build_response(
     lines = [f"SIP/2.0 {code} {phrase or sip_phrase(code)}"]
     for via in vias if vias is not None else request.vias:
         lines.append(f"Via: {via}")
-    from_value = request.first("from")
+    first = request.first
+    from_value = first("from")
     if from_value is not None:
         lines.append(f"From: {from_value}")
-    to_value = request.first("to")
+    call_id = first("call-id")
+    to_value = first("to")
     if to_value is not None:
         if code != 100 and _HAS_TAG.search(_after_uri(to_value)) is None:
-            to_value = f"{to_value};tag={to_tag_for(request)}"
+            to_value = f"{to_value};tag={_to_tag(request, call_id, from_value)}"
         lines.append(f"To: {to_value}")
-    call_id = request.first("call-id")
     if call_id is not None:
         lines.append(f"Call-ID: {call_id}")
     if request.cseq is not None:
