@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -94,6 +95,8 @@ class Runtime:
     #: Every certificate cache and fetcher, the global ones first: a profile whose fetch or
     #: validation settings differ from the global ones has its own (:class:`_Backends`).
     caches: tuple[CertificateCache, ...] = ()
+    #: This server's name in the call log: ``[server] instance``, else the host name.
+    instance: str = ""
     fetchers: tuple[HttpsFetcher, ...] = ()
     notes: list[str] = field(default_factory=list)
 
@@ -468,6 +471,7 @@ def build_runtime(
         fetcher=fetcher,
         cache=cache,
         caches=backends.caches(),
+        instance=str(settings.server.get("instance") or socket.gethostname()),
         fetchers=backends.fetchers(),
         profiles=profiles,
         clock=clock,

@@ -30,7 +30,7 @@ from shaken.core.passport import (
 )
 from shaken.core.tn import PartyIdentity, canonicalize_tn
 
-__all__ = ["sign_div", "sign_passport", "sign_rcd", "sign_shaken"]
+__all__ = ["new_origid", "sign_div", "sign_passport", "sign_rcd", "sign_shaken"]
 
 
 def sign_passport(header: PassportHeader, claims: PassportClaims, key: PrivateKey) -> str:
@@ -86,8 +86,8 @@ def _check_x5u(x5u: str) -> None:
         raise SigningError(f"x5u {x5u!r} is not a usable URL")
 
 
-def _uuid4() -> str:
-    """A random (version 4) UUID in its RFC 4122 text form.
+def new_origid() -> str:
+    """A fresh origid: a random (version 4) UUID in its RFC 4122 text form.
 
     Formatted by hand: building a ``uuid.UUID`` object costs more than the rest of the claims.
     """
@@ -131,7 +131,7 @@ def sign_shaken(
     if attest not in ATTESTATION_LEVELS:
         raise SigningError(f"attest must be A, B or C, not {attest!r}")
     if origid is None:
-        origid = _uuid4()
+        origid = new_origid()
     elif not UUID_PATTERN.fullmatch(origid):
         raise SigningError(f"origid {origid!r} is not a UUID (RFC 8588 section 10)")
     _check_x5u(x5u)

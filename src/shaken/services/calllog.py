@@ -132,13 +132,21 @@ class CallQuery:
 @dataclass(slots=True)
 class CallRecordBuilder:
     """The records of one request: when it came, over which ``interface`` (``sip`` or
-    ``rest``), its ``call_id``, and the ``profile`` name that handled it. (Not frozen: it is
+    ``rest``), its ``call_id``, the ``profile`` name that handled it, and what the request
+    showed on the wire (its source and presented identities, verbatim). (Not frozen: it is
     made for every call, and a frozen dataclass costs twice as much to make.)"""
 
     time: float
     interface: str
     call_id: str | None
     profile: str | None
+    instance: str | None = None
+    source_ip: str | None = None
+    source_port: int | None = None
+    presented_from: str | None = None
+    presented_pai: str | None = None
+    presented_to: str | None = None
+    request_uri: str | None = None
 
     def _record(self, direction: str, **fields: Any) -> CallRecord:
         return CallRecord(
@@ -147,8 +155,20 @@ class CallRecordBuilder:
             interface=self.interface,
             call_id=self.call_id,
             profile=self.profile,
+            instance=self.instance,
+            source_ip=self.source_ip,
+            source_port=self.source_port,
+            presented_from=self.presented_from,
+            presented_pai=self.presented_pai,
+            presented_to=self.presented_to,
+            request_uri=self.request_uri,
             **fields,
         )
+
+    def not_processed(self, direction: str, *, why: str, latency_ms: float) -> CallRecord:
+        """A call that no profile applies to (or whose profile does not do ``direction``):
+        answered, and recorded, but neither signed nor verified."""
+        return self._record(direction, action="not_processed", reason=why, latency_ms=latency_ms)
 
     def signed(
         self, signed: SignedCall, *, latency_ms: float, sip_code: int | None = None
@@ -164,6 +184,7 @@ class CallRecordBuilder:
             x5u=signed.x5u,
             latency_ms=latency_ms,
             brand=signed.brand,
+            origid=signed.origid,
         )
 
     def unsigned(
@@ -215,6 +236,8 @@ class CallRecordBuilder:
             allowed=decision.allowed,
             x5u=result.x5u,
             latency_ms=latency_ms,
+            origid=result.origid,
+            spc=result.spc,
             brand=None if rcd is None else rcd.nam,
             rcd_status=None if rcd is None else rcd.status.value,
             rcd_reason=None if rcd is None or rcd.reason is None else rcd.reason.value,

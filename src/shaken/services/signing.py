@@ -37,7 +37,7 @@ from shaken.core.errors import ConfigurationError, SigningError
 from shaken.core.jws import PrivateKey
 from shaken.core.passport import ATTESTATION_LEVELS
 from shaken.core.rcd import RcdError, compute_rcdi, parse_rich_call_data, references_of
-from shaken.core.sign import sign_rcd, sign_shaken
+from shaken.core.sign import new_origid, sign_rcd, sign_shaken
 from shaken.core.tn import NumberingPlan, canonicalize_tn
 from shaken.services.ports import Clock, SystemClock
 
@@ -250,6 +250,8 @@ class SignedCall:
     date: str | None = None
     #: Why the call got its attestation (:attr:`Attestation.why`).
     why: str = ""
+    #: The origid signed (RFC 8588 section 10): where a traceback starts.
+    origid: str | None = None
     #: The brand's name signed (rcd ``nam``), if any: what the call log records.
     brand: str | None = None
     #: A separate ``ppt: "rcd"`` Identity header value, when the brand asks for one.
@@ -294,6 +296,8 @@ class SigningService:
             raise SigningError(f"dest {dests!r} has no telephone number")
         brand, claims = self.branding(tn, rcd=rcd, crn=crn)
         in_shaken = brand is not None and brand.ppt in ("shaken", "both")
+        # Chosen here, not in the core, so the call log records the origid that was signed.
+        origid = origid if origid is not None else new_origid()
         signed_dest = canonical[0] if len(canonical) == 1 else list(canonical)
         identity = sign_shaken(
             key=credential.key,
@@ -325,6 +329,7 @@ class SigningService:
             why=chosen.why,
             brand=None if brand is None else claims["rcd"]["nam"],
             rcd_identity=rcd_identity,
+            origid=origid,
         )
 
     def branding(

@@ -121,7 +121,7 @@ async def test_calls_that_cannot_be_signed_still_get_their_302(
     runtimes: RuntimeFactory, lab: Lab
 ) -> None:
     handler, calls, _ = await ready(runtimes, lab)
-    # No profile for this source: no processing (and no decision to log).
+    # No profile for this source: no processing, logged as not_processed (with the reason).
     response = await answer(handler, invite(), SIGN, source=ELSEWHERE)
     assert response is not None and response.code == 302 and response.first("identity") is None
     assert (response.first("x-shaken-reason") or "").startswith("not_signed;")
@@ -135,7 +135,8 @@ async def test_calls_that_cannot_be_signed_still_get_their_302(
     response = await answer(handler, invite(headers=(("Identity", identity(lab)),)), SIGN)
     assert response is not None and response.first("identity") is None
     assert (response.first("x-shaken-reason") or "").startswith("already_signed")
-    assert [r.action for r in calls.records] == ["not_signed", "already_signed"]
+    assert [r.action for r in calls.records] == ["not_processed", "not_signed", "already_signed"]
+    assert calls.records[0].reason == "no profile" and calls.records[0].direction == "sign"
 
 
 # ----------------------------------------------------------------------------- verification

@@ -241,13 +241,31 @@ def _source(key: ApiKey | None, scope: Scope) -> str | None:
     return f"rest:{client[0]}" if client else None
 
 
-def _records(rid: bytes, now: datetime, profile: ProfileRuntime) -> CallRecordBuilder:
-    """The call log's records of one REST request: its request id stands for a Call-ID."""
+def _records(
+    rid: bytes,
+    now: datetime,
+    profile: ProfileRuntime,
+    client: Any,
+    *,
+    instance: str,
+    presented_from: str | None,
+    presented_to: str | None,
+    request_uri: str | None = None,
+) -> CallRecordBuilder:
+    """The call log's records of one REST request: its request id stands for a Call-ID, the
+    client for the source, and the parties the request named for the presented identities."""
+    ip, port = (client[0], int(client[1])) if client else (None, None)
     return CallRecordBuilder(
         time=now.timestamp(),
         interface="rest",
         call_id=rid.decode("ascii"),
         profile=profile.name or GLOBAL_PROFILE,
+        instance=instance,
+        source_ip=ip,
+        source_port=port,
+        presented_from=presented_from,
+        presented_to=presented_to,
+        request_uri=request_uri,
     )
 
 
@@ -287,6 +305,7 @@ class RestApplication:
         self.schema_mode = str(server.get("api_schema", AUTO))
         self.error_schema = THREE_GPP if self.schema_mode == THREE_GPP else ATIS
         self.verification_open = bool(server.get("verification_open", False))
+        self.instance = runtime.instance
         limit = server.get("max_in_flight")
         self.max_in_flight: int | None = int(limit) if limit is not None else None
         self.keyring = Keyring.from_settings(runtime.settings.api_keys)
@@ -364,11 +383,12 @@ class RestApplication:
             if content_type is None or not _is_json(content_type):
                 raise ApiError("SVC4004", "application/json")
             document = decode_body(await _read_body(receive))
+            client = scope.get("client")
             if endpoint == "verification":
                 source = _source(key, scope)
-                body = await self._verification(document, key, rid, now, started, source)
+                body = await self._verification(document, key, rid, now, started, source, client)
             else:
-                body = await self._signing(document, key, rid, now, started)
+                body = await self._signing(document, key, rid, now, started, client)
             status = 200
         except ApiError as error:
             status = error.status
@@ -466,6 +486,7 @@ class RestApplication:
         now: datetime,
         started: float,
         source: str | None = None,
+        client: Any = None,
     ) -> bytes:
         request = parse_verification(document, self.schema_mode)
         profile = self._profile(key, request.profile_id, request.schema, signing=False)
@@ -489,7 +510,17 @@ class RestApplication:
             request, result, display_name=decision.display_name, call_info=decision.call_info
         )
         if self.call_log is not None:
-            record = _records(rid, now, profile).verified(
+            records = _records(
+                rid,
+                now,
+                profile,
+                client,
+                instance=self.instance,
+                presented_from=request.orig,
+                presented_to=request.to_tn or request.to_uri,
+                request_uri=request.request_uri,
+            )
+            record = records.verified(
                 result,
                 decision,
                 orig=request.orig,
@@ -507,6 +538,7 @@ class RestApplication:
         rid: bytes,
         now: datetime,
         started: float,
+        client: Any = None,
     ) -> bytes:
         request = parse_signing(document, self.schema_mode)
         assert key is not None  # signing always authenticates
@@ -534,11 +566,12 @@ class RestApplication:
             except SigningError as exc:
                 raise ApiError("POL4030", str(exc), schema=request.schema) from None
         except ApiError as refused:
-            self._refused(request, profile, refused, rid, now, started)
+            self._refused(request, profile, refused, rid, now, started, client)
             raise
         self.metrics.count("signing", "signed", "")
         latency_ms = (time.perf_counter() - started) * 1000.0
-        self._record(_records(rid, now, profile).signed(signed, latency_ms=latency_ms))
+        records = self._signing_records(request, rid, now, profile, client)
+        self._record(records.signed(signed, latency_ms=latency_ms))
         return signing_body(
             request,
             signed.identity,
@@ -565,6 +598,24 @@ class RestApplication:
         if status.spc is None or status.spc not in key.spcs:
             raise denied
 
+    def _signing_records(
+        self,
+        request: SigningRequest,
+        rid: bytes,
+        now: datetime,
+        profile: ProfileRuntime,
+        client: Any,
+    ) -> CallRecordBuilder:
+        return _records(
+            rid,
+            now,
+            profile,
+            client,
+            instance=self.instance,
+            presented_from=request.orig,
+            presented_to=",".join(request.dest),
+        )
+
     def _refused(
         self,
         request: SigningRequest,
@@ -573,10 +624,11 @@ class RestApplication:
         rid: bytes,
         now: datetime,
         started: float,
+        client: Any = None,
     ) -> None:
         if refused.message_id != "POL4030":
             return
-        record = _records(rid, now, profile).unsigned(
+        record = self._signing_records(request, rid, now, profile, client).unsigned(
             "not_signed",
             reason=refused.variables[0] if refused.variables else refused.message_id,
             orig=request.orig,

@@ -130,10 +130,25 @@ class Call:
             self.request, self.source, 302, [("Contact", f"<{self.request.uri}>"), *headers]
         )
 
-    def records(self) -> CallRecordBuilder:
+    def records(self, instance: str | None = None) -> CallRecordBuilder:
+        """The call log's records of this call, with what it showed on the wire."""
         profile = self.profile
         label = None if profile is None else (profile.name or GLOBAL_PROFILE)
-        return CallRecordBuilder(self.now.timestamp(), "sip", self.request.first("call-id"), label)
+        request = self.request
+        pai = request.values("p-asserted-identity")
+        return CallRecordBuilder(
+            self.now.timestamp(),
+            "sip",
+            request.first("call-id"),
+            label,
+            instance=instance,
+            source_ip=self.source[0],
+            source_port=self.source[1],
+            presented_from=request.first("from"),
+            presented_pai=", ".join(pai) if pai else None,
+            presented_to=request.first("to"),
+            request_uri=request.uri,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +177,8 @@ class _Bindings:
     #: The display prefixes and suffixes of every action of every profile: what an inbound
     #: display name may not carry (issue: an attacker picks the most convincing one).
     marks: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+    #: This server's name in the call log (``[server] instance``, else the host name).
+    instance: str | None = None
 
 
 class SipHandler:
@@ -229,6 +246,7 @@ class SipHandler:
             listeners=listeners,
             header=header.lower() if header else None,
             marks=(tuple(sorted(prefixes)), tuple(sorted(suffixes))),
+            instance=runtime.instance,
         )
 
     def select_profile(
@@ -343,16 +361,22 @@ class SipHandler:
         profile = call.profile
         if profile is None or not profile.signs or profile.signer is None:
             why = "no profile" if profile is None else f"profile {profile.name} does not sign"
-            return call.redirect(_x_reason("not_signed", why))
+            answer = call.redirect(_x_reason("not_signed", why))
+            self._log(
+                self._records(call).not_processed("sign", why=why, latency_ms=self._latency(call))
+            )
+            return answer
         if call.request.fields.get("identity"):
             answer = call.redirect(_x_reason("already_signed", "the INVITE has an Identity header"))
-            self._log(call.records().unsigned("already_signed", latency_ms=self._latency(call)))
+            self._log(
+                self._records(call).unsigned("already_signed", latency_ms=self._latency(call))
+            )
             return answer
         try:
             signed = profile.signer.sign_request(call.context, now=call.now)
         except SigningError as exc:
             answer = call.redirect(_x_reason("not_signed", str(exc)))
-            record = call.records().unsigned(
+            record = self._records(call).unsigned(
                 "not_signed", reason=str(exc), sip_code=302, latency_ms=self._latency(call)
             )
             self._log(record)
@@ -365,7 +389,7 @@ class SipHandler:
             headers.append(("Date", signed.date))
         headers.append(("X-Shaken-Attest", signed.attest))
         answer = call.redirect(*headers)
-        self._log(call.records().signed(signed, sip_code=302, latency_ms=self._latency(call)))
+        self._log(self._records(call).signed(signed, sip_code=302, latency_ms=self._latency(call)))
         return answer
 
     # -------------------------------------------------------------------------- verification
@@ -382,7 +406,11 @@ class SipHandler:
                 ).format()
                 for caller in call.callers
             ]
-            return call.redirect(_asserted_header(cleaned), _x_reason("not_checked", why))
+            answer = call.redirect(_asserted_header(cleaned), _x_reason("not_checked", why))
+            self._log(
+                self._records(call).not_processed("verify", why=why, latency_ms=self._latency(call))
+            )
+            return answer
         verifier = profile.verifier
         if verifier is None:
             result = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.NOT_CHECKED)
@@ -461,7 +489,7 @@ class SipHandler:
         orig = dest = None
         if result.orig is None or not result.dest:
             orig, dest = _parties(call.context)  # the PASSporT was not read
-        return call.records().verified(
+        return self._records(call).verified(
             result,
             decision,
             orig=orig,
@@ -472,6 +500,9 @@ class SipHandler:
 
     def _latency(self, call: Call) -> float:
         return round((self._monotonic() - call.started) * 1000.0, 3)
+
+    def _records(self, call: Call) -> CallRecordBuilder:
+        return call.records(self._bindings.instance)
 
     def _log(self, record: CallRecord) -> None:
         if self.call_log is None:
