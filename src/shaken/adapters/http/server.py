@@ -324,9 +324,10 @@ class _LimitsCollector:
     ``shaken_rest_header_timeouts_total``, ``shaken_rest_body_timeouts_total``,
     ``shaken_rest_refused_per_source_total``, ``shaken_descriptors_exhausted_total`` (accepts
     that failed for want of descriptors, SIP and REST) and, for a call log that counts them,
-    ``shaken_call_log_{written,dropped,failures,restarts,reopened}_total``."""
+    ``shaken_call_log_{written,dropped,failures,restarts,reopened}_total`` and, for a PostgreSQL
+    one, ``shaken_call_log_{spooled,replayed}_total``."""
 
-    _CALL_LOG = ("written", "dropped", "failures", "restarts", "reopened")
+    _CALL_LOG = ("written", "dropped", "failures", "restarts", "reopened", "spooled", "replayed")
 
     def __init__(self, service: RestService) -> None:
         self._service = service
