@@ -194,7 +194,9 @@ def test_both_backends_store_the_same_records_and_answer_every_query_alike(
     pg_log.close()
     assert pg_log.written == len(records) and pg_log.dropped == 0
     for query in QUERIES:
-        here = [{k: v for k, v in r.items() if k != "id"} for r in read_calls(sqlite_log.path, query)]
+        here = [
+            {k: v for k, v in r.items() if k != "id"} for r in read_calls(sqlite_log.path, query)
+        ]
         there = [{k: v for k, v in r.items() if k != "id"} for r in read_postgres_calls(pg, query)]
         assert here == there, query
     stored = read_postgres_calls(pg, CallQuery(since=50.0))[0]
@@ -275,9 +277,7 @@ def test_spooled_records_are_replayed_in_order_once_postgresql_returns(
     assert ids == ["before", *(f"during-{i}" for i in range(200)), "after"]
 
 
-def test_a_spool_replayed_again_after_a_crash_writes_nothing_twice(
-    pg: str, tmp_path: Path
-) -> None:
+def test_a_spool_replayed_again_after_a_crash_writes_nothing_twice(pg: str, tmp_path: Path) -> None:
     """The process died after PostgreSQL committed a chunk and before the spool forgot it."""
     records = [record(float(i), call_id=f"r-{i}") for i in range(50)]
     log = open_log(pg, tmp_path)

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -354,8 +354,34 @@ class _LimitsCollector:
             value = getattr(call_log, name, None)
             if isinstance(value, int):
                 counts[f"call_log_{name}"] = (value, f"call log records {name}")
+        shared = self._service.runtime.shared
+        if shared is not None:
+            counts["shared_state_errors"] = (shared.errors, "shared-state operations that failed")
+            counts["shared_state_fallbacks"] = (
+                shared.fallbacks,
+                "shared-state operations answered by the local form instead",
+            )
         for name, (value, text) in counts.items():
             yield CounterMetricFamily(f"shaken_{name}", text, value=value)
+        # Degraded: 1 while a shared layer is away and its local form stands in.
+        if shared is not None:
+            yield GaugeMetricFamily(
+                "shaken_shared_state_degraded",
+                "1 while Redis is unavailable and each function uses its local form",
+                value=int(shared.degraded),
+            )
+        pending = getattr(call_log, "spool_pending", None)
+        if isinstance(pending, int):
+            yield GaugeMetricFamily(
+                "shaken_call_log_spool_pending",
+                "call records waiting in the local spool for PostgreSQL",
+                value=pending,
+            )
+            yield GaugeMetricFamily(
+                "shaken_call_log_degraded",
+                "1 while PostgreSQL is unreachable and records spool locally",
+                value=int(bool(getattr(call_log, "degraded", False))),
+            )
 
 
 class _Switch:

@@ -362,6 +362,11 @@ class PostgresCallLog:
         return 2.0 * self.flush_interval
 
     @property
+    def degraded(self) -> bool:
+        """True while PostgreSQL is unreachable, or the spool is still being replayed."""
+        return self._connection is None or self._spool_pending > 0
+
+    @property
     def spool_pending(self) -> int:
         """Records in the spool, waiting for PostgreSQL."""
         return self._spool_pending
