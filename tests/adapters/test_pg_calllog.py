@@ -319,3 +319,19 @@ def test_config_check_refuses_a_call_log_url_that_is_not_postgresql(tmp_path: Pa
         load_config(config)
     config.write_text('[server]\ncall_log = "postgresql://db.example/calls"\n')
     assert load_config(config).server["call_log"].startswith("postgresql://")
+
+
+def test_an_idle_writer_notices_postgresql_going_away(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    """/readyz must not say "writing" for a worker that had nothing to write since the stop."""
+    log = open_log(private_pg.url, tmp_path, timeout=1.0, retry_interval=0.2)
+    try:
+        log.record(record(1.0, call_id="one"))
+        wait_for(lambda: log.written == 1)
+        assert log.healthy()[1].startswith("writing")
+        private_pg.stop()
+        wait_for(lambda: log.healthy()[1].startswith("degraded:"))
+        assert log.spool_pending == 0  # found out without a record to lose
+    finally:
+        log.close()

@@ -351,6 +351,7 @@ class PostgresCallLog:
         self._restart_lock = threading.Lock()
         self._connection: psycopg.Connection[Any] | None = None
         self._next_attempt = 0.0
+        self._next_ping = 0.0
         self._next_prune = 0.0
         self._spool_pending = self._spool.count()
         self._connect()
@@ -489,6 +490,7 @@ class PostgresCallLog:
         if self._connection is not None and self._spool_pending:
             self._replay()
         if not rows:
+            self._keep_alive()
             return
         if self._connection is not None and not self._spool_pending:
             try:
@@ -497,8 +499,22 @@ class PostgresCallLog:
                 self._lost(exc)
             else:
                 self.written += len(rows)
+                self._next_ping = time.monotonic() + self.retry_interval
                 return
         self._to_spool(rows)
+
+    def _keep_alive(self) -> None:
+        """While idle, ask PostgreSQL every ``retry_interval`` whether it is still there, so
+        that :meth:`healthy` (``/readyz``) says so before the next record finds out."""
+        now = time.monotonic()
+        if self._connection is None or now < self._next_ping:
+            return
+        self._next_ping = now + self.retry_interval
+        try:
+            self._connection.execute("SELECT 1")
+            self._connection.rollback()
+        except _driver().Error as exc:
+            self._lost(exc)
 
     def _insert(self, rows: list[list[Any]]) -> None:
         connection = self._connection
