@@ -335,3 +335,20 @@ def test_an_idle_writer_notices_postgresql_going_away(
         assert log.spool_pending == 0  # found out without a record to lose
     finally:
         log.close()
+
+
+def test_each_record_names_the_instance_that_decided(pg: str, tmp_path: Path) -> None:
+    """``[server] instance`` (default: the host name) in every record, on both backends."""
+    import socket
+
+    from shaken.adapters.store.calllogs import open_writer, read_call_log
+
+    for target, server in (
+        (pg, {"instance": "east", "call_log_spool": str(tmp_path / "s.sqlite")}),
+        (str(tmp_path / "calls.sqlite"), {}),
+    ):
+        log = open_writer(target, server)
+        log.record(record(1.0, call_id="who"))
+        log.close()
+        [row] = read_call_log(target, CallQuery())
+        assert row["instance"] == (server.get("instance") or socket.gethostname())

@@ -82,10 +82,14 @@ def identity(lab: Lab, x5u: str | None = None, *, orig: str = ORIG) -> str:
     )
 
 
-async def verify_once(port: int, value: str, *, timeout: float = 30.0) -> SipResponse:
+async def verify_once(
+    port: int, value: str, *, timeout: float = 30.0, far: int | None = None
+) -> SipResponse:
+    """One INVITE to ``port``; its Request-URI names ``far`` (the far end behind an SBC)."""
+
     def build(local: tuple[str, int]) -> bytes:
         return build_invite(
-            request_uri=f"sip:{DEST}@127.0.0.1:{port}",
+            request_uri=f"sip:{DEST}@127.0.0.1:{far or port}",
             from_value=f"<sip:{ORIG}@127.0.0.1>;tag={uuid.uuid4().hex[:8]}",
             to_value=f"<sip:{DEST}@127.0.0.1>",
             local=local,
@@ -339,11 +343,11 @@ def dispatcher(work: Path, defines: dict[str, str]) -> Iterator[subprocess.Popen
             process.wait()
 
 
-def dispatcher_ready(port: int, value: str) -> bool:
+def dispatcher_ready(port: int, value: str, far: int) -> bool:
     """One call through the carrier side, verified by an instance and answered by the far end
     (without a verdict it would be refused: NO_VERDICT_REJECT)."""
     try:
-        answer = asyncio.run(verify_once(port, value, timeout=3))
+        answer = asyncio.run(verify_once(port, value, timeout=3, far=far))
     except TimeoutError:
         return False
     return answer.code == 200
@@ -390,7 +394,7 @@ def test_failover_through_kamailios_dispatcher(
     try:
         with dispatcher(work, defines):
             wait_until(
-                lambda: dispatcher_ready(ports["term"], identity(lab)),
+                lambda: dispatcher_ready(ports["term"], identity(lab), ports["far"]),
                 60,
                 "the dispatcher to route to an instance",
             )

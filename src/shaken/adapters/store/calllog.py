@@ -152,11 +152,17 @@ def _from_storage(value: Any) -> Any:
     return value
 
 
-def _row(r: CallRecord) -> list[Any]:
-    """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order."""
+def _row(r: CallRecord, instance: str | None = None) -> list[Any]:
+    """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order.
+
+    ``instance`` names the server whose writer stores the record, for a record that does
+    not say (``[server] instance``: which of several instances decided).
+    """
     row: list[Any] = [outcome_of(r)]
     for name in _COLUMNS:
         value = getattr(r, name)
+        if name == "instance" and value is None:
+            value = instance
         row.append(_text(value) if isinstance(value, str) else value)
     return row
 
@@ -263,6 +269,7 @@ class SqliteCallLog:
     :param retention_days: rows older than this are deleted by the writer, a few thousand at
         a time between batches, so pruning never holds the file for long; None keeps all.
     :param clock: what "older than" is measured from (the system clock by default).
+    :param instance: this server's name, stored with records that carry none.
     :raises sqlite3.Error: the file cannot be opened or is not a call log.
     :raises OSError: its directory cannot be created.
 
@@ -280,8 +287,10 @@ class SqliteCallLog:
         max_pending: int = 100_000,
         retention_days: float | None = None,
         clock: Clock | None = None,
+        instance: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.instance = instance
         self.retention_days = retention_days
         self._clock = clock or SystemClock()
         self._next_prune = 0.0
@@ -444,7 +453,7 @@ class SqliteCallLog:
         connection = self._connection
         assert connection is not None  # _same_file() has just opened it
         try:
-            rows = [_row(r) for r in batch]
+            rows = [_row(r, self.instance) for r in batch]
         except Exception as exc:  # a record the writer cannot even read: drop, never die
             self._lose(batch, exc)
             return

@@ -6,6 +6,7 @@ One place decides which backend a value means, so the servers, ``shaken calls`` 
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def open_writer(
     """
     flush = int(server.get("call_log_flush_ms", 100)) / 1000.0
     retention = server.get("call_log_retention_days")
+    instance = str(server.get("instance") or socket.gethostname())
     if is_postgres_url(target):
         return PostgresCallLog(
             target,
@@ -53,8 +55,11 @@ def open_writer(
             retention_days=retention,
             timeout=float(server.get("call_log_timeout", 5.0)),
             clock=clock,
+            instance=instance,
         )
-    return SqliteCallLog(target, flush_interval=flush, retention_days=retention, clock=clock)
+    return SqliteCallLog(
+        target, flush_interval=flush, retention_days=retention, clock=clock, instance=instance
+    )
 
 
 def read_call_log(target: str | Path, query: CallQuery) -> list[dict[str, Any]]:

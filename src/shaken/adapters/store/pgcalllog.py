@@ -300,6 +300,7 @@ class PostgresCallLog:
     :param spool_max_records: records the spool holds at most; more are dropped and counted.
     :param timeout: how long a connection attempt or a statement may take, in seconds.
     :param retry_interval: how often PostgreSQL is tried again while it is away.
+    :param instance: this server's name, stored with records that carry none.
     :raises RuntimeError: psycopg is not installed, or the log is from a newer release.
     :raises sqlite3.Error: the spool cannot be opened.
 
@@ -324,9 +325,11 @@ class PostgresCallLog:
         timeout: float = 5.0,
         retry_interval: float = 1.0,
         clock: Clock | None = None,
+        instance: str | None = None,
     ) -> None:
         _driver()
         self.url = url
+        self.instance = instance
         self.name = redacted(url)
         self.flush_interval = flush_interval
         self.batch_size = batch_size
@@ -482,7 +485,7 @@ class PostgresCallLog:
         while queue:
             record = queue.popleft()
             try:
-                rows.append(_row(record))
+                rows.append(_row(record, self.instance))
             except Exception as exc:  # a record the writer cannot even read: drop, never die
                 self.dropped += 1
                 log.error("call log %s: a record dropped (%s)", self.name, type(exc).__name__)
