@@ -27,7 +27,21 @@ import pytest
 
 POSTGRES_URL = os.environ.get("SHAKEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SHAKEN_TEST_REDIS", "redis://127.0.0.1:6379/0")
-PG_BIN = Path(os.environ.get("SHAKEN_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _pg_bin() -> Path:
+    """``SHAKEN_TEST_PG_BIN``, else the newest ``/usr/lib/postgresql/N/bin`` (Debian's)."""
+    configured = os.environ.get("SHAKEN_TEST_PG_BIN")
+    if configured:
+        return Path(configured)
+    versions = sorted(
+        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()),
+        key=lambda p: int(p.parent.name),
+    )
+    return versions[-1] if versions else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def free_port() -> int:
