@@ -259,7 +259,9 @@ def test_backup_is_consistent_while_the_writer_writes(
     writer = threading.Thread(target=write)
     writer.start()
     try:
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60
+        while log.written < 1000 and time.monotonic() < deadline:  # commits are under way
+            time.sleep(0.01)
         copy = tmp_path / "backup.sqlite"
         assert main(["calls", "backup", str(copy), "--db", str(log.path)]) == 0
         assert "backed up" in capsys.readouterr().out

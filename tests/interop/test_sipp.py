@@ -285,6 +285,6 @@ def test_verification_outcomes(setup: Setup, name: str) -> None:
     )
     assert run.returncode == 0, run.errors + run.screen
     answers = run.logged("received", f"SIP/2.0 {code} ")
-    assert len(answers) == 4
-    # No retransmission was needed: one answer per INVITE (sipp retransmits after 500 ms).
-    assert len(run.logged("sent", "INVITE ")) == 4
+    # One answer per INVITE, and one more for any INVITE sipp retransmitted after 500 ms on a
+    # busy machine (a retransmission gets the same answer, RFC 3261 17.2.1).
+    assert len(answers) == len(run.logged("sent", "INVITE ")) >= 4

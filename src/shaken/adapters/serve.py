@@ -40,6 +40,7 @@ import logging
 import os
 import resource
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -51,6 +52,8 @@ from typing import Any, TextIO
 
 from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
 from shaken.adapters.lifecycle import serve_tasks
+from shaken.adapters.logs import apply_levels, configure_logging, fields
+from shaken.adapters.metrics import InstanceMetrics, new_metrics_dir
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
@@ -73,7 +76,7 @@ from shaken.adapters.wiring import (
     check_signing_certificates,
     prepare_brands,
 )
-from shaken.config import Settings
+from shaken.config import ConfigError, Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
 
@@ -89,9 +92,12 @@ __all__ = [
 log = logging.getLogger("shaken.serve")
 
 RestServer = Callable[..., Any]
+#: How often a worker writes its metrics snapshot (seconds): the most a scrape lags behind.
+SNAPSHOT_INTERVAL = 1.0
 #: Keys of ``[server]`` that only a restart changes.
 RESTART_KEYS = (
     "sip_sign",
+    "log_format",
     "sip_verify",
     "rest",
     "workers",
@@ -102,16 +108,14 @@ RESTART_KEYS = (
 )
 
 
-def configure_logging(level: int = logging.INFO, stream: TextIO | None = None) -> None:
-    """One line per event on stderr, with the process id (workers share the stream)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+def logging_from(settings: Settings) -> None:
+    """The logging ``[server]`` asks for (``log_format``, ``log_level``, ``log_levels``)."""
+    server = settings.server
+    configure_logging(
+        log_format=str(server.get("log_format", "text")),
+        level=str(server.get("log_level", "info")),
+        levels=dict(server.get("log_levels", {})),
     )
-    root = logging.getLogger("shaken")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 def rest_server() -> Any | None:
@@ -228,6 +232,8 @@ class ServiceOptions:
     :param freeze_gc: move what exists after start-up out of the garbage collector's way
         (``gc.freeze``); for a process that is only this worker.
     :param clock: where the services read the time (the system clock by default).
+    :param metrics_dir: where the workers of one instance share their metrics snapshots;
+        None: this worker answers for itself alone.
     """
 
     def __init__(
@@ -240,9 +246,11 @@ class ServiceOptions:
         call_log: Path | None = None,
         freeze_gc: bool = False,
         clock: Clock | None = None,
+        metrics_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
+        self.metrics_dir = metrics_dir
         self.freeze_gc = freeze_gc
         self.workers = workers
         self.grace = grace
@@ -291,6 +299,14 @@ class Worker:
         self._lifecycle: tuple[asyncio.Event, list[asyncio.Task[None]]] | None = None
         self._reload_waiting = False
         self.reloads = 0
+        #: The worker's metrics; its snapshots let any worker answer a scrape for all.
+        self.metrics = InstanceMetrics(options.metrics_dir)
+        self._snapshots: asyncio.Task[None] | None = None
+
+    async def _write_snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            self.metrics.write_snapshot()
 
     def _load(self) -> Settings:
         return self.options.settings()
@@ -320,6 +336,9 @@ class Worker:
                 **_sip_options(settings),
             )
             await self.sip.start()
+            # The worker's SIP counters (shed, refused, timed out) on the instance's /metrics.
+            self.metrics.registry.register(SipCollector(self.sip))
+            self._snapshots = asyncio.get_running_loop().create_task(self._write_snapshots())
             await self._start_rest(runtime)
             # The certificate lifecycle: reload on a switch; worker 0 also renews.
             self._lifecycle = serve_tasks(
@@ -365,9 +384,18 @@ class Worker:
             try:
                 settings = self._load()
                 runtime = await check_settings(settings, self.options.clock)
+            except ConfigError as exc:
+                log.error("reload: %s is not usable, the running configuration stays", path)
+                for problem in exc.problems:  # one line per problem, with its fields
+                    log.error(
+                        "reload: %s",
+                        problem,
+                        extra=fields(file=problem.source, line=problem.line, key=problem.key),
+                    )
+                return False
             except Exception as exc:
                 log.error(
-                    "reload: %s is not usable, the running configuration stays:\n%s", path, exc
+                    "reload: %s is not usable, the running configuration stays: %s", path, exc
                 )
                 return False
             old = handler.runtime
@@ -400,6 +428,8 @@ class Worker:
             if self.rest is not None:
                 self.rest.switch(runtime, self.call_log)  # same sockets, new application
             self.reloads += 1
+            server = settings.server
+            apply_levels(str(server.get("log_level", "info")), dict(server.get("log_levels", {})))
             log.info("reloaded %s (profiles: %s)", path, ", ".join(_profile_names(runtime)))
             if in_progress:
                 await asyncio.wait(in_progress, timeout=30.0)
@@ -419,10 +449,8 @@ class Worker:
         bound = self.rest_bound
         if bound is None:
             bound = self._own_rest = bind_rest(listeners)
-        # The worker's SIP counters (requests shed, refused, timed out) on the same /metrics.
-        collectors = [SipCollector(self.sip)] if self.sip is not None else []
         service = module.RestService(
-            runtime, bound, self.call_log, budget=self.budget, collectors=collectors
+            runtime, bound, self.call_log, budget=self.budget, metrics=self.metrics
         )
         try:
             await service.start()
@@ -431,6 +459,10 @@ class Worker:
         self.rest = service
 
     async def _shutdown(self) -> None:
+        if self._snapshots is not None:
+            self._snapshots.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._snapshots
         if self._lifecycle is not None:
             stop, tasks = self._lifecycle
             stop.set()
@@ -443,6 +475,8 @@ class Worker:
             item.sock.close()
         if self.call_log is not None:
             await asyncio.to_thread(self.call_log.close)
+        # What this worker counted stays part of the instance's totals.
+        self.metrics.write_snapshot()
         if self.handler is not None:
             await self.handler.runtime.aclose()
 
@@ -513,6 +547,7 @@ def _serve(
     path = Path(config)
     # The same checks as `shaken config check`, before anything is bound or started.
     settings = with_workers(load_checked(path), workers)
+    logging_from(settings)
     count = int(settings.server.get("workers", 1))
     listeners = listener_specs(settings.server)
     rest = list(settings.server.get("rest", []))
@@ -536,7 +571,10 @@ def _serve(
     if settings.server.get("call_log"):
         print(f"call log     {describe(str(settings.server['call_log']))}", file=stream)
     stream.flush()
-    options = ServiceOptions(path, workers=workers, freeze_gc=True, clock=clock)
+    metrics_dir = new_metrics_dir()
+    options = ServiceOptions(
+        path, workers=workers, freeze_gc=True, clock=clock, metrics_dir=metrics_dir
+    )
     try:
         if count == 1:
 
@@ -578,6 +616,7 @@ def _serve(
         for item in [*bound, *rest_bound]:
             with contextlib.suppress(OSError):
                 item.sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 _LABELS = {"sign": "sip-signing", "verify": "sip-verification"}

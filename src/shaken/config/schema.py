@@ -495,6 +495,20 @@ def _needs(module: str, what: str) -> str | None:
     return None
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_levels(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a table of logger = level, got {type(value).__name__}"
+    for name, level in value.items():
+        if name != "shaken" and not name.startswith("shaken."):
+            return f"{name!r} is not a shaken logger (shaken, shaken.sip, shaken.serve, ...)"
+        if level not in LOG_LEVELS:
+            return f"{name}: must be one of {', '.join(LOG_LEVELS)}, got {level!r}"
+    return None
+
+
 SERVER_KEYS: dict[str, Spec] = {
     "sip_sign": Spec(
         "list", _list(_listen(*SIP_TRANSPORTS)), "SIP signing listeners, e.g. 'udp:127.0.0.1:5060'"
@@ -551,6 +565,15 @@ SERVER_KEYS: dict[str, Spec] = {
     ),
     "instance": Spec(
         "string", _string(), "this server's name in the call log (default: the host name)"
+    ),
+    "log_format": Spec(
+        "text|json", _choice("text", "json"), "log lines as text (default) or JSON, one per event"
+    ),
+    "log_level": Spec(
+        "level", _choice(*LOG_LEVELS), "level of every shaken logger (default info); SIGHUP"
+    ),
+    "log_levels": Spec(
+        "table", _log_levels, 'levels of single loggers: {"shaken.sip" = "debug"}; SIGHUP'
     ),
     "verification_open": Spec(
         "bool", _bool(), "REST verification needs no API key (default false: a key is needed)"

@@ -63,7 +63,8 @@ def parse_since(value: str, *, now: datetime) -> float:
 def cmd_serve(args: argparse.Namespace) -> int:
     # Imported here: the servers pull in asyncio transports, uvloop and uvicorn, which the
     # other commands never need.
-    from shaken.adapters.serve import configure_logging, serve  # noqa: PLC0415
+    from shaken.adapters.logs import configure_logging  # noqa: PLC0415
+    from shaken.adapters.serve import serve  # noqa: PLC0415
 
     if args.workers is not None and not 1 <= args.workers <= 64:
         raise UsageError("--workers must be from 1 to 64")

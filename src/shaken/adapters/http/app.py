@@ -99,14 +99,19 @@ class _Disconnected(Exception):
 
 
 def create_app(
-    runtime: Runtime, *, call_log: CallLog | None = None, clock: Clock | None = None
+    runtime: Runtime,
+    *,
+    call_log: CallLog | None = None,
+    clock: Clock | None = None,
+    metrics: RestMetrics | None = None,
 ) -> ASGIApp:
     """The ASGI application serving ``runtime`` (see the module docstring).
 
     :param call_log: where decisions are recorded; None records nothing.
     :param clock: request times (default ``runtime.clock``); read once per request.
+    :param metrics: the worker's REST metrics, kept across reloads (its own when omitted).
     """
-    return RestApplication(runtime, call_log=call_log, clock=clock)
+    return RestApplication(runtime, call_log=call_log, clock=clock, metrics=metrics)
 
 
 class _RequestIds:
@@ -259,7 +264,12 @@ class RestApplication:
     """The ASGI callable; :func:`create_app` is the way to make one."""
 
     def __init__(
-        self, runtime: Runtime, *, call_log: CallLog | None = None, clock: Clock | None = None
+        self,
+        runtime: Runtime,
+        *,
+        call_log: CallLog | None = None,
+        clock: Clock | None = None,
+        metrics: RestMetrics | None = None,
     ) -> None:
         self.runtime = runtime
         self.call_log = call_log
@@ -274,7 +284,8 @@ class RestApplication:
         if runtime.shared is not None:
             self.keyring.shared = RedisRateLimit(runtime.shared)
         self.certificates = SigningCertificates(runtime)
-        self.metrics = RestMetrics(runtime, self.certificates, self.clock)
+        self.metrics = metrics or RestMetrics()
+        self.metrics.attach(runtime, self.certificates, self.clock)
         document = openapi_document(
             schema=self.schema_mode, verification_open=self.verification_open
         )

@@ -1,9 +1,8 @@
 """Prometheus metrics of one REST application.
 
-Each application gets its own :class:`~prometheus_client.CollectorRegistry`, so two apps in one
-process (tests, or REST beside an embedding program) never mix counts, and nothing lands in the
-library's global registry. With several worker processes each process reports its own counts;
-Prometheus sums them per instance label.
+The instruments live in the worker's registry (:class:`~shaken.adapters.metrics.InstanceMetrics`,
+never the library's global one), made once per worker so that a reload keeps counting, and a
+scrape of any worker answers for the whole instance: every worker's counts, added up.
 
 Exposed (``/metrics``, text format 0.0.4):
 
@@ -39,11 +38,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shaken.adapters.http.credentials import SigningCertificates
 from shaken.adapters.lifecycle import lifecycle_gauges
+from shaken.adapters.metrics import InstanceMetrics
 from shaken.adapters.wiring import Runtime
 from shaken.services.cert_cache import RevocationMode, RevocationReport
 from shaken.services.ports import Clock
@@ -164,26 +164,73 @@ class _RuntimeCollector:
         )
 
 
-class RestMetrics:
-    """The registry of one app, and cheap recording calls for the request path."""
+class _Current:
+    """The runtime collector in force: swapped on reload, its counters carried over.
 
-    def __init__(self, runtime: Runtime, certificates: SigningCertificates, clock: Clock) -> None:
-        self.registry = CollectorRegistry()
+    A reload builds a new runtime, whose caches count from zero; a counter that went back
+    would look like a restart to Prometheus. The counters of the runtime being replaced are
+    kept as a base that the next one's are added to.
+    """
+
+    def __init__(self) -> None:
+        self.collector: _RuntimeCollector | None = None
+        self._base: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def use(self, collector: _RuntimeCollector) -> None:
+        if self.collector is not None:
+            for family in self.collector.collect():
+                if family.type != "counter":
+                    continue
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    if not sample.name.endswith("_created"):
+                        self._base[key] = self._base.get(key, 0.0) + sample.value
+        self.collector = collector
+
+    def collect(self) -> Iterable[Metric]:
+        if self.collector is None:
+            return
+        for family in self.collector.collect():
+            if family.type == "counter" and self._base:
+                for index, sample in enumerate(family.samples):
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    carried = self._base.get(key)
+                    if carried:
+                        family.samples[index] = sample._replace(value=sample.value + carried)
+            yield family
+
+
+class RestMetrics:
+    """The REST side of a worker's metrics: instruments made once per worker, so a reload
+    (a new app on a new runtime) keeps counting, and the runtime collector of the app in force.
+
+    :param instance: the worker's :class:`~shaken.adapters.metrics.InstanceMetrics`; a new
+        one of its own when omitted (one app alone: tests, an embedding program).
+    """
+
+    def __init__(self, instance: InstanceMetrics | None = None) -> None:
+        self.instance = instance or InstanceMetrics()
+        registry = self.instance.registry
         self._requests = Counter(
             "shaken_requests",
             "REST requests by endpoint, outcome and reason",
             ("endpoint", "outcome", "reason"),
-            registry=self.registry,
+            registry=registry,
         )
         self._verification = Histogram(
             "shaken_verification_seconds",
             "time spent verifying one request (certificate fetch included)",
             buckets=_BUCKETS,
-            registry=self.registry,
+            registry=registry,
         )
-        self.registry.register(_RuntimeCollector(runtime, certificates, clock))
+        self._current = _Current()
+        registry.register(self._current)
         # labels() takes a lock and builds a key on every call; a request path should not.
         self._children: dict[tuple[str, str, str], Counter] = {}
+
+    def attach(self, runtime: Runtime, certificates: SigningCertificates, clock: Clock) -> None:
+        """Report ``runtime``'s state from now on (an app starting, or a reload)."""
+        self._current.use(_RuntimeCollector(runtime, certificates, clock))
 
     def count(self, endpoint: str, outcome: str, reason: str = "") -> None:
         key = (endpoint, outcome, reason)
@@ -195,5 +242,10 @@ class RestMetrics:
     def observe_verification(self, seconds: float) -> None:
         self._verification.observe(seconds)
 
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.instance.registry
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The whole instance's metrics: every worker's, added up."""
+        return self.instance.render()

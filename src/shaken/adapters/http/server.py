@@ -50,12 +50,13 @@ from typing import Any
 
 import uvicorn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from shaken.adapters.accept import Acceptor, DescriptorBudget
 from shaken.adapters.http.app import ASGIApp, Receive, Scope, Send, create_app
+from shaken.adapters.http.metrics import RestMetrics
+from shaken.adapters.metrics import InstanceMetrics
 from shaken.adapters.wiring import Runtime
 from shaken.core.errors import ConfigurationError
 from shaken.services.calllog import CallLog
@@ -412,19 +413,20 @@ class RestService:
         call_log: CallLog | None,
         *,
         budget: DescriptorBudget | None = None,
-        collectors: Sequence[Collector] = (),
+        metrics: InstanceMetrics | None = None,
     ) -> None:
-        """``collectors`` join every app's ``/metrics`` (the worker's SIP counters)."""
+        """``metrics``: the worker's metrics (its SIP counters beside REST's); the REST
+        instruments are made once here and kept by every app this service switches to."""
         if not bound:
             raise ConfigurationError("no REST listeners configured ([server] rest)")
-        self._extra = tuple(collectors)
+        self.metrics = RestMetrics(metrics)
         self.bound = list(bound)
         self.runtime = runtime
         self.budget = budget or DescriptorBudget()
         self.guard = _Guard(RestLimits.from_settings(runtime.settings.server))
         self.budget.register(lambda: len(self.guard.connections))
         self.call_log = call_log
-        self._collector = _LimitsCollector(self)
+        self.metrics.registry.register(_LimitsCollector(self))
         self._switch = _Switch(self._app(runtime, call_log))
         self._servers: list[uvicorn.Server] = []
         self._acceptors: list[Acceptor] = []
@@ -523,14 +525,7 @@ class RestService:
         return min(self.guard.limits.max_connections, self.budget.share())
 
     def _app(self, runtime: Runtime, call_log: CallLog | None) -> ASGIApp:
-        app = create_app(runtime, call_log=call_log)
-        metrics = getattr(app, "metrics", None)
-        registry = getattr(metrics, "registry", None)
-        if registry is not None:
-            registry.register(self._collector)
-            for collector in self._extra:
-                registry.register(collector)
-        return app
+        return create_app(runtime, call_log=call_log, metrics=self.metrics)
 
     def switch(self, runtime: Runtime, call_log: CallLog | None) -> None:
         """Serve ``runtime`` from now on; requests in progress finish on the old one."""

@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from shaken.adapters.logs import fields
 from shaken.adapters.store.callschema import (
     LATEST,
     OUTCOMES,
@@ -434,7 +435,12 @@ class SqliteCallLog:
             return True
         state = "deleted" if current is None else "replaced"
         if self._connection is not None:
-            log.error("call log %s was %s; opening it again", self.path, state)
+            log.error(
+                "call log %s was %s; opening it again",
+                self.path,
+                state,
+                extra=fields(path=self.path, state=state),
+            )
             _let_go(self._connection)
             self._connection = None
         try:
@@ -467,7 +473,13 @@ class SqliteCallLog:
             except sqlite3.Error as exc:
                 self.failures += 1
                 self.last_error = str(exc)
-                log.warning("call log %s: commit failed (%s), attempt %d", self.path, exc, attempt)
+                log.warning(
+                    "call log %s: commit failed (%s), attempt %d",
+                    self.path,
+                    exc,
+                    attempt,
+                    extra=fields(path=self.path, error=exc, attempt=attempt),
+                )
                 time.sleep(0.05 * (attempt + 1))
                 continue
             except Exception as exc:  # not the disk's fault: retrying gives the same answer
@@ -477,7 +489,12 @@ class SqliteCallLog:
             self.last_error = None
             return
         self.dropped += len(rows)
-        log.error("call log %s: %d records dropped after 3 failed commits", self.path, len(rows))
+        log.error(
+            "call log %s: %d records dropped after 3 failed commits",
+            self.path,
+            len(rows),
+            extra=fields(path=self.path, dropped=len(rows)),
+        )
 
     def _lose(self, batch: list[CallRecord], exc: Exception) -> None:
         self.failures += 1

@@ -8,8 +8,8 @@ built by the same :func:`~shaken.adapters.store.callschema.select_sql`.
 
 The driver is psycopg 3: maintained by PostgreSQL's own driver maintainers, binary wheels on
 PyPI (``psycopg[binary]``), typed, and its ``COPY`` support (rows written from Python, encoded
-in C) is what a batching writer wants. It is imported only when a PostgreSQL URL is configured, so a one-machine
-install never needs it.
+in C) is what a batching writer wants. It is imported only when a PostgreSQL URL is
+configured, so a one-machine install never needs it.
 
 Writing is :class:`~shaken.adapters.store.calllog.SqliteCallLog`'s discipline:
 :meth:`PostgresCallLog.record` only appends to a queue; a writer thread commits what waits
