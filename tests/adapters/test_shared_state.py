@@ -88,7 +88,7 @@ class Instance:
         prefix: str,
         *,
         replay: bool = False,
-        timeout: float = 0.5,
+        timeout: float = 3.0,
     ) -> None:
         self.state = RedisSharedState(url, prefix=prefix, timeout=timeout, retry_interval=0.2)
         resolver, _ = mapping_resolver({CR: "127.0.0.1"})
@@ -228,7 +228,7 @@ async def test_the_same_passport_at_two_instances_is_refused_at_the_second(
 
 @pytest.mark.anyio
 async def test_an_api_key_has_one_bucket_across_instances(prefix: str) -> None:
-    states = [RedisSharedState(REDIS_URL, prefix=prefix, timeout=0.5) for _ in range(3)]
+    states = [RedisSharedState(REDIS_URL, prefix=prefix, timeout=3.0) for _ in range(3)]
     key = ApiKey(name="carrier", digest=b"\0" * 32, rate_per_second=5.0)
     rings = [Keyring([key], shared=RedisRateLimit(state)) for state in states]
     try:

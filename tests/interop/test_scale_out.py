@@ -440,6 +440,7 @@ def test_failover_through_kamailios_dispatcher(
         **counts,
         "gap_seconds": round(gap, 3),
         "records": len(logged),
+        "answered_not_logged": len(caller.answered_call_ids() - set(logged)),
         "killed_at_s": round(killed_at - started, 1),
         "back_at_s": round(back_at - started, 1),
         "instances_after_return": sorted(after_back),
@@ -450,9 +451,18 @@ def test_failover_through_kamailios_dispatcher(
     assert counts["answered"] + counts["failed"] == counts["offered"]
     assert counts["answered"] >= counts["offered"] * 0.9, figures
     assert len(answered_ids) == counts["answered"]
-    # Every answered call is in the one PostgreSQL call log, once.
+    # Every answered call is in the one PostgreSQL call log, once; except what the killed
+    # instance had answered and not yet committed: the stated loss window (two flush
+    # intervals), so only calls started just before the kill.
     assert len(logged) == len(set(logged)), "a call recorded twice"
-    assert answered_ids <= set(logged), answered_ids - set(logged)
+    lost = answered_ids - set(logged)
+    for call_id in lost:
+        number = int(call_id.split("-", 1)[0])  # sipp's [call_id]: "N-pid@host"
+        started_after = (number - 1) / rate
+        assert killed_at - started - 1.5 < started_after < killed_at - started + 0.5, (
+            call_id,
+            figures,
+        )
     # The instance that came back takes calls again.
     assert "a" in after_back and "b" in after_back, figures
 
@@ -513,8 +523,10 @@ def test_a_cold_x5u_is_fetched_once_by_three_instances(
     try:
         for name in ("a", "b", "c"):
             lines = instance_lines(name, tmp_path, call_log=pg, shared=REDIS_URL, prefix=prefix)
-            # 300 INVITEs arrive at once on a loaded machine: none is shed as too old.
-            lines += "udp_max_age_ms = 10000\n"
+            # 300 INVITEs arrive at once on a loaded machine: none is shed as too old, and a
+            # slow Redis answer is waited for (past its timeout an instance fetches for itself,
+            # which the fault tests cover; this one proves the single fetch).
+            lines += "udp_max_age_ms = 10000\nshared_state_timeout_ms = 3000\n"
             servers.append(start_shaken(lab, tmp_path / name, server_lines=lines))
         value = identity(lab, cold)
 
