@@ -352,3 +352,18 @@ def test_each_record_names_the_instance_that_decided(pg: str, tmp_path: Path) ->
         log.close()
         [row] = read_call_log(target, CallQuery())
         assert row["instance"] == (server.get("instance") or socket.gethostname())
+
+
+def test_closing_drains_the_spool_when_postgresql_is_back(
+    private_pg: PrivatePostgres, tmp_path: Path
+) -> None:
+    """A worker stopped right after PostgreSQL returned, before its next retry, still empties
+    its spool into PostgreSQL instead of leaving the records on local disk."""
+    log = open_log(private_pg.url, tmp_path, timeout=1.0, retry_interval=3600.0)
+    private_pg.stop()
+    log.record(record(1.0, call_id="spooled"))
+    log.flush()
+    wait_for(lambda: log.spool_pending == 1)
+    private_pg.start()
+    log.close()  # the next retry would be an hour away
+    assert [r["call_id"] for r in read_postgres_calls(private_pg.url, CallQuery())] == ["spooled"]

@@ -614,6 +614,7 @@ class PostgresCallLog:
         if self._closing:
             return
         self._closing = True
+        self._next_attempt = 0.0  # a last try at PostgreSQL, so that the spool drains if it can
         self._wake.set()
         self._thread.join()
         if self._writer_died:
