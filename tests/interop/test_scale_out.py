@@ -8,6 +8,8 @@ Kamailio's dispatcher and sipp.
 * cold start: three instances, 300 concurrent verifications of one cold x5u spread across
   them: exactly one HTTPS fetch, every one verified.
 * replay: the same PASSporT sent to two instances within the window: the second refused.
+* no instance answers (all dead, overloaded or silent): the dispatcher fails closed, as the
+  SBC example does without a verdict.
 * faults: PostgreSQL stopped for 30 s under load (records spool, then replay: nothing lost,
   nothing doubled); Redis stopped (calls keep flowing, ``/readyz`` degraded, recovery after
   it is back). These stop private servers, never the machine's own.
@@ -695,3 +697,71 @@ def test_redis_stopped_calls_keep_flowing_readyz_degraded_then_recovered(
     assert "shaken_shared_state_degraded 1.0" in metrics
     assert recovered["checks"]["shared_state"]["detail"].startswith("sharing")
     assert counts["answered"] == counts["offered"] == rate * seconds
+
+
+@pytest.mark.parametrize("kind", ["stopped", "overloaded-503", "silent"])
+@pytest.mark.parametrize("reject", ["0", "503"])
+def test_no_instance_answers_fails_closed_through_the_dispatcher(
+    kind: str, reject: str, tmp_path: Path
+) -> None:
+    """Every instance dead, overloaded or silent: after the dispatcher has tried each, a
+    carrier call forging a verdict reaches the far end cleaned (no verstat, no X-Shaken-*, no
+    display marks), or is refused with ``NO_VERDICT_REJECT``; a customer call goes on
+    unsigned, without X-Shaken-*."""
+    from .test_kamailio import (
+        CLEAN_FROM,
+        CLEAN_PAI,
+        FORGER,
+        _broken_shaken,
+        _call,
+        _far_end,
+        _forged,
+        _wait_answering,
+    )
+
+    broken = [_broken_shaken(kind) for _ in range(2)] if kind != "stopped" else []
+    instances = [p.port for p in broken] or [free_port(), free_port()]
+    listing = tmp_path / "dispatcher.list"
+    listing.write_text("".join(f"{s} sip:127.0.0.1:{p}\n" for s in (1, 2) for p in instances))
+    from_value, headers = _forged(FORGER)
+    try:
+        with _far_end() as far:
+            ports = {"orig": free_port(), "term": free_port()}
+            defines = {
+                "ORIG_PORT": str(ports["orig"]),
+                "TERM_PORT": str(ports["term"]),
+                "CHILDREN": "1",
+                "DS_LIST": f'"{listing}"',
+                "NEXT_HOP": f'"sip:127.0.0.1:{far.port}"',
+                "SHAKEN_TIMEOUT": "500",
+                "NO_VERDICT_REJECT": reject,
+            }
+            with dispatcher(tmp_path, defines) as kamailio:
+                for side in ("orig", "term"):
+                    _wait_answering(kamailio, ports[side], tmp_path / "kamailio.log")
+                answer = _call(ports["term"], far, from_value, headers, call_id=f"ds-{kind}")
+                signed = _call(
+                    ports["orig"],
+                    far,
+                    f"<sip:{ORIG}@127.0.0.1>;tag=c",
+                    [("X-Shaken-Attest", "A")],
+                    call_id=f"ds-sign-{kind}",
+                )
+                delivered = far.invites(f"ds-{kind}")
+                [unsigned] = far.invites(f"ds-sign-{kind}")
+    finally:
+        for peer in broken:
+            peer.close()
+    log = (tmp_path / "kamailio.log").read_text()[-3000:]
+    assert signed.code == 200, log
+    assert [n for n in unsigned.fields if n.startswith("x-shaken-")] == []
+    assert "identity" not in unsigned.fields
+    if reject == "503":
+        assert answer.code == 503 and delivered == [], log
+        return
+    assert answer.code == 200, log
+    [call] = delivered
+    assert call.fields["from"] == [CLEAN_FROM]
+    assert call.fields["p-asserted-identity"] == CLEAN_PAI
+    assert [n for n in call.fields if n.startswith("x-shaken-")] == []
+    assert "verstat" not in call.uri + str(call.fields).lower()
