@@ -273,6 +273,7 @@ def test_configuration(running: Running) -> None:
         "sip_sign": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
         "sip_verify": ["udp:127.0.0.1:5062", "tcp:127.0.0.1:5062"],
         "rest": ["http:127.0.0.1:8080"],
+        "udp_max_age_ms": 1000,
     }
     port = lab.settings.repository_port
     assert config["repository"]["listen"] == f"https:127.0.0.1:{port}"

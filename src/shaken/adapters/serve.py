@@ -3,7 +3,7 @@
 The composition of a running service (DESIGN.md sections 6 to 8): the configuration is read and
 proven usable (keys load, trust anchors parse, ``check_x5u_at_load`` fetches succeed) before
 any socket is bound; the SIP listeners are bound once and shared by the worker processes
-(:class:`~shaken.adapters.sip.server.Supervisor`); each worker builds its own
+(:class:`~shaken.adapters.workers.Supervisor`); each worker builds its own
 :class:`~shaken.adapters.wiring.Runtime`, opens its own writer to the call log and runs, in one
 event loop, the SIP listeners and, when ``[server] rest`` lists any, the REST API
 (``shaken.adapters.http.server.serve_rest``, imported here so that the SIP and HTTP adapters
@@ -60,11 +60,9 @@ from shaken.adapters.sip.server import (
     BoundListener,
     SipCollector,
     SipServer,
-    Supervisor,
     bind_listeners,
     listener_specs,
     tls_context,
-    unblock_worker_signals,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
 from shaken.adapters.store.calllogs import describe, open_writer
@@ -76,6 +74,7 @@ from shaken.adapters.wiring import (
     check_signing_certificates,
     prepare_brands,
 )
+from shaken.adapters.workers import Supervisor, unblock_worker_signals
 from shaken.config import ConfigError, Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock

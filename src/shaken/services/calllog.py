@@ -1,8 +1,9 @@
 """What the call log records, and the port a call-log store implements.
 
-Every decision, whether it came over SIP or REST, becomes one :class:`CallRecord` (DESIGN.md
-section 8). Recording must never slow a call: :meth:`CallLog.record` only enqueues, and the
-store writes in batches off the hot path.
+Every decision, whether it came over SIP or REST, becomes one :class:`CallRecord`, made by
+one :class:`CallRecordBuilder`, so a decision is recorded alike whichever interface it came
+through. Recording must never slow a call: :meth:`CallLog.record` only enqueues, and the store
+writes in batches off the hot path.
 """
 
 from __future__ import annotations
@@ -10,10 +11,22 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["CallLog", "CallLogHealth", "CallQuery", "CallRecord", "new_record_id"]
+from shaken.core.policy import Decision
+from shaken.core.result import VerificationResult
+from shaken.services.signing import SignedCall
+
+__all__ = [
+    "CallLog",
+    "CallLogHealth",
+    "CallQuery",
+    "CallRecord",
+    "CallRecordBuilder",
+    "new_record_id",
+]
 
 
 class _RecordIds:
@@ -114,6 +127,98 @@ class CallQuery:
     profile: str | None = None
     interface: str | None = None
     limit: int | None = None
+
+
+@dataclass(slots=True)
+class CallRecordBuilder:
+    """The records of one request: when it came, over which ``interface`` (``sip`` or
+    ``rest``), its ``call_id``, and the ``profile`` name that handled it. (Not frozen: it is
+    made for every call, and a frozen dataclass costs twice as much to make.)"""
+
+    time: float
+    interface: str
+    call_id: str | None
+    profile: str | None
+
+    def _record(self, direction: str, **fields: Any) -> CallRecord:
+        return CallRecord(
+            time=self.time,
+            direction=direction,
+            interface=self.interface,
+            call_id=self.call_id,
+            profile=self.profile,
+            **fields,
+        )
+
+    def signed(
+        self, signed: SignedCall, *, latency_ms: float, sip_code: int | None = None
+    ) -> CallRecord:
+        """A call signed: its parties, attestation, certificate URL and brand."""
+        return self._record(
+            "sign",
+            orig=signed.orig,
+            dest=",".join(signed.dest),
+            attest=signed.attest,
+            sip_code=sip_code,
+            action="signed",
+            x5u=signed.x5u,
+            latency_ms=latency_ms,
+            brand=signed.brand,
+        )
+
+    def unsigned(
+        self,
+        action: str,
+        *,
+        latency_ms: float,
+        reason: str | None = None,
+        orig: str | None = None,
+        dest: Sequence[str] = (),
+        allowed: bool = True,
+        sip_code: int | None = None,
+    ) -> CallRecord:
+        """A call not signed (``not_signed``, ``already_signed``), and why."""
+        return self._record(
+            "sign",
+            orig=orig,
+            dest=",".join(dest) or None,
+            reason=reason,
+            sip_code=sip_code,
+            action=action,
+            allowed=allowed,
+            latency_ms=latency_ms,
+        )
+
+    def verified(
+        self,
+        result: VerificationResult,
+        decision: Decision,
+        *,
+        latency_ms: float,
+        sip_code: int | None,
+        orig: str | None = None,
+        dest: str | None = None,
+    ) -> CallRecord:
+        """A verification's verdict and the action taken. ``orig`` and ``dest`` are the
+        parties as the request shows them, recorded where the PASSporT names none; the
+        branding verdict (RFC 9795) is kept beside the SHAKEN one."""
+        rcd = result.rcd
+        return self._record(
+            "verify",
+            orig=result.orig or orig,
+            dest=",".join(result.dest) or dest,
+            attest=result.attest,
+            verstat=result.verstat.value,
+            reason=None if result.reason is None else result.reason.value,
+            sip_code=sip_code,
+            action=decision.action.value,
+            allowed=decision.allowed,
+            x5u=result.x5u,
+            latency_ms=latency_ms,
+            brand=None if rcd is None else rcd.nam,
+            rcd_status=None if rcd is None else rcd.status.value,
+            rcd_reason=None if rcd is None or rcd.reason is None else rcd.reason.value,
+        )
 
 
 class CallLog(Protocol):

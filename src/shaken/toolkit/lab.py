@@ -462,6 +462,9 @@ may_verify = true  # it may call the verification API
 sip_sign = {listeners(s.sip_signing_port)}  # SIP redirect: 302 + Identity
 sip_verify = {listeners(s.sip_verification_port)}  # SIP redirect: 302 + verstat
 rest = [{q(f"http:{host}:{s.rest_port}")}]  # ATIS-1000082 REST API
+# A lab runs on a laptop beside other work: a request may wait up to a second in the queue
+# before it is shed with 503 (a carrier's server keeps the 100 ms default).
+udp_max_age_ms = 1000
 
 [repository]
 # The lab's certificate repository (STI-CR), run by `shaken lab up`.

@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from shaken.adapters.sip.codec import (
     FramingError,
+    KeepAlive,
+    Message,
     SipRequest,
+    StreamEvent,
     StreamFramer,
     ack_transaction,
     build_response,
@@ -171,25 +174,21 @@ def test_build_response_copies_the_dialog_fields() -> None:
     assert "To: <sip:1@h>;tag=abc\r\n" in build_response(tagged, 481, "No").decode()
 
 
-def _frames(items: list[bytes | FramingError]) -> list[bytes]:
-    return [i for i in items if isinstance(i, bytes)]
-
-
 def test_stream_framing() -> None:
     one = invite(headers=(("Content-Length", "5"),)).replace(b"Content-Length: 0\r\n", b"")
     one += b"hello"
     two = invite()
     framer = StreamFramer()
     out = framer.feed(b"\r\n\r\n" + one + two[:10])
-    assert out == [StreamFramer.PONG, one]  # RFC 5626 ping, then a message with its body
-    assert framer.feed(two[10:]) == [two]
+    assert out == [KeepAlive(), Message(one)]  # RFC 5626 ping, then a message with its body
+    assert framer.feed(two[10:]) == [Message(two)]
     assert parse_request(one, stream=True).body == b"hello"
     # Byte by byte gives the same messages.
     framer = StreamFramer()
-    got: list[bytes | FramingError] = []
+    got: list[StreamEvent] = []
     for i in range(len(one + two)):
         got += framer.feed((one + two)[i : i + 1])
-    assert got == [one, two]
+    assert got == [Message(one), Message(two)]
 
 
 def test_stream_framing_failures() -> None:
@@ -208,7 +207,7 @@ def test_stream_framing_failures() -> None:
     # No Content-Length on a stream: framed as an empty body, then answered 400.
     missing = invite().replace(b"Content-Length: 0\r\n", b"")
     framer = StreamFramer()
-    assert framer.feed(missing) == [missing]
+    assert framer.feed(missing) == [Message(missing)]
     request = parse_request(missing, stream=True)
     assert request.problem == (400, "Bad Request") and "stream" in request.detail
 
@@ -254,17 +253,18 @@ def test_no_input_raises(data: bytes) -> None:
         answer = build_response(request, *(request.problem or (200, "OK")))
         assert answer.startswith(b"SIP/2.0 ")
     for item in StreamFramer(max_size=1024).feed(data):
-        if isinstance(item, bytes) and item != StreamFramer.PONG:
-            parse_request(item, stream=True, max_size=1024)
+        if isinstance(item, Message):
+            parse_request(item.data, stream=True, max_size=1024)
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=30))
 def test_framing_does_not_depend_on_chunking(cuts: list[int]) -> None:
-    parts = [invite(call_id="a"), StreamFramer.PONG, invite(call_id="b"), invite(call_id="c")]
-    stream = parts[0] + b"\r\n\r\n" + parts[2] + parts[3]
+    messages = [invite(call_id="a"), invite(call_id="b"), invite(call_id="c")]
+    parts = [Message(messages[0]), KeepAlive(), Message(messages[1]), Message(messages[2])]
+    stream = messages[0] + b"\r\n\r\n" + messages[1] + messages[2]
     framer = StreamFramer()
-    got: list[bytes | FramingError] = []
+    got: list[StreamEvent] = []
     position = 0
     for cut in cuts * 100:
         if position >= len(stream):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import tracemalloc
 from collections.abc import Callable
@@ -13,8 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shaken.adapters.sip.client import SipResponse, parse_response
-from shaken.adapters.sip.codec import parse_request
-from shaken.adapters.sip.handler import BY_SOURCE_ENTRIES, Listener, Role, SipHandler
+from shaken.adapters.sip.codec import FramingError, StreamFramer, parse_request
+from shaken.adapters.sip.handler import (
+    BY_SOURCE_ENTRIES,
+    Listener,
+    NeedsCertificates,
+    Role,
+    SipHandler,
+)
 from shaken.adapters.wiring import Runtime, build_runtime
 from shaken.config import load_config
 from shaken.core.context import SipContext
@@ -39,10 +44,14 @@ async def answer(
     reply = handler.handle(parse_request(data), listener, source)
     if reply is None:
         return None
-    if not isinstance(reply, bytes):
-        reply = await reply
-        assert reply is not None
+    if isinstance(reply, NeedsCertificates):
+        reply = await obtained(handler, reply)
     return parse_response(reply)
+
+
+async def obtained(handler: SipHandler, pending: NeedsCertificates) -> bytes:
+    """What a transport does with a call that needs certificates: wait, then resume."""
+    return handler.resume(pending, await pending.obtain())
 
 
 def identity(lab: Lab, *, orig: str = ORIG, dest: str = DEST, age: int = 0) -> str:
@@ -339,9 +348,11 @@ async def test_retransmissions_get_the_same_answer(runtimes: RuntimeFactory, lab
     again = invite(branch="z9hG4bKretrans2", call_id="c2")
     assert isinstance(handler.handle(parse_request(again), SIGN, LOOPBACK), bytes)
     assert len(handler.transactions) == 1
-    assert handler.absorb_ack(invite(branch="z9hG4bKretrans2", method="ACK", call_id="c2"))
+    assert handler.transactions.absorb_ack(
+        invite(branch="z9hG4bKretrans2", method="ACK", call_id="c2")
+    )
     assert len(handler.transactions) == 0
-    assert not handler.absorb_ack(invite(branch="old-style", method="ACK"))
+    assert not handler.transactions.absorb_ack(invite(branch="old-style", method="ACK"))
 
 
 async def test_a_slow_verification_pending_retransmission_and_cancel(
@@ -352,14 +363,14 @@ async def test_a_slow_verification_pending_retransmission_and_cancel(
     handler = SipHandler(runtime)
     data = invite(headers=(("Identity", identity(lab)),), branch="z9hG4bKslow1", call_id="slow1")
     pending = handler.handle(parse_request(data), VERIFY, LOOPBACK)
-    assert asyncio.iscoroutine(pending)
+    assert isinstance(pending, NeedsCertificates)
     assert handler.in_flight == 1
     trying = handler.handle(parse_request(data), VERIFY, LOOPBACK)
     assert isinstance(trying, bytes) and trying.startswith(b"SIP/2.0 100 Trying")
     cancel = invite(headers=(), branch="z9hG4bKslow1", call_id="slow1", method="CANCEL")
     answered = handler.handle(parse_request(cancel), VERIFY, LOOPBACK)
     assert isinstance(answered, bytes) and answered.startswith(b"SIP/2.0 200 OK")
-    final = await pending
+    final = await obtained(handler, pending)
     assert final is not None and final.startswith(b"SIP/2.0 487 Request Terminated")
     # RFC 3261 9.2: the CANCEL's answer and the INVITE's carry the same To tag.
     assert parse_response(answered).first("to") == parse_response(final).first("to")
@@ -378,8 +389,8 @@ async def test_a_cold_verification_completes(runtimes: RuntimeFactory, lab: Lab)
     pending = handler.handle(
         parse_request(invite(headers=(("Identity", identity(lab)),))), VERIFY, LOOPBACK
     )
-    assert asyncio.iscoroutine(pending)
-    reply = await pending
+    assert isinstance(pending, NeedsCertificates)
+    reply = await obtained(handler, pending)
     assert reply is not None
     response = parse_response(reply)
     assert response.code == 302
@@ -393,13 +404,13 @@ async def test_overload_answers_503(runtimes: RuntimeFactory, lab: Lab) -> None:
     first = handler.handle(
         parse_request(invite(headers=(("Identity", identity(lab)),))), VERIFY, LOOPBACK
     )
-    assert asyncio.iscoroutine(first)
+    assert isinstance(first, NeedsCertificates)
     second = await answer(handler, invite(headers=(("Identity", identity(lab)),)), VERIFY)
     assert second is not None and second.code == 503 and second.first("retry-after") == "7"
     # Warm requests need no waiting, so they are served even at the bound.
     missing = await answer(handler, invite(), VERIFY)
     assert missing is not None and missing.code == 302
-    await first
+    await obtained(handler, first)
 
 
 @pytest.mark.parametrize(
@@ -487,8 +498,8 @@ def test_any_bytes_get_an_answer_or_none(fuzz_handler: SipHandler, data: bytes) 
     for listener in (SIGN, VERIFY):
         request = parse_request(data)
         reply = fuzz_handler.handle(request, listener, LOOPBACK)
-        if asyncio.iscoroutine(reply):
-            reply.close()  # a well-formed INVITE waiting on a fetch: not what this checks
+        if isinstance(reply, NeedsCertificates):
+            fuzz_handler.abandon(reply)  # a well-formed INVITE waiting on a fetch: not this
             continue
         assert reply is None or isinstance(reply, bytes)
         if isinstance(reply, bytes):
@@ -781,3 +792,27 @@ async def test_17_7_by_source_table_has_a_byte_ceiling(runtimes: RuntimeFactory)
     kept = _retained_after(many_sources)
     assert len(handler._bindings.by_source) <= BY_SOURCE_ENTRIES
     assert kept < BY_SOURCE_ENTRIES * 250, kept  # an address and a dict slot each
+
+
+# ------------------------------------------------------- broken framing: an event, not a request
+
+
+async def test_broken_framing_is_refused_from_the_head_alone(runtimes: RuntimeFactory) -> None:
+    """The stream framer's FramingError is answered from its head's Via/From/To/Call-ID/CSeq,
+    with the framing's code and why; an ACK's broken stream gets no answer."""
+    handler = SipHandler(runtimes())
+    for method, expected in (("INVITE", 513), ("OPTIONS", 513), ("ACK", None)):
+        data = invite(method=method, call_id=f"broken-{method}")
+        data = data.replace(b"Content-Length: 0\r\n\r\n", b"X-Pad: " + b"a" * 3000)
+        [failure] = StreamFramer(max_size=1024).feed(data)
+        assert isinstance(failure, FramingError)
+        head = parse_request(failure.head, stream=True, max_size=1024)
+        reply = handler.refuse(head, LOOPBACK, failure.code, failure.detail)
+        if expected is None:
+            assert reply is None
+            continue
+        assert reply is not None
+        response = parse_response(reply)
+        assert (response.code, response.first("call-id")) == (expected, f"broken-{method}")
+        assert response.first("warning") == '399 shaken "no end of headers"'
+        assert response.first("cseq") == f"1 {method}"

@@ -32,6 +32,16 @@ def test_protocol_adapters_stay_apart(package: str, other: str) -> None:
         assert not any(n == other or n.startswith(other + ".") for n in _imports(path)), path.name
 
 
-def test_the_sans_io_codec_does_no_io() -> None:
-    names = _imports(ADAPTERS / "sip" / "codec.py")
+@pytest.mark.parametrize("module", ["codec.py", "transactions.py"])
+def test_the_sans_io_codec_and_transactions_do_no_io(module: str) -> None:
+    names = _imports(ADAPTERS / "sip" / module)
     assert not names & {"asyncio", "socket", "ssl", "time", "logging", "os", "selectors"}
+
+
+def test_the_handler_awaits_nothing() -> None:
+    """It says what a call needs (NeedsCertificates); the transport does the waiting."""
+    path = ADAPTERS / "sip" / "handler.py"
+    assert not _imports(path) & {"asyncio", "socket", "ssl", "selectors"}
+    tree = ast.parse(path.read_text(), filename=str(path))
+    waits = (ast.AsyncFunctionDef, ast.Await, ast.AsyncFor, ast.AsyncWith)
+    assert not [node.lineno for node in ast.walk(tree) if isinstance(node, waits)]

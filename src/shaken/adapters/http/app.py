@@ -71,7 +71,7 @@ from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.errors import SigningError
 from shaken.core.policy import decide
 from shaken.core.reasons import Reason
-from shaken.services.calllog import CallLog, CallRecord
+from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder
 from shaken.services.cert_cache import RevocationReport
 from shaken.services.ports import Clock
 from shaken.services.signing import SigningService
@@ -240,6 +240,16 @@ def _source(key: ApiKey | None, scope: Scope) -> str | None:
         return f"api_key:{key.name}"
     client = scope.get("client")
     return f"rest:{client[0]}" if client else None
+
+
+def _records(rid: bytes, now: datetime, profile: ProfileRuntime) -> CallRecordBuilder:
+    """The call log's records of one REST request: its request id stands for a Call-ID."""
+    return CallRecordBuilder(
+        time=now.timestamp(),
+        interface="rest",
+        call_id=rid.decode("ascii"),
+        profile=profile.name or GLOBAL_PROFILE,
+    )
 
 
 def _writable_directory(directory: Path) -> tuple[bool, str]:
@@ -490,32 +500,15 @@ class RestApplication:
             request, result, display_name=decision.display_name, call_info=decision.call_info
         )
         if self.call_log is not None:
-            self._record(
-                CallRecord(
-                    time=now.timestamp(),
-                    direction="verify",
-                    interface="rest",
-                    call_id=rid.decode("ascii"),
-                    profile=profile.name or GLOBAL_PROFILE,
-                    orig=result.orig or request.orig,
-                    dest=",".join(result.dest) or request.to_tn or request.to_uri,
-                    attest=result.attest,
-                    verstat=result.verstat.value,
-                    reason=None if reason is None else reason.value,
-                    sip_code=result.sip_code,
-                    action=decision.action.value,
-                    allowed=decision.allowed,
-                    x5u=result.x5u,
-                    latency_ms=(time.perf_counter() - started) * 1000.0,
-                    brand=None if result.rcd is None else result.rcd.nam,
-                    rcd_status=None if result.rcd is None else result.rcd.status.value,
-                    rcd_reason=(
-                        None
-                        if result.rcd is None or result.rcd.reason is None
-                        else result.rcd.reason.value
-                    ),
-                )
+            record = _records(rid, now, profile).verified(
+                result,
+                decision,
+                orig=request.orig,
+                dest=request.to_tn or request.to_uri,
+                sip_code=result.sip_code,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
             )
+            self._record(record)
         return body
 
     async def _signing(
@@ -555,22 +548,8 @@ class RestApplication:
             self._refused(request, profile, refused, rid, now, started)
             raise
         self.metrics.count("signing", "signed", "")
-        self._record(
-            CallRecord(
-                time=now.timestamp(),
-                direction="sign",
-                interface="rest",
-                call_id=rid.decode("ascii"),
-                profile=profile.name or GLOBAL_PROFILE,
-                orig=signed.orig,
-                dest=",".join(signed.dest),
-                attest=signed.attest,
-                action="signed",
-                x5u=signed.x5u,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
-                brand=signed.brand,
-            )
-        )
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self._record(_records(rid, now, profile).signed(signed, latency_ms=latency_ms))
         return signing_body(
             request,
             signed.identity,
@@ -608,21 +587,15 @@ class RestApplication:
     ) -> None:
         if refused.message_id != "POL4030":
             return
-        self._record(
-            CallRecord(
-                time=now.timestamp(),
-                direction="sign",
-                interface="rest",
-                call_id=rid.decode("ascii"),
-                profile=profile.name or GLOBAL_PROFILE,
-                orig=request.orig,
-                dest=",".join(request.dest),
-                reason=refused.variables[0] if refused.variables else refused.message_id,
-                action="not_signed",
-                allowed=False,
-                latency_ms=(time.perf_counter() - started) * 1000.0,
-            )
+        record = _records(rid, now, profile).unsigned(
+            "not_signed",
+            reason=refused.variables[0] if refused.variables else refused.message_id,
+            orig=request.orig,
+            dest=request.dest,
+            allowed=False,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
         )
+        self._record(record)
 
     # ------------------------------------------------------------------- health and friends
 

@@ -13,8 +13,9 @@ plain bytes (and fuzzed). What it implements, and where the rules come from:
   angle brackets for the fields whose grammar is a list (Via, P-Asserted-Identity, ...);
   Identity is never split (a PASSporT has no comma, and RFC 8224 gives it no list form);
 * Content-Length framing: on UDP a shorter body is cut and a longer claim is a 400 (section
-  18.3); on TCP, :class:`StreamFramer` cuts the byte stream into messages with it, answers
-  RFC 5626 keep-alive pings, and refuses what would exceed the size limits;
+  18.3); on TCP, :class:`StreamFramer` cuts the byte stream into events: a :class:`Message`,
+  an RFC 5626 :class:`KeepAlive` ping, or a :class:`FramingError` for what cannot be framed
+  (too large, a malformed Content-Length), after which the stream is done;
 * the response side: Via, From, To, Call-ID and CSeq copied from the request (section 8.2.6.2),
   a To tag on every non-100 response, Via ``received``/``rport`` (section 18.2.1, RFC 3581),
   the reason phrase of each code from :data:`shaken.core.reasons.SIP_PHRASES`.
@@ -38,20 +39,27 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from shaken import __version__
 from shaken.core.reasons import sip_phrase
 
 __all__ = [
     "COMPACT_FORMS",
     "MAX_HEADERS",
     "MAX_MESSAGE_SIZE",
+    "PONG",
+    "SERVER",
     "FramingError",
+    "KeepAlive",
+    "Message",
     "SipRequest",
+    "StreamEvent",
     "StreamFramer",
     "Via",
     "ack_transaction",
     "build_response",
     "parse_request",
     "parse_via",
+    "respond",
     "response_address",
     "split_list",
     "stamp_via",
@@ -63,6 +71,8 @@ __all__ = [
 MAX_MESSAGE_SIZE = 65535
 #: The most header fields accepted in one request.
 MAX_HEADERS = 256
+#: The Server header field of every response (RFC 3261 section 20.35).
+SERVER = f"shaken/{__version__}"
 
 #: Compact forms: RFC 3261 section 7.3.3 and the IANA SIP parameters registry (RFC 8224 ``y``).
 COMPACT_FORMS: dict[str, str] = {
@@ -365,12 +375,12 @@ def _read_fields(request: SipRequest, lines: list[str], max_headers: int, strict
         if count > max_headers:
             _bad(request, f"more than {max_headers} header fields", 513)
             break
-        colon = line.find(":")
-        if colon <= 0:
+        label, colon, rest = line.partition(":")
+        if not colon or not label:
             _bad(request, f"header line without a name and colon: {line[:40]!r}")
             name = None
             continue
-        name = line[:colon].rstrip(" \t").lower()
+        name = label.rstrip(" \t").lower()
         if name not in _COMMON_NAMES:
             if _TOKEN.fullmatch(name) is None:
                 _bad(request, f"header name {name[:40]!r} is not a token")
@@ -378,7 +388,7 @@ def _read_fields(request: SipRequest, lines: list[str], max_headers: int, strict
                 continue
             if len(name) == 1:
                 name = COMPACT_FORMS.get(name, name)
-        value = line[colon + 1 :].strip(" \t")
+        value = rest.strip(" \t")
         existing = fields.get(name)
         if existing is None:
             fields[name] = [value]
@@ -518,6 +528,10 @@ def parse_via(value: str) -> Via | None:
     return Via(transport=transport.upper(), host=host, port=number, params=params)
 
 
+# An ``rport`` without a value, to fill in (RFC 3581 section 4).
+_EMPTY_RPORT = re.compile(r";[ \t]*rport[ \t]*(?=;|$)", re.IGNORECASE)
+
+
 def stamp_via(value: str, source_ip: str, source_port: int, *, parsed: Via | None = None) -> str:
     """The top Via as a server transport records it (RFC 3261 18.2.1, RFC 3581 section 4).
 
@@ -534,9 +548,7 @@ def stamp_via(value: str, source_ip: str, source_port: int, *, parsed: Via | Non
         return value
     out = value.rstrip(" \t")
     if wants_rport:
-        out = re.sub(
-            r";[ \t]*rport[ \t]*(?=;|$)", f";rport={source_port}", out, count=1, flags=re.I
-        )
+        out = _EMPTY_RPORT.sub(f";rport={source_port}", out, count=1)
     if "received" not in via.params:
         out += f";received={source_ip}"
     return out
@@ -562,13 +574,17 @@ def to_tag_for(request: SipRequest) -> str:
     RFC 3261 section 16.11 recommends exactly this for stateless elements: a hash of the
     Call-ID, From tag and top Via branch instead of state.
     """
+    return _to_tag(request, request.first("call-id"), request.first("from"))
+
+
+def _to_tag(request: SipRequest, call_id: str | None, from_value: str | None) -> str:
     # The CSeq number, not its method: a CANCEL's answer carries the INVITE's tag (RFC 3261
     # section 9.2), and the CANCEL has the INVITE's Call-ID, From, top Via and CSeq number.
     cseq = (request.first("cseq") or "").split(maxsplit=1)
     seed = "|".join(
         (
-            request.first("call-id") or "",
-            request.first("from") or "",
+            call_id or "",
+            from_value or "",
             request.vias[0] if request.vias else "",
             cseq[0] if cseq else "",
         )
@@ -598,15 +614,16 @@ def build_response(
     lines = [f"SIP/2.0 {code} {phrase or sip_phrase(code)}"]
     for via in vias if vias is not None else request.vias:
         lines.append(f"Via: {via}")
-    from_value = request.first("from")
+    first = request.first
+    from_value = first("from")
     if from_value is not None:
         lines.append(f"From: {from_value}")
-    to_value = request.first("to")
+    call_id = first("call-id")
+    to_value = first("to")
     if to_value is not None:
         if code != 100 and _HAS_TAG.search(_after_uri(to_value)) is None:
-            to_value = f"{to_value};tag={to_tag_for(request)}"
+            to_value = f"{to_value};tag={_to_tag(request, call_id, from_value)}"
         lines.append(f"To: {to_value}")
-    call_id = request.first("call-id")
     if call_id is not None:
         lines.append(f"Call-ID: {call_id}")
     if request.cseq is not None:
@@ -621,6 +638,21 @@ def build_response(
     return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
+def respond(
+    request: SipRequest,
+    source: tuple[str, int],
+    code: int,
+    headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+    phrase: str | None = None,
+) -> bytes:
+    """The server's answer to ``request`` received from ``source``: :func:`build_response`
+    with the top Via as the server transport records it (:func:`stamp_via`) and
+    :data:`SERVER`. The request must have a Via (one without cannot be answered)."""
+    vias = list(request.vias)
+    vias[0] = stamp_via(vias[0], source[0], source[1], parsed=request.top_via)
+    return build_response(request, code, phrase, headers, vias=vias, server=SERVER)
+
+
 def _after_uri(value: str) -> str:
     """The header parameters of a name-addr (after ``>``), where a To tag lives."""
     gt = value.rfind(">")
@@ -628,6 +660,22 @@ def _after_uri(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------- TCP framing
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One whole SIP message cut from a stream: its bytes, body included (RFC 3261 18.3)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeepAlive:
+    """An RFC 5626 section 4.4.1 keep-alive ping (CRLFCRLF): answer it with :data:`PONG`."""
+
+
+#: The pong that answers a :class:`KeepAlive` ping (RFC 5626 section 4.4.1: a single CRLF).
+PONG = b"\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -643,33 +691,36 @@ class FramingError:
     head: bytes
 
 
+#: What :meth:`StreamFramer.feed` yields.
+StreamEvent = Message | KeepAlive | FramingError
+_KEEP_ALIVE = KeepAlive()
+
+
 class StreamFramer:
     """Cut a TCP/TLS byte stream into SIP messages with Content-Length (RFC 3261 18.3).
 
-    :meth:`feed` returns complete messages, ``b"\\r\\n"`` for each RFC 5626 section 4.4.1
-    keep-alive ping (a bare CRLFCRLF, which the server answers with a CRLF pong), and a
-    :class:`FramingError` once the stream is beyond repair, after which nothing more is framed.
+    :meth:`feed` returns the events the bytes complete: a :class:`Message` for each whole
+    message, a :class:`KeepAlive` for each RFC 5626 ping, and a :class:`FramingError` once the
+    stream is beyond repair, after which nothing more is framed.
     """
-
-    PONG = b"\r\n"
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
         self.broken = False
 
-    def feed(self, data: bytes) -> list[bytes | FramingError]:
+    def feed(self, data: bytes) -> list[StreamEvent]:
         if self.broken:
             return []
         buffer = self._buffer
         buffer += data
-        out: list[bytes | FramingError] = []
+        out: list[StreamEvent] = []
         while buffer:
             if buffer[0] in b"\r\n":
                 # Leading CRLFs: keep-alive pings (CRLFCRLF) or the RFC 3261 7.5 slack.
                 if buffer.startswith(b"\r\n\r\n"):
                     del buffer[:4]
-                    out.append(self.PONG)
+                    out.append(_KEEP_ALIVE)
                     continue
                 if len(buffer) < 4 and b"\r\n\r\n".startswith(bytes(buffer)):
                     break  # maybe the start of a ping
@@ -696,7 +747,7 @@ class StreamFramer:
                 break
             if len(buffer) < total:
                 break
-            out.append(bytes(buffer[:total]))
+            out.append(Message(bytes(buffer[:total])))
             del buffer[:total]
         return out
 

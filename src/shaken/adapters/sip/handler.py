@@ -1,9 +1,13 @@
-"""From a parsed SIP request to the bytes of its answer: the redirect server's logic.
+"""From a parsed SIP request to the answer it gets: the redirect server's logic.
 
-DESIGN.md section 6. The handler is transport-free: the server hands it a
+DESIGN.md section 6. The handler does no I/O: the transport hands it a
 :class:`~shaken.adapters.sip.codec.SipRequest`, the listener it came in on and the source
-address, and gets back the response bytes, ``None`` (nothing to send), or, for the rare request
-that must wait for a certificate fetch, a coroutine that produces them.
+address, and gets back the response bytes, ``None`` (nothing to send), or, for the rare call
+whose certificates must be fetched first, :class:`NeedsCertificates`: the transport obtains
+them and hands the result back to :meth:`SipHandler.resume` for the answer. The transaction
+rules (retransmissions, ACK, CANCEL, ``100 Trying``, ``487``) are the server transactions'
+of :mod:`shaken.adapters.sip.transactions`; what is left here is which profile handles a call,
+signing or verifying it, and the answer that renders.
 
 What each request gets:
 
@@ -22,12 +26,10 @@ What each request gets:
   P-Asserted-Identity with it, so the callee never sees a verdict shaken did not reach (a 302
   without one would let the SBC pass the inbound identity on). An identity that does not
   parse is a 400: it is never echoed.
-* Transaction rules of a stateless UAS that is still transaction-correct (RFC 3261 section
-  17.2.1): a retransmitted INVITE gets the identical bytes (kept for Timer H, 64*T1 = 32 s),
-  one that arrives while the first is still being worked on gets ``100 Trying``; ACKs are
-  absorbed; ``CANCEL`` gets ``200`` (and a pending INVITE ``487``) or ``481`` (section 9.2);
-  ``OPTIONS`` gets ``200`` (section 11.2); every other method ``405`` with ``Allow`` (8.2.1).
-* Past ``max_in_flight`` requests waiting on I/O, ``503`` with ``Retry-After`` (RFC 3261
+* An INVITE asking for an extension gets ``420`` (RFC 3261 section 8.2.2.3), one for a scheme
+  other than sip, sips or tel ``416``; ``OPTIONS`` gets ``200`` (section 11.2); every other
+  method but ACK and CANCEL ``405`` with ``Allow`` (8.2.1).
+* Past ``max_in_flight`` calls waiting for certificates, ``503`` with ``Retry-After`` (RFC 3261
   section 21.5.4) instead of one more waiter.
 
 The profile is the one bound to the listener, else the one whose ``sources`` hold the source
@@ -39,31 +41,31 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import partial
 
-from shaken import __version__
-from shaken.adapters.sip.codec import (
-    SipRequest,
-    ack_transaction,
-    build_response,
-    stamp_via,
-    valid_uri,
-)
+from shaken.adapters.sip.codec import SipRequest, respond, valid_uri
+from shaken.adapters.sip.transactions import TIMER_H, ServerTransaction, ServerTransactions
 from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.context import SipContext, called_identities, caller_identities
-from shaken.core.errors import ShakenError, SigningError
+from shaken.core.errors import SigningError
 from shaken.core.policy import Action, Decision, decide, strip_marks, strip_verstat, tag_uri
 from shaken.core.reasons import REASONS, Verstat
 from shaken.core.result import Outcome, VerificationResult
 from shaken.core.tn import NameAddr, parse_name_addr
-from shaken.services.calllog import CallLog, CallRecord
-from shaken.services.verification import VerificationService
+from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder
 
-__all__ = ["GLOBAL_PROFILE", "Listener", "Reply", "Role", "SipHandler"]
+__all__ = [
+    "GLOBAL_PROFILE",
+    "Call",
+    "Listener",
+    "NeedsCertificates",
+    "Reply",
+    "Role",
+    "SipHandler",
+]
 
 log = logging.getLogger("shaken.sip")
 
@@ -71,15 +73,9 @@ log = logging.getLogger("shaken.sip")
 #: ``shaken config show --effective global``.
 GLOBAL_PROFILE = "global"
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
-SERVER = f"shaken/{__version__}"
-#: Timer H (64*T1, RFC 3261 section 17.2.1): how long an INVITE's answer is kept for
-#: retransmissions.
-TRANSACTION_TTL = 32.0
 
 #: Source addresses whose profile is remembered (then the table starts afresh).
 BY_SOURCE_ENTRIES = 4096
-
-Reply = bytes | None | Coroutine[Any, Any, bytes | None]
 
 
 class Role(enum.StrEnum):
@@ -99,128 +95,61 @@ class Listener:
         return self.spec.partition(":")[0]
 
 
-#: What one table entry costs besides its key's and answer's characters: the tuple, the
-#: entry object, the bytes header and the ordered dict's slot (measured with tracemalloc on
-#: CPython 3.11, rounded up).
-ENTRY_OVERHEAD = 400
-
-
 @dataclass(slots=True)
-class _Transaction:
-    key: tuple[str, ...]
-    expires: float
-    cost: int
-    _response: bytes | None = None  # None while the answer is being worked on
-    cancelled: bool = False
-    table: _Transactions | None = None
+class Call:
+    """One INVITE being answered: what signing or verifying it, and its answer, need.
 
-    @property
-    def response(self) -> bytes | None:
-        return self._response
+    Not frozen only because a frozen dataclass costs twice as much to make, on every call;
+    nothing changes it once made.
 
-    @response.setter
-    def response(self, answer: bytes | None) -> None:
-        if self.table is not None:
-            self.table.answered(self, answer)
-        else:
-            self._response = answer
-
-
-class _Transactions:
-    """Answers by transaction key, for retransmissions (RFC 3261 17.2.1).
-
-    Bounded in time (``ttl``, Timer H), in count (``size``) and in bytes (``max_bytes``: keys
-    and stored answers, each entry's cost counted as :data:`ENTRY_OVERHEAD` plus its
-    characters). Past the byte budget the oldest answered entries go first; an answer that
-    cannot fit even then is sent but not kept, and its retransmission is answered afresh. A
-    pending entry is never dropped for bytes: there are at most ``max_in_flight`` of them, each
-    holding no more than its request already does.
+    ``now`` is the call's time (the runtime's clock, read once), ``started`` the monotonic
+    time it arrived (for the latency the call log records); ``callers`` are the parsed caller
+    identities of a call to verify.
     """
 
-    def __init__(self, ttl: float, size: int, max_bytes: int = 64 * 1024 * 1024) -> None:
-        self.ttl = ttl
-        self.size = size
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[tuple[str, ...], _Transaction] = OrderedDict()
+    request: SipRequest
+    source: tuple[str, int]
+    profile: ProfileRuntime | None
+    now: datetime
+    started: float
+    transaction: ServerTransaction
+    context: SipContext
+    callers: tuple[NameAddr, ...] = ()
 
-    def __len__(self) -> int:
-        return len(self._entries)
+    def respond(
+        self,
+        code: int,
+        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+        phrase: str | None = None,
+    ) -> bytes:
+        return respond(self.request, self.source, code, headers, phrase)
 
-    def get(self, key: tuple[str, ...], now: float) -> _Transaction | None:
-        entry = self._entries.get(key)
-        if entry is None or entry.expires < now:
-            return None
-        return entry
+    def redirect(self, *headers: tuple[str, str]) -> bytes:
+        """The ``302`` to the Request-URI (the call goes where it was going), with ``headers``."""
+        return respond(
+            self.request, self.source, 302, [("Contact", f"<{self.request.uri}>"), *headers]
+        )
 
-    def open(self, key: tuple[str, ...], now: float) -> _Transaction:
-        cost = ENTRY_OVERHEAD + sum(len(part) for part in key)
-        entry = _Transaction(key=key, expires=now + self.ttl, cost=cost, table=self)
-        entries = self._entries
-        old = entries.pop(key, None)
-        if old is not None:
-            self._drop(old)
-        entries[key] = entry
-        self.bytes += cost
-        while entries:
-            first = next(iter(entries.values()))
-            if len(entries) <= self.size and first.expires >= now:
-                break
-            if first.response is None and len(entries) <= self.size * 2:
-                break  # never forget a pending answer while there is room at all
-            self._drop(entries.popitem(last=False)[1])
-        return entry
-
-    def answered(self, entry: _Transaction, answer: bytes | None) -> None:
-        """Keep ``answer`` for ``entry`` if it fits the byte budget (evicting older answers)."""
-        if self._entries.get(entry.key) is not entry:
-            entry.table = None  # forgotten or replaced meanwhile: nothing to account
-            entry._response = answer
-            return
-        grow = len(answer) if answer is not None else 0
-        shrink = len(entry._response) if entry._response is not None else 0
-        entry._response = answer
-        entry.cost += grow - shrink
-        self.bytes += grow - shrink
-        if self.bytes <= self.max_bytes:
-            return
-        entries = self._entries
-        skipped = 0
-        while self.bytes > self.max_bytes and skipped < len(entries):
-            key, older = next(iter(entries.items()))
-            if older is entry or older._response is None:
-                entries.move_to_end(key)  # pending (at most max_in_flight) or this one: keep
-                skipped += 1
-                continue
-            del entries[key]
-            self._drop(older)
-        if self.bytes > self.max_bytes:
-            # Too big to keep even alone: sent, not kept (a retransmission is answered again).
-            del entries[entry.key]
-            self._drop(entry)
-
-    def _drop(self, entry: _Transaction) -> None:
-        self.bytes -= entry.cost
-        entry.table = None
-
-    def forget(self, key: tuple[str, ...]) -> None:
-        entry = self._entries.get(key)
-        if entry is not None and entry.response is not None:
-            del self._entries[key]
-            self._drop(entry)
+    def records(self) -> CallRecordBuilder:
+        profile = self.profile
+        label = None if profile is None else (profile.name or GLOBAL_PROFILE)
+        return CallRecordBuilder(self.now.timestamp(), "sip", self.request.first("call-id"), label)
 
 
-def _transaction_key(request: SipRequest, method: str) -> tuple[str, ...]:
-    """RFC 3261 section 17.2.3: the branch (magic cookie) names the transaction; for RFC 2543
-    clients without one, Call-ID, CSeq number, From tag and the top Via stand in for it."""
-    call_id = request.first("call-id") or ""
-    top = request.vias[0] if request.vias else ""
-    via = request.top_via
-    branch = via.branch if via is not None else None
-    if branch and branch.startswith("z9hG4bK"):
-        return (branch, method, call_id)
-    cseq = (request.first("cseq") or "").split(" ", 1)[0]
-    return (call_id, method, cseq, request.first("from") or "", top)
+@dataclass(frozen=True, slots=True)
+class NeedsCertificates:
+    """A call whose verification waits for certificates (a fetch, a revalidation).
+
+    The transport awaits :attr:`obtain` (the verification service's cold path, with the
+    cache's per-source fetch bounds) and hands the result to :meth:`SipHandler.resume`; the
+    call counts against ``max_in_flight`` until then.
+    """
+
+    call: Call
+    obtain: Callable[[], Awaitable[VerificationResult]]
+
+
+Reply = bytes | NeedsCertificates | None
 
 
 @dataclass(slots=True)
@@ -238,6 +167,9 @@ class _Bindings:
 class SipHandler:
     """Answer SIP requests with a :class:`Runtime`; swap :attr:`runtime` to reload.
 
+    :meth:`handle` gives the bytes to send, None, or :class:`NeedsCertificates`, which the
+    transport waits on and hands back to :meth:`resume` (or :meth:`failed`, :meth:`abandon`).
+
     :param call_log: where decisions go (queued, never blocking).
     :param max_in_flight: how many requests may wait on I/O at once before ``503``.
     :param retry_after: the ``Retry-After`` of those ``503`` answers, seconds.
@@ -251,7 +183,7 @@ class SipHandler:
         call_log: CallLog | None = None,
         max_in_flight: int = 1000,
         retry_after: int = 1,
-        transaction_ttl: float = TRANSACTION_TTL,
+        transaction_ttl: float = TIMER_H,
         transaction_size: int = 65536,
         transaction_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
@@ -259,10 +191,11 @@ class SipHandler:
         self.call_log = call_log
         self.max_in_flight = max_in_flight
         self.retry_after = retry_after
+        #: Answers waiting for certificates (:class:`NeedsCertificates` not yet resumed).
         self.in_flight = 0
         #: 503s answered because ``max_in_flight`` requests were waiting on I/O.
         self.overloads = 0
-        self.transactions = _Transactions(transaction_ttl, transaction_size, transaction_bytes)
+        self.transactions = ServerTransactions(transaction_ttl, transaction_size, transaction_bytes)
         self._monotonic = clock
         self._runtime = runtime
         self._bindings = self._bind(runtime)
@@ -327,172 +260,118 @@ class SipHandler:
     # ------------------------------------------------------------------------------ requests
 
     def handle(self, request: SipRequest, listener: Listener, source: tuple[str, int]) -> Reply:
-        """The answer to ``request``: bytes, None, or a coroutine producing them."""
+        """The answer to ``request``: bytes, None, or :class:`NeedsCertificates`."""
         if request.is_response:
             return None  # a stateless UAS sends no requests, so no response is ours
         method = request.method
         if request.problem is not None:
-            if method == "ACK" or request.top_via is None:
-                return None  # no response to an ACK, nowhere to send one without a Via
-            return self._respond(
-                request, source, request.problem[0], [("Warning", _warning(request.detail))]
-            )
+            return self.refuse(request, source, request.problem[0], request.detail)
         try:
             if method == "INVITE":
-                return self._invite(request, listener, source)
+                started = self._monotonic()
+                arrived = self.transactions.receive_invite(request, source, started)
+                if isinstance(arrived, bytes):
+                    return arrived  # a retransmission
+                try:
+                    answer = self._invite(arrived, request, listener, source, started)
+                except Exception:
+                    log.exception("internal error answering INVITE %s", request.first("call-id"))
+                    answer = respond(request, source, 500)
+                if isinstance(answer, bytes):
+                    return self.transactions.send_final(arrived, answer)
+                return answer
             if method == "ACK":
-                self.transactions.forget(_transaction_key(request, "INVITE"))
+                self.transactions.receive_ack(request)
                 return None
             if method == "CANCEL":
-                return self._cancel(request, source)
+                return self.transactions.receive_cancel(request, source, self._monotonic())
             if method == "OPTIONS":
-                return self._respond(
+                return respond(
                     request, source, 200, [("Allow", ALLOW), ("Accept", "application/sdp")]
                 )
-            return self._respond(request, source, 405, [("Allow", ALLOW)])
+            return respond(request, source, 405, [("Allow", ALLOW)])
         except Exception:
             log.exception("internal error answering %s %s", method, request.first("call-id"))
-            return self._respond(request, source, 500)
+            return respond(request, source, 500)
+
+    def refuse(
+        self, request: SipRequest, source: tuple[str, int], code: int, detail: str
+    ) -> bytes | None:
+        """The ``code`` answer to a request that cannot be served (malformed, or its stream
+        cannot be framed), saying why in a Warning; None when it gets none (a response, an
+        ACK, or no Via to send it to)."""
+        if request.is_response or request.method == "ACK" or request.top_via is None:
+            return None
+        return respond(request, source, code, [("Warning", _warning(detail))])
 
     def overloaded(self, request: SipRequest, source: tuple[str, int]) -> bytes | None:
         """The cheap ``503`` for a request shed before any work (RFC 3261 21.5.4), or None
         when it gets no answer (an ACK, a malformed request, one without a Via)."""
         if request.is_response or request.problem is not None or request.method == "ACK":
             return None
-        return self._respond(request, source, 503, [("Retry-After", str(self.retry_after))])
+        return respond(request, source, 503, [("Retry-After", str(self.retry_after))])
 
-    def absorb_ack(self, data: bytes) -> bool:
-        """Take an ACK read by :func:`ack_transaction`; False when it needs a full parse."""
-        found = ack_transaction(data)
-        if found is None:
-            return False
-        self.transactions.forget((found[0], "INVITE", found[1]))
-        return True
-
-    def _respond(
+    def _invite(
         self,
+        transaction: ServerTransaction,
         request: SipRequest,
+        listener: Listener,
         source: tuple[str, int],
-        code: int,
-        headers: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
-        phrase: str | None = None,
-    ) -> bytes:
-        """The answer to ``request``; the phrase is the code's registered one unless given."""
-        vias = list(request.vias)
-        vias[0] = stamp_via(vias[0], source[0], source[1], parsed=request.top_via)
-        return build_response(request, code, phrase, headers, vias=vias, server=SERVER)
-
-    def _cancel(self, request: SipRequest, source: tuple[str, int]) -> bytes:
-        # RFC 3261 section 9.2: a CANCEL matches the INVITE with the same branch.
-        entry = self.transactions.get(_transaction_key(request, "INVITE"), self._monotonic())
-        if entry is None:
-            return self._respond(request, source, 481)
-        if entry.response is None:
-            entry.cancelled = True  # the pending INVITE is answered 487 when its work ends
-        return self._respond(request, source, 200)
-
-    def _invite(self, request: SipRequest, listener: Listener, source: tuple[str, int]) -> Reply:
-        started = self._monotonic()
-        key = _transaction_key(request, "INVITE")
-        known = self.transactions.get(key, started)
-        if known is not None:
-            if known.response is not None:
-                return known.response  # RFC 3261 17.2.1: the same answer again
-            return self._respond(request, source, 100)
+        started: float,
+    ) -> bytes | NeedsCertificates:
         require = request.values("require")
         if require:
             # RFC 3261 section 8.2.2.3: no extension is supported here.
-            return self._respond(request, source, 420, [("Unsupported", ", ".join(require))])
+            return respond(request, source, 420, [("Unsupported", ", ".join(require))])
         scheme = request.uri.partition(":")[0].lower()
         if scheme not in ("sip", "sips", "tel"):
-            return self._respond(request, source, 416)
-        transaction = self.transactions.open(key, started)
-        try:
-            now = self._runtime.clock.now()
-            profile = self.select_profile(request, listener, source[0])
-            if listener.role is Role.SIGN:
-                answer: Reply = self._sign(request, source, profile, now, started)
-            else:
-                answer = self._verify(request, source, profile, now, started, transaction)
-        except Exception:
-            log.exception("internal error answering INVITE %s", request.first("call-id"))
-            answer = self._respond(request, source, 500)
-        if isinstance(answer, bytes):
-            transaction.response = answer
-        return answer
+            return respond(request, source, 416)
+        now = self._runtime.clock.now()
+        profile = self.select_profile(request, listener, source[0])
+        context = _context(request)
+        if listener.role is Role.SIGN:
+            return self._sign(Call(request, source, profile, now, started, transaction, context))
+        callers = _identities(request)
+        if isinstance(callers, str):
+            return respond(request, source, 400, [("Warning", _warning(f"malformed {callers}"))])
+        call = Call(request, source, profile, now, started, transaction, context, callers)
+        return self._verify(call)
 
     # ------------------------------------------------------------------------------- signing
 
-    def _sign(
-        self,
-        request: SipRequest,
-        source: tuple[str, int],
-        profile: ProfileRuntime | None,
-        now: datetime,
-        started: float,
-    ) -> bytes:
-        contact = ("Contact", f"<{request.uri}>")
-        record = _record_base(request, "sign", profile, now)
+    def _sign(self, call: Call) -> bytes:
+        profile = call.profile
         if profile is None or not profile.signs or profile.signer is None:
             why = "no profile" if profile is None else f"profile {profile.name} does not sign"
-            return self._respond(request, source, 302, [contact, _x_reason("not_signed", why)])
-        if request.fields.get("identity"):
-            record.update(action="already_signed")
-            self._log(record, started)
-            return self._respond(
-                request,
-                source,
-                302,
-                [contact, _x_reason("already_signed", "the INVITE has an Identity header")],
-            )
-        context = _context(request)
+            return call.redirect(_x_reason("not_signed", why))
+        if call.request.fields.get("identity"):
+            answer = call.redirect(_x_reason("already_signed", "the INVITE has an Identity header"))
+            self._log(call.records().unsigned("already_signed", latency_ms=self._latency(call)))
+            return answer
         try:
-            signed = profile.signer.sign_request(context, now=now)
+            signed = profile.signer.sign_request(call.context, now=call.now)
         except SigningError as exc:
-            record.update(action="not_signed", reason=str(exc), sip_code=302)
-            self._log(record, started)
-            return self._respond(
-                request,
-                source,
-                302,
-                [contact, _x_reason("not_signed", str(exc))],
+            answer = call.redirect(_x_reason("not_signed", str(exc)))
+            record = call.records().unsigned(
+                "not_signed", reason=str(exc), sip_code=302, latency_ms=self._latency(call)
             )
-        headers = [contact, ("Identity", signed.identity)]
+            self._log(record)
+            return answer
+        headers = [("Identity", signed.identity)]
         if signed.rcd_identity is not None:
             # The brand asks for a separate ppt=rcd PASSporT (RFC 9795 section 4).
             headers.append(("Identity", signed.rcd_identity))
         if signed.date is not None:
             headers.append(("Date", signed.date))
         headers.append(("X-Shaken-Attest", signed.attest))
-        record.update(
-            action="signed",
-            orig=signed.orig,
-            dest=",".join(signed.dest),
-            attest=signed.attest,
-            x5u=signed.x5u,
-            brand=signed.brand,
-            sip_code=302,
-        )
-        answer = self._respond(request, source, 302, headers)
-        self._log(record, started)
+        answer = call.redirect(*headers)
+        self._log(call.records().signed(signed, sip_code=302, latency_ms=self._latency(call)))
         return answer
 
     # -------------------------------------------------------------------------- verification
 
-    def _verify(
-        self,
-        request: SipRequest,
-        source: tuple[str, int],
-        profile: ProfileRuntime | None,
-        now: datetime,
-        started: float,
-        transaction: _Transaction,
-    ) -> Reply:
-        callers = _identities(request)
-        if isinstance(callers, str):
-            return self._respond(
-                request, source, 400, [("Warning", _warning(f"malformed {callers}"))]
-            )
+    def _verify(self, call: Call) -> bytes | NeedsCertificates:
+        profile = call.profile
         if profile is None or profile.behavior not in ("verify", "both"):
             why = "no profile" if profile is None else f"profile {profile.name} does not verify"
             marks = self._bindings.marks
@@ -501,108 +380,67 @@ class SipHandler:
                     display_name=strip_marks(caller.display_name, *marks),
                     uri=strip_verstat(caller.uri),
                 ).format()
-                for caller in callers
+                for caller in call.callers
             ]
-            headers = [("Contact", f"<{request.uri}>"), _asserted_header(cleaned)]
-            headers.append(_x_reason("not_checked", why))
-            return self._respond(request, source, 302, headers)
-        context = _context(request)
+            return call.redirect(_asserted_header(cleaned), _x_reason("not_checked", why))
         verifier = profile.verifier
         if verifier is None:
             result = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.NOT_CHECKED)
-            return self._decided(request, source, profile, now, started, result, context, callers)
-        result_now = verifier.verify_warm(context, now=now, source=source[0])
-        if result_now is not None:
-            return self._decided(
-                request, source, profile, now, started, result_now, context, callers
-            )
+            return self._decided(call, result)
+        source = call.source[0]
+        warm = verifier.verify_warm(call.context, now=call.now, source=source)
+        if warm is not None:
+            return self._decided(call, warm)
         if self.in_flight >= self.max_in_flight:
             self.overloads += 1
-            answer = self._respond(
-                request,
-                source,
-                503,
-                [("Retry-After", str(self.retry_after))],
-            )
-            transaction.response = answer
-            return answer
+            return call.respond(503, [("Retry-After", str(self.retry_after))])
         self.in_flight += 1
-        return self._verify_later(
-            request, source, profile, now, started, transaction, verifier, context, callers
+        return NeedsCertificates(
+            call, partial(verifier.verify, call.context, now=call.now, source=source)
         )
 
-    async def _verify_later(
-        self,
-        request: SipRequest,
-        source: tuple[str, int],
-        profile: ProfileRuntime,
-        now: datetime,
-        started: float,
-        transaction: _Transaction,
-        verifier: VerificationService,
-        context: SipContext,
-        callers: list[NameAddr],
-    ) -> bytes:
+    def resume(self, pending: NeedsCertificates, result: VerificationResult) -> bytes:
+        """The answer of a call whose certificates the transport obtained: ``487`` if it was
+        cancelled meanwhile (then nothing is decided or recorded), else the decision's."""
+        self.in_flight -= 1
+        call = pending.call
+        transaction = call.transaction
+        early = self.transactions.resumed(transaction)
+        if early is not None:
+            return early
         try:
-            try:
-                result = await verifier.verify(context, now=now, source=source[0])
-            except ShakenError:
-                log.exception("verification of %s failed", context.call_id)
-                answer = self._respond(request, source, 500)
-            else:
-                if transaction.cancelled:
-                    answer = self._respond(request, source, 487)
-                else:
-                    answer = self._decided(
-                        request, source, profile, now, started, result, context, callers
-                    )
-        except BaseException:
-            transaction.response = self._respond(request, source, 500)
-            raise
-        finally:
-            self.in_flight -= 1
-        transaction.response = answer
-        return answer
+            answer = self._decided(call, result)
+        except Exception:
+            log.exception("internal error answering INVITE %s", call.context.call_id)
+            answer = call.respond(500)
+        return self.transactions.send_final(transaction, answer)
 
-    def _decided(
-        self,
-        request: SipRequest,
-        source: tuple[str, int],
-        profile: ProfileRuntime,
-        now: datetime,
-        started: float,
-        result: VerificationResult,
-        context: SipContext,
-        callers: list[NameAddr],
-    ) -> bytes:
+    def failed(self, pending: NeedsCertificates, error: Exception) -> bytes:
+        """The answer of a call whose certificates could not be obtained for a reason that is
+        not a verification result (a caller mistake, a bug): ``500``, logged."""
+        self.in_flight -= 1
+        call = pending.call
+        log.error("verification of %s failed: %r", call.context.call_id, error, exc_info=error)
+        return self.transactions.send_final(call.transaction, call.respond(500))
+
+    def abandon(self, pending: NeedsCertificates) -> None:
+        """The wait was given up (the server is stopping): the transaction keeps a ``500`` for
+        the retransmissions still to come, and nothing is sent now."""
+        self.in_flight -= 1
+        self.transactions.abandoned(pending.call.transaction)
+
+    def _decided(self, call: Call, result: VerificationResult) -> bytes:
+        profile = call.profile
+        assert profile is not None  # only a profile that verifies gets here
         marks = self._bindings.marks
-        names = [strip_marks(caller.display_name, *marks) for caller in callers]
+        names = [strip_marks(caller.display_name, *marks) for caller in call.callers]
         decision = decide(result, profile.actions, display_name=names[0] if names else None)
         summary = _x_reason_result(result)
-        record = _record_base(request, "verify", profile, now)
-        orig, dest = result.orig, ",".join(result.dest) or None
-        if orig is None or dest is None:
-            orig, dest = _parties(context, orig, dest)
-        record.update(
-            orig=orig,
-            dest=dest,
-            attest=result.attest,
-            verstat=result.verstat.value,
-            reason=None if result.reason is None else result.reason.value,
-            action=decision.action.value,
-            allowed=decision.allowed,
-            x5u=result.x5u,
-            **_brand_fields(result),
-        )
         if decision.sip_code is not None:
-            record.update(sip_code=decision.sip_code)
-            answer = self._respond(
-                request, source, decision.sip_code, [summary], phrase=decision.sip_phrase
-            )
-            self._log(record, started)
+            answer = call.respond(decision.sip_code, [summary], phrase=decision.sip_phrase)
+            self._log(self._verdict(call, result, decision, decision.sip_code))
             return answer
-        headers = [("Contact", f"<{request.uri}>")]
-        headers.append(_asserted_header(_asserted(callers, names, decision)))
+        headers = [_asserted_header(_asserted(call.callers, names, decision))]
         if result.attest:
             headers.append(("X-Shaken-Attest", result.attest))
         headers.append(summary)
@@ -611,19 +449,35 @@ class SipHandler:
         if decision.call_info is not None:
             # RFC 9796: the verified brand, one Call-Info field (built from checked values).
             headers.append(("Call-Info", decision.call_info))
-        record.update(sip_code=302)
-        answer = self._respond(request, source, 302, headers)
-        self._log(record, started)
+        answer = call.redirect(*headers)
+        self._log(self._verdict(call, result, decision, 302))
         return answer
 
     # -------------------------------------------------------------------------------- logging
 
-    def _log(self, record: dict[str, Any], started: float) -> None:
+    def _verdict(
+        self, call: Call, result: VerificationResult, decision: Decision, sip_code: int
+    ) -> CallRecord:
+        orig = dest = None
+        if result.orig is None or not result.dest:
+            orig, dest = _parties(call.context)  # the PASSporT was not read
+        return call.records().verified(
+            result,
+            decision,
+            orig=orig,
+            dest=dest,
+            sip_code=sip_code,
+            latency_ms=self._latency(call),
+        )
+
+    def _latency(self, call: Call) -> float:
+        return round((self._monotonic() - call.started) * 1000.0, 3)
+
+    def _log(self, record: CallRecord) -> None:
         if self.call_log is None:
             return
-        record["latency_ms"] = round((self._monotonic() - started) * 1000.0, 3)
         try:
-            self.call_log.record(CallRecord(**record))
+            self.call_log.record(record)
         except Exception:  # the call log must never take a call down
             log.exception("call log record failed")
 
@@ -643,44 +497,14 @@ def _context(request: SipRequest) -> SipContext:
     )
 
 
-def _parties(
-    context: SipContext, orig: str | None, dest: str | None
-) -> tuple[str | None, str | None]:
+def _parties(context: SipContext) -> tuple[str | None, str | None]:
     """Caller and called as SIP shows them, for the log of a call whose PASSporT was not read."""
-    if orig is None:
-        callers = caller_identities(context)
-        orig = str(callers[0]) if callers else None
-    if dest is None:
-        called = called_identities(context, sources=("to",))
-        dest = str(called[0]) if called else None
-    return orig, dest
+    callers = caller_identities(context)
+    called = called_identities(context, sources=("to",))
+    return (str(callers[0]) if callers else None, str(called[0]) if called else None)
 
 
-def _brand_fields(result: VerificationResult) -> dict[str, Any]:
-    """The call log's view of the branding verdict (RFC 9795), beside the SHAKEN one."""
-    verdict = result.rcd
-    if verdict is None:
-        return {}
-    return {
-        "brand": verdict.nam,
-        "rcd_status": verdict.status.value,
-        "rcd_reason": None if verdict.reason is None else verdict.reason.value,
-    }
-
-
-def _record_base(
-    request: SipRequest, direction: str, profile: ProfileRuntime | None, now: datetime
-) -> dict[str, Any]:
-    return {
-        "time": now.timestamp(),
-        "direction": direction,
-        "interface": "sip",
-        "call_id": request.first("call-id"),
-        "profile": None if profile is None else (profile.name or GLOBAL_PROFILE),
-    }
-
-
-def _identities(request: SipRequest) -> list[NameAddr] | str:
+def _identities(request: SipRequest) -> tuple[NameAddr, ...] | str:
     """The caller's identities: every P-Asserted-Identity, else From, parsed; or the name of
     the field that does not parse as a name-addr/addr-spec with an RFC 3986 URI."""
     pai = request.values("p-asserted-identity")
@@ -694,7 +518,7 @@ def _identities(request: SipRequest) -> list[NameAddr] | str:
         if addr is None or not valid_uri(addr.uri):
             return "P-Asserted-Identity" if pai else "From"
         out.append(addr)
-    return out
+    return tuple(out)
 
 
 def _asserted_header(values: list[str]) -> tuple[str, str]:
@@ -704,7 +528,9 @@ def _asserted_header(values: list[str]) -> tuple[str, str]:
     return ("P-Asserted-Identity", ", ".join(values))
 
 
-def _asserted(callers: list[NameAddr], names: list[str | None], decision: Decision) -> list[str]:
+def _asserted(
+    callers: tuple[NameAddr, ...], names: list[str | None], decision: Decision
+) -> list[str]:
     """The P-Asserted-Identity values of the 302, rendered from parsed parts only: each caller
     identity's URI without inbound verstat, tagged with ours (3GPP TS 24.229 7.2A.20), and its
     cleaned display name (``names``), or the one the action chose, or the verified brand's
