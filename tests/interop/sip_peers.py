@@ -72,15 +72,19 @@ def start_shaken(
     extra: str = "",
     workers: int = 1,
     cached: tuple[tuple[Path, str], ...] = (),
+    ports: tuple[int, int] | None = None,
+    server_lines: str = "",
 ) -> ShakenServer:
     """Serve signing and verification over UDP on free ports; the lab chain pre-cached.
 
     ``extra`` is appended to the configuration (actions, profiles); a table it has replaces
     the lab's table of that name (e.g. one of the lab's PASS / STOP / ALERT actions).
     ``cached`` are more (chain file, URL) pairs to import into the certificate cache first.
-    The lab's own listeners (fixed ports) are left out.
+    The lab's own listeners (fixed ports) are left out. ``ports`` (sign, verify) brings an
+    instance back on the ports it had; ``server_lines`` are more ``[server]`` keys (a
+    ``call_log`` there replaces the SQLite file in ``work``).
     """
-    sign, verify = free_port(), free_port()
+    sign, verify = ports if ports is not None else (free_port(), free_port())
     cache = work / "cache"
     for chain, url in ((lab.sp_chain, lab.x5u), *cached):
         command = [sys.executable, "-m", "shaken.adapters.cli", "cache", "import", str(chain)]
@@ -91,15 +95,17 @@ def start_shaken(
         )
     text = lab.config.read_text(encoding="utf-8")
     start, end = text.index("[server]\n"), text.index("[repository]")
+    call_log = "" if "call_log" in server_lines else f'call_log = "{work / "calls.sqlite"}"\n'
     server = (
         "[server]\n"
         f'sip_sign = ["udp:127.0.0.1:{sign}"]\n'
         f'sip_verify = ["udp:127.0.0.1:{verify}"]\n'
-        f'call_log = "{work / "calls.sqlite"}"\n'
+        f"{call_log}"
         f"workers = {workers}\n"
         # A test machine is shared and loaded: the interop tests check answers, not
         # overload shedding (its own tests do), so a request may wait its turn for 2 s.
-        "udp_max_age_ms = 2000\n\n"
+        f"{'' if 'udp_max_age_ms' in server_lines else 'udp_max_age_ms = 2000'}\n"
+        f"{server_lines}\n"
     )
     text = text[:start] + server + text[end:]
     text = text.replace('cache_dir = "cache"', f'cache_dir = "{cache}"')
@@ -107,8 +113,8 @@ def start_shaken(
     text = without_tables(text, tables.__contains__)
     config = lab.directory / f"serve-{sign}.toml"
     config.write_text(text + "\n" + extra, encoding="utf-8")
-    log = work / "shaken.log"
-    with log.open("w") as errors:
+    log = work / f"shaken-{sign}.log"
+    with log.open("a") as errors:
         process = subprocess.Popen(
             [sys.executable, "-m", "shaken.adapters.cli", "serve", "--config", str(config)],
             stdout=subprocess.PIPE,

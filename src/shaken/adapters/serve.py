@@ -65,6 +65,8 @@ from shaken.adapters.sip.server import (
     tls_context,
 )
 from shaken.adapters.store.calllog import SqliteCallLog
+from shaken.adapters.store.calllogs import describe, open_writer
+from shaken.adapters.store.pgcalllog import PostgresCallLog
 from shaken.adapters.systemd import notify
 from shaken.adapters.wiring import (
     Runtime,
@@ -178,20 +180,23 @@ async def check_settings(settings: Settings, clock: Clock | None = None) -> Runt
     return runtime
 
 
-def open_call_log(settings: Settings) -> SqliteCallLog | None:
-    """The call log ``[server] call_log`` names, or None.
+def open_call_log(
+    settings: Settings, clock: Clock | None = None
+) -> SqliteCallLog | PostgresCallLog | None:
+    """The call log ``[server] call_log`` names (a SQLite file or a PostgreSQL URL), or None.
 
-    :raises ConfigurationError: the file cannot be opened as a call log.
+    A PostgreSQL that cannot be reached is not an error here: records spool until it is back.
+
+    :raises ConfigurationError: the file (or the spool) cannot be opened as a call log.
     """
-    path = settings.server.get("call_log")
-    if not path:
+    target = settings.server.get("call_log")
+    if not target:
         return None
-    flush = int(settings.server.get("call_log_flush_ms", 100)) / 1000.0
-    retention = settings.server.get("call_log_retention_days")
     try:
-        return SqliteCallLog(path, flush_interval=flush, retention_days=retention)
+        return open_writer(str(target), settings.server, clock=clock)
     except Exception as exc:
-        raise ConfigurationError(f"cannot open the call log {path}: {exc}") from None
+        name = describe(str(target))
+        raise ConfigurationError(f"cannot open the call log {name}: {exc}") from None
 
 
 def _handler_options(settings: Settings) -> dict[str, Any]:
@@ -285,7 +290,7 @@ class Worker:
         self.handler: SipHandler | None = None
         self.sip: SipServer | None = None
         self.rest: Any | None = None
-        self.call_log: SqliteCallLog | None = None
+        self.call_log: SqliteCallLog | PostgresCallLog | None = None
         self.budget: DescriptorBudget | None = None
         self._own_rest: list[Any] = []
         self._reload_lock = asyncio.Lock()
@@ -309,7 +314,7 @@ class Worker:
         settings = self._load()
         runtime = await check_settings(settings, self.options.clock)
         try:
-            self.call_log = open_call_log(settings)
+            self.call_log = open_call_log(settings, self.options.clock)
             handler = SipHandler(runtime, call_log=self.call_log, **_handler_options(settings))
             self.handler = handler
             needs_tls = any(b.listener.transport == "tls" for b in self.bound)
@@ -401,7 +406,7 @@ class Worker:
             old_log = None
             if settings.server.get("call_log") != old.settings.server.get("call_log"):
                 try:
-                    new_log = open_call_log(settings)
+                    new_log = open_call_log(settings, self.options.clock)
                 except ConfigurationError as exc:
                     log.error("reload: %s; the running configuration stays", exc)
                     await runtime.aclose()
@@ -563,7 +568,7 @@ def _serve(
     for spec in rest:
         print(f"rest         {spec}", file=stream)
     if settings.server.get("call_log"):
-        print(f"call log     {settings.server['call_log']}", file=stream)
+        print(f"call log     {describe(str(settings.server['call_log']))}", file=stream)
     stream.flush()
     metrics_dir = new_metrics_dir()
     options = ServiceOptions(

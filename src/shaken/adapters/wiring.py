@@ -24,6 +24,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
 from shaken.adapters.lifecycle import with_lifecycle_credential
+from shaken.adapters.shared_state import (
+    RedisCertificateStore,
+    RedisReplay,
+    RedisSharedState,
+)
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
 from shaken.config import EffectiveProfile, Settings, effective_profile
@@ -99,12 +104,16 @@ class Runtime:
     instance: str = ""
     fetchers: tuple[HttpsFetcher, ...] = ()
     notes: list[str] = field(default_factory=list)
+    #: The state instances share (``[server] shared_state``), or None: one machine.
+    shared: RedisSharedState | None = None
 
     async def aclose(self) -> None:
         for cache in self.caches or (self.cache,):
             await cache.aclose()  # the CRL refresh uses the fetcher: it stops first
         for fetcher in self.fetchers or (self.fetcher,):
             await fetcher.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     def profile_for_source(self, address: str) -> ProfileRuntime | None:
         """The first profile whose ``sources`` contain ``address`` (DESIGN.md section 6)."""
@@ -215,6 +224,7 @@ class _Backends:
     crl_refresh: timedelta
     crl_files: LocalCrls | None
     now: datetime
+    shared: RedisSharedState | None = None
     built: dict[_BackendKey, tuple[HttpsFetcher, CertificateCache]] = field(default_factory=dict)
     contents: dict[tuple[int, BrandingSettings], ContentCache] = field(default_factory=dict)
 
@@ -231,8 +241,13 @@ class _Backends:
             clock=self.clock,
         )
         directory = self.store_dir
+        namespace = ""
         if self.built:  # not the global backend
-            directory = directory / "profiles" / (effective.name or "global")
+            namespace = effective.name or "global"
+            directory = directory / "profiles" / namespace
+        shared = None
+        if self.shared is not None:
+            shared = RedisCertificateStore(self.shared, namespace=namespace)
         cache = CertificateCache(
             fetcher,
             self.trust,
@@ -248,6 +263,9 @@ class _Backends:
             ),
             profile=effective.verification_profile,
             crl_files=self.crl_files,
+            shared=shared,
+            # A cold fetch holds its claim for the fetch timeout and a validation, with room.
+            claim_seconds=key.limits.timeout + 5.0,
         )
         if self.crl_files is not None:
             cache.crl_cache.set_local(self.crl_files(), now=self.now)
@@ -377,6 +395,7 @@ def build_runtime(
         )
     cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
     store_dir = cache_dir or default_cache_dir()
+    shared = shared_state(settings)
     backends = _Backends(
         trust=trust,
         store_dir=store_dir,
@@ -387,6 +406,7 @@ def build_runtime(
         crl_refresh=timedelta(seconds=verification.get("crl_refresh", 3600)),
         crl_files=_crl_files(verification),
         now=when,
+        shared=shared,
     )
     fetcher, cache = backends.for_profile(glob)
     credentials: dict[tuple[str, str], Credential] = {}
@@ -443,6 +463,11 @@ def build_runtime(
                 if effective.verification["replay_check"]
                 else None
             )
+            guard = None
+            if replay is not None and shared is not None:
+                # One window across instances; this process's own while Redis cannot answer.
+                guard = RedisReplay(shared, replay, effective.verification_profile.max_iat_age)
+                replay = None
             profile_fetcher, profile_cache = backends.for_profile(effective)
             branding = None
             if effective.verification["rcd_verify"]:
@@ -453,6 +478,7 @@ def build_runtime(
                 profile=effective.verification_profile,
                 replay=replay,
                 branding=branding,
+                replay_guard=guard,
             )
         profiles[name] = ProfileRuntime(
             name=name,
@@ -477,6 +503,19 @@ def build_runtime(
         clock=clock,
         trust_sources=sources,
         notes=notes,
+        shared=shared,
+    )
+
+
+def shared_state(settings: Settings) -> RedisSharedState | None:
+    """The shared layer ``[server] shared_state`` names, or None (one machine)."""
+    url = settings.server.get("shared_state")
+    if not url:
+        return None
+    return RedisSharedState(
+        str(url),
+        prefix=str(settings.server.get("shared_state_prefix", "shaken:")),
+        timeout=int(settings.server.get("shared_state_timeout_ms", 100)) / 1000.0,
     )
 
 

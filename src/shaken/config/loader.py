@@ -151,7 +151,9 @@ class _Reader:
             if problem is not None:
                 self.problem((*path, key), problem)
                 continue
-            out[key] = self.resolve(value) if spec.kind in _PATH_KINDS else value
+            # A path-or-URL key (server.call_log) is a path unless it names a scheme.
+            resolved = spec.kind in _PATH_KINDS or (spec.kind == "path|url" and "://" not in value)
+            out[key] = self.resolve(value) if resolved else value
         return out
 
     def resolve(self, value: Any) -> Any:

@@ -464,6 +464,37 @@ def _listener_profiles(value: Any) -> str | None:
     return None
 
 
+def _call_log(value: Any) -> str | None:
+    """A file path, or a PostgreSQL URL (which needs the psycopg driver installed)."""
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    if not scheme:
+        return None
+    if scheme not in ("postgresql", "postgres"):
+        return f"must be a file path or a postgresql:// URL, got a {scheme}:// URL"
+    return _needs("psycopg", "a postgresql:// call log")
+
+
+def _redis_url(value: Any) -> str | None:
+    problem = _string()(value)
+    if problem is not None:
+        return problem
+    scheme = value.partition("://")[0].lower()
+    if scheme not in ("redis", "rediss", "unix") or "://" not in value:
+        return "must be a redis://, rediss:// or unix:// URL"
+    return _needs("redis", "shared_state")
+
+
+def _needs(module: str, what: str) -> str | None:
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec(module) is None:
+        return f"{what} needs the {module} package: pip install 'shaken[scale]'"
+    return None
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -489,7 +520,6 @@ SERVER_KEYS: dict[str, Spec] = {
     "profile_header": Spec("string", _string(), "SIP header naming the profile (last resort)"),
     "workers": Spec("int", _int(1, 64), "worker processes"),
     "max_in_flight": Spec("int", _int(1), "requests in progress before answering 503"),
-    "call_log": Spec("path", _string(), "SQLite call log file"),
     "tls_certificate": Spec("path", _string(), "TLS certificate for tls/https listeners"),
     "tls_key": Spec("path", _string(), "TLS private key for tls/https listeners"),
     "listener_profiles": Spec(
@@ -499,6 +529,34 @@ SERVER_KEYS: dict[str, Spec] = {
     ),
     "max_message_size": Spec("bytes", _int(1024, 65535), "largest SIP message accepted (513)"),
     "retry_after": Spec("seconds", _int(1, 3600), "Retry-After of the overload 503 (default 1)"),
+    # The call log and the state instances share (one block: several instances as one service).
+    "call_log": Spec(
+        "path|url", _call_log, "SQLite call log file, or a postgresql:// URL (several instances)"
+    ),
+    "call_log_spool": Spec(
+        "path",
+        _string(),
+        "PostgreSQL log: where records wait while it is away (default: beside the cache)",
+    ),
+    "call_log_spool_max_records": Spec(
+        "int", _int(1000), "PostgreSQL log: records the spool holds at most (default 1000000)"
+    ),
+    "call_log_timeout": Spec(
+        "seconds", _number(0), "PostgreSQL log: connect and statement timeout (default 5)"
+    ),
+    "shared_state": Spec(
+        "url",
+        _redis_url,
+        "redis:// URL: certificate cache, replay window and API-key rates across instances",
+    ),
+    "shared_state_timeout_ms": Spec(
+        "ms",
+        _int(1, 10000),
+        "a shared-state operation longer than this falls back to the local form (default 100)",
+    ),
+    "shared_state_prefix": Spec(
+        "string", _string(), "prefix of every shared-state key (default 'shaken:')"
+    ),
     "call_log_flush_ms": Spec(
         "ms", _int(1, 10000), "call log batch window: commit at least this often (default 100)"
     ),

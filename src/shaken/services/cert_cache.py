@@ -101,6 +101,7 @@ from shaken.services.ports import (
     StoredEntry,
     SystemClock,
 )
+from shaken.services.shared import SharedCertificateStore, SharedChain, SharedEntry, SharedFailure
 from shaken.services.trust import TrustMaterial, TrustStore
 
 __all__ = [
@@ -395,8 +396,19 @@ class CertificateCache:
         profile: VerificationProfile = SHAKEN,
         crls: CrlCache | None = None,
         crl_files: LocalCrls | None = None,
+        shared: SharedCertificateStore | None = None,
+        claim_seconds: float = 15.0,
     ) -> None:
+        """``shared``: the second level several instances share (see :meth:`_from_shared`);
+        ``claim_seconds``: how long one instance may hold the right to fetch a cold x5u
+        (the fetch timeout and a validation, with room), and so how long others wait."""
         self._fetcher = fetcher
+        self._shared = shared
+        self._claim_seconds = claim_seconds
+        #: Cold lookups answered by the shared level, and those that waited for another
+        #: instance's fetch, for metrics and tests.
+        self.shared_hits = 0
+        self.shared_waits = 0
         self._trust = trust
         self._store = store
         self._clock = clock or SystemClock()
@@ -616,6 +628,11 @@ class CertificateCache:
             if entry is not None:
                 await self._validated(entry, now, material)
             return self._while_negative(entry, negative, now)
+        shared = self._shared
+        if shared is not None:
+            found = await shared.load(url, now)
+            if found is not None:
+                return await self._adopt(url, entry, found, now, material)
         refused = self._slots.refusal(source)
         if refused is not None:
             # Our own load, not the URL's fault: nothing is remembered against the URL.
@@ -626,6 +643,104 @@ class CertificateCache:
             return held_failure or CertificateFetchError(
                 Reason.CERT_FETCH_FAILED, f"{url} not fetched: {refused}", url=url, refused=True
             )
+        if shared is None:
+            return await self._fetch(url, entry, held_failure, now, material, source)
+        if not await shared.claim(url, self._claim_seconds):
+            # Another instance fetches it: what it publishes is ours too.
+            self.shared_waits += 1
+            found = await shared.wait(url, self._claim_seconds, now)
+            if found is not None:
+                return await self._adopt(url, entry, found, now, material)
+            return await self._fetch(url, entry, held_failure, now, material, source)
+        try:
+            result = await self._fetch(url, entry, held_failure, now, material, source)
+            await self._publish(shared, url, now)
+        finally:
+            await shared.release(url)
+        return result
+
+    async def _adopt(
+        self,
+        url: str,
+        entry: _Entry | None,
+        found: SharedEntry,
+        now: datetime,
+        material: TrustMaterial,
+    ) -> Material:
+        """What another instance obtained, made ours: a chain is validated here, against our
+        anchors, like a fetched one; a failure is remembered until the time it was given."""
+        self.shared_hits += 1
+        if isinstance(found, SharedFailure):
+            failure = _failure_of(url, found)
+            negative = _Negative(failure, found.until)
+            self._negative.put(url, negative, failure_size(failure))
+            if entry is not None:
+                await self._validated(entry, now, material)
+            return self._while_negative(entry, negative, now)
+        adopted = _Entry(
+            url=url,
+            body=found.body,
+            fetched_at=found.fetched_at,
+            expires_at=found.expires_at,
+            etag=found.etag,
+            content_type=found.content_type,
+            warnings=found.warnings,
+        )
+        result = await self._validated(adopted, now, material)
+        if isinstance(result, VerificationFailure):
+            return await self._failed(url, entry, result, now, material)
+        adopted.expires_at = min(adopted.expires_at, result.valid_until)
+        self._install(adopted)
+        self._negative.pop(url)
+        await self._persist(adopted)
+        return result
+
+    async def _publish(self, shared: SharedCertificateStore, url: str, now: datetime) -> None:
+        """Share what this instance's fetch of ``url`` left: a good chain, or the failure."""
+        entry = self._entries.get(url)
+        if (
+            entry is not None
+            and entry.fetched_at == now
+            and isinstance(entry.result, ValidatedCertificate)
+        ):
+            chain = SharedChain(
+                body=entry.body,
+                fetched_at=entry.fetched_at,
+                expires_at=entry.expires_at,
+                etag=entry.etag,
+                content_type=entry.content_type,
+                warnings=entry.warnings,
+            )
+            await shared.save(url, chain, now)
+            return
+        negative = self._negative.get(url)
+        if (
+            negative is not None
+            and now < negative.until
+            and not negative.failure.fields.get("refused")
+        ):
+            failure = negative.failure
+            kind = "fetch" if isinstance(failure, CertificateFetchError) else "chain"
+            await shared.save(
+                url,
+                SharedFailure(
+                    kind=kind,
+                    reason=failure.reason.value,
+                    detail=failure.detail,
+                    until=negative.until,
+                ),
+                now,
+            )
+
+    async def _fetch(
+        self,
+        url: str,
+        entry: _Entry | None,
+        held_failure: VerificationFailure | None,
+        now: datetime,
+        material: TrustMaterial,
+        source: str | None,
+    ) -> Material:
         self.fetches += 1
         # A conditional request only for a copy that may still be good: a bad one must be
         # replaced, not confirmed.
@@ -987,6 +1102,16 @@ def _not_modified_without_copy(url: str) -> VerificationFailure:
     return CertificateFetchError(
         Reason.CERT_FETCH_FAILED, f"{url} answered 304 but no copy is held", url=url
     )
+
+
+def _failure_of(url: str, found: SharedFailure) -> VerificationFailure:
+    """The failure another instance met, as this one would have raised it."""
+    try:
+        reason = Reason(found.reason)
+    except ValueError:
+        reason = Reason.CERT_FETCH_FAILED
+    kind = CertificateFetchError if found.kind == "fetch" else ChainError
+    return kind(reason, found.detail, url=url)
 
 
 def _delete_all(store: CertificateStore, urls: list[str]) -> None:

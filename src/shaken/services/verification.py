@@ -30,6 +30,7 @@ from shaken.core.verify import (
 from shaken.services.cert_cache import CertificateCache
 from shaken.services.ports import Clock, SystemClock
 from shaken.services.rcd import BrandingService
+from shaken.services.shared import ReplayGuard
 
 __all__ = ["VerificationService"]
 
@@ -43,6 +44,12 @@ class VerificationService:
         takes the general path so the window sees every signature.
     :param branding: the Rich Call Data step (RFC 9795), run on verified results only; it adds
         :attr:`VerificationResult.rcd` and never changes the SHAKEN verdict.
+    :param replay_guard: a replay window that is not in this process (several instances
+        share one, :mod:`shaken.services.shared`), in place of ``replay``. The core checks
+        replay synchronously, after the signature: the service lets it name the signatures
+        that passed, asks the guard about them, and for one already seen completes the
+        plan again with the core's window saying so, so the verdict, the Reason and the
+        trace are the core's own.
     """
 
     def __init__(
@@ -53,11 +60,14 @@ class VerificationService:
         profile: VerificationProfile | None = None,
         replay: ReplayWindow | None = None,
         branding: BrandingService | None = None,
+        replay_guard: ReplayGuard | None = None,
     ) -> None:
         self._cache = cache
         self._clock = clock or SystemClock()
         self.profile = profile if profile is not None else cache.profile
         self._replay = replay
+        self._guard = replay_guard
+        self._checks_replay = replay is not None or replay_guard is not None
         self.branding = branding
 
     @property
@@ -88,7 +98,7 @@ class VerificationService:
     async def _verify(
         self, context: SipContext, when: datetime, source: str | None
     ) -> VerificationResult:
-        if self._replay is None:
+        if not self._checks_replay:
             lookup = self._cache.lookup
             common = try_verify_common(
                 context, lambda url: lookup(url, when), now=when, profile=self.profile
@@ -119,6 +129,8 @@ class VerificationService:
         return self.branding.apply_warm(context, result, now)
 
     def _verify_warm(self, context: SipContext, *, now: datetime) -> VerificationResult | None:
+        if self._guard is not None:
+            return None  # the shared replay window is not in memory
         if self._replay is None:
             lookup = self._cache.lookup
             common = try_verify_common(
@@ -153,4 +165,37 @@ class VerificationService:
         certificates = dict(zip(urls, materials, strict=True))
         # Every material is validated or a failure, so no anchors are needed here: the cache
         # validated against the trust anchors (and CRLs) current when it did.
-        return complete(plan, certificates, None, now=plan.now, replay=self._replay)
+        guard = self._guard
+        if guard is None:
+            return complete(plan, certificates, None, now=plan.now, replay=self._replay)
+        passed = _Signatures()
+        result = complete(plan, certificates, None, now=plan.now, replay=passed)
+        replayed = {sig for sig in passed.signatures if await guard.seen(sig, plan.now)}
+        if not replayed:
+            return result
+        again = prepare(plan.context, now=plan.now, profile=plan.profile)
+        assert isinstance(again, Plan)  # the same request prepared at the same time
+        return complete(again, certificates, None, now=plan.now, replay=_Seen(replayed))
+
+
+class _Signatures(ReplayWindow):
+    """The core's replay window as a recorder: every signature that passed, none refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signatures: list[bytes] = []
+
+    def seen(self, signature: bytes, now: datetime) -> bool:
+        self.signatures.append(signature)
+        return False
+
+
+class _Seen(ReplayWindow):
+    """The core's replay window answering what the shared guard said."""
+
+    def __init__(self, replayed: set[bytes]) -> None:
+        super().__init__()
+        self.replayed = replayed
+
+    def seen(self, signature: bytes, now: datetime) -> bool:
+        return signature in self.replayed

@@ -1,6 +1,7 @@
 """``shaken serve`` (the SIP and REST servers) and ``shaken calls`` (the call log).
 
-``shaken calls`` reads the SQLite call log the servers write (``[server] call_log``): one line
+``shaken calls`` reads the call log the servers write (``[server] call_log``, a SQLite file or
+a PostgreSQL database): one line
 per decision, oldest first, a rejected call shown as NOT ALLOWED (the VoipNow guide's word for a
 stopped call, ``reference/seeds``). ``--since`` takes an ISO 8601 time (UTC when it names no
 zone) or a relative one such as ``1h``, ``30m``, ``2d`` (or ``--since=-1h``: argparse takes
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shaken.adapters.cli import EXIT_OK, UsageError, now_of
-from shaken.adapters.store.calllog import OUTCOMES, backup, migrate_file, read_calls
+from shaken.adapters.store.calllog import OUTCOMES, backup
+from shaken.adapters.store.calllogs import describe, migrate_call_log, read_call_log
 from shaken.adapters.store.callschema import RECORD_FIELDS
+from shaken.adapters.store.pgcalllog import is_postgres_url
 from shaken.config import ConfigError, load_config
 from shaken.core.tn import canonicalize_tn
 from shaken.services.calllog import CallQuery
@@ -74,9 +77,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
 
-def _database(args: argparse.Namespace) -> Path:
+def _database(args: argparse.Namespace) -> str | Path:
+    """The call log the command reads: a SQLite file, or a ``postgresql://`` URL."""
     if args.db:
-        return Path(args.db)
+        return args.db if is_postgres_url(args.db) else Path(args.db)
     if not args.config:
         raise UsageError("say which call log: --db FILE, or --config FILE with server.call_log")
     try:
@@ -86,7 +90,17 @@ def _database(args: argparse.Namespace) -> Path:
     path = settings.server.get("call_log")
     if not path:
         raise UsageError(f"{args.config} sets no server.call_log")
-    return Path(path)
+    return str(path) if is_postgres_url(path) else Path(path)
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What reading or migrating a call log raises when the store is not usable."""
+    errors: list[type[BaseException]] = [sqlite3.Error, RuntimeError]
+    try:
+        import psycopg  # noqa: PLC0415  (optional)
+    except ImportError:  # pragma: no cover
+        return tuple(errors)
+    return (*errors, psycopg.Error)
 
 
 def _time(value: float) -> str:
@@ -208,11 +222,12 @@ def cmd_calls(args: argparse.Namespace) -> int:
     path = _database(args)
     query = _query(args)
     try:
-        rows = read_calls(path, query)
+        rows = read_call_log(path, query)
     except FileNotFoundError:
         raise UsageError(f"no call log at {path} (the servers create it on start)") from None
-    except sqlite3.Error as exc:
-        raise UsageError(f"{path} is not a readable call log: {exc}") from None
+    except _store_errors() as exc:
+        shown_path = describe(str(path))
+        raise UsageError(f"{shown_path} is not a readable call log: {exc}") from None
     output = "csv" if args.export and args.format is None else (args.format or "text")
     if args.json:
         output = "json"
@@ -234,7 +249,7 @@ def cmd_calls(args: argparse.Namespace) -> int:
                 print(_line(row), file=stream)
             if not rows:
                 matching = " matching the filters" if _filtered(args) else ""
-                print(f"no calls in {path}{matching}", file=stream)
+                print(f"no calls in {describe(str(path))}{matching}", file=stream)
     finally:
         if stream is not sys.stdout:
             stream.close()
@@ -245,6 +260,10 @@ def cmd_calls(args: argparse.Namespace) -> int:
 
 def cmd_calls_backup(args: argparse.Namespace) -> int:
     path = _database(args)
+    if not isinstance(path, Path):
+        raise UsageError(
+            f"{describe(path)} is a PostgreSQL database: back it up with pg_dump (-t calls)"
+        )
     try:
         rows = backup(path, args.file)
     except (FileNotFoundError, FileExistsError) as exc:
@@ -257,23 +276,26 @@ def cmd_calls_backup(args: argparse.Namespace) -> int:
 
 def cmd_calls_migrate(args: argparse.Namespace) -> int:
     path = _database(args)
+    name = describe(str(path))
     try:
-        before, after = migrate_file(path)
+        before, after = migrate_call_log(path)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
-    except sqlite3.Error as exc:
-        raise UsageError(f"{path}: {exc}") from None
+    except _store_errors() as exc:
+        raise UsageError(f"{name}: {exc}") from None
     if before == after:
-        print(f"{path}: schema version {after}, nothing to do")
+        print(f"{name}: schema version {after}, nothing to do")
     else:
-        print(f"{path}: schema version {before} -> {after}")
+        print(f"{name}: schema version {before} -> {after}")
     return EXIT_OK
 
 
 def _database_flags(p: argparse.ArgumentParser) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--config", metavar="FILE", help="read server.call_log from this file")
-    source.add_argument("--db", metavar="FILE", help="the call log's SQLite file")
+    source.add_argument(
+        "--db", metavar="FILE|URL", help="the call log: a SQLite file or a postgresql:// URL"
+    )
 
 
 def register(commands: Any, cert_commands: Any) -> None:

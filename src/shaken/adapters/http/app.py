@@ -65,6 +65,7 @@ from shaken.adapters.http.schemas import (
     verification_body,
 )
 from shaken.adapters.lifecycle import readiness as lifecycle_readiness
+from shaken.adapters.shared_state import RedisRateLimit
 from shaken.adapters.store.certstore import default_cache_dir
 from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.errors import SigningError
@@ -309,6 +310,8 @@ class RestApplication:
         limit = server.get("max_in_flight")
         self.max_in_flight: int | None = int(limit) if limit is not None else None
         self.keyring = Keyring.from_settings(runtime.settings.api_keys)
+        if runtime.shared is not None:
+            self.keyring.shared = RedisRateLimit(runtime.shared)
         self.certificates = SigningCertificates(runtime)
         self.metrics = metrics or RestMetrics()
         self.metrics.attach(runtime, self.certificates, self.clock)
@@ -370,7 +373,14 @@ class RestApplication:
             if scope["method"] != "POST":
                 raise ApiError("POL4050", allow="POST")
             now = self.clock.now()
-            key = self._authenticate(endpoint, authorization, api_key, now)
+            key = self._authenticate(endpoint, authorization, api_key)
+            wait = 0
+            if key is not None:
+                wait = await self.keyring.admit_shared(key, now.timestamp())
+            if wait:
+                raise ApiError("POL4290", str(wait), retry_after=wait)
+            if endpoint == "verification" and key is not None:
+                self._may_verify(key)
             if accept is not None and not _accepts_json(accept):
                 shown = accept.decode("latin-1")[:100]
                 raise ApiError("SVC4002", shown if shown.isprintable() else "?")
@@ -413,8 +423,10 @@ class RestApplication:
         await _respond(send, status, body, headers)
 
     def _authenticate(
-        self, endpoint: str, authorization: bytes | None, api_key: bytes | None, now: datetime
+        self, endpoint: str, authorization: bytes | None, api_key: bytes | None
     ) -> ApiKey | None:
+        """The key the request presents (None: verification open to all); its rate and its
+        right to verify are checked next, in that order."""
         presented = presented_key(authorization, api_key)
         if presented is None:
             if endpoint == "verification" and self.verification_open:
@@ -423,12 +435,11 @@ class RestApplication:
         key = self.keyring.authenticate(presented)
         if key is None:
             raise ApiError("POL4010")
-        wait = self.keyring.admit(key, now.timestamp())
-        if wait:
-            raise ApiError("POL4290", str(wait), retry_after=wait)
-        if endpoint == "verification" and not key.may_verify and not self.verification_open:
-            raise ApiError("POL4030", "this API key may not verify")
         return key
+
+    def _may_verify(self, key: ApiKey) -> None:
+        if not key.may_verify and not self.verification_open:
+            raise ApiError("POL4030", "this API key may not verify")
 
     def _profile(
         self, key: ApiKey | None, requested: str | None, schema: str, *, signing: bool
@@ -663,6 +674,9 @@ class RestApplication:
                 ready, checks = await self.readiness()
                 status = 200 if ready else 503
                 state = "ready" if ready else "not ready"
+                if ready and any(c.get("degraded") for c in checks.values()):
+                    # Serving, with a shared layer's local form standing in: still a 200.
+                    state = "degraded"
                 body = json.dumps({"status": state, "checks": checks}).encode("utf-8")
             elif endpoint == "metrics":
                 await self.certificates.refresh(self.clock.now())
@@ -718,6 +732,13 @@ class RestApplication:
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
         check("call_log", *await self._call_log_ready())
+        shared = self.runtime.shared
+        if shared is not None:
+            await shared.probe()
+            check("shared_state", True, shared.status())
+        for item in checks.values():
+            if item["ok"] and str(item["detail"]).startswith("degraded"):
+                item["degraded"] = True
         certificate = await asyncio.to_thread(
             lifecycle_readiness, self.runtime.settings, self.clock.now()
         )

@@ -12,6 +12,9 @@ certificate carries an SPC in its ``spcs``; and only under its ``profiles`` (non
 profile). ``may_verify`` (default true) lets it call verification, which
 ``[server] verification_open`` can also open to everyone. ``rate_per_second`` is a token bucket
 per key holding one second of requests, so short bursts pass and sustained excess gets 429.
+With shared state (several instances), the bucket lives in Redis
+(:class:`~shaken.adapters.shared_state.RedisRateLimit`), one for all instances; when Redis
+cannot answer in time, this process's own bucket decides.
 
 Nothing here logs, and no error text carries a presented key or a hash.
 """
@@ -23,9 +26,14 @@ import hmac
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["ApiKey", "Keyring", "TokenBucket", "presented_key"]
+
+
+class SharedBuckets(Protocol):
+    async def take(self, name: str, rate: float, burst: float, now: float) -> float | None:
+        """Seconds until a token of ``name``'s bucket (0.0: now); None when it cannot say."""
 
 
 @dataclass(slots=True)
@@ -78,8 +86,9 @@ class ApiKey:
 class Keyring:
     """The configured keys, their rate limits, and the checks on a presented key."""
 
-    def __init__(self, keys: list[ApiKey]) -> None:
+    def __init__(self, keys: list[ApiKey], shared: SharedBuckets | None = None) -> None:
         self.keys = tuple(keys)
+        self.shared = shared
         self._buckets = {
             key.name: TokenBucket(key.rate_per_second, max(1.0, key.rate_per_second))
             for key in keys
@@ -120,8 +129,22 @@ class Keyring:
         bucket = self._buckets.get(key.name)
         if bucket is None:
             return 0
-        wait = bucket.take(now)
-        return 0 if wait <= 0 else max(1, math.ceil(wait))
+        return _seconds(bucket.take(now))
+
+    async def admit_shared(self, key: ApiKey, now: float) -> int:
+        """:meth:`admit` with the bucket shared across instances, when there is one."""
+        bucket = self._buckets.get(key.name)
+        if bucket is None:
+            return 0
+        if self.shared is not None:
+            wait = await self.shared.take(key.name, bucket.rate, bucket.burst, now)
+            if wait is not None:
+                return _seconds(wait)
+        return _seconds(bucket.take(now))
+
+
+def _seconds(wait: float) -> int:
+    return 0 if wait <= 0 else max(1, math.ceil(wait))
 
 
 def presented_key(authorization: bytes | None, api_key: bytes | None) -> str | None:

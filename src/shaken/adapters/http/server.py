@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -325,9 +325,10 @@ class _LimitsCollector:
     ``shaken_rest_header_timeouts_total``, ``shaken_rest_body_timeouts_total``,
     ``shaken_rest_refused_per_source_total``, ``shaken_descriptors_exhausted_total`` (accepts
     that failed for want of descriptors, SIP and REST) and, for a call log that counts them,
-    ``shaken_call_log_{written,dropped,failures,restarts,reopened}_total``."""
+    ``shaken_call_log_{written,dropped,failures,restarts,reopened}_total`` and, for a PostgreSQL
+    one, ``shaken_call_log_{spooled,replayed}_total``."""
 
-    _CALL_LOG = ("written", "dropped", "failures", "restarts", "reopened")
+    _CALL_LOG = ("written", "dropped", "failures", "restarts", "reopened", "spooled", "replayed")
 
     def __init__(self, service: RestService) -> None:
         self._service = service
@@ -354,8 +355,34 @@ class _LimitsCollector:
             value = getattr(call_log, name, None)
             if isinstance(value, int):
                 counts[f"call_log_{name}"] = (value, f"call log records {name}")
+        shared = self._service.runtime.shared
+        if shared is not None:
+            counts["shared_state_errors"] = (shared.errors, "shared-state operations that failed")
+            counts["shared_state_fallbacks"] = (
+                shared.fallbacks,
+                "shared-state operations answered by the local form instead",
+            )
         for name, (value, text) in counts.items():
             yield CounterMetricFamily(f"shaken_{name}", text, value=value)
+        # Degraded: 1 while a shared layer is away and its local form stands in.
+        if shared is not None:
+            yield GaugeMetricFamily(
+                "shaken_shared_state_degraded",
+                "1 while Redis is unavailable and each function uses its local form",
+                value=int(shared.degraded),
+            )
+        pending = getattr(call_log, "spool_pending", None)
+        if isinstance(pending, int):
+            yield GaugeMetricFamily(
+                "shaken_call_log_spool_pending",
+                "call records waiting in the local spool for PostgreSQL",
+                value=pending,
+            )
+            yield GaugeMetricFamily(
+                "shaken_call_log_degraded",
+                "1 while PostgreSQL is unreachable and records spool locally",
+                value=int(bool(getattr(call_log, "degraded", False))),
+            )
 
 
 class _Switch:

@@ -51,14 +51,22 @@ from pathlib import Path
 from typing import Any
 
 from shaken.adapters.logs import fields
-from shaken.adapters.store.callschema import LATEST, RECORD_FIELDS, VERSIONS, Column
-from shaken.core.reasons import Reason, Verstat
+from shaken.adapters.store.callschema import (
+    LATEST,
+    OUTCOMES,
+    RECORD_FIELDS,
+    SQLITE,
+    VERSIONS,
+    outcome_of,
+    select_sql,
+)
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.ports import Clock, SystemClock
 
 __all__ = [
     "OUTCOMES",
     "SqliteCallLog",
+    "Wakeup",
     "backup",
     "migrate",
     "migrate_file",
@@ -69,19 +77,6 @@ __all__ = [
 
 log = logging.getLogger("shaken.calllog")
 
-#: What ``shaken calls --outcome`` filters on.
-OUTCOMES = (
-    "verified",
-    "failed",
-    "missing",
-    "not_checked",
-    "not_processed",
-    "rejected",
-    "signed",
-    "not_signed",
-)
-
-_SQL_TYPES = {"text": "TEXT", "real": "REAL", "integer": "INTEGER", "boolean": "INTEGER"}
 _COLUMNS = RECORD_FIELDS
 _ROW = f"({', '.join('?' for _ in range(len(_COLUMNS) + 1))})"
 #: Rows per INSERT statement. One multi-row statement is one sqlite3_step, so the writer
@@ -96,11 +91,6 @@ def _insert_sql(rows: int) -> str:
     return f"INSERT OR IGNORE INTO calls (outcome, {', '.join(_COLUMNS)}) VALUES " + ", ".join(
         [_ROW] * rows
     )
-
-
-def _column_sql(column: Column) -> str:
-    required = " NOT NULL" if column.required else ""
-    return f"{column.name} {_SQL_TYPES[column.kind]}{required}"
 
 
 def schema_version(connection: sqlite3.Connection) -> int:
@@ -129,40 +119,17 @@ def migrate(connection: sqlite3.Connection) -> tuple[int, int]:
         )
     with connection:
         if before == 0:
-            first = VERSIONS[0]
-            columns = ", ".join(_column_sql(c) for c in first.columns)
-            connection.execute(f"CREATE TABLE calls (id INTEGER PRIMARY KEY, {columns})")
+            connection.execute(SQLITE.create_table())
         present = {row[1] for row in connection.execute("PRAGMA table_info(calls)")}
         for version in VERSIONS:
             for column in version.columns:
                 if column.name not in present:
-                    connection.execute(f"ALTER TABLE calls ADD COLUMN {_column_sql(column)}")
+                    connection.execute(f"ALTER TABLE calls ADD COLUMN {SQLITE.column(column)}")
                     present.add(column.name)
             for name, on, unique in version.indexes:
-                kind = "UNIQUE INDEX" if unique else "INDEX"
-                connection.execute(f"CREATE {kind} IF NOT EXISTS {name} ON calls ({', '.join(on)})")
+                connection.execute(SQLITE.create_index(name, on, unique))
         connection.execute(f"PRAGMA user_version = {LATEST}")
     return before, LATEST
-
-
-def outcome_of(record: CallRecord) -> str:
-    """The outcome a record stands for (DESIGN.md section 5), as stored and filtered on.
-
-    Signing records are ``signed`` or ``not_signed``; verification records are ``verified``,
-    ``missing`` (no Identity), ``failed`` (any other Reason) or ``not_checked``. Whether the
-    call was let through is :attr:`CallRecord.allowed` (``--outcome rejected``).
-    """
-    if record.action == "not_processed":
-        return "not_processed"
-    if record.direction == "sign":
-        return "signed" if record.action == "signed" else "not_signed"
-    if record.reason == Reason.MISSING_IDENTITY.value:
-        return "missing"
-    if record.reason is not None:
-        return "failed"
-    if record.verstat == Verstat.PASSED.value:
-        return "verified"
-    return "not_checked"
 
 
 def _text(value: str | None) -> str | bytes | None:
@@ -186,11 +153,17 @@ def _from_storage(value: Any) -> Any:
     return value
 
 
-def _row(r: CallRecord) -> list[Any]:
-    """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order."""
+def _row(r: CallRecord, instance: str | None = None) -> list[Any]:
+    """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order.
+
+    ``instance`` names the server whose writer stores the record, for a record that does
+    not say (``[server] instance``: which of several instances decided).
+    """
     row: list[Any] = [outcome_of(r)]
     for name in _COLUMNS:
         value = getattr(r, name)
+        if name == "instance" and value is None:
+            value = instance
         row.append(_text(value) if isinstance(value, str) else value)
     return row
 
@@ -253,7 +226,7 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     return connection
 
 
-class _Wakeup:
+class Wakeup:
     """What the writer waits on between flushes: a pipe and ``select``.
 
     Not a :class:`threading.Event`: its timed wait computes an absolute deadline on the
@@ -297,6 +270,7 @@ class SqliteCallLog:
     :param retention_days: rows older than this are deleted by the writer, a few thousand at
         a time between batches, so pruning never holds the file for long; None keeps all.
     :param clock: what "older than" is measured from (the system clock by default).
+    :param instance: this server's name, stored with records that carry none.
     :raises sqlite3.Error: the file cannot be opened or is not a call log.
     :raises OSError: its directory cannot be created.
 
@@ -314,8 +288,10 @@ class SqliteCallLog:
         max_pending: int = 100_000,
         retention_days: float | None = None,
         clock: Clock | None = None,
+        instance: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.instance = instance
         self.retention_days = retention_days
         self._clock = clock or SystemClock()
         self._next_prune = 0.0
@@ -331,7 +307,7 @@ class SqliteCallLog:
         self.reopened = 0
         self.last_error: str | None = None
         self._queue: deque[CallRecord] = deque()
-        self._wake = _Wakeup()
+        self._wake = Wakeup()
         self._closing = False
         self._writer_died = False
         self._restart_lock = threading.Lock()
@@ -483,7 +459,7 @@ class SqliteCallLog:
         connection = self._connection
         assert connection is not None  # _same_file() has just opened it
         try:
-            rows = [_row(r) for r in batch]
+            rows = [_row(r, self.instance) for r in batch]
         except Exception as exc:  # a record the writer cannot even read: drop, never die
             self._lose(batch, exc)
             return
@@ -562,49 +538,6 @@ class SqliteCallLog:
         return read_calls(self.path, query, since=since, outcome=outcome, limit=limit)
 
 
-def _where(query: CallQuery) -> tuple[str, list[Any]]:
-    """The WHERE clause (with its arguments) of ``query``.
-
-    :raises ValueError: an unknown ``outcome``.
-    """
-    where: list[str] = []
-    args: list[Any] = []
-
-    def equal(column: str, value: object) -> None:
-        if value is not None:
-            where.append(f"{column} = ?")
-            args.append(value)
-
-    if query.since is not None:
-        where.append("time >= ?")
-        args.append(query.since)
-    if query.until is not None:
-        where.append("time < ?")
-        args.append(query.until)
-    if query.outcome is not None:
-        if query.outcome not in OUTCOMES:
-            choices = ", ".join(OUTCOMES)
-            raise ValueError(f"outcome must be one of {choices}, not {query.outcome!r}")
-        if query.outcome == "rejected":
-            where.append("allowed = 0")
-        else:
-            equal("outcome", query.outcome)
-    if query.tn is not None:
-        # dest holds the called numbers joined with commas.
-        where.append("(orig = ? OR dest = ? OR ',' || dest || ',' LIKE ?)")
-        args += [query.tn, query.tn, f"%,{query.tn},%"]
-    if query.reason is not None:
-        where.append("(reason = ? OR rcd_reason = ?)")
-        args += [query.reason, query.reason]
-    equal("call_id", query.call_id)
-    equal("origid", query.origid)
-    equal("spc", query.spc)
-    equal("source_ip", query.source)
-    equal("profile", query.profile)
-    equal("interface", query.interface)
-    return (" WHERE " + " AND ".join(where)) if where else "", args
-
-
 def read_calls(
     path: str | Path,
     query: CallQuery | None = None,
@@ -624,11 +557,7 @@ def read_calls(
     if not file.is_file():
         raise FileNotFoundError(f"no call log at {file}")
     query = query or CallQuery(since=since, outcome=outcome, limit=limit)
-    clause, args = _where(query)
-    sql = f"SELECT * FROM calls{clause} ORDER BY time DESC, id DESC"
-    if query.limit is not None:
-        sql += " LIMIT ?"
-        args.append(query.limit)
+    sql, args = select_sql(query, SQLITE)
     connection = _connect(file)
     try:
         connection.row_factory = sqlite3.Row

@@ -12,10 +12,26 @@ field to ``CallRecord`` and one more :class:`Version` here; a test checks the tw
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
-from shaken.services.calllog import CallRecord
+from shaken.core.reasons import Reason, Verstat
+from shaken.services.calllog import CallQuery, CallRecord
 
-__all__ = ["COLUMNS", "INDEXES", "LATEST", "VERSIONS", "Column", "Version", "columns_at"]
+__all__ = [
+    "COLUMNS",
+    "INDEXES",
+    "LATEST",
+    "OUTCOMES",
+    "POSTGRES",
+    "SQLITE",
+    "VERSIONS",
+    "Column",
+    "Dialect",
+    "Version",
+    "columns_at",
+    "outcome_of",
+    "where_clause",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +122,130 @@ RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
 def columns_at(version: int) -> tuple[Column, ...]:
     """The columns a call log of ``version`` has."""
     return tuple(c for v in VERSIONS if v.number <= version for c in v.columns)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one SQL engine spells the table: its types, its row id, its placeholder."""
+
+    name: str
+    types: dict[str, str]
+    row_id: str
+    placeholder: str
+
+    def column(self, column: Column) -> str:
+        """``name TYPE [NOT NULL]``: one column as ``CREATE``/``ALTER TABLE`` take it."""
+        required = " NOT NULL" if column.required else ""
+        return f"{column.name} {self.types[column.kind]}{required}"
+
+    def create_table(self) -> str:
+        """The first version's table; later versions are added column by column."""
+        columns = ", ".join(self.column(c) for c in VERSIONS[0].columns)
+        return f"CREATE TABLE calls ({self.row_id}, {columns})"
+
+    def create_index(self, name: str, on: tuple[str, ...], unique: bool) -> str:
+        kind = "UNIQUE INDEX" if unique else "INDEX"
+        return f"CREATE {kind} IF NOT EXISTS {name} ON calls ({', '.join(on)})"
+
+
+SQLITE = Dialect(
+    "sqlite",
+    {"text": "TEXT", "real": "REAL", "integer": "INTEGER", "boolean": "INTEGER"},
+    "id INTEGER PRIMARY KEY",
+    "?",
+)
+POSTGRES = Dialect(
+    "postgresql",
+    {"text": "TEXT", "real": "DOUBLE PRECISION", "integer": "BIGINT", "boolean": "BOOLEAN"},
+    "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "%s",
+)
+
+#: What ``shaken calls --outcome`` filters on.
+OUTCOMES = (
+    "verified",
+    "failed",
+    "missing",
+    "not_checked",
+    "not_processed",
+    "rejected",
+    "signed",
+    "not_signed",
+)
+
+
+def outcome_of(record: CallRecord) -> str:
+    """The outcome a record stands for (DESIGN.md section 5), as stored and filtered on.
+
+    Signing records are ``signed`` or ``not_signed``; verification records are ``verified``,
+    ``missing`` (no Identity), ``failed`` (any other Reason) or ``not_checked``. Whether the
+    call was let through is :attr:`CallRecord.allowed` (``--outcome rejected``).
+    """
+    if record.action == "not_processed":
+        return "not_processed"
+    if record.direction == "sign":
+        return "signed" if record.action == "signed" else "not_signed"
+    if record.reason == Reason.MISSING_IDENTITY.value:
+        return "missing"
+    if record.reason is not None:
+        return "failed"
+    if record.verstat == Verstat.PASSED.value:
+        return "verified"
+    return "not_checked"
+
+
+def where_clause(query: CallQuery, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its arguments) of ``query``, the same for every backend.
+
+    :raises ValueError: an unknown ``outcome``.
+    """
+    mark = dialect.placeholder
+    where: list[str] = []
+    args: list[Any] = []
+
+    def equal(column: str, value: object) -> None:
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            args.append(value)
+
+    if query.since is not None:
+        where.append(f"time >= {mark}")
+        args.append(query.since)
+    if query.until is not None:
+        where.append(f"time < {mark}")
+        args.append(query.until)
+    if query.outcome is not None:
+        if query.outcome not in OUTCOMES:
+            choices = ", ".join(OUTCOMES)
+            raise ValueError(f"outcome must be one of {choices}, not {query.outcome!r}")
+        if query.outcome == "rejected":
+            where.append("NOT allowed")
+        else:
+            equal("outcome", query.outcome)
+    if query.tn is not None:
+        # dest holds the called numbers joined with commas.
+        where.append(f"(orig = {mark} OR dest = {mark} OR ',' || dest || ',' LIKE {mark})")
+        args += [query.tn, query.tn, f"%,{query.tn},%"]
+    if query.reason is not None:
+        where.append(f"(reason = {mark} OR rcd_reason = {mark})")
+        args += [query.reason, query.reason]
+    equal("call_id", query.call_id)
+    equal("origid", query.origid)
+    equal("spc", query.spc)
+    equal("source_ip", query.source)
+    equal("profile", query.profile)
+    equal("interface", query.interface)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
+def select_sql(query: CallQuery, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The SELECT of ``query``: the most recent first (callers reverse it), ``limit`` applied.
+
+    :raises ValueError: an unknown ``outcome``.
+    """
+    clause, args = where_clause(query, dialect)
+    sql = f"SELECT * FROM calls{clause} ORDER BY time DESC, id DESC"
+    if query.limit is not None:
+        sql += f" LIMIT {dialect.placeholder}"
+        args.append(query.limit)
+    return sql, args
