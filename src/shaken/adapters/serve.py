@@ -64,6 +64,7 @@ from shaken.adapters.sip.server import (
     listener_specs,
     tls_context,
 )
+from shaken.adapters.sip.stats import SipStatsCollector
 from shaken.adapters.store.calllog import SqliteCallLog
 from shaken.adapters.store.calllogs import describe, open_writer
 from shaken.adapters.store.pgcalllog import PostgresCallLog
@@ -337,6 +338,7 @@ class Worker:
             await self.sip.start()
             # The worker's SIP counters (shed, refused, timed out) on the instance's /metrics.
             self.metrics.registry.register(SipCollector(self.sip))
+            self.metrics.registry.register(SipStatsCollector(handler))
             self._snapshots = asyncio.get_running_loop().create_task(self._write_snapshots())
             await self._start_rest(runtime)
             # The certificate lifecycle: reload on a switch; worker 0 also renews.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shaken.core.policy import Decision
+from shaken.core.reasons import Reason, Verstat
 from shaken.core.result import VerificationResult
 from shaken.services.signing import SignedCall
 
@@ -26,6 +27,7 @@ __all__ = [
     "CallRecord",
     "CallRecordBuilder",
     "new_record_id",
+    "outcome_of",
 ]
 
 
@@ -242,6 +244,26 @@ class CallRecordBuilder:
             rcd_status=None if rcd is None else rcd.status.value,
             rcd_reason=None if rcd is None or rcd.reason is None else rcd.reason.value,
         )
+
+
+def outcome_of(record: CallRecord) -> str:
+    """The outcome a record stands for (the outcomes of the policy), as stored and filtered on.
+
+    Signing records are ``signed`` or ``not_signed``; verification records are ``verified``,
+    ``missing`` (no Identity), ``failed`` (any other Reason) or ``not_checked``. Whether the
+    call was let through is :attr:`CallRecord.allowed` (``--outcome rejected``).
+    """
+    if record.action == "not_processed":
+        return "not_processed"
+    if record.direction == "sign":
+        return "signed" if record.action == "signed" else "not_signed"
+    if record.reason == Reason.MISSING_IDENTITY.value:
+        return "missing"
+    if record.reason is not None:
+        return "failed"
+    if record.verstat == Verstat.PASSED.value:
+        return "verified"
+    return "not_checked"
 
 
 class CallLog(Protocol):

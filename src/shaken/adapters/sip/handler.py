@@ -46,7 +46,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 
+from shaken.adapters.logs import fields
 from shaken.adapters.sip.codec import SipRequest, respond, valid_uri
+from shaken.adapters.sip.stats import SipStats
 from shaken.adapters.sip.transactions import TIMER_H, ServerTransaction, ServerTransactions
 from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.context import SipContext, called_identities, caller_identities
@@ -55,7 +57,7 @@ from shaken.core.policy import Action, Decision, decide, strip_marks, strip_vers
 from shaken.core.reasons import REASONS, Verstat
 from shaken.core.result import Outcome, VerificationResult
 from shaken.core.tn import NameAddr, parse_name_addr
-from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder
+from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder, outcome_of
 
 __all__ = [
     "GLOBAL_PROFILE",
@@ -210,6 +212,8 @@ class SipHandler:
         self.retry_after = retry_after
         #: Answers waiting for certificates (:class:`NeedsCertificates` not yet resumed).
         self.in_flight = 0
+        #: What ``/metrics`` reports of this handler (:class:`SipStatsCollector`).
+        self.stats = SipStats()
         #: 503s answered because ``max_in_flight`` requests were waiting on I/O.
         self.overloads = 0
         self.transactions = ServerTransactions(transaction_ttl, transaction_size, transaction_bytes)
@@ -289,6 +293,7 @@ class SipHandler:
                 started = self._monotonic()
                 arrived = self.transactions.receive_invite(request, source, started)
                 if isinstance(arrived, bytes):
+                    self.stats.retransmissions += 1
                     return arrived  # a retransmission
                 try:
                     answer = self._invite(arrived, request, listener, source, started)
@@ -298,10 +303,13 @@ class SipHandler:
                 if isinstance(answer, bytes):
                     return self.transactions.send_final(arrived, answer)
                 return answer
+            self.stats.request(method, listener.role.value, "answered")
             if method == "ACK":
+                self.stats.acks_absorbed += 1
                 self.transactions.receive_ack(request)
                 return None
             if method == "CANCEL":
+                self.stats.cancels += 1
                 return self.transactions.receive_cancel(request, source, self._monotonic())
             if method == "OPTIONS":
                 return respond(
@@ -320,6 +328,7 @@ class SipHandler:
         ACK, or no Via to send it to)."""
         if request.is_response or request.method == "ACK" or request.top_via is None:
             return None
+        self.stats.request(request.method, "", "refused")
         return respond(request, source, code, [("Warning", _warning(detail))])
 
     def overloaded(self, request: SipRequest, source: tuple[str, int]) -> bytes | None:
@@ -327,6 +336,7 @@ class SipHandler:
         when it gets no answer (an ACK, a malformed request, one without a Via)."""
         if request.is_response or request.problem is not None or request.method == "ACK":
             return None
+        self.stats.request(request.method, "", "refused")
         return respond(request, source, 503, [("Retry-After", str(self.retry_after))])
 
     def _invite(
@@ -505,6 +515,20 @@ class SipHandler:
         return call.records(self._bindings.instance)
 
     def _log(self, record: CallRecord) -> None:
+        """Count the decision (metrics) and queue its record (the call log)."""
+        outcome = outcome_of(record)
+        reason = record.reason if outcome in {"failed", "missing"} else None
+        self.stats.request("INVITE", record.direction, outcome, reason or "")
+        if record.latency_ms is not None:
+            self.stats.decided(record.direction, record.latency_ms / 1000.0)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s %s",
+                record.direction,
+                outcome,
+                record.call_id,
+                extra=fields(source=record.source_ip, reason=record.reason, profile=record.profile),
+            )
         if self.call_log is None:
             return
         try:

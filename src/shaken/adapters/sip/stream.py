@@ -96,6 +96,8 @@ class Stream(asyncio.Protocol):
                 server.per_source.pop(ip, None)
 
     def write(self, data: bytes) -> None:
+        if data[:4] == b"SIP/":
+            self.server.handler.stats.response(data)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 

@@ -152,6 +152,7 @@ class Datagrams:
     def readable(self) -> None:
         server = self.server
         transactions = server.handler.transactions
+        stats = server.handler.stats
         sock = self.sock
         monotonic = time.monotonic
         now = monotonic()
@@ -174,7 +175,7 @@ class Datagrams:
                     sec, nsec = _TIMESPEC.unpack_from(payload)
                     age = now - (sec + nsec * 1e-9 - offset)
             if data[:4] == b"ACK " and transactions.absorb_ack(data):
-                pass  # one per call: read its transaction key only
+                stats.acks_absorbed += 1  # one per call: read its transaction key only
             elif age > max_age or (self.shedding and age > max_age / 2):
                 # Once behind, catch up to half the bound before serving again, so the
                 # calls answered under sustained overload are not all at the bound.
@@ -218,6 +219,7 @@ class Datagrams:
         self.sendto(reply, response_address(request.top_via, source))
 
     def sendto(self, data: bytes, destination: tuple[str, int]) -> None:
+        self.server.handler.stats.response(data)
         try:
             self.sock.sendto(data, destination)
         except OSError:

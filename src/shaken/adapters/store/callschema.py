@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from shaken.core.reasons import Reason, Verstat
-from shaken.services.calllog import CallQuery, CallRecord
+from shaken.services.calllog import CallQuery, CallRecord, outcome_of
 
 __all__ = [
     "COLUMNS",
@@ -172,26 +171,6 @@ OUTCOMES = (
     "signed",
     "not_signed",
 )
-
-
-def outcome_of(record: CallRecord) -> str:
-    """The outcome a record stands for (DESIGN.md section 5), as stored and filtered on.
-
-    Signing records are ``signed`` or ``not_signed``; verification records are ``verified``,
-    ``missing`` (no Identity), ``failed`` (any other Reason) or ``not_checked``. Whether the
-    call was let through is :attr:`CallRecord.allowed` (``--outcome rejected``).
-    """
-    if record.action == "not_processed":
-        return "not_processed"
-    if record.direction == "sign":
-        return "signed" if record.action == "signed" else "not_signed"
-    if record.reason == Reason.MISSING_IDENTITY.value:
-        return "missing"
-    if record.reason is not None:
-        return "failed"
-    if record.verstat == Verstat.PASSED.value:
-        return "verified"
-    return "not_checked"
 
 
 def where_clause(query: CallQuery, dialect: Dialect) -> tuple[str, list[Any]]:
