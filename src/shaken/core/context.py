@@ -23,7 +23,7 @@ __all__ = [
     "parse_sip_date",
 ]
 
-#: Where the caller's identity may come from, by name (DESIGN.md section 3, check 2).
+#: Where the caller's identity may come from, by name (docs/architecture.md section 3, check 2).
 CALLER_SOURCES = ("pai", "from")
 #: Where the called identity may come from (check 10).
 CALLED_SOURCES = ("to", "request_uri")

@@ -1,6 +1,6 @@
 """The certificate cache: x5u URL -> validated chain, fast when warm, safe when not.
 
-What it guarantees (DESIGN.md section 3 "Certificate cache"; ``reference/asterisk.md`` 2.6 for
+What it guarantees (docs/architecture.md section 3, "Certificate cache", and
 what Asterisk users missed):
 
 * **One fetch per URL in flight**, however many verifications wait for it: the first caller
@@ -135,7 +135,7 @@ class RevocationMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CacheSettings:
-    """The cache's knobs; the defaults follow ATIS-1000074 and DESIGN.md section 3."""
+    """The cache's knobs; the defaults follow ATIS-1000074 and docs/architecture.md section 3."""
 
     min_ttl: timedelta = timedelta(hours=24)
     max_ttl: timedelta = timedelta(days=7)
