@@ -32,6 +32,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 
 from cryptography import x509
 
@@ -67,11 +68,10 @@ from shaken.core.errors import (
     VerificationFailure,
     X5uRejected,
 )
-from shaken.core.identity import IdentityHeader
+from shaken.core.identity import IdentityHeader, match_common
 from shaken.core.jws import PublicKey, b64url_decode, is_es256_public_key, verify_es256
 from shaken.core.passport import (
     ATTESTATION_LEVELS,
-    UUID_PATTERN,
     DecodedToken,
     PassportClaims,
     PassportHeader,
@@ -90,9 +90,9 @@ __all__ = [
     "ReplayWindow",
     "ValidatedCertificate",
     "VerificationProfile",
+    "begin",
     "complete",
     "prepare",
-    "try_verify_common",
     "validate_certificate",
     "verify",
 ]
@@ -386,6 +386,41 @@ def _dest_matches(
     return False
 
 
+def _parties(
+    context: SipContext, profile: VerificationProfile
+) -> tuple[tuple[Check, ...], list[PartyIdentity], Sequence[PartyIdentity]] | VerificationResult:
+    """Checks 1 and 2, request-wide: an Identity header is present (RFC 8224 section 6.2,
+    428) and the caller is named (section 6.2 step 2); with the request's checks, the named
+    callers and the called parties, or the failed result."""
+    if not context.identity:
+        check = Check(name="identity_present", passed=False, detail="no Identity header")
+        return _failed_result(
+            Reason.MISSING_IDENTITY, "no Identity header", (check,), outcome=Outcome.MISSING
+        )
+    present = Check(
+        name="identity_present", passed=True, detail=f"{len(context.identity)} header(s)"
+    )
+    callers = caller_identities(
+        context,
+        sources=profile.caller_sources,
+        plan=profile.numbering_plan,
+        numeric_user_is_tn=profile.numeric_user_is_tn,
+    )
+    named = [c for c in callers if not c.anonymous]
+    if not named:
+        detail = "the caller is anonymous" if callers else "no P-Asserted-Identity or From"
+        failed = Check(name="caller_id", passed=False, detail=detail)
+        return _failed_result(Reason.NO_CALLER_ID, detail, (present, failed))
+    caller = Check(name="caller_id", passed=True, detail=", ".join(map(str, named)))
+    called = called_identities(
+        context,
+        sources=profile.called_sources,
+        plan=profile.numbering_plan,
+        numeric_user_is_tn=profile.numeric_user_is_tn,
+    )
+    return (present, caller), named, called
+
+
 def prepare(
     context: SipContext,
     *,
@@ -399,36 +434,11 @@ def prepare(
     :raises ConfigurationError: ``now`` is naive.
     """
     _require_aware(now)
-    checks: list[Check] = []
-    # Check 1: an Identity header is present (RFC 8224 section 6.2, 428).
-    if not context.identity:
-        checks.append(Check(name="identity_present", passed=False, detail="no Identity header"))
-        return _failed_result(
-            Reason.MISSING_IDENTITY, "no Identity header", checks, outcome=Outcome.MISSING
-        )
-    checks.append(
-        Check(name="identity_present", passed=True, detail=f"{len(context.identity)} header(s)")
-    )
-    # Check 2: the caller's identity, from which orig is verified (RFC 8224 section 6.2 step 2).
-    callers = caller_identities(
-        context,
-        sources=profile.caller_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    named = [c for c in callers if not c.anonymous]
-    if not named:
-        detail = "the caller is anonymous" if callers else "no P-Asserted-Identity or From"
-        checks.append(Check(name="caller_id", passed=False, detail=detail))
-        return _failed_result(Reason.NO_CALLER_ID, detail, checks)
-    checks.append(Check(name="caller_id", passed=True, detail=", ".join(map(str, named))))
-    called = called_identities(
-        context,
-        sources=profile.called_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    date_failure = _check_date(context, now, profile)
+    parties = _parties(context, profile)
+    if isinstance(parties, VerificationResult):
+        return parties
+    checks, named, called = parties
+    date_failure = check_date(context, now, profile)
 
     candidates: list[_Candidate] = []
     for index, raw in enumerate(context.identity):
@@ -532,10 +542,11 @@ def _utc_text(epoch: int) -> str:
     return f" ({moment.isoformat().replace('+00:00', 'Z')})"
 
 
-def _check_date(
+def check_date(
     context: SipContext, now: datetime, profile: VerificationProfile
 ) -> VerificationFailure | None:
-    """Check 9: the Date header, past and future (OpenSIPS fixed a future-Date bypass)."""
+    """Check 9: the Date header, past and future (RFC 8224 section 6.2 step 3; OpenSIPS fixed
+    a future-Date bypass)."""
     if profile.date_policy is DatePolicy.IGNORE:
         return None
     if context.date is None:
@@ -558,6 +569,326 @@ def _check_date(
     return None
 
 
+# --------------------------------------------------------------------------------------------
+# The per-header checks, each written once: prepare() runs them on what it parsed, whether
+# the strict parsers or the recognizer of the common shape (below) produced it.
+
+
+def check_info(header: IdentityHeader) -> VerificationFailure | None:
+    """Check 3: the info parameter is present (RFC 8224 section 4.1)."""
+    if header.info is None:
+        return IdentityHeaderError(Reason.MISSING_INFO, "the Identity header has no info parameter")
+    return None
+
+
+def check_ppt_param(
+    header: IdentityHeader, profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 3: the Identity ppt parameter names an accepted PASSporT type (RFC 8224 6.2.1)."""
+    if header.ppt is not None and header.ppt not in profile.accepted_ppt:
+        return IdentityHeaderError(
+            Reason.UNSUPPORTED_PPT,
+            f"ppt {header.ppt!r} is not accepted (accepted: {', '.join(profile.accepted_ppt)})",
+            ppt=header.ppt,
+        )
+    return None
+
+
+def check_x5u_matches_info(
+    ph: PassportHeader, header: IdentityHeader
+) -> VerificationFailure | None:
+    """Check 5: x5u equals the info parameter (RFC 8224 section 4.1, ATIS-1000082 E9/E10)."""
+    if ph.x5u != header.info:
+        return PassportError(
+            Reason.X5U_INFO_MISMATCH,
+            f"x5u {ph.x5u!r} differs from info {header.info!r}",
+            x5u=ph.x5u,
+            info=header.info,
+        )
+    return None
+
+
+def check_typ(ph: PassportHeader) -> VerificationFailure | None:
+    """Check 6: typ is ``passport`` (RFC 8225 section 4.1, ATIS-1000082 E11)."""
+    if ph.typ != "passport":
+        return PassportError(Reason.UNSUPPORTED_TYP, f"typ is {ph.typ!r}, not 'passport'")
+    return None
+
+
+def check_alg(ph: PassportHeader, header: IdentityHeader) -> VerificationFailure | None:
+    """Check 6: alg is ES256 and mirrors the Identity alg parameter (RFC 8588 section 3)."""
+    if ph.alg != "ES256" or (header.alg is not None and header.alg != ph.alg):
+        return PassportError(
+            Reason.UNSUPPORTED_ALG,
+            f"alg is {ph.alg!r} (Identity alg parameter {header.alg!r}); only ES256 is supported",
+        )
+    return None
+
+
+def check_header_ppt(
+    ph: PassportHeader, header: IdentityHeader, profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 6: the header ppt equals the Identity ppt and is accepted (RFC 8225 section 8)."""
+    ppt = ph.ppt
+    if header.ppt is not None and ppt != header.ppt:
+        return PassportError(
+            Reason.PPT_MISMATCH, f"header ppt {ppt!r} differs from the Identity ppt {header.ppt!r}"
+        )
+    if ppt is not None and ppt not in profile.accepted_ppt:
+        return PassportError(Reason.UNSUPPORTED_PPT, f"ppt {ppt!r} is not accepted", ppt=ppt)
+    return None
+
+
+def check_iat(
+    claims: PassportClaims, ppt: str | None, now: datetime, profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 8: iat freshness, both ways (RFC 8224 section 6.2 step 3, ATIS-1000082 E15);
+    ``div`` PASSporTs may use their own window (RFC 8946)."""
+    max_age = profile.max_div_iat_age if ppt in _DIV_PPTS else profile.max_iat_age
+    age = now.timestamp() - claims.iat
+    if age > max_age or -age > profile.max_future_skew:
+        return StaleError(
+            Reason.STALE_IAT,
+            f"iat {claims.iat}{_utc_text(claims.iat)} is {describe_age(age)} (window {max_age} s,"
+            f" future skew {profile.max_future_skew} s)",
+            iat=claims.iat,
+            now=now.isoformat(),
+            max_age=max_age,
+        )
+    return None
+
+
+def check_orig(
+    claims: PassportClaims, callers: Sequence[PartyIdentity], profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 10: orig matches the caller (RFC 8224 section 6.2 step 2, ATIS-1000082 E16)."""
+    if not _party_matches(claims.orig, callers, profile.numbering_plan):
+        return IdentityMismatch(
+            Reason.ORIG_MISMATCH,
+            f"orig {claims.orig} does not match the caller {', '.join(map(str, callers))}",
+        )
+    return None
+
+
+def check_dest(
+    claims: PassportClaims, called: Sequence[PartyIdentity], profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 10: dest matches To or the Request-URI (ATIS-1000082 E16)."""
+    if not _dest_matches(claims.dest_tn, claims.dest_uri, called, profile.numbering_plan):
+        shown = ", ".join(claims.dest_tn + claims.dest_uri)
+        return IdentityMismatch(
+            Reason.DEST_MISMATCH,
+            f"dest {shown} does not match the called party {', '.join(map(str, called))}",
+        )
+    return None
+
+
+def check_x5u_policy(url: str, profile: VerificationProfile) -> VerificationFailure | None:
+    """Check 11: the x5u URL policy, before any fetch (ATIS-1000074 section 5.3.1)."""
+    try:
+        check_x5u(url, profile.x5u_policy)
+    except X5uRejected as failure:
+        return failure
+    return None
+
+
+def check_tn_scope(cert: ValidatedCertificate, scope_tn: str | None) -> VerificationFailure | None:
+    """Check 15: the TN is within the certificate's TNAuthList (RFC 8226, RFC 9060)."""
+    if scope_tn is not None and cert.scope is not None:
+        try:
+            cert.scope.check(scope_tn)
+        except ChainError as failure:
+            return failure
+    return None
+
+
+def check_signature(
+    cert: ValidatedCertificate, signing_inputs: Sequence[bytes], signature: bytes
+) -> VerificationFailure | None:
+    """Check 16: ES256 over the segments as received, or as rebuilt for the compact form
+    (RFC 8224 section 6.2 step 4, RFC 7515 section 5.2)."""
+    if not any(verify_es256(cert.public_key, data, signature) for data in signing_inputs):
+        return SignatureInvalid(Reason.BAD_SIGNATURE, "signature validation failed")
+    return None
+
+
+def check_replay(
+    replay: ReplayWindow, signature: bytes, now: datetime
+) -> VerificationFailure | None:
+    """Check 17: the PASSporT was not seen within the window (RFC 8224 section 12.1)."""
+    if replay.seen(signature, now):
+        return SignatureInvalid(Reason.REPLAYED, "this PASSporT was already seen")
+    return None
+
+
+def check_current(
+    cert: ValidatedCertificate, url: str, now: datetime
+) -> VerificationFailure | None:
+    """Check 13: a certificate validated earlier (by a cache) is still within its validity."""
+    if cert.valid_until < now:
+        return ChainError(
+            Reason.CERT_EXPIRED,
+            f"the certificate expired at {cert.valid_until.isoformat()}",
+            url=url,
+        )
+    return None
+
+
+# What the trace says of a check that passed, for the checks whose detail is not constant.
+
+
+def _ppt_detail(ppt: str | None) -> str:
+    return ppt or "(none)"
+
+
+def _claims_detail(ppt: str | None, claims: PassportClaims) -> str:
+    return "" if ppt != "shaken" or claims.origid_is_uuid else "warning: origid is not a UUID"
+
+
+def _dest_detail(claims: PassportClaims) -> str:
+    return ", ".join(claims.dest_tn + claims.dest_uri)
+
+
+def _chain_detail(cert: ValidatedCertificate) -> str:
+    return (cert.spc and f"SPC {cert.spc}") or ""
+
+
+def _scope_tn(ppt: str | None, claims: PassportClaims) -> str | None:
+    """The TN whose authority the certificate must carry (RFC 8946: the div TN for div)."""
+    scope = claims.div if ppt in _DIV_PPTS and claims.div is not None else claims.orig
+    return canonicalize_tn(scope.tn) if scope.tn is not None else None
+
+
+def _raise(failure: VerificationFailure | None) -> None:
+    if failure is not None:
+        raise failure
+
+
+# --------------------------------------------------------------------------------------------
+# The common shape, recognized without the strict parsers.
+#
+# Nearly all SHAKEN traffic is one full-form Identity header in the exact shape signers emit:
+# a plain SHAKEN header segment (the same few per signer, so its parse is cached), claims
+# attest/dest/iat/orig/origid with TN parties. For that shape _recognize produces the very
+# objects the strict parsers would (IdentityHeader, DecodedToken, PassportHeader,
+# PassportClaims) in a fraction of the time; prepare() then runs every check on them as on
+# any other header, so no check is written twice. Anything else goes to the strict parsers.
+# tests/core/test_fast_path.py proves over generated inputs that the recognizer either
+# declines or agrees with them.
+
+
+@dataclass(frozen=True, slots=True)
+class _Recognized:
+    header: IdentityHeader
+    token: DecodedToken
+    passport_header: PassportHeader
+    claims: PassportClaims
+
+
+_SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
+_PLAIN_JSON = json.JSONDecoder()
+_NOT_IN_URL = frozenset(' \t\r\n<>"')
+_NO_EXTRA: Mapping[str, object] = MappingProxyType({})
+_CACHED_HEADER_B64_CHARS = 1024
+
+
+def _header_x5u(header_b64: str) -> tuple[Mapping[str, object], PassportHeader] | None:
+    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
+    within the default x5u length limit), so the cache is bounded in bytes as well."""
+    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
+        return _common_header_x5u.__wrapped__(header_b64)
+    return _common_header_x5u(header_b64)
+
+
+@functools.lru_cache(maxsize=1024)
+def _common_header_x5u(header_b64: str) -> tuple[Mapping[str, object], PassportHeader] | None:
+    """A header segment that is exactly a plain SHAKEN header, decoded and read, else None.
+
+    Cached: a verifier sees the same few signers' header segments on almost every call.
+    """
+    try:
+        header = decode_json_segment(header_b64, "header")
+    except PassportError:
+        return None
+    x5u = header.get("x5u")
+    if (
+        len(header) == 4
+        and header.get("alg") == "ES256"
+        and header.get("typ") == "passport"
+        and header.get("ppt") == "shaken"
+        and isinstance(x5u, str)
+        and x5u.isascii()
+        and x5u
+        and not _NOT_IN_URL.intersection(x5u)
+    ):
+        return MappingProxyType(header), PassportHeader(x5u=x5u, extra=_NO_EXTRA)
+    return None
+
+
+def _recognize(raw: str) -> _Recognized | None:
+    """The parsed objects of an Identity header of the common shape, or None."""
+    common = match_common(raw)
+    if common is None:
+        return None
+    token, info, alg, ppt = common
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    cached = _header_x5u(header_b64)
+    if cached is None:
+        return None
+    try:
+        text = b64url_decode(payload_b64).decode("utf-8")
+        claims = _PLAIN_JSON.decode(text)
+        signature = b64url_decode(signature_b64)
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        return None
+    # Duplicate member names (RFC 8225 section 9) without a per-object hook: the shape checks
+    # below admit exactly 7 member names, and with no whitespace every member name ends in
+    # '":'. Seven such pairs therefore mean no name was repeated (a repeat or a '":' inside
+    # a string would make more); anything else goes to the strict general decoder.
+    if text.count('":') != 7 or " " in text or "\n" in text or "\t" in text or "\r" in text:
+        return None
+    if not isinstance(claims, dict) or claims.keys() != _SHAKEN_CLAIMS:
+        return None
+    attest, iat, origid = claims["attest"], claims["iat"], claims["origid"]
+    orig, dest = claims["orig"], claims["dest"]
+    if (
+        attest not in ATTESTATION_LEVELS
+        or type(iat) is not int
+        or not isinstance(origid, str)
+        or not isinstance(orig, dict)
+        or orig.keys() != {"tn"}
+        or not isinstance(orig["tn"], str)
+        or not orig["tn"]
+        or not isinstance(dest, dict)
+        or dest.keys() != {"tn"}
+        or not isinstance(dest["tn"], list)
+        or not dest["tn"]
+        or not all(isinstance(t, str) and t for t in dest["tn"])
+    ):
+        return None
+    header_json, passport_header = cached
+    return _Recognized(
+        header=IdentityHeader(token=token, info=info, alg=alg, ppt=ppt),
+        token=DecodedToken(
+            header_b64=header_b64,
+            payload_b64=payload_b64,
+            signature_b64=signature_b64,
+            header=header_json,
+            payload=MappingProxyType(claims),
+            signature=signature,
+        ),
+        passport_header=passport_header,
+        claims=PassportClaims(
+            orig=PartyIdentity(tn=orig["tn"]),
+            dest_tn=tuple(dest["tn"]),
+            iat=iat,
+            attest=attest,
+            origid=origid,
+            extra=_NO_EXTRA,
+        ),
+    )
+
+
 def _prepare_candidate(
     cand: _Candidate,
     context: SipContext,
@@ -567,20 +898,15 @@ def _prepare_candidate(
     called: Sequence[PartyIdentity],
     date_failure: VerificationFailure | None,
 ) -> None:
+    recognized = _recognize(cand.raw)
     # Check 3: header syntax, info present, ppt supported.
-    header = IdentityHeader.parse(cand.raw)
+    header = recognized.header if recognized is not None else IdentityHeader.parse(cand.raw)
     cand.header = header
     cand.ok("header_syntax")
-    if header.info is None:
-        raise IdentityHeaderError(Reason.MISSING_INFO, "the Identity header has no info parameter")
-    cand.ok("info_param", header.info)
-    if header.ppt is not None and header.ppt not in profile.accepted_ppt:
-        raise IdentityHeaderError(
-            Reason.UNSUPPORTED_PPT,
-            f"ppt {header.ppt!r} is not accepted (accepted: {', '.join(profile.accepted_ppt)})",
-            ppt=header.ppt,
-        )
-    cand.ok("ppt", header.ppt or "(none)")
+    _raise(check_info(header))
+    cand.ok("info_param", header.info or "")
+    _raise(check_ppt_param(header, profile))
+    cand.ok("ppt", _ppt_detail(header.ppt))
     # Check 4: the form.
     if header.is_compact_form:
         if profile.full_form_only:
@@ -590,90 +916,56 @@ def _prepare_candidate(
         _prepare_compact(cand, header, context, profile, callers, called, date_failure)
         return
     cand.ok("full_form")
-    token = decode_token(header.token)
+    token = recognized.token if recognized is not None else decode_token(header.token)
     cand.token = token
     cand.signature = token.signature
     cand.signing_inputs = (token.signing_input,)
     cand.ok("jws")
-    # Check 5: header members and x5u == info (RFC 8224 section 4.1, ATIS-1000082 E9/E10).
-    ph = PassportHeader.from_json(token.header, require_ppt=profile.full_form_only)
+    # Check 5: header members and x5u == info.
+    if recognized is not None:
+        ph = recognized.passport_header
+    else:
+        ph = PassportHeader.from_json(token.header, require_ppt=profile.full_form_only)
     cand.passport_header = ph
     cand.ok("passport_header")
-    if ph.x5u != header.info:
-        raise PassportError(
-            Reason.X5U_INFO_MISMATCH,
-            f"x5u {ph.x5u!r} differs from info {header.info!r}",
-            x5u=ph.x5u,
-            info=header.info,
-        )
+    _raise(check_x5u_matches_info(ph, header))
     cand.x5u = ph.x5u
     cand.ok("x5u_matches_info")
-    # Check 6: typ and alg (437, E11/E12); alg must mirror the Identity alg parameter.
-    if ph.typ != "passport":
-        raise PassportError(Reason.UNSUPPORTED_TYP, f"typ is {ph.typ!r}, not 'passport'")
+    # Check 6: typ and alg; alg must mirror the Identity alg parameter.
+    _raise(check_typ(ph))
     cand.ok("typ")
-    if ph.alg != "ES256" or (header.alg is not None and header.alg != ph.alg):
-        raise PassportError(
-            Reason.UNSUPPORTED_ALG,
-            f"alg is {ph.alg!r} (Identity alg parameter {header.alg!r}); only ES256 is supported",
-        )
+    _raise(check_alg(ph, header))
     cand.ok("alg")
     ppt = ph.ppt
-    if header.ppt is not None and ppt != header.ppt:
-        raise PassportError(
-            Reason.PPT_MISMATCH, f"header ppt {ppt!r} differs from the Identity ppt {header.ppt!r}"
-        )
-    if ppt is not None and ppt not in profile.accepted_ppt:
-        raise PassportError(Reason.UNSUPPORTED_PPT, f"ppt {ppt!r} is not accepted", ppt=ppt)
+    _raise(check_header_ppt(ph, header, profile))
     cand.ppt = ppt
-    cand.ok("header_ppt", ppt or "(none)")
-    # Check 7: claims present and well typed (E14, E19).
-    claims = PassportClaims.from_json(token.payload, ppt=ppt)
+    cand.ok("header_ppt", _ppt_detail(ppt))
+    # Check 7: claims present and well typed (ATIS-1000082 E14, E19).
+    if recognized is not None:
+        claims = recognized.claims
+    else:
+        claims = PassportClaims.from_json(token.payload, ppt=ppt)
     cand.claims = claims
-    detail = "" if ppt != "shaken" or claims.origid_is_uuid else "warning: origid is not a UUID"
-    cand.ok("claims", detail)
-    # Check 8: iat freshness, both ways (E15). div PASSporTs may use their own window.
-    max_age = profile.max_div_iat_age if ppt in _DIV_PPTS else profile.max_iat_age
-    age = now.timestamp() - claims.iat
-    if age > max_age or -age > profile.max_future_skew:
-        raise StaleError(
-            Reason.STALE_IAT,
-            f"iat {claims.iat}{_utc_text(claims.iat)} is {describe_age(age)} (window {max_age} s,"
-            f" future skew {profile.max_future_skew} s)",
-            iat=claims.iat,
-            now=now.isoformat(),
-            max_age=max_age,
-        )
+    cand.ok("claims", _claims_detail(ppt, claims))
+    _raise(check_iat(claims, ppt, now, profile))
     cand.ok("iat_fresh")
     # Check 9: the Date header (request-wide, computed once).
-    if date_failure is not None:
-        raise date_failure
+    _raise(date_failure)
     cand.ok("date_fresh")
-    # Check 10: orig against the caller; dest against To/R-URI (E16). For div, the div claim
-    # links to an earlier PASSporT and dest is the new target (RFC 8946 section 4.2).
-    if not _party_matches(claims.orig, callers, profile.numbering_plan):
-        raise IdentityMismatch(
-            Reason.ORIG_MISMATCH,
-            f"orig {claims.orig} does not match the caller {', '.join(map(str, callers))}",
-        )
+    # Check 10: orig against the caller; dest against To/R-URI. For div, the div claim links
+    # to an earlier PASSporT and dest is the new target (RFC 8946 section 4.2).
+    _raise(check_orig(claims, callers, profile))
     cand.ok("orig_matches", str(claims.orig))
     if profile.check_dest and ppt not in _DIV_PPTS:
-        if not _dest_matches(claims.dest_tn, claims.dest_uri, called, profile.numbering_plan):
-            shown = ", ".join(claims.dest_tn + claims.dest_uri)
-            raise IdentityMismatch(
-                Reason.DEST_MISMATCH,
-                f"dest {shown} does not match the called party {', '.join(map(str, called))}",
-            )
-        cand.ok("dest_matches", ", ".join(claims.dest_tn + claims.dest_uri))
+        _raise(check_dest(claims, called, profile))
+        cand.ok("dest_matches", _dest_detail(claims))
     else:
         cand.ok(
             "dest_matches", "checked with the diversion chain" if ppt in _DIV_PPTS else "skipped"
         )
     # The TN whose authority the certificate must carry (RFC 8946: the div TN for div).
-    scope = claims.div if ppt in _DIV_PPTS and claims.div is not None else claims.orig
-    cand.scope_tn = canonicalize_tn(scope.tn) if scope.tn is not None else None
-    # Check 11: the x5u URL policy, before any fetch.
-    check_x5u(ph.x5u, profile.x5u_policy)
+    cand.scope_tn = _scope_tn(ppt, claims)
+    _raise(check_x5u_policy(ph.x5u, profile))
     cand.ok("x5u_policy")
 
 
@@ -696,15 +988,15 @@ def _prepare_compact(
     except ValueError as exc:
         raise PassportError(Reason.INVALID_TOKEN, f"the signature is {exc}") from None
     cand.ok("jws")
-    assert header.info is not None
-    cand.x5u = header.info
+    info = header.info or ""  # check_info passed
+    cand.x5u = info
     for name in ("passport_header", "x5u_matches_info", "typ"):
         cand.ok(name, "rebuilt")
     if header.alg is not None and header.alg != "ES256":
         raise PassportError(Reason.UNSUPPORTED_ALG, f"alg is {header.alg!r}")
     cand.ok("alg")
     cand.ppt = header.ppt
-    cand.ok("header_ppt", header.ppt or "(none)")
+    cand.ok("header_ppt", _ppt_detail(header.ppt))
     if context.date is None:
         raise StaleError(Reason.MISSING_DATE, "the compact form needs a Date header for iat")
     moment = parse_sip_date(context.date)
@@ -724,12 +1016,12 @@ def _prepare_compact(
     # describe the same Date, so both are tried (reference/standards.md V-R3).
     cand.signing_inputs = tuple(
         rebuild_compact_signing_input(
-            alg=header.alg, ppt=header.ppt, x5u=header.info, orig=orig, dest=dest, iat=form
+            alg=header.alg, ppt=header.ppt, x5u=info, orig=orig, dest=dest, iat=form
         )
         for form in (iat, str(iat))
     )
     cand.scope_tn = orig.tn
-    check_x5u(header.info, profile.x5u_policy)
+    _raise(check_x5u_policy(info, profile))
     cand.ok("x5u_policy")
 
 
@@ -809,13 +1101,7 @@ def _complete_candidate(
         elif isinstance(material, VerificationFailure):
             cert = material
         elif isinstance(material, ValidatedCertificate):
-            cert = material
-            if material.valid_until < now:
-                cert = ChainError(
-                    Reason.CERT_EXPIRED,
-                    f"the certificate expired at {material.valid_until.isoformat()}",
-                    url=cand.x5u,
-                )
+            cert = check_current(material, cand.x5u, now) or material
         else:
             if anchors is None:
                 raise ConfigurationError("trust anchors are needed to validate certificates")
@@ -832,19 +1118,13 @@ def _complete_candidate(
         raise cert
     cand.ok("certificate_fetched", cert.subject)
     cand.certificate = cert
-    cand.ok("chain_trusted", (cert.spc and f"SPC {cert.spc}") or "")
-    # Check 15: TN scope for TN-scoped and delegate certificates (RFC 8226, RFC 9060).
-    if cand.scope_tn is not None and cert.scope is not None:
-        cert.scope.check(cand.scope_tn)
+    cand.ok("chain_trusted", _chain_detail(cert))
+    _raise(check_tn_scope(cert, cand.scope_tn))
     cand.ok("tn_scope")
-    # Check 16: ES256 over the segments as received (or as rebuilt for the compact form).
-    if not any(verify_es256(cert.public_key, data, cand.signature) for data in cand.signing_inputs):
-        raise SignatureInvalid(Reason.BAD_SIGNATURE, "signature validation failed")
+    _raise(check_signature(cert, cand.signing_inputs, cand.signature))
     cand.ok("signature")
-    # Check 17: replay, when the caller keeps a window.
     if replay is not None:
-        if replay.seen(cand.signature, now):
-            raise SignatureInvalid(Reason.REPLAYED, "this PASSporT was already seen")
+        _raise(check_replay(replay, cand.signature, now))
         cand.ok("replay")
 
 
@@ -868,18 +1148,20 @@ def _finish(plan: Plan) -> VerificationResult:
             if chain_failure is not None:
                 tail = Check(name="div_chain", passed=False, detail=chain_failure.detail)
                 trace = CheckTrace(request=plan.request_checks, headers=headers, tail=(tail,))
-                return _candidate_result(winner, chain_failure, trace, plan)
+                return _candidate_result(winner, chain_failure, trace, plan.context, plan.profile)
             diversions = tuple(
                 str(d.claims.div) for d in divs if d.claims is not None and d.claims.div is not None
             )
             tail = Check(name="div_chain", passed=True, detail=" -> ".join(diversions))
             trace = CheckTrace(request=plan.request_checks, headers=headers, tail=(tail,))
-        return _candidate_result(winner, None, trace, plan, diversions=diversions)
+        return _candidate_result(
+            winner, None, trace, plan.context, plan.profile, diversions=diversions
+        )
     if not considered:
         # Every header carried a ppt we do not support: ATIS-1000082 E5 (438).
         first = plan.candidates[0]
         assert first.failure is not None
-        return _candidate_result(first, first.failure, trace, plan)
+        return _candidate_result(first, first.failure, trace, plan.context, plan.profile)
     failed = [c for c in considered if c.failure is not None]
     if not failed:
         # Only div PASSporTs passed: there is no shaken PASSporT to divert from.
@@ -887,10 +1169,10 @@ def _finish(plan: Plan) -> VerificationResult:
         failure = PassportError(
             Reason.INVALID_DIV_CHAIN, "div PASSporT without a verified shaken PASSporT"
         )
-        return _candidate_result(first, failure, trace, plan)
+        return _candidate_result(first, failure, trace, plan.context, plan.profile)
     furthest = max(failed, key=lambda c: (c.stage, -c.index))
     assert furthest.failure is not None
-    return _candidate_result(furthest, furthest.failure, trace, plan)
+    return _candidate_result(furthest, furthest.failure, trace, plan.context, plan.profile)
 
 
 def _check_div_chain(
@@ -952,7 +1234,8 @@ def _candidate_result(
     cand: _Candidate,
     failure: VerificationFailure | None,
     trace: CheckTrace,
-    plan: Plan,
+    context: SipContext,
+    profile: VerificationProfile,
     diversions: tuple[str, ...] = (),
 ) -> VerificationResult:
     claims = cand.claims
@@ -962,10 +1245,10 @@ def _candidate_result(
         dest = claims.dest_tn + claims.dest_uri
     else:
         callers = caller_identities(
-            plan.context, sources=plan.profile.caller_sources, plan=plan.profile.numbering_plan
+            context, sources=profile.caller_sources, plan=profile.numbering_plan
         )
         orig = str(callers[0]) if callers else None
-        dest = tuple(str(c) for c in called_identities(plan.context, sources=("to",)))
+        dest = tuple(str(c) for c in called_identities(context, sources=("to",)))
     common = {
         "attest": claims.attest if claims is not None else None,
         "orig": orig,
@@ -997,203 +1280,107 @@ def _candidate_result(
 
 
 # --------------------------------------------------------------------------------------------
-# The common case, checked without the bookkeeping.
-#
-# Nearly all SHAKEN traffic is one full-form Identity header in the exact shape signers emit,
-# TN parties, no Date to check, and a signer certificate the cache already validated. For that
-# shape, try_verify_common runs the same checks as prepare() + complete() in one pass and
-# builds the same result; on anything else, and on any failure, it returns None and the
-# general pipeline runs (and names the Reason). tests/core/test_fast_path.py proves both paths
-# give identical results over generated inputs.
+# The one driver: the common case at once, else prepare (and the caller completes the plan).
 
-_SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
-_ONE_HEADER = Check(name="identity_present", passed=True, detail="1 header(s)")
-_PLAIN_JSON = json.JSONDecoder()
-_COMMON_TAILS = frozenset((";alg=ES256;ppt=shaken", ';alg=ES256;ppt="shaken"'))
-_NOT_IN_URL = frozenset(' \t\r\n<>"')
-_STAGE_SIGNATURE = _STAGE_NAMES.index("signature") + 1
-_I_INFO = _STAGE_NAMES.index("info_param")
-_I_PPT = _STAGE_NAMES.index("ppt")
-_I_HEADER_PPT = _STAGE_NAMES.index("header_ppt")
-_I_CLAIMS = _STAGE_NAMES.index("claims")
-_I_ORIG = _STAGE_NAMES.index("orig_matches")
-_I_DEST = _STAGE_NAMES.index("dest_matches")
-_I_FETCHED = _STAGE_NAMES.index("certificate_fetched")
-_I_CHAIN = _STAGE_NAMES.index("chain_trusted")
+_STAGE_INDEX = {name: i for i, name in enumerate(_STAGE_NAMES)}
 
 
-def _header_x5u(header_b64: str) -> str | None:
-    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
-    within the default x5u length limit), so the cache is bounded in bytes as well."""
-    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
-        return _common_header_x5u.__wrapped__(header_b64)
-    return _common_header_x5u(header_b64)
-
-
-_CACHED_HEADER_B64_CHARS = 1024
-
-
-@functools.lru_cache(maxsize=1024)
-def _common_header_x5u(header_b64: str) -> str | None:
-    """The x5u of a header segment that is exactly a plain SHAKEN header, else None.
-
-    Cached: a verifier sees the same few signers' header segments on almost every call.
-    """
-    try:
-        header = decode_json_segment(header_b64, "header")
-    except PassportError:
-        return None
-    if (
-        len(header) == 4
-        and header.get("alg") == "ES256"
-        and header.get("typ") == "passport"
-        and header.get("ppt") == "shaken"
-        and isinstance(header.get("x5u"), str)
-        and header["x5u"].isascii()
-        and header["x5u"]
-        and not _NOT_IN_URL.intersection(header["x5u"])
-    ):
-        return str(header["x5u"])
-    return None
-
-
-def try_verify_common(
+def begin(
     context: SipContext,
     certificate_for: Callable[[str], CertificateMaterial | None],
     *,
     now: datetime,
     profile: VerificationProfile = SHAKEN,
-) -> VerificationResult | None:
-    """Verify the common case in one pass, or return None to let the pipeline decide.
+    replay: ReplayWindow | None = None,
+) -> Plan | VerificationResult:
+    """The result when it needs nothing but ``certificate_for``'s answer, else the plan.
 
-    Only a verification that passes every check returns a result here.
+    The common case (one header of the recognized shape whose certificate ``certificate_for``
+    returns already validated, every check passing) is finished here in one pass; anything
+    else is :func:`prepare`'s, whose :class:`Plan` the caller completes with the certificates
+    of :attr:`Plan.urls` (or whose failed result it returns). Every caller goes through this:
+    :func:`verify`, ``shaken.verify_identity`` and the verification service.
+
+    :raises ConfigurationError: ``now`` is naive.
     """
+    _require_aware(now)
+    common = _verify_common(context, certificate_for, now, profile, replay)
+    if common is not None:
+        return common
+    return prepare(context, now=now, profile=profile)
+
+
+def _verify_common(
+    context: SipContext,
+    certificate_for: Callable[[str], CertificateMaterial | None],
+    now: datetime,
+    profile: VerificationProfile,
+    replay: ReplayWindow | None,
+) -> VerificationResult | None:
+    """The common case through the same checks as :func:`prepare` and :func:`complete`,
+    without their per-header bookkeeping; None when it is not the common case or a check
+    fails (then the general pipeline decides, and names the Reason)."""
+    if len(context.identity) != 1 or not profile.check_dest:
+        return None
+    recognized = _recognize(context.identity[0])
+    if recognized is None:
+        return None
+    parties = _parties(context, profile)
+    if isinstance(parties, VerificationResult):
+        return None
+    checks, named, called = parties
+    header, ph, claims = recognized.header, recognized.passport_header, recognized.claims
+    ppt, x5u = ph.ppt, ph.x5u  # a recognized header is a SHAKEN one: never div
     if (
-        len(context.identity) != 1
-        or not profile.full_form_only
-        or not profile.check_dest
-        or "shaken" not in profile.accepted_ppt
-        or (profile.date_policy is DatePolicy.REQUIRE and context.date is None)
+        check_info(header)
+        or check_ppt_param(header, profile)
+        or check_x5u_matches_info(ph, header)
+        or check_typ(ph)
+        or check_alg(ph, header)
+        or check_header_ppt(ph, header, profile)
+        or check_iat(claims, ppt, now, profile)
+        or check_date(context, now, profile)
+        or check_orig(claims, named, profile)
+        or check_dest(claims, called, profile)
+        or check_x5u_policy(x5u, profile)
     ):
-        return None
-    if now.tzinfo is None:
-        return None  # prepare() names the caller's mistake
-    # <header>.<payload>.<signature>;info=<x5u>;alg=ES256;ppt=shaken (ppt possibly quoted),
-    # split with str methods: the header segment must be one already validated in full, and
-    # the other two go through strict base64url decoding below.
-    token, _, params = context.identity[0].strip().partition(";info=<")
-    x5u, _, tail = params.partition(">")
-    if tail not in _COMMON_TAILS:
-        return None
-    parts = token.split(".")
-    if len(parts) != 3 or _header_x5u(parts[0]) != x5u:
-        return None
-    try:
-        text = b64url_decode(parts[1]).decode("utf-8")
-        claims = _PLAIN_JSON.decode(text)
-        signature = b64url_decode(parts[2])
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
-        return None
-    # Duplicate member names (RFC 8225 section 9) without a per-object hook: the shape checks
-    # below admit exactly 7 member names, and with no whitespace every member name ends in
-    # '":'. Seven such pairs therefore mean no name was repeated (a repeat or a '":' inside
-    # a string would make more); anything else goes to the strict general decoder.
-    if text.count('":') != 7 or " " in text or "\n" in text or "\t" in text or "\r" in text:
-        return None
-    if not isinstance(claims, dict) or claims.keys() != _SHAKEN_CLAIMS:
-        return None
-    attest, iat, origid = claims["attest"], claims["iat"], claims["origid"]
-    orig, dest = claims["orig"], claims["dest"]
-    if (
-        attest not in ATTESTATION_LEVELS
-        or type(iat) is not int
-        or not isinstance(origid, str)
-        or not isinstance(orig, Mapping)
-        or orig.keys() != {"tn"}
-        or not isinstance(orig["tn"], str)
-        or not orig["tn"]
-        or not isinstance(dest, Mapping)
-        or dest.keys() != {"tn"}
-        or not isinstance(dest["tn"], list)
-        or not dest["tn"]
-        or not all(isinstance(t, str) and t for t in dest["tn"])
-    ):
-        return None
-    age = now.timestamp() - iat
-    if age > profile.max_iat_age or -age > profile.max_future_skew:
-        return None
-    # Check 9 as the pipeline runs it: SBCs put a Date on nearly every INVITE.
-    date_checked = context.date is not None and profile.date_policy is not DatePolicy.IGNORE
-    if date_checked and _check_date(context, now, profile) is not None:
-        return None
-    callers = caller_identities(
-        context,
-        sources=profile.caller_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    named = [c for c in callers if not c.anonymous]
-    plan_ = profile.numbering_plan
-    if _claimed_tn(orig["tn"], plan_) not in {c.tn for c in named}:
-        return None
-    called = called_identities(
-        context,
-        sources=profile.called_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    dest_tn = tuple(dest["tn"])
-    called_tns = {c.tn for c in called}
-    if not any(_claimed_tn(t, plan_) in called_tns for t in dest_tn):
-        return None
-    try:
-        check_x5u(x5u, profile.x5u_policy)
-    except X5uRejected:
         return None
     cert = certificate_for(x5u)
-    if not isinstance(cert, ValidatedCertificate) or cert.valid_until < now:
-        return None
-    if cert.scope is not None:
-        try:
-            cert.scope.check(canonicalize_tn(orig["tn"]))
-        except ChainError:
-            return None
-    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    if not verify_es256(cert.public_key, signing_input, signature):
+    token = recognized.token
+    if (
+        not isinstance(cert, ValidatedCertificate)
+        or check_current(cert, x5u, now)
+        or check_tn_scope(cert, _scope_tn(ppt, claims))
+        or check_signature(cert, (token.signing_input,), token.signature)
+        or (replay is not None and check_replay(replay, token.signature, now))
+    ):
         return None
     details = {
-        _I_INFO: x5u,
-        _I_PPT: "shaken",
-        _I_HEADER_PPT: "shaken",
-        _I_ORIG: orig["tn"],
-        _I_DEST: ", ".join(dest_tn),
-        _I_FETCHED: cert.subject,
+        _STAGE_INDEX["info_param"]: x5u,
+        _STAGE_INDEX["ppt"]: _ppt_detail(header.ppt),
+        _STAGE_INDEX["header_ppt"]: _ppt_detail(ppt),
+        _STAGE_INDEX["claims"]: _claims_detail(ppt, claims),
+        _STAGE_INDEX["orig_matches"]: str(claims.orig),
+        _STAGE_INDEX["dest_matches"]: _dest_detail(claims),
+        _STAGE_INDEX["certificate_fetched"]: cert.subject,
+        _STAGE_INDEX["chain_trusted"]: _chain_detail(cert),
     }
-    if UUID_PATTERN.fullmatch(origid) is None:
-        details[_I_CLAIMS] = "warning: origid is not a UUID"
-    if cert.spc:
-        details[_I_CHAIN] = f"SPC {cert.spc}"
-    request = (_ONE_HEADER, Check(name="caller_id", passed=True, detail=", ".join(map(str, named))))
-    trace = CheckTrace(
-        request=request,
-        headers=(HeaderTrace(0, _STAGE_SIGNATURE, _STAGE_NAMES, details, None),),
-    )
-    return VerificationResult(
-        verstat=Verstat.PASSED,
-        outcome=Outcome.VERIFIED,
-        attest=attest,
-        orig=orig["tn"],
-        dest=dest_tn,
-        origid=origid,
-        iat=iat,
-        ppt="shaken",
-        spc=cert.spc,
+    passed = _STAGE_INDEX["replay" if replay is not None else "signature"] + 1
+    cand = _Candidate(
+        index=0,
+        raw=context.identity[0],
+        stage=passed,
+        details={stage: detail for stage, detail in details.items() if detail},
+        header=header,
+        token=token,
+        passport_header=ph,
+        claims=claims,
+        ppt=ppt,
         x5u=x5u,
-        certificate_subject=cert.subject,
-        identity_index=0,
-        findings=cert.findings,
-        trace=trace,
+        certificate=cert,
     )
+    trace = CheckTrace(request=checks, headers=(cand.trace(),))
+    return _candidate_result(cand, None, trace, context, profile)
 
 
 def verify(
@@ -1207,12 +1394,8 @@ def verify(
     crl_signers: Sequence[x509.Certificate] = (),
     replay: ReplayWindow | None = None,
 ) -> VerificationResult:
-    """:func:`prepare` then :func:`complete`, with the certificates already in hand."""
-    if replay is None and not crls:
-        common = try_verify_common(context, certificates.get, now=now, profile=profile)
-        if common is not None:
-            return common
-    step = prepare(context, now=now, profile=profile)
+    """:func:`begin` then :func:`complete`, with the certificates already in hand."""
+    step = begin(context, certificates.get, now=now, profile=profile, replay=replay)
     if isinstance(step, VerificationResult):
         return step
     return complete(
