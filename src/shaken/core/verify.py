@@ -30,7 +30,7 @@ import enum
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 
@@ -177,11 +177,17 @@ class _Candidate:
     certificate: ValidatedCertificate | None = None
 
     def ok(self, name: str, detail: str = "") -> None:
-        """Record that the check ``name`` passed; checks pass in the order of _STAGE_NAMES."""
-        assert _STAGE_NAMES[self.stage] == name, (name, self.stage)
+        """Record that the check ``name`` passed; checks pass in the order of _STAGE_NAMES
+        (a check out of order is a bug, refused in every mode, ``python -O`` included)."""
+        if _STAGE_NAMES[self.stage] != name:
+            raise RuntimeError(f"check {name!r} out of order: {_STAGE_NAMES[self.stage]!r} is next")
         if detail:
             self.details[self.stage] = detail
         self.stage += 1
+
+    def copy(self) -> _Candidate:
+        """A copy to finish: what complete() records goes there, never into the plan."""
+        return replace(self, details=dict(self.details))
 
     def trace(self) -> HeaderTrace:
         failure = None if self.failure is None else self.failure.detail
@@ -513,7 +519,6 @@ _STAGE_NAMES = (
     "signature",
     "replay",
 )
-_STAGE_CERTIFICATE = _STAGE_NAMES.index("certificate_fetched")
 
 
 def describe_age(seconds: float) -> str:
@@ -1028,7 +1033,7 @@ def _prepare_compact(
 def _plan_or_result(plan: Plan) -> Plan | VerificationResult:
     if any(c.failure is None for c in plan.candidates):
         return plan
-    return _finish(plan)
+    return _finish(plan, plan.candidates)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1057,12 +1062,17 @@ def complete(
     when = plan.now if now is None else now
     _require_aware(when)
     validated: dict[str, ValidatedCertificate | VerificationFailure] = {}
-    for cand in plan.candidates:
-        if cand.failure is not None or cand.x5u is None:
+    # The plan is never written: the headers still in the running are finished on copies,
+    # so a plan completes again (a retry after a fetch failure, a replay re-check) afresh.
+    candidates = tuple(c if c.failure is not None else c.copy() for c in plan.candidates)
+    for cand in candidates:
+        url = cand.x5u
+        if cand.failure is not None or url is None:
             continue
         try:
             _complete_candidate(
                 cand,
+                url,
                 certificates,
                 anchors,
                 when,
@@ -1074,11 +1084,12 @@ def complete(
             )
         except VerificationFailure as failure:
             cand.failure = failure
-    return _finish(plan)
+    return _finish(plan, candidates)
 
 
 def _complete_candidate(
     cand: _Candidate,
+    url: str,
     certificates: Mapping[str, CertificateMaterial],
     anchors: TrustAnchors | None,
     now: datetime,
@@ -1088,20 +1099,19 @@ def _complete_candidate(
     validated: dict[str, ValidatedCertificate | VerificationFailure],
     replay: ReplayWindow | None,
 ) -> None:
-    assert cand.x5u is not None
-    # Check 12: the certificate was obtained.
-    assert cand.stage == _STAGE_CERTIFICATE
-    cert = validated.get(cand.x5u)
+    # Check 12: the certificate was obtained. ``cand`` is a copy of a header that passed
+    # every check of prepare (complete() finishes only those), so its next check is this one.
+    cert = validated.get(url)
     if cert is None:
-        material = certificates.get(cand.x5u)
+        material = certificates.get(url)
         if material is None:
             cert = CertificateFetchError(
-                Reason.CERT_FETCH_FAILED, f"no certificate for {cand.x5u}", url=cand.x5u
+                Reason.CERT_FETCH_FAILED, f"no certificate for {url}", url=url
             )
         elif isinstance(material, VerificationFailure):
             cert = material
         elif isinstance(material, ValidatedCertificate):
-            cert = check_current(material, cand.x5u, now) or material
+            cert = check_current(material, url, now) or material
         else:
             if anchors is None:
                 raise ConfigurationError("trust anchors are needed to validate certificates")
@@ -1111,7 +1121,7 @@ def _complete_candidate(
                 )
             except ChainError as exc:
                 cert = exc
-        validated[cand.x5u] = cert
+        validated[url] = cert
     if isinstance(cert, VerificationFailure):
         if cert.reason not in (Reason.CERT_FETCH_FAILED, Reason.X5U_REJECTED):
             cand.ok("certificate_fetched")
@@ -1128,13 +1138,13 @@ def _complete_candidate(
         cand.ok("replay")
 
 
-def _finish(plan: Plan) -> VerificationResult:
+def _finish(plan: Plan, candidates: Sequence[_Candidate]) -> VerificationResult:
     """Combine the headers' outcomes (RFC 8224 section 6.2.1, RFC 8946 section 4.2)."""
-    headers = tuple(cand.trace() for cand in plan.candidates)
+    headers = tuple(cand.trace() for cand in candidates)
     trace = CheckTrace(request=plan.request_checks, headers=headers)
     considered = [
         c
-        for c in plan.candidates
+        for c in candidates
         if not (c.failure is not None and c.failure.reason is Reason.UNSUPPORTED_PPT)
     ]
     passed = [c for c in considered if c.failure is None and c.certificate is not None]
@@ -1159,9 +1169,9 @@ def _finish(plan: Plan) -> VerificationResult:
         )
     if not considered:
         # Every header carried a ppt we do not support: ATIS-1000082 E5 (438).
-        first = plan.candidates[0]
-        assert first.failure is not None
-        return _candidate_result(first, first.failure, trace, plan.context, plan.profile)
+        first = candidates[0]
+        failure = first.failure or PassportError(Reason.UNSUPPORTED_PPT, "no accepted ppt")
+        return _candidate_result(first, failure, trace, plan.context, plan.profile)
     failed = [c for c in considered if c.failure is not None]
     if not failed:
         # Only div PASSporTs passed: there is no shaken PASSporT to divert from.
