@@ -182,16 +182,18 @@ def try_verify_common(
 
 def _recognizer_agrees(value: str) -> None:
     """The recognizer declines, or gives what the strict parsers give."""
-    recognized = _recognize(value)
-    if recognized is None:
+    common = _recognize(value)
+    if common is None:
         return
     header = IdentityHeader.parse(value)
     token = decode_token(header.token)
     ph = PassportHeader.from_json(token.header)
-    assert recognized.header == header
-    assert recognized.token == token
-    assert recognized.passport_header == ph
-    assert recognized.claims == PassportClaims.from_json(token.payload, ppt=ph.ppt)
+    claims = PassportClaims.from_json(token.payload, ppt=ph.ppt)
+    assert common.parsed() == (header, token, claims)
+    assert common.passport_header == ph
+    assert (common.attest, common.iat, common.origid) == (claims.attest, claims.iat, claims.origid)
+    assert (common.orig, common.dest_tn) == (claims.orig, claims.dest_tn + claims.dest_uri)
+    assert (common.signing_input, common.signature) == (token.signing_input, token.signature)
 
 
 def _agree(request: tuple[SipContext, str, VerificationProfile, datetime]) -> bool:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from cryptography import x509
 
@@ -68,7 +69,7 @@ from shaken.core.errors import (
     VerificationFailure,
     X5uRejected,
 )
-from shaken.core.identity import IdentityHeader, match_common
+from shaken.core.identity import IdentityHeader
 from shaken.core.jws import PublicKey, b64url_decode, is_es256_public_key, verify_es256
 from shaken.core.passport import (
     ATTESTATION_LEVELS,
@@ -77,6 +78,7 @@ from shaken.core.passport import (
     PassportHeader,
     decode_json_segment,
     decode_token,
+    is_uuid,
     rebuild_compact_signing_input,
 )
 from shaken.core.reasons import REASONS, Reason, Verstat
@@ -579,36 +581,32 @@ def check_date(
 # the strict parsers or the recognizer of the common shape (below) produced it.
 
 
-def check_info(header: IdentityHeader) -> VerificationFailure | None:
-    """Check 3: the info parameter is present (RFC 8224 section 4.1)."""
-    if header.info is None:
+def check_info(info: str | None) -> VerificationFailure | None:
+    """Check 3: the Identity info parameter is present (RFC 8224 section 4.1)."""
+    if info is None:
         return IdentityHeaderError(Reason.MISSING_INFO, "the Identity header has no info parameter")
     return None
 
 
-def check_ppt_param(
-    header: IdentityHeader, profile: VerificationProfile
-) -> VerificationFailure | None:
+def check_ppt_param(ppt: str | None, profile: VerificationProfile) -> VerificationFailure | None:
     """Check 3: the Identity ppt parameter names an accepted PASSporT type (RFC 8224 6.2.1)."""
-    if header.ppt is not None and header.ppt not in profile.accepted_ppt:
+    if ppt is not None and ppt not in profile.accepted_ppt:
         return IdentityHeaderError(
             Reason.UNSUPPORTED_PPT,
-            f"ppt {header.ppt!r} is not accepted (accepted: {', '.join(profile.accepted_ppt)})",
-            ppt=header.ppt,
+            f"ppt {ppt!r} is not accepted (accepted: {', '.join(profile.accepted_ppt)})",
+            ppt=ppt,
         )
     return None
 
 
-def check_x5u_matches_info(
-    ph: PassportHeader, header: IdentityHeader
-) -> VerificationFailure | None:
+def check_x5u_matches_info(ph: PassportHeader, info: str | None) -> VerificationFailure | None:
     """Check 5: x5u equals the info parameter (RFC 8224 section 4.1, ATIS-1000082 E9/E10)."""
-    if ph.x5u != header.info:
+    if ph.x5u != info:
         return PassportError(
             Reason.X5U_INFO_MISMATCH,
-            f"x5u {ph.x5u!r} differs from info {header.info!r}",
+            f"x5u {ph.x5u!r} differs from info {info!r}",
             x5u=ph.x5u,
-            info=header.info,
+            info=info,
         )
     return None
 
@@ -620,24 +618,25 @@ def check_typ(ph: PassportHeader) -> VerificationFailure | None:
     return None
 
 
-def check_alg(ph: PassportHeader, header: IdentityHeader) -> VerificationFailure | None:
-    """Check 6: alg is ES256 and mirrors the Identity alg parameter (RFC 8588 section 3)."""
-    if ph.alg != "ES256" or (header.alg is not None and header.alg != ph.alg):
+def check_alg(ph: PassportHeader, alg: str | None) -> VerificationFailure | None:
+    """Check 6: alg is ES256 and mirrors the Identity alg parameter ``alg`` (RFC 8588 3)."""
+    if ph.alg != "ES256" or (alg is not None and alg != ph.alg):
         return PassportError(
             Reason.UNSUPPORTED_ALG,
-            f"alg is {ph.alg!r} (Identity alg parameter {header.alg!r}); only ES256 is supported",
+            f"alg is {ph.alg!r} (Identity alg parameter {alg!r}); only ES256 is supported",
         )
     return None
 
 
 def check_header_ppt(
-    ph: PassportHeader, header: IdentityHeader, profile: VerificationProfile
+    ph: PassportHeader, ppt_param: str | None, profile: VerificationProfile
 ) -> VerificationFailure | None:
-    """Check 6: the header ppt equals the Identity ppt and is accepted (RFC 8225 section 8)."""
+    """Check 6: the header ppt equals the Identity ppt parameter and is accepted
+    (RFC 8225 section 8, RFC 8224 section 4.1)."""
     ppt = ph.ppt
-    if header.ppt is not None and ppt != header.ppt:
+    if ppt_param is not None and ppt != ppt_param:
         return PassportError(
-            Reason.PPT_MISMATCH, f"header ppt {ppt!r} differs from the Identity ppt {header.ppt!r}"
+            Reason.PPT_MISMATCH, f"header ppt {ppt!r} differs from the Identity ppt {ppt_param!r}"
         )
     if ppt is not None and ppt not in profile.accepted_ppt:
         return PassportError(Reason.UNSUPPORTED_PPT, f"ppt {ppt!r} is not accepted", ppt=ppt)
@@ -645,18 +644,18 @@ def check_header_ppt(
 
 
 def check_iat(
-    claims: PassportClaims, ppt: str | None, now: datetime, profile: VerificationProfile
+    iat: int, ppt: str | None, now: datetime, profile: VerificationProfile
 ) -> VerificationFailure | None:
     """Check 8: iat freshness, both ways (RFC 8224 section 6.2 step 3, ATIS-1000082 E15);
     ``div`` PASSporTs may use their own window (RFC 8946)."""
     max_age = profile.max_div_iat_age if ppt in _DIV_PPTS else profile.max_iat_age
-    age = now.timestamp() - claims.iat
+    age = now.timestamp() - iat
     if age > max_age or -age > profile.max_future_skew:
         return StaleError(
             Reason.STALE_IAT,
-            f"iat {claims.iat}{_utc_text(claims.iat)} is {describe_age(age)} (window {max_age} s,"
+            f"iat {iat}{_utc_text(iat)} is {describe_age(age)} (window {max_age} s,"
             f" future skew {profile.max_future_skew} s)",
-            iat=claims.iat,
+            iat=iat,
             now=now.isoformat(),
             max_age=max_age,
         )
@@ -664,23 +663,26 @@ def check_iat(
 
 
 def check_orig(
-    claims: PassportClaims, callers: Sequence[PartyIdentity], profile: VerificationProfile
+    orig: PartyIdentity, callers: Sequence[PartyIdentity], profile: VerificationProfile
 ) -> VerificationFailure | None:
     """Check 10: orig matches the caller (RFC 8224 section 6.2 step 2, ATIS-1000082 E16)."""
-    if not _party_matches(claims.orig, callers, profile.numbering_plan):
+    if not _party_matches(orig, callers, profile.numbering_plan):
         return IdentityMismatch(
             Reason.ORIG_MISMATCH,
-            f"orig {claims.orig} does not match the caller {', '.join(map(str, callers))}",
+            f"orig {orig} does not match the caller {', '.join(map(str, callers))}",
         )
     return None
 
 
 def check_dest(
-    claims: PassportClaims, called: Sequence[PartyIdentity], profile: VerificationProfile
+    dest_tn: Sequence[str],
+    dest_uri: Sequence[str],
+    called: Sequence[PartyIdentity],
+    profile: VerificationProfile,
 ) -> VerificationFailure | None:
     """Check 10: dest matches To or the Request-URI (ATIS-1000082 E16)."""
-    if not _dest_matches(claims.dest_tn, claims.dest_uri, called, profile.numbering_plan):
-        shown = ", ".join(claims.dest_tn + claims.dest_uri)
+    if not _dest_matches(dest_tn, dest_uri, called, profile.numbering_plan):
+        shown = ", ".join((*dest_tn, *dest_uri))
         return IdentityMismatch(
             Reason.DEST_MISMATCH,
             f"dest {shown} does not match the called party {', '.join(map(str, called))}",
@@ -746,21 +748,21 @@ def _ppt_detail(ppt: str | None) -> str:
     return ppt or "(none)"
 
 
-def _claims_detail(ppt: str | None, claims: PassportClaims) -> str:
-    return "" if ppt != "shaken" or claims.origid_is_uuid else "warning: origid is not a UUID"
+def _claims_detail(ppt: str | None, origid: str | None) -> str:
+    return "" if ppt != "shaken" or is_uuid(origid) else "warning: origid is not a UUID"
 
 
-def _dest_detail(claims: PassportClaims) -> str:
-    return ", ".join(claims.dest_tn + claims.dest_uri)
+def _dest_detail(dest_tn: Sequence[str], dest_uri: Sequence[str]) -> str:
+    return ", ".join((*dest_tn, *dest_uri))
 
 
 def _chain_detail(cert: ValidatedCertificate) -> str:
     return (cert.spc and f"SPC {cert.spc}") or ""
 
 
-def _scope_tn(ppt: str | None, claims: PassportClaims) -> str | None:
+def _scope_tn(ppt: str | None, orig: PartyIdentity, div: PartyIdentity | None) -> str | None:
     """The TN whose authority the certificate must carry (RFC 8946: the div TN for div)."""
-    scope = claims.div if ppt in _DIV_PPTS and claims.div is not None else claims.orig
+    scope = div if ppt in _DIV_PPTS and div is not None else orig
     return canonicalize_tn(scope.tn) if scope.tn is not None else None
 
 
@@ -782,15 +784,53 @@ def _raise(failure: VerificationFailure | None) -> None:
 # declines or agrees with them.
 
 
-@dataclass(frozen=True, slots=True)
-class _Recognized:
-    header: IdentityHeader
-    token: DecodedToken
+class _Common(NamedTuple):
+    """An Identity header of the common shape, read: the Identity parameters, the segments
+    as received, the (cached) header and the claims' values. :meth:`parsed` gives the
+    objects the strict parsers would; the fast path checks the values as they are."""
+
+    token: str
+    info: str
+    header_b64: str
+    payload_b64: str
+    signature_b64: str
+    signature: bytes
+    header_json: Mapping[str, object]
     passport_header: PassportHeader
-    claims: PassportClaims
+    payload: dict[str, Any]
+    attest: str
+    iat: int
+    origid: str
+    orig: PartyIdentity
+    dest_tn: tuple[str, ...]
+
+    @property
+    def signing_input(self) -> bytes:
+        return f"{self.header_b64}.{self.payload_b64}".encode("ascii")
+
+    def parsed(self) -> tuple[IdentityHeader, DecodedToken, PassportClaims]:
+        header = IdentityHeader(token=self.token, info=self.info, alg="ES256", ppt="shaken")
+        token = DecodedToken(
+            header_b64=self.header_b64,
+            payload_b64=self.payload_b64,
+            signature_b64=self.signature_b64,
+            header=self.header_json,
+            payload=MappingProxyType(self.payload),
+            signature=self.signature,
+        )
+        claims = PassportClaims(
+            orig=self.orig,
+            dest_tn=self.dest_tn,
+            iat=self.iat,
+            attest=self.attest,
+            origid=self.origid,
+            extra=_NO_EXTRA,
+        )
+        return header, token, claims
 
 
 _SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
+_COMMON_TAILS = frozenset((";alg=ES256;ppt=shaken", ';alg=ES256;ppt="shaken"'))
 _PLAIN_JSON = json.JSONDecoder()
 _NOT_IN_URL = frozenset(' \t\r\n<>"')
 _NO_EXTRA: Mapping[str, object] = MappingProxyType({})
@@ -830,15 +870,22 @@ def _common_header_x5u(header_b64: str) -> tuple[Mapping[str, object], PassportH
     return None
 
 
-def _recognize(raw: str) -> _Recognized | None:
+def _recognize(raw: str) -> _Common | None:
     """The parsed objects of an Identity header of the common shape, or None."""
-    common = match_common(raw)
-    if common is None:
+    # <header>.<payload>.<signature>;info=<x5u>;alg=ES256;ppt=shaken (ppt possibly quoted),
+    # split with str methods: the header segment must be one already validated in full (and
+    # its x5u the info), the other two go through strict base64url decoding below; so this
+    # is the shape IdentityHeader.parse reads in one match.
+    token, _, params = raw.strip().partition(";info=<")
+    info, _, tail = params.partition(">")
+    if tail not in _COMMON_TAILS:
         return None
-    token, info, alg, ppt = common
-    header_b64, payload_b64, signature_b64 = token.split(".")
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    header_b64, payload_b64, signature_b64 = parts
     cached = _header_x5u(header_b64)
-    if cached is None:
+    if cached is None or cached[1].x5u != info:
         return None
     try:
         text = b64url_decode(payload_b64).decode("utf-8")
@@ -872,25 +919,21 @@ def _recognize(raw: str) -> _Recognized | None:
     ):
         return None
     header_json, passport_header = cached
-    return _Recognized(
-        header=IdentityHeader(token=token, info=info, alg=alg, ppt=ppt),
-        token=DecodedToken(
-            header_b64=header_b64,
-            payload_b64=payload_b64,
-            signature_b64=signature_b64,
-            header=header_json,
-            payload=MappingProxyType(claims),
-            signature=signature,
-        ),
+    return _Common(
+        token=token,
+        info=info,
+        header_b64=header_b64,
+        payload_b64=payload_b64,
+        signature_b64=signature_b64,
+        signature=signature,
+        header_json=header_json,
         passport_header=passport_header,
-        claims=PassportClaims(
-            orig=PartyIdentity(tn=orig["tn"]),
-            dest_tn=tuple(dest["tn"]),
-            iat=iat,
-            attest=attest,
-            origid=origid,
-            extra=_NO_EXTRA,
-        ),
+        payload=claims,
+        attest=attest,
+        iat=iat,
+        origid=origid,
+        orig=PartyIdentity(tn=orig["tn"]),
+        dest_tn=tuple(dest["tn"]),
     )
 
 
@@ -903,14 +946,15 @@ def _prepare_candidate(
     called: Sequence[PartyIdentity],
     date_failure: VerificationFailure | None,
 ) -> None:
-    recognized = _recognize(cand.raw)
+    common = _recognize(cand.raw)
+    recognized = common.parsed() if common is not None else None
     # Check 3: header syntax, info present, ppt supported.
-    header = recognized.header if recognized is not None else IdentityHeader.parse(cand.raw)
+    header = recognized[0] if recognized is not None else IdentityHeader.parse(cand.raw)
     cand.header = header
     cand.ok("header_syntax")
-    _raise(check_info(header))
+    _raise(check_info(header.info))
     cand.ok("info_param", header.info or "")
-    _raise(check_ppt_param(header, profile))
+    _raise(check_ppt_param(header.ppt, profile))
     cand.ok("ppt", _ppt_detail(header.ppt))
     # Check 4: the form.
     if header.is_compact_form:
@@ -921,55 +965,55 @@ def _prepare_candidate(
         _prepare_compact(cand, header, context, profile, callers, called, date_failure)
         return
     cand.ok("full_form")
-    token = recognized.token if recognized is not None else decode_token(header.token)
+    token = recognized[1] if recognized is not None else decode_token(header.token)
     cand.token = token
     cand.signature = token.signature
     cand.signing_inputs = (token.signing_input,)
     cand.ok("jws")
     # Check 5: header members and x5u == info.
-    if recognized is not None:
-        ph = recognized.passport_header
+    if common is not None:
+        ph = common.passport_header
     else:
         ph = PassportHeader.from_json(token.header, require_ppt=profile.full_form_only)
     cand.passport_header = ph
     cand.ok("passport_header")
-    _raise(check_x5u_matches_info(ph, header))
+    _raise(check_x5u_matches_info(ph, header.info))
     cand.x5u = ph.x5u
     cand.ok("x5u_matches_info")
     # Check 6: typ and alg; alg must mirror the Identity alg parameter.
     _raise(check_typ(ph))
     cand.ok("typ")
-    _raise(check_alg(ph, header))
+    _raise(check_alg(ph, header.alg))
     cand.ok("alg")
     ppt = ph.ppt
-    _raise(check_header_ppt(ph, header, profile))
+    _raise(check_header_ppt(ph, header.ppt, profile))
     cand.ppt = ppt
     cand.ok("header_ppt", _ppt_detail(ppt))
     # Check 7: claims present and well typed (ATIS-1000082 E14, E19).
     if recognized is not None:
-        claims = recognized.claims
+        claims = recognized[2]
     else:
         claims = PassportClaims.from_json(token.payload, ppt=ppt)
     cand.claims = claims
-    cand.ok("claims", _claims_detail(ppt, claims))
-    _raise(check_iat(claims, ppt, now, profile))
+    cand.ok("claims", _claims_detail(ppt, claims.origid))
+    _raise(check_iat(claims.iat, ppt, now, profile))
     cand.ok("iat_fresh")
     # Check 9: the Date header (request-wide, computed once).
     _raise(date_failure)
     cand.ok("date_fresh")
     # Check 10: orig against the caller; dest against To/R-URI. For div, the div claim links
     # to an earlier PASSporT and dest is the new target (RFC 8946 section 4.2).
-    _raise(check_orig(claims, callers, profile))
+    _raise(check_orig(claims.orig, callers, profile))
     cand.ok("orig_matches", str(claims.orig))
     if profile.check_dest and ppt not in _DIV_PPTS:
-        _raise(check_dest(claims, called, profile))
-        cand.ok("dest_matches", _dest_detail(claims))
+        _raise(check_dest(claims.dest_tn, claims.dest_uri, called, profile))
+        cand.ok("dest_matches", _dest_detail(claims.dest_tn, claims.dest_uri))
     else:
         cand.ok(
             "dest_matches", "checked with the diversion chain" if ppt in _DIV_PPTS else "skipped"
         )
     # The TN whose authority the certificate must carry (RFC 8946: the div TN for div).
-    cand.scope_tn = _scope_tn(ppt, claims)
+    cand.scope_tn = _scope_tn(ppt, claims.orig, claims.div)
     _raise(check_x5u_policy(ph.x5u, profile))
     cand.ok("x5u_policy")
 
@@ -1249,7 +1293,6 @@ def _candidate_result(
     diversions: tuple[str, ...] = (),
 ) -> VerificationResult:
     claims = cand.claims
-    cert = cand.certificate
     if claims is not None:
         orig: str | None = str(claims.orig)
         dest = claims.dest_tn + claims.dest_uri
@@ -1259,40 +1302,77 @@ def _candidate_result(
         )
         orig = str(callers[0]) if callers else None
         dest = tuple(str(c) for c in called_identities(context, sources=("to",)))
-    common = {
-        "attest": claims.attest if claims is not None else None,
-        "orig": orig,
-        "dest": dest,
-        "origid": claims.origid if claims is not None else None,
-        "iat": claims.iat if claims is not None else None,
-        "ppt": cand.ppt,
-        "spc": cert.spc if cert is not None else None,
-        "x5u": cand.x5u or (cand.header.info if cand.header is not None else None),
-        "certificate_subject": cert.subject if cert is not None else None,
-        "identity_index": cand.index,
-        "findings": cert.findings if cert is not None else (),
-        "trace": trace,
-    }
-    if failure is None:
-        return VerificationResult(
-            verstat=Verstat.PASSED,
-            outcome=Outcome.VERIFIED,
-            diversions=diversions,
-            **common,  # type: ignore[arg-type]
-        )
+    return _result(
+        failure,
+        trace,
+        index=cand.index,
+        ppt=cand.ppt,
+        x5u=cand.x5u or (cand.header.info if cand.header is not None else None),
+        attest=claims.attest if claims is not None else None,
+        orig=orig,
+        dest=dest,
+        origid=claims.origid if claims is not None else None,
+        iat=claims.iat if claims is not None else None,
+        cert=cand.certificate,
+        diversions=diversions,
+    )
+
+
+def _result(
+    failure: VerificationFailure | None,
+    trace: CheckTrace,
+    *,
+    index: int,
+    ppt: str | None,
+    x5u: str | None,
+    attest: str | None,
+    orig: str | None,
+    dest: tuple[str, ...],
+    origid: str | None,
+    iat: int | None,
+    cert: ValidatedCertificate | None,
+    diversions: tuple[str, ...] = (),
+) -> VerificationResult:
+    """The result for the header at ``index``: verified, or failed with ``failure``."""
     return VerificationResult(
-        verstat=failure.info.verstat,
-        outcome=Outcome.FAILED,
-        reason=failure.reason,
-        detail=failure.detail,
-        **common,  # type: ignore[arg-type]
+        verstat=Verstat.PASSED if failure is None else failure.info.verstat,
+        outcome=Outcome.VERIFIED if failure is None else Outcome.FAILED,
+        reason=None if failure is None else failure.reason,
+        detail="" if failure is None else failure.detail,
+        attest=attest,
+        orig=orig,
+        dest=dest,
+        origid=origid,
+        iat=iat,
+        ppt=ppt,
+        spc=cert.spc if cert is not None else None,
+        x5u=x5u,
+        certificate_subject=cert.subject if cert is not None else None,
+        identity_index=index,
+        diversions=diversions if failure is None else (),
+        findings=cert.findings if cert is not None else (),
+        trace=trace,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # The one driver: the common case at once, else prepare (and the caller completes the plan).
 
-_STAGE_INDEX = {name: i for i, name in enumerate(_STAGE_NAMES)}
+_COMMON_DETAILED = tuple(
+    _STAGE_NAMES.index(name)
+    for name in (
+        "info_param",
+        "ppt",
+        "header_ppt",
+        "claims",
+        "orig_matches",
+        "dest_matches",
+        "certificate_fetched",
+        "chain_trusted",
+    )
+)
+_PASSED = _STAGE_NAMES.index("signature") + 1
+_PASSED_WITH_REPLAY = _STAGE_NAMES.index("replay") + 1
 
 
 def begin(
@@ -1332,65 +1412,73 @@ def _verify_common(
     fails (then the general pipeline decides, and names the Reason)."""
     if len(context.identity) != 1 or not profile.check_dest:
         return None
-    recognized = _recognize(context.identity[0])
-    if recognized is None:
+    common = _recognize(context.identity[0])
+    if common is None:
         return None
     parties = _parties(context, profile)
     if isinstance(parties, VerificationResult):
         return None
     checks, named, called = parties
-    header, ph, claims = recognized.header, recognized.passport_header, recognized.claims
+    ph, info = common.passport_header, common.info
     ppt, x5u = ph.ppt, ph.x5u  # a recognized header is a SHAKEN one: never div
     if (
-        check_info(header)
-        or check_ppt_param(header, profile)
-        or check_x5u_matches_info(ph, header)
+        check_info(info)
+        or check_ppt_param("shaken", profile)
+        or check_x5u_matches_info(ph, info)
         or check_typ(ph)
-        or check_alg(ph, header)
-        or check_header_ppt(ph, header, profile)
-        or check_iat(claims, ppt, now, profile)
+        or check_alg(ph, "ES256")
+        or check_header_ppt(ph, "shaken", profile)
+        or check_iat(common.iat, ppt, now, profile)
         or check_date(context, now, profile)
-        or check_orig(claims, named, profile)
-        or check_dest(claims, called, profile)
+        or check_orig(common.orig, named, profile)
+        or check_dest(common.dest_tn, (), called, profile)
         or check_x5u_policy(x5u, profile)
     ):
         return None
     cert = certificate_for(x5u)
-    token = recognized.token
     if (
         not isinstance(cert, ValidatedCertificate)
         or check_current(cert, x5u, now)
-        or check_tn_scope(cert, _scope_tn(ppt, claims))
-        or check_signature(cert, (token.signing_input,), token.signature)
-        or (replay is not None and check_replay(replay, token.signature, now))
+        or check_tn_scope(cert, _scope_tn(ppt, common.orig, None))
+        or check_signature(cert, (common.signing_input,), common.signature)
+        or (replay is not None and check_replay(replay, common.signature, now))
     ):
         return None
-    details = {
-        _STAGE_INDEX["info_param"]: x5u,
-        _STAGE_INDEX["ppt"]: _ppt_detail(header.ppt),
-        _STAGE_INDEX["header_ppt"]: _ppt_detail(ppt),
-        _STAGE_INDEX["claims"]: _claims_detail(ppt, claims),
-        _STAGE_INDEX["orig_matches"]: str(claims.orig),
-        _STAGE_INDEX["dest_matches"]: _dest_detail(claims),
-        _STAGE_INDEX["certificate_fetched"]: cert.subject,
-        _STAGE_INDEX["chain_trusted"]: _chain_detail(cert),
-    }
-    passed = _STAGE_INDEX["replay" if replay is not None else "signature"] + 1
-    cand = _Candidate(
+    # What prepare and complete record for the checks with a detail (empty ones are not).
+    details = zip(
+        _COMMON_DETAILED,
+        (
+            info,
+            _ppt_detail("shaken"),
+            _ppt_detail(ppt),
+            _claims_detail(ppt, common.origid),
+            str(common.orig),
+            _dest_detail(common.dest_tn, ()),
+            cert.subject,
+            _chain_detail(cert),
+        ),
+        strict=True,
+    )
+    header = HeaderTrace(
+        0,
+        _PASSED_WITH_REPLAY if replay is not None else _PASSED,
+        _STAGE_NAMES,
+        {stage: detail for stage, detail in details if detail},
+        None,
+    )
+    return _result(
+        None,
+        CheckTrace(request=checks, headers=(header,)),
         index=0,
-        raw=context.identity[0],
-        stage=passed,
-        details={stage: detail for stage, detail in details.items() if detail},
-        header=header,
-        token=token,
-        passport_header=ph,
-        claims=claims,
         ppt=ppt,
         x5u=x5u,
-        certificate=cert,
+        attest=common.attest,
+        orig=str(common.orig),
+        dest=common.dest_tn,
+        origid=common.origid,
+        iat=common.iat,
+        cert=cert,
     )
-    trace = CheckTrace(request=checks, headers=(cand.trace(),))
-    return _candidate_result(cand, None, trace, context, profile)
 
 
 def verify(
