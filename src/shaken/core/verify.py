@@ -93,6 +93,7 @@ __all__ = [
     "ValidatedCertificate",
     "VerificationProfile",
     "begin",
+    "certificate_of",
     "complete",
     "prepare",
     "validate_certificate",
@@ -269,6 +270,19 @@ def validate_certificate(
         crl_signers=crl_signers,
         require_crl=profile.require_crl,
     )
+    return certificate_of(chain, now=now, profile=profile)
+
+
+def certificate_of(
+    chain: ValidatedChain, *, now: datetime, profile: VerificationProfile = SHAKEN
+) -> ValidatedCertificate:
+    """What a verifier keeps of a path :func:`~shaken.core.chain.validate_chain` built: the
+    certificate profile (ATIS-1000080), delegation (RFC 9060), TNAuthList (RFC 8226) and
+    the P-256 key (RFC 8588 section 3).
+
+    :raises ChainError: with the Reason of the first failing check.
+    """
+    _require_aware(now)
     issuer = chain.certificates[1] if len(chain.certificates) > 1 else None
     findings = tuple(
         f"{f.severity.value}:{f.rule}: {f.message}"
