@@ -144,15 +144,15 @@ class VerificationService:
     async def finish(self, plan: Plan, *, source: str | None = None) -> VerificationResult:
         """Finish what :meth:`verify_warm` left: the plan completed with the certificates
         the cache obtains (:meth:`complete`), then the branding step."""
-        result = (
-            plan.result if isinstance(plan, _Branding) else await self.complete(plan, source=source)
-        )
+        result = await self.complete(plan, source=source)
         if self.branding is not None:
             result = await self.branding.apply(plan.context, result, plan.now)
         return result
 
     async def complete(self, plan: Plan, *, source: str | None = None) -> VerificationResult:
         """Obtain the plan's certificates (concurrently) and finish at the plan's ``now``."""
+        if isinstance(plan, _Branding):
+            return plan.result  # verified already; only the branding step is pending
         urls = plan.urls
         cache = self._cache
         when = plan.now
