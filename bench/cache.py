@@ -14,7 +14,7 @@ and ``validate`` time the two big pieces alone.
 
 Warm path (per-verification cost, ratio in the same run): ``await
 VerificationService.verify(context)`` with the chain in the cache, against the core fast path
-the service itself calls, ``try_verify_common(context, {x5u: validated}.get, now=)``, on the
+the service itself calls, ``begin(context, {x5u: validated}.get, now=)``, on the
 same inputs. The difference is what the cache and the service add per verification (the
 coroutine, a closure, the dict lookup and its freshness checks), reported as a share of the
 service's whole warm verification. ``core verify`` (the public entry point with the same
@@ -46,7 +46,7 @@ import shaken
 from shaken.adapters.fetch import HttpsFetcher
 from shaken.core.context import SipContext
 from shaken.core.sign import sign_shaken
-from shaken.core.verify import SHAKEN, try_verify_common, validate_certificate, verify
+from shaken.core.verify import SHAKEN, begin, validate_certificate, verify
 from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
 from shaken.services.trust import TrustStore
@@ -237,7 +237,7 @@ async def measure(
         async def warm_fast_path(n: int) -> int:
             t0 = counter()
             for _ in range(n):
-                try_verify_common(context, get, now=NOW, profile=profile)
+                begin(context, get, now=NOW, profile=profile)
             return counter() - t0
 
         async def lookup_only(n: int) -> int:
@@ -274,7 +274,7 @@ async def measure(
         cases = [
             Case("warm_service", "VerificationService.verify, cache hit", warm_service),
             Case("warm_core", "core verify, validated certificate in hand", warm_core),
-            Case("warm_fast", "core try_verify_common alone (the baseline)", warm_fast_path),
+            Case("warm_fast", "core begin alone (the fast path, the baseline)", warm_fast_path),
             Case("lookup", "CertificateCache.lookup alone", lookup_only),
             Case("wrapper", "an awaited coroutine + a closure", coroutine_and_closure),
             Case("clock", "datetime.now(UTC), the clock read", clock_read),

@@ -38,9 +38,8 @@ from shaken.core.verify import (
     DatePolicy,
     ValidatedCertificate,
     VerificationProfile,
+    begin,
     complete,
-    prepare,
-    try_verify_common,
 )
 
 __version__ = "0.1.0"
@@ -166,11 +165,7 @@ def verify_identity(
     else:
         lookup = certificate.get
 
-    if not crls:
-        common = try_verify_common(context, lookup, now=now, profile=profile)
-        if common is not None:
-            return common
-    step = prepare(context, now=now, profile=profile)
+    step = begin(context, lookup, now=now, profile=profile)
     if isinstance(step, VerificationResult):
         return step
     certificates = {url: material for url in step.urls if (material := lookup(url)) is not None}

@@ -8,7 +8,7 @@ verifier's knobs). Adding a case is adding one row to the manifest.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,21 @@ def _profile(changes: dict[str, Any]) -> VerificationProfile:
     return replace(SHAKEN, **values)
 
 
-def run_case(case: dict[str, Any], lab: Lab) -> Any:
+@dataclass(frozen=True)
+class Request:
+    """One case as a request and what the verifier is given: every entry point runs this."""
+
+    context: SipContext
+    profile: VerificationProfile
+    material: CertificateMaterial
+    crls: tuple[bytes, ...]
+    anchors: TrustAnchors
+    crl_signers: tuple[x509.Certificate, ...]
+    replay: bool
+    x5u: str
+
+
+def request_of(case: dict[str, Any], lab: Lab) -> Request:
     build = case.get("build", {})
     x5u = build.get("x5u", X5U)
     chain, key = lab.chain_and_key(case.get("certificate", "good"))
@@ -206,10 +220,6 @@ def run_case(case: dict[str, Any], lab: Lab) -> Any:
         request_uri=sip.get("request_uri"),
         date=date,
     )
-    profile = _profile(case.get("profile", {}))
-    step = prepare(context, now=NOW, profile=profile)
-    if not hasattr(step, "urls"):
-        return step
     variant = case.get("certificate", "good")
     material: CertificateMaterial = chain
     if variant == "unavailable":
@@ -219,12 +229,32 @@ def run_case(case: dict[str, Any], lab: Lab) -> Any:
     crls: list[bytes] = []
     if variant == "revoked":
         crls.append(lab.pki.sti_pa_crl(revoked=[lab.pki.leaf.serial_number]))
-    replay = ReplayWindow() if case.get("replay") else None
-    certificates = dict.fromkeys(step.urls, material)
-    # The expired leaf comes from its own PKI: trust its root too, so only the dates fail.
-    anchors = TrustAnchors(certificates=(lab.pki.root, lab.expired.root))
-    signers = [lab.pki.sti_pa]
-    result = complete(step, certificates, anchors, crls=crls, crl_signers=signers, replay=replay)
+    return Request(
+        context=context,
+        profile=_profile(case.get("profile", {})),
+        material=material,
+        crls=tuple(crls),
+        # The expired leaf comes from its own PKI: trust its root too, so only the dates fail.
+        anchors=TrustAnchors(certificates=(lab.pki.root, lab.expired.root)),
+        crl_signers=(lab.pki.sti_pa,),
+        replay=bool(case.get("replay")),
+        x5u=x5u,
+    )
+
+
+def run_case(case: dict[str, Any], lab: Lab) -> Any:
+    """The case through the core's two steps, prepare then complete (twice for replay)."""
+    request = request_of(case, lab)
+    context, profile = request.context, request.profile
+    step = prepare(context, now=NOW, profile=profile)
+    if not hasattr(step, "urls"):
+        return step
+    replay = ReplayWindow() if request.replay else None
+    certificates = dict.fromkeys(step.urls, request.material)
+    anchors, signers = request.anchors, request.crl_signers
+    result = complete(
+        step, certificates, anchors, crls=request.crls, crl_signers=signers, replay=replay
+    )
     if replay is not None:
         again = prepare(context, now=NOW, profile=profile)
         assert hasattr(again, "urls")
@@ -232,16 +262,20 @@ def run_case(case: dict[str, Any], lab: Lab) -> Any:
     return result
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
-def test_conformance_case(case: dict[str, Any], lab: Lab) -> None:
-    result = run_case(case, lab)
-    expect = case["expect"]
-    got = {
+def outcome(result: Any) -> dict[str, Any]:
+    """What the manifest expects of a result: its Reason, SIP code and verstat."""
+    return {
         "reason": None if result.reason is None else result.reason.value,
         "sip_code": result.sip_code,
         "verstat": result.verstat.value,
     }
-    assert got == expect, "\n".join(c.describe() for c in result.checks)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_conformance_case(case: dict[str, Any], lab: Lab) -> None:
+    result = run_case(case, lab)
+    expect = case["expect"]
+    assert outcome(result) == expect, "\n".join(c.describe() for c in result.checks)
     assert result.verified is (expect["reason"] is None)
 
 
@@ -268,7 +302,7 @@ def test_spc_and_subject_are_reported(lab: Lab) -> None:
     assert result.certificate_subject is not None and "SHAKEN 1234" in result.certificate_subject
     assert result.attest == "A" and result.orig == ORIG and result.dest == (DEST,)
     assert [c.name for c in result.checks if not c.passed] == []
-    assert isinstance(Spc(code="1234"), Spc)
+    assert Spc(code="1234").code == result.spc
 
 
 def _constrained_leaf(case: dict[str, Any], lab: Lab) -> x509.Certificate:

@@ -1,9 +1,11 @@
-"""try_verify_common must agree with prepare() + complete() whenever it answers.
+"""The fast path must agree with prepare() + complete() whenever it answers.
 
-The fast path runs the checks of the general pipeline in one pass for the common shape of
-SHAKEN traffic. These tests generate requests around that shape (valid ones and every kind of
-near miss) and require that the fast path either declines (None) or returns exactly the
-result the general pipeline returns, check for check.
+The recognizer reads the common shape of SHAKEN traffic without the strict parsers, and the
+fast path runs the checks of the general pipeline (the same functions) in one pass. These tests
+generate requests around that shape (valid ones and every kind of near miss) and require that
+the recognizer either declines or produces exactly the objects of the strict parsers, and that
+the fast path either declines (None) or returns exactly the result the general pipeline
+returns, check for check.
 """
 
 from __future__ import annotations
@@ -20,16 +22,17 @@ from hypothesis import strategies as st
 from shaken.core.context import SipContext, format_sip_date
 from shaken.core.identity import IdentityHeader
 from shaken.core.jws import b64url_encode, sign_es256
-from shaken.core.passport import canonical_json
+from shaken.core.passport import PassportClaims, PassportHeader, canonical_json, decode_token
 from shaken.core.tn import NANP
 from shaken.core.verify import (
     SHAKEN,
     DatePolicy,
     Plan,
     VerificationProfile,
+    _recognize,
+    _verify_common,
     complete,
     prepare,
-    try_verify_common,
     validate_certificate,
 )
 from shaken.testing import make_sti_pki
@@ -171,11 +174,35 @@ def _general(
     return complete(step, certs, PKI.trust_anchors, now=now)
 
 
+def try_verify_common(
+    context: SipContext, certificate_for: Any, *, now: datetime, profile: VerificationProfile
+) -> Any:
+    return _verify_common(context, certificate_for, now, profile, None)
+
+
+def _recognizer_agrees(value: str) -> None:
+    """The recognizer declines, or gives what the strict parsers give."""
+    common = _recognize(value)
+    if common is None:
+        return
+    header = IdentityHeader.parse(value)
+    token = decode_token(header.token)
+    ph = PassportHeader.from_json(token.header)
+    claims = PassportClaims.from_json(token.payload, ppt=ph.ppt)
+    assert common.parsed() == (header, token, claims)
+    assert common.passport_header == ph
+    assert (common.attest, common.iat, common.origid) == (claims.attest, claims.iat, claims.origid)
+    assert (common.orig, common.dest_tn) == (claims.orig, claims.dest_tn + claims.dest_uri)
+    assert (common.signing_input, common.signature) == (token.signing_input, token.signature)
+
+
 def _agree(request: tuple[SipContext, str, VerificationProfile, datetime]) -> bool:
     """Check one request; True when the fast path answered."""
     context, kind, profile, now = request
     material = _material(kind)
     certs = {X5U: material} if material is not None else {}
+    for value in context.identity:
+        _recognizer_agrees(value)
     fast = try_verify_common(context, certs.get, now=now, profile=profile)
     general = _general(context, certs, profile, now)
     if fast is not None:

@@ -238,3 +238,25 @@ def test_result_to_dict_is_json_ready() -> None:
     result = verify(_ctx(_signed()), {X5U: PKI.chain_pem}, PKI.trust_anchors, now=NOW)
     data = json.loads(json.dumps(result.to_dict()))
     assert data["verstat"] == "TN-Validation-Passed" and data["checks"][-1]["name"] == "signature"
+
+
+def test_a_plan_completes_twice_with_the_same_answer() -> None:
+    """A Plan is immutable: complete() reads it and never writes it."""
+    plan = prepare(_ctx(_signed()), now=NOW)
+    assert isinstance(plan, Plan)
+    certificates = {X5U: PKI.chain_pem}
+    first = complete(plan, certificates, PKI.trust_anchors)
+    second = complete(plan, certificates, PKI.trust_anchors)
+    assert first.verified and second.verified
+    assert first == second and first.to_dict() == second.to_dict()
+
+
+def test_a_retry_after_a_fetch_failure_gives_the_new_answer() -> None:
+    """The fetch failure of one complete() is not left in the plan for the next."""
+    plan = prepare(_ctx(_signed()), now=NOW)
+    assert isinstance(plan, Plan)
+    failed = complete(plan, {}, PKI.trust_anchors)
+    assert failed.reason is Reason.CERT_FETCH_FAILED
+    retried = complete(plan, {X5U: PKI.chain_pem}, PKI.trust_anchors)
+    assert retried.verified and retried.reason is None
+    assert complete(plan, {}, PKI.trust_anchors) == failed

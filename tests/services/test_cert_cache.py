@@ -649,3 +649,29 @@ async def test_crl_refresh_alone_does_not_refetch_the_chain(pki: StiPki) -> None
     fetcher.replies[CRL_URL] = Reply(body=pki.sti_pa_crl(at=later))
     assert isinstance(await cache.get(URL, now=later), ValidatedCertificate)
     assert fetcher.urls() == [URL, CRL_URL, CRL_URL]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", list(RevocationMode))
+async def test_a_fetched_chain_is_validated_once(
+    pki: StiPki, mode: RevocationMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One path validation per fetch, whatever the revocation mode: the CRLs are applied to
+    the path already built (within the budget), not to a second validation of the body."""
+    from shaken.core import chain
+
+    builds: list[str] = []
+    verify_path = chain._verify
+
+    def counted(*args: object, **kwargs: object) -> object:
+        builds.append("path")
+        return verify_path(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chain, "_verify", counted)
+    fetcher = FakeFetcher({URL: Reply(body=pki.chain_pem), CRL_URL: Reply(body=pki.sti_pa_crl())})
+    cache = make_cache(fetcher, pki, settings=crl_cache_settings(mode))
+    result = await cache.get(URL, now=NOW)
+    assert isinstance(result, ValidatedCertificate)
+    assert builds == ["path"]
+    assert await cache.get(URL, now=NOW) is result  # warm: no validation at all
+    assert builds == ["path"]

@@ -14,8 +14,9 @@ import pytest
 
 from shaken.core.context import SipContext, format_sip_date
 from shaken.core.reasons import Reason
+from shaken.core.result import VerificationResult
 from shaken.core.sign import sign_shaken
-from shaken.core.verify import SHAKEN
+from shaken.core.verify import SHAKEN, Plan
 from shaken.services.cert_cache import CertificateCache
 from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
@@ -80,11 +81,12 @@ async def test_warm_agrees_with_verify(
     pki: StiPki, date: str | None, age: int, orig: str, reason: Reason | None
 ) -> None:
     verifier = service(pki)
-    assert verifier.verify_warm(context(pki, date=None), now=NOW) is None  # cold: not now
-    assert (await verifier.verify(context(pki, date=None), now=NOW)).verified  # warms the cache
+    cold = verifier.verify_warm(context(pki, date=None), now=NOW)
+    assert isinstance(cold, Plan) and cold.urls  # cold: not now, the plan names the certificate
+    assert (await verifier.finish(cold)).verified  # the plan finished: it warms the cache
     request = context(pki, date=date, age=age, orig=orig)
     warm = verifier.verify_warm(request, now=NOW)
-    assert warm is not None
+    assert isinstance(warm, VerificationResult)
     assert warm.reason is reason
     full = await verifier.verify(request, now=NOW)
     assert (warm.reason, warm.verstat, warm.attest, warm.orig) == (
@@ -100,4 +102,4 @@ async def test_missing_identity_needs_no_certificate(pki: StiPki) -> None:
     result = service(pki).verify_warm(
         SipContext(from_header=f"<tel:+{ORIG}>", to="<tel:+1>"), now=NOW
     )
-    assert result is not None and result.reason is Reason.MISSING_IDENTITY
+    assert isinstance(result, VerificationResult) and result.reason is Reason.MISSING_IDENTITY

@@ -771,6 +771,35 @@ def _check_revocation(
             )
 
 
+def check_revocation(
+    chain: ValidatedChain,
+    anchors: TrustAnchors,
+    *,
+    at: datetime,
+    crls: Sequence[bytes] = (),
+    crl_signers: Sequence[x509.Certificate] = (),
+    require_crl: bool = False,
+) -> None:
+    """The revocation rules of :func:`validate_chain`, applied to a path it already built.
+
+    A verifier that validates the path first (within a budget, without CRLs, so that only a
+    chain leading to a trusted STI-CA makes it fetch the CRLs the chain names) then applies
+    the CRLs here, instead of validating the same chain a second time.
+
+    :raises ChainError: ``CERT_REVOKED``, or ``CERT_UNTRUSTED`` (field ``unchecked``) when
+        ``require_crl`` and a status cannot be established.
+    """
+    _require_aware(at)
+    _check_revocation(
+        list(chain.certificates),
+        anchors=anchors,
+        at=at,
+        crls=crls,
+        crl_signers=crl_signers,
+        require_crl=require_crl,
+    )
+
+
 def unchecked_revocation(
     chain: ValidatedChain,
     anchors: TrustAnchors,

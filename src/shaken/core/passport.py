@@ -45,6 +45,11 @@ UUID_PATTERN = re.compile(
 )
 
 
+def is_uuid(value: str | None) -> bool:
+    """Whether an origid is a UUID (RFC 8588 section 6: origid is a UUID, RFC 4122)."""
+    return value is not None and UUID_PATTERN.fullmatch(value) is not None
+
+
 def _empty_mapping() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
@@ -247,7 +252,7 @@ class PassportClaims:
 
     @property
     def origid_is_uuid(self) -> bool:
-        return self.origid is not None and UUID_PATTERN.fullmatch(self.origid) is not None
+        return is_uuid(self.origid)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, ppt: str | None) -> PassportClaims:

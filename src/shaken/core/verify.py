@@ -30,8 +30,10 @@ import enum
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from cryptography import x509
 
@@ -71,12 +73,12 @@ from shaken.core.identity import IdentityHeader
 from shaken.core.jws import PublicKey, b64url_decode, is_es256_public_key, verify_es256
 from shaken.core.passport import (
     ATTESTATION_LEVELS,
-    UUID_PATTERN,
     DecodedToken,
     PassportClaims,
     PassportHeader,
     decode_json_segment,
     decode_token,
+    is_uuid,
     rebuild_compact_signing_input,
 )
 from shaken.core.reasons import REASONS, Reason, Verstat
@@ -90,9 +92,10 @@ __all__ = [
     "ReplayWindow",
     "ValidatedCertificate",
     "VerificationProfile",
+    "begin",
+    "certificate_of",
     "complete",
     "prepare",
-    "try_verify_common",
     "validate_certificate",
     "verify",
 ]
@@ -183,11 +186,17 @@ class _Candidate:
     certificate: ValidatedCertificate | None = None
 
     def ok(self, name: str, detail: str = "") -> None:
-        """Record that the check ``name`` passed; checks pass in the order of _STAGE_NAMES."""
-        assert _STAGE_NAMES[self.stage] == name, (name, self.stage)
+        """Record that the check ``name`` passed; checks pass in the order of _STAGE_NAMES
+        (a check out of order is a bug, refused in every mode, ``python -O`` included)."""
+        if _STAGE_NAMES[self.stage] != name:
+            raise RuntimeError(f"check {name!r} out of order: {_STAGE_NAMES[self.stage]!r} is next")
         if detail:
             self.details[self.stage] = detail
         self.stage += 1
+
+    def copy(self) -> _Candidate:
+        """A copy to finish: what complete() records goes there, never into the plan."""
+        return replace(self, details=dict(self.details))
 
     def trace(self) -> HeaderTrace:
         failure = None if self.failure is None else self.failure.detail
@@ -267,6 +276,19 @@ def validate_certificate(
         crl_signers=crl_signers,
         require_crl=profile.require_crl,
     )
+    return certificate_of(chain, now=now, profile=profile)
+
+
+def certificate_of(
+    chain: ValidatedChain, *, now: datetime, profile: VerificationProfile = SHAKEN
+) -> ValidatedCertificate:
+    """What a verifier keeps of a path :func:`~shaken.core.chain.validate_chain` built: the
+    certificate profile (ATIS-1000080), delegation (RFC 9060), TNAuthList (RFC 8226) and
+    the P-256 key (RFC 8588 section 3).
+
+    :raises ChainError: with the Reason of the first failing check.
+    """
+    _require_aware(now)
     issuer = chain.certificates[1] if len(chain.certificates) > 1 else None
     findings = tuple(
         f"{f.severity.value}:{f.rule}: {f.message}"
@@ -382,14 +404,57 @@ def _dest_matches(
     plan_: NumberingPlan | None,
 ) -> bool:
     """True when any claimed TN or URI equals an observed one after canonicalization."""
+    # Loops rather than any(generator): this runs twice on every warm verification.
     if dest_tn:
-        seen_tns = {o.tn for o in observed if o.tn is not None}
-        if any(_claimed_tn(t, plan_) in seen_tns for t in dest_tn):
-            return True
+        seen_tns = {o.tn for o in observed}
+        for tn in dest_tn:
+            if _claimed_tn(tn, plan_) in seen_tns:
+                return True
     if dest_uri:
-        seen_uris = {o.uri for o in observed if o.uri is not None}
-        return any(normalize_uri(u) in seen_uris for u in dest_uri)
+        seen_uris = {o.uri for o in observed}
+        for uri in dest_uri:
+            if normalize_uri(uri) in seen_uris:
+                return True
     return False
+
+
+@functools.lru_cache(maxsize=16)
+def _present(count: int) -> Check:
+    """Check 1 passed, for ``count`` headers (a value: the same few on every call)."""
+    return Check(name="identity_present", passed=True, detail=f"{count} header(s)")
+
+
+def _parties(
+    context: SipContext, profile: VerificationProfile
+) -> tuple[tuple[Check, ...], list[PartyIdentity], Sequence[PartyIdentity]] | VerificationResult:
+    """Checks 1 and 2, request-wide: an Identity header is present (RFC 8224 section 6.2,
+    428) and the caller is named (section 6.2 step 2); with the request's checks, the named
+    callers and the called parties, or the failed result."""
+    if not context.identity:
+        check = Check(name="identity_present", passed=False, detail="no Identity header")
+        return _failed_result(
+            Reason.MISSING_IDENTITY, "no Identity header", (check,), outcome=Outcome.MISSING
+        )
+    present = _present(len(context.identity))
+    callers = caller_identities(
+        context,
+        sources=profile.caller_sources,
+        plan=profile.numbering_plan,
+        numeric_user_is_tn=profile.numeric_user_is_tn,
+    )
+    named = [c for c in callers if not c.anonymous]
+    if not named:
+        detail = "the caller is anonymous" if callers else "no P-Asserted-Identity or From"
+        failed = Check(name="caller_id", passed=False, detail=detail)
+        return _failed_result(Reason.NO_CALLER_ID, detail, (present, failed))
+    caller = Check(name="caller_id", passed=True, detail=", ".join(map(str, named)))
+    called = called_identities(
+        context,
+        sources=profile.called_sources,
+        plan=profile.numbering_plan,
+        numeric_user_is_tn=profile.numeric_user_is_tn,
+    )
+    return (present, caller), named, called
 
 
 def prepare(
@@ -405,36 +470,11 @@ def prepare(
     :raises ConfigurationError: ``now`` is naive.
     """
     _require_aware(now)
-    checks: list[Check] = []
-    # Check 1: an Identity header is present (RFC 8224 section 6.2, 428).
-    if not context.identity:
-        checks.append(Check(name="identity_present", passed=False, detail="no Identity header"))
-        return _failed_result(
-            Reason.MISSING_IDENTITY, "no Identity header", checks, outcome=Outcome.MISSING
-        )
-    checks.append(
-        Check(name="identity_present", passed=True, detail=f"{len(context.identity)} header(s)")
-    )
-    # Check 2: the caller's identity, from which orig is verified (RFC 8224 section 6.2 step 2).
-    callers = caller_identities(
-        context,
-        sources=profile.caller_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    named = [c for c in callers if not c.anonymous]
-    if not named:
-        detail = "the caller is anonymous" if callers else "no P-Asserted-Identity or From"
-        checks.append(Check(name="caller_id", passed=False, detail=detail))
-        return _failed_result(Reason.NO_CALLER_ID, detail, checks)
-    checks.append(Check(name="caller_id", passed=True, detail=", ".join(map(str, named))))
-    called = called_identities(
-        context,
-        sources=profile.called_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    date_failure = _check_date(context, now, profile)
+    parties = _parties(context, profile)
+    if isinstance(parties, VerificationResult):
+        return parties
+    checks, named, called = parties
+    date_failure = check_date(context, now, profile)
 
     candidates: list[_Candidate] = []
     for index, raw in enumerate(context.identity):
@@ -509,7 +549,6 @@ _STAGE_NAMES = (
     "signature",
     "replay",
 )
-_STAGE_CERTIFICATE = _STAGE_NAMES.index("certificate_fetched")
 
 
 def describe_age(seconds: float) -> str:
@@ -538,10 +577,11 @@ def _utc_text(epoch: int) -> str:
     return f" ({moment.isoformat().replace('+00:00', 'Z')})"
 
 
-def _check_date(
+def check_date(
     context: SipContext, now: datetime, profile: VerificationProfile
 ) -> VerificationFailure | None:
-    """Check 9: the Date header, past and future (OpenSIPS fixed a future-Date bypass)."""
+    """Check 9: the Date header, past and future (RFC 8224 section 6.2 step 3; OpenSIPS fixed
+    a future-Date bypass)."""
     if profile.date_policy is DatePolicy.IGNORE:
         return None
     if context.date is None:
@@ -564,6 +604,368 @@ def _check_date(
     return None
 
 
+# --------------------------------------------------------------------------------------------
+# The per-header checks, each written once: prepare() runs them on what it parsed, whether
+# the strict parsers or the recognizer of the common shape (below) produced it.
+
+
+def check_info(info: str | None) -> VerificationFailure | None:
+    """Check 3: the Identity info parameter is present (RFC 8224 section 4.1)."""
+    if info is None:
+        return IdentityHeaderError(Reason.MISSING_INFO, "the Identity header has no info parameter")
+    return None
+
+
+def check_ppt_param(ppt: str | None, profile: VerificationProfile) -> VerificationFailure | None:
+    """Check 3: the Identity ppt parameter names an accepted PASSporT type (RFC 8224 6.2.1)."""
+    if ppt is not None and ppt not in profile.accepted_ppt:
+        return IdentityHeaderError(
+            Reason.UNSUPPORTED_PPT,
+            f"ppt {ppt!r} is not accepted (accepted: {', '.join(profile.accepted_ppt)})",
+            ppt=ppt,
+        )
+    return None
+
+
+def check_x5u_matches_info(ph: PassportHeader, info: str | None) -> VerificationFailure | None:
+    """Check 5: x5u equals the info parameter (RFC 8224 section 4.1, ATIS-1000082 E9/E10)."""
+    if ph.x5u != info:
+        return PassportError(
+            Reason.X5U_INFO_MISMATCH,
+            f"x5u {ph.x5u!r} differs from info {info!r}",
+            x5u=ph.x5u,
+            info=info,
+        )
+    return None
+
+
+def check_typ(ph: PassportHeader) -> VerificationFailure | None:
+    """Check 6: typ is ``passport`` (RFC 8225 section 4.1, ATIS-1000082 E11)."""
+    if ph.typ != "passport":
+        return PassportError(Reason.UNSUPPORTED_TYP, f"typ is {ph.typ!r}, not 'passport'")
+    return None
+
+
+def check_alg(ph: PassportHeader, alg: str | None) -> VerificationFailure | None:
+    """Check 6: alg is ES256 and mirrors the Identity alg parameter ``alg`` (RFC 8588 3)."""
+    if ph.alg != "ES256" or (alg is not None and alg != ph.alg):
+        return PassportError(
+            Reason.UNSUPPORTED_ALG,
+            f"alg is {ph.alg!r} (Identity alg parameter {alg!r}); only ES256 is supported",
+        )
+    return None
+
+
+def check_header_ppt(
+    ph: PassportHeader, ppt_param: str | None, profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 6: the header ppt equals the Identity ppt parameter and is accepted
+    (RFC 8225 section 8, RFC 8224 section 4.1)."""
+    ppt = ph.ppt
+    if ppt_param is not None and ppt != ppt_param:
+        return PassportError(
+            Reason.PPT_MISMATCH, f"header ppt {ppt!r} differs from the Identity ppt {ppt_param!r}"
+        )
+    if ppt is not None and ppt not in profile.accepted_ppt:
+        return PassportError(Reason.UNSUPPORTED_PPT, f"ppt {ppt!r} is not accepted", ppt=ppt)
+    return None
+
+
+def check_iat(
+    iat: int, ppt: str | None, now: datetime, profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 8: iat freshness, both ways (RFC 8224 section 6.2 step 3, ATIS-1000082 E15);
+    ``div`` PASSporTs may use their own window (RFC 8946)."""
+    max_age = profile.max_div_iat_age if ppt in _DIV_PPTS else profile.max_iat_age
+    age = now.timestamp() - iat
+    if age > max_age or -age > profile.max_future_skew:
+        return StaleError(
+            Reason.STALE_IAT,
+            f"iat {iat}{_utc_text(iat)} is {describe_age(age)} (window {max_age} s,"
+            f" future skew {profile.max_future_skew} s)",
+            iat=iat,
+            now=now.isoformat(),
+            max_age=max_age,
+        )
+    return None
+
+
+def check_orig(
+    orig: PartyIdentity, callers: Sequence[PartyIdentity], profile: VerificationProfile
+) -> VerificationFailure | None:
+    """Check 10: orig matches the caller (RFC 8224 section 6.2 step 2, ATIS-1000082 E16)."""
+    if not _party_matches(orig, callers, profile.numbering_plan):
+        return IdentityMismatch(
+            Reason.ORIG_MISMATCH,
+            f"orig {orig} does not match the caller {', '.join(map(str, callers))}",
+        )
+    return None
+
+
+def check_dest(
+    dest_tn: Sequence[str],
+    dest_uri: Sequence[str],
+    called: Sequence[PartyIdentity],
+    profile: VerificationProfile,
+) -> VerificationFailure | None:
+    """Check 10: dest matches To or the Request-URI (ATIS-1000082 E16)."""
+    if not _dest_matches(dest_tn, dest_uri, called, profile.numbering_plan):
+        shown = ", ".join((*dest_tn, *dest_uri))
+        return IdentityMismatch(
+            Reason.DEST_MISMATCH,
+            f"dest {shown} does not match the called party {', '.join(map(str, called))}",
+        )
+    return None
+
+
+def check_x5u_policy(url: str, profile: VerificationProfile) -> VerificationFailure | None:
+    """Check 11: the x5u URL policy, before any fetch (ATIS-1000074 section 5.3.1)."""
+    try:
+        check_x5u(url, profile.x5u_policy)
+    except X5uRejected as failure:
+        return failure
+    return None
+
+
+def check_tn_scope(cert: ValidatedCertificate, scope_tn: str | None) -> VerificationFailure | None:
+    """Check 15: the TN is within the certificate's TNAuthList (RFC 8226, RFC 9060)."""
+    if scope_tn is not None and cert.scope is not None:
+        try:
+            cert.scope.check(scope_tn)
+        except ChainError as failure:
+            return failure
+    return None
+
+
+def check_signature(
+    cert: ValidatedCertificate, signing_inputs: Sequence[bytes], signature: bytes
+) -> VerificationFailure | None:
+    """Check 16: ES256 over the segments as received, or as rebuilt for the compact form
+    (RFC 8224 section 6.2 step 4, RFC 7515 section 5.2)."""
+    for data in signing_inputs:
+        if verify_es256(cert.public_key, data, signature):
+            return None
+    return SignatureInvalid(Reason.BAD_SIGNATURE, "signature validation failed")
+
+
+def check_replay(
+    replay: ReplayWindow, signature: bytes, now: datetime
+) -> VerificationFailure | None:
+    """Check 17: the PASSporT was not seen within the window (RFC 8224 section 12.1)."""
+    if replay.seen(signature, now):
+        return SignatureInvalid(Reason.REPLAYED, "this PASSporT was already seen")
+    return None
+
+
+def check_current(
+    cert: ValidatedCertificate, url: str, now: datetime
+) -> VerificationFailure | None:
+    """Check 13: a certificate validated earlier (by a cache) is still within its validity."""
+    if cert.valid_until < now:
+        return ChainError(
+            Reason.CERT_EXPIRED,
+            f"the certificate expired at {cert.valid_until.isoformat()}",
+            url=url,
+        )
+    return None
+
+
+# What the trace says of a check that passed, for the checks whose detail is not constant.
+
+
+def _ppt_detail(ppt: str | None) -> str:
+    return ppt or "(none)"
+
+
+def _claims_detail(ppt: str | None, origid: str | None) -> str:
+    return "" if ppt != "shaken" or is_uuid(origid) else "warning: origid is not a UUID"
+
+
+def _dest_detail(dest_tn: Sequence[str], dest_uri: Sequence[str]) -> str:
+    return ", ".join((*dest_tn, *dest_uri))
+
+
+def _chain_detail(cert: ValidatedCertificate) -> str:
+    return (cert.spc and f"SPC {cert.spc}") or ""
+
+
+def _scope_tn(ppt: str | None, orig: PartyIdentity, div: PartyIdentity | None) -> str | None:
+    """The TN whose authority the certificate must carry (RFC 8946: the div TN for div)."""
+    scope = div if ppt in _DIV_PPTS and div is not None else orig
+    return canonicalize_tn(scope.tn) if scope.tn is not None else None
+
+
+def _raise(failure: VerificationFailure | None) -> None:
+    if failure is not None:
+        raise failure
+
+
+# --------------------------------------------------------------------------------------------
+# The common shape, recognized without the strict parsers.
+#
+# Nearly all SHAKEN traffic is one full-form Identity header in the exact shape signers emit:
+# a plain SHAKEN header segment (the same few per signer, so its parse is cached), claims
+# attest/dest/iat/orig/origid with TN parties. For that shape _recognize produces the very
+# objects the strict parsers would (IdentityHeader, DecodedToken, PassportHeader,
+# PassportClaims) in a fraction of the time; prepare() then runs every check on them as on
+# any other header, so no check is written twice. Anything else goes to the strict parsers.
+# tests/core/test_fast_path.py proves over generated inputs that the recognizer either
+# declines or agrees with them.
+
+
+class _Common(NamedTuple):
+    """An Identity header of the common shape, read: the Identity parameters, the segments
+    as received, the (cached) header and the claims' values. :meth:`parsed` gives the
+    objects the strict parsers would; the fast path checks the values as they are."""
+
+    token: str
+    info: str
+    header_b64: str
+    payload_b64: str
+    signature_b64: str
+    signature: bytes
+    header_json: Mapping[str, object]
+    passport_header: PassportHeader
+    payload: dict[str, Any]
+    attest: str
+    iat: int
+    origid: str
+    orig: PartyIdentity
+    dest_tn: tuple[str, ...]
+
+    @property
+    def signing_input(self) -> bytes:
+        return f"{self.header_b64}.{self.payload_b64}".encode("ascii")
+
+    def parsed(self) -> tuple[IdentityHeader, DecodedToken, PassportClaims]:
+        header = IdentityHeader(token=self.token, info=self.info, alg="ES256", ppt="shaken")
+        token = DecodedToken(
+            header_b64=self.header_b64,
+            payload_b64=self.payload_b64,
+            signature_b64=self.signature_b64,
+            header=self.header_json,
+            payload=MappingProxyType(self.payload),
+            signature=self.signature,
+        )
+        claims = PassportClaims(
+            orig=self.orig,
+            dest_tn=self.dest_tn,
+            iat=self.iat,
+            attest=self.attest,
+            origid=self.origid,
+            extra=_NO_EXTRA,
+        )
+        return header, token, claims
+
+
+_SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
+_COMMON_TAILS = frozenset((";alg=ES256;ppt=shaken", ';alg=ES256;ppt="shaken"'))
+_PLAIN_JSON = json.JSONDecoder()
+_NOT_IN_URL = frozenset(' \t\r\n<>"')
+_NO_EXTRA: Mapping[str, object] = MappingProxyType({})
+_CACHED_HEADER_B64_CHARS = 1024
+
+
+def _header_x5u(header_b64: str) -> tuple[Mapping[str, object], PassportHeader] | None:
+    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
+    within the default x5u length limit), so the cache is bounded in bytes as well."""
+    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
+        return _common_header_x5u.__wrapped__(header_b64)
+    return _common_header_x5u(header_b64)
+
+
+@functools.lru_cache(maxsize=1024)
+def _common_header_x5u(header_b64: str) -> tuple[Mapping[str, object], PassportHeader] | None:
+    """A header segment that is exactly a plain SHAKEN header, decoded and read, else None.
+
+    Cached: a verifier sees the same few signers' header segments on almost every call.
+    """
+    try:
+        header = decode_json_segment(header_b64, "header")
+    except PassportError:
+        return None
+    x5u = header.get("x5u")
+    if (
+        len(header) == 4
+        and header.get("alg") == "ES256"
+        and header.get("typ") == "passport"
+        and header.get("ppt") == "shaken"
+        and isinstance(x5u, str)
+        and x5u.isascii()
+        and x5u
+        and not _NOT_IN_URL.intersection(x5u)
+    ):
+        return MappingProxyType(header), PassportHeader(x5u=x5u, extra=_NO_EXTRA)
+    return None
+
+
+def _recognize(raw: str) -> _Common | None:
+    """The parsed objects of an Identity header of the common shape, or None."""
+    # <header>.<payload>.<signature>;info=<x5u>;alg=ES256;ppt=shaken (ppt possibly quoted),
+    # split with str methods: the header segment must be one already validated in full (and
+    # its x5u the info), the other two go through strict base64url decoding below; so this
+    # is the shape IdentityHeader.parse reads in one match.
+    token, _, params = raw.strip().partition(";info=<")
+    info, _, tail = params.partition(">")
+    if tail not in _COMMON_TAILS:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    header_b64, payload_b64, signature_b64 = parts
+    cached = _header_x5u(header_b64)
+    if cached is None or cached[1].x5u != info:
+        return None
+    try:
+        text = b64url_decode(payload_b64).decode("utf-8")
+        claims = _PLAIN_JSON.decode(text)
+        signature = b64url_decode(signature_b64)
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        return None
+    # Duplicate member names (RFC 8225 section 9) without a per-object hook: the shape checks
+    # below admit exactly 7 member names, and with no whitespace every member name ends in
+    # '":'. Seven such pairs therefore mean no name was repeated (a repeat or a '":' inside
+    # a string would make more); anything else goes to the strict general decoder.
+    if text.count('":') != 7 or " " in text or "\n" in text or "\t" in text or "\r" in text:
+        return None
+    if not isinstance(claims, dict) or claims.keys() != _SHAKEN_CLAIMS:
+        return None
+    attest, iat, origid = claims["attest"], claims["iat"], claims["origid"]
+    orig, dest = claims["orig"], claims["dest"]
+    if (
+        attest not in ATTESTATION_LEVELS
+        or type(iat) is not int
+        or not isinstance(origid, str)
+        or not isinstance(orig, dict)
+        or orig.keys() != {"tn"}
+        or not isinstance(orig["tn"], str)
+        or not orig["tn"]
+        or not isinstance(dest, dict)
+        or dest.keys() != {"tn"}
+        or not isinstance(dest["tn"], list)
+        or not dest["tn"]
+        or not all(isinstance(t, str) and t for t in dest["tn"])
+    ):
+        return None
+    header_json, passport_header = cached
+    return _Common(
+        token=token,
+        info=info,
+        header_b64=header_b64,
+        payload_b64=payload_b64,
+        signature_b64=signature_b64,
+        signature=signature,
+        header_json=header_json,
+        passport_header=passport_header,
+        payload=claims,
+        attest=attest,
+        iat=iat,
+        origid=origid,
+        orig=PartyIdentity(tn=orig["tn"]),
+        dest_tn=tuple(dest["tn"]),
+    )
+
+
 def _prepare_candidate(
     cand: _Candidate,
     context: SipContext,
@@ -573,20 +975,16 @@ def _prepare_candidate(
     called: Sequence[PartyIdentity],
     date_failure: VerificationFailure | None,
 ) -> None:
+    common = _recognize(cand.raw)
+    recognized = common.parsed() if common is not None else None
     # Check 3: header syntax, info present, ppt supported.
-    header = IdentityHeader.parse(cand.raw)
+    header = recognized[0] if recognized is not None else IdentityHeader.parse(cand.raw)
     cand.header = header
     cand.ok("header_syntax")
-    if header.info is None:
-        raise IdentityHeaderError(Reason.MISSING_INFO, "the Identity header has no info parameter")
-    cand.ok("info_param", header.info)
-    if header.ppt is not None and header.ppt not in profile.accepted_ppt:
-        raise IdentityHeaderError(
-            Reason.UNSUPPORTED_PPT,
-            f"ppt {header.ppt!r} is not accepted (accepted: {', '.join(profile.accepted_ppt)})",
-            ppt=header.ppt,
-        )
-    cand.ok("ppt", header.ppt or "(none)")
+    _raise(check_info(header.info))
+    cand.ok("info_param", header.info or "")
+    _raise(check_ppt_param(header.ppt, profile))
+    cand.ok("ppt", _ppt_detail(header.ppt))
     # Check 4: the form.
     if header.is_compact_form:
         if profile.full_form_only:
@@ -596,90 +994,56 @@ def _prepare_candidate(
         _prepare_compact(cand, header, context, profile, callers, called, date_failure)
         return
     cand.ok("full_form")
-    token = decode_token(header.token)
+    token = recognized[1] if recognized is not None else decode_token(header.token)
     cand.token = token
     cand.signature = token.signature
     cand.signing_inputs = (token.signing_input,)
     cand.ok("jws")
-    # Check 5: header members and x5u == info (RFC 8224 section 4.1, ATIS-1000082 E9/E10).
-    ph = PassportHeader.from_json(token.header, require_ppt=profile.full_form_only)
+    # Check 5: header members and x5u == info.
+    if common is not None:
+        ph = common.passport_header
+    else:
+        ph = PassportHeader.from_json(token.header, require_ppt=profile.full_form_only)
     cand.passport_header = ph
     cand.ok("passport_header")
-    if ph.x5u != header.info:
-        raise PassportError(
-            Reason.X5U_INFO_MISMATCH,
-            f"x5u {ph.x5u!r} differs from info {header.info!r}",
-            x5u=ph.x5u,
-            info=header.info,
-        )
+    _raise(check_x5u_matches_info(ph, header.info))
     cand.x5u = ph.x5u
     cand.ok("x5u_matches_info")
-    # Check 6: typ and alg (437, E11/E12); alg must mirror the Identity alg parameter.
-    if ph.typ != "passport":
-        raise PassportError(Reason.UNSUPPORTED_TYP, f"typ is {ph.typ!r}, not 'passport'")
+    # Check 6: typ and alg; alg must mirror the Identity alg parameter.
+    _raise(check_typ(ph))
     cand.ok("typ")
-    if ph.alg != "ES256" or (header.alg is not None and header.alg != ph.alg):
-        raise PassportError(
-            Reason.UNSUPPORTED_ALG,
-            f"alg is {ph.alg!r} (Identity alg parameter {header.alg!r}); only ES256 is supported",
-        )
+    _raise(check_alg(ph, header.alg))
     cand.ok("alg")
     ppt = ph.ppt
-    if header.ppt is not None and ppt != header.ppt:
-        raise PassportError(
-            Reason.PPT_MISMATCH, f"header ppt {ppt!r} differs from the Identity ppt {header.ppt!r}"
-        )
-    if ppt is not None and ppt not in profile.accepted_ppt:
-        raise PassportError(Reason.UNSUPPORTED_PPT, f"ppt {ppt!r} is not accepted", ppt=ppt)
+    _raise(check_header_ppt(ph, header.ppt, profile))
     cand.ppt = ppt
-    cand.ok("header_ppt", ppt or "(none)")
-    # Check 7: claims present and well typed (E14, E19).
-    claims = PassportClaims.from_json(token.payload, ppt=ppt)
+    cand.ok("header_ppt", _ppt_detail(ppt))
+    # Check 7: claims present and well typed (ATIS-1000082 E14, E19).
+    if recognized is not None:
+        claims = recognized[2]
+    else:
+        claims = PassportClaims.from_json(token.payload, ppt=ppt)
     cand.claims = claims
-    detail = "" if ppt != "shaken" or claims.origid_is_uuid else "warning: origid is not a UUID"
-    cand.ok("claims", detail)
-    # Check 8: iat freshness, both ways (E15). div PASSporTs may use their own window.
-    max_age = profile.max_div_iat_age if ppt in _DIV_PPTS else profile.max_iat_age
-    age = now.timestamp() - claims.iat
-    if age > max_age or -age > profile.max_future_skew:
-        raise StaleError(
-            Reason.STALE_IAT,
-            f"iat {claims.iat}{_utc_text(claims.iat)} is {describe_age(age)} (window {max_age} s,"
-            f" future skew {profile.max_future_skew} s)",
-            iat=claims.iat,
-            now=now.isoformat(),
-            max_age=max_age,
-        )
+    cand.ok("claims", _claims_detail(ppt, claims.origid))
+    _raise(check_iat(claims.iat, ppt, now, profile))
     cand.ok("iat_fresh")
     # Check 9: the Date header (request-wide, computed once).
-    if date_failure is not None:
-        raise date_failure
+    _raise(date_failure)
     cand.ok("date_fresh")
-    # Check 10: orig against the caller; dest against To/R-URI (E16). For div, the div claim
-    # links to an earlier PASSporT and dest is the new target (RFC 8946 section 4.2).
-    if not _party_matches(claims.orig, callers, profile.numbering_plan):
-        raise IdentityMismatch(
-            Reason.ORIG_MISMATCH,
-            f"orig {claims.orig} does not match the caller {', '.join(map(str, callers))}",
-        )
+    # Check 10: orig against the caller; dest against To/R-URI. For div, the div claim links
+    # to an earlier PASSporT and dest is the new target (RFC 8946 section 4.2).
+    _raise(check_orig(claims.orig, callers, profile))
     cand.ok("orig_matches", str(claims.orig))
     if profile.check_dest and ppt not in _DIV_PPTS:
-        if not _dest_matches(claims.dest_tn, claims.dest_uri, called, profile.numbering_plan):
-            shown = ", ".join(claims.dest_tn + claims.dest_uri)
-            raise IdentityMismatch(
-                Reason.DEST_MISMATCH,
-                f"dest {shown} does not match the called party {', '.join(map(str, called))}",
-            )
-        cand.ok("dest_matches", ", ".join(claims.dest_tn + claims.dest_uri))
+        _raise(check_dest(claims.dest_tn, claims.dest_uri, called, profile))
+        cand.ok("dest_matches", _dest_detail(claims.dest_tn, claims.dest_uri))
     else:
         cand.ok(
             "dest_matches", "checked with the diversion chain" if ppt in _DIV_PPTS else "skipped"
         )
     # The TN whose authority the certificate must carry (RFC 8946: the div TN for div).
-    scope = claims.div if ppt in _DIV_PPTS and claims.div is not None else claims.orig
-    cand.scope_tn = canonicalize_tn(scope.tn) if scope.tn is not None else None
-    # Check 11: the x5u URL policy, before any fetch.
-    check_x5u(ph.x5u, profile.x5u_policy)
+    cand.scope_tn = _scope_tn(ppt, claims.orig, claims.div)
+    _raise(check_x5u_policy(ph.x5u, profile))
     cand.ok("x5u_policy")
 
 
@@ -702,15 +1066,15 @@ def _prepare_compact(
     except ValueError as exc:
         raise PassportError(Reason.INVALID_TOKEN, f"the signature is {exc}") from None
     cand.ok("jws")
-    assert header.info is not None
-    cand.x5u = header.info
+    info = header.info or ""  # check_info passed
+    cand.x5u = info
     for name in ("passport_header", "x5u_matches_info", "typ"):
         cand.ok(name, "rebuilt")
     if header.alg is not None and header.alg != "ES256":
         raise PassportError(Reason.UNSUPPORTED_ALG, f"alg is {header.alg!r}")
     cand.ok("alg")
     cand.ppt = header.ppt
-    cand.ok("header_ppt", header.ppt or "(none)")
+    cand.ok("header_ppt", _ppt_detail(header.ppt))
     if context.date is None:
         raise StaleError(Reason.MISSING_DATE, "the compact form needs a Date header for iat")
     moment = parse_sip_date(context.date)
@@ -730,19 +1094,19 @@ def _prepare_compact(
     # describe the same Date, so both are tried.
     cand.signing_inputs = tuple(
         rebuild_compact_signing_input(
-            alg=header.alg, ppt=header.ppt, x5u=header.info, orig=orig, dest=dest, iat=form
+            alg=header.alg, ppt=header.ppt, x5u=info, orig=orig, dest=dest, iat=form
         )
         for form in (iat, str(iat))
     )
     cand.scope_tn = orig.tn
-    check_x5u(header.info, profile.x5u_policy)
+    _raise(check_x5u_policy(info, profile))
     cand.ok("x5u_policy")
 
 
 def _plan_or_result(plan: Plan) -> Plan | VerificationResult:
     if any(c.failure is None for c in plan.candidates):
         return plan
-    return _finish(plan)
+    return _finish(plan, plan.candidates)
 
 
 # --------------------------------------------------------------------------------------------
@@ -771,12 +1135,17 @@ def complete(
     when = plan.now if now is None else now
     _require_aware(when)
     validated: dict[str, ValidatedCertificate | VerificationFailure] = {}
-    for cand in plan.candidates:
-        if cand.failure is not None or cand.x5u is None:
+    # The plan is never written: the headers still in the running are finished on copies,
+    # so a plan completes again (a retry after a fetch failure, a replay re-check) afresh.
+    candidates = tuple(c if c.failure is not None else c.copy() for c in plan.candidates)
+    for cand in candidates:
+        url = cand.x5u
+        if cand.failure is not None or url is None:
             continue
         try:
             _complete_candidate(
                 cand,
+                url,
                 certificates,
                 anchors,
                 when,
@@ -788,11 +1157,12 @@ def complete(
             )
         except VerificationFailure as failure:
             cand.failure = failure
-    return _finish(plan)
+    return _finish(plan, candidates)
 
 
 def _complete_candidate(
     cand: _Candidate,
+    url: str,
     certificates: Mapping[str, CertificateMaterial],
     anchors: TrustAnchors | None,
     now: datetime,
@@ -802,26 +1172,19 @@ def _complete_candidate(
     validated: dict[str, ValidatedCertificate | VerificationFailure],
     replay: ReplayWindow | None,
 ) -> None:
-    assert cand.x5u is not None
-    # Check 12: the certificate was obtained.
-    assert cand.stage == _STAGE_CERTIFICATE
-    cert = validated.get(cand.x5u)
+    # Check 12: the certificate was obtained. ``cand`` is a copy of a header that passed
+    # every check of prepare (complete() finishes only those), so its next check is this one.
+    cert = validated.get(url)
     if cert is None:
-        material = certificates.get(cand.x5u)
+        material = certificates.get(url)
         if material is None:
             cert = CertificateFetchError(
-                Reason.CERT_FETCH_FAILED, f"no certificate for {cand.x5u}", url=cand.x5u
+                Reason.CERT_FETCH_FAILED, f"no certificate for {url}", url=url
             )
         elif isinstance(material, VerificationFailure):
             cert = material
         elif isinstance(material, ValidatedCertificate):
-            cert = material
-            if material.valid_until < now:
-                cert = ChainError(
-                    Reason.CERT_EXPIRED,
-                    f"the certificate expired at {material.valid_until.isoformat()}",
-                    url=cand.x5u,
-                )
+            cert = check_current(material, url, now) or material
         else:
             if anchors is None:
                 raise ConfigurationError("trust anchors are needed to validate certificates")
@@ -831,36 +1194,30 @@ def _complete_candidate(
                 )
             except ChainError as exc:
                 cert = exc
-        validated[cand.x5u] = cert
+        validated[url] = cert
     if isinstance(cert, VerificationFailure):
         if cert.reason not in (Reason.CERT_FETCH_FAILED, Reason.X5U_REJECTED):
             cand.ok("certificate_fetched")
         raise cert
     cand.ok("certificate_fetched", cert.subject)
     cand.certificate = cert
-    cand.ok("chain_trusted", (cert.spc and f"SPC {cert.spc}") or "")
-    # Check 15: TN scope for TN-scoped and delegate certificates (RFC 8226, RFC 9060).
-    if cand.scope_tn is not None and cert.scope is not None:
-        cert.scope.check(cand.scope_tn)
+    cand.ok("chain_trusted", _chain_detail(cert))
+    _raise(check_tn_scope(cert, cand.scope_tn))
     cand.ok("tn_scope")
-    # Check 16: ES256 over the segments as received (or as rebuilt for the compact form).
-    if not any(verify_es256(cert.public_key, data, cand.signature) for data in cand.signing_inputs):
-        raise SignatureInvalid(Reason.BAD_SIGNATURE, "signature validation failed")
+    _raise(check_signature(cert, cand.signing_inputs, cand.signature))
     cand.ok("signature")
-    # Check 17: replay, when the caller keeps a window.
     if replay is not None:
-        if replay.seen(cand.signature, now):
-            raise SignatureInvalid(Reason.REPLAYED, "this PASSporT was already seen")
+        _raise(check_replay(replay, cand.signature, now))
         cand.ok("replay")
 
 
-def _finish(plan: Plan) -> VerificationResult:
+def _finish(plan: Plan, candidates: Sequence[_Candidate]) -> VerificationResult:
     """Combine the headers' outcomes (RFC 8224 section 6.2.1, RFC 8946 section 4.2)."""
-    headers = tuple(cand.trace() for cand in plan.candidates)
+    headers = tuple(cand.trace() for cand in candidates)
     trace = CheckTrace(request=plan.request_checks, headers=headers)
     considered = [
         c
-        for c in plan.candidates
+        for c in candidates
         if not (c.failure is not None and c.failure.reason is Reason.UNSUPPORTED_PPT)
     ]
     passed = [c for c in considered if c.failure is None and c.certificate is not None]
@@ -874,18 +1231,20 @@ def _finish(plan: Plan) -> VerificationResult:
             if chain_failure is not None:
                 tail = Check(name="div_chain", passed=False, detail=chain_failure.detail)
                 trace = CheckTrace(request=plan.request_checks, headers=headers, tail=(tail,))
-                return _candidate_result(winner, chain_failure, trace, plan)
+                return _candidate_result(winner, chain_failure, trace, plan.context, plan.profile)
             diversions = tuple(
                 str(d.claims.div) for d in divs if d.claims is not None and d.claims.div is not None
             )
             tail = Check(name="div_chain", passed=True, detail=" -> ".join(diversions))
             trace = CheckTrace(request=plan.request_checks, headers=headers, tail=(tail,))
-        return _candidate_result(winner, None, trace, plan, diversions=diversions)
+        return _candidate_result(
+            winner, None, trace, plan.context, plan.profile, diversions=diversions
+        )
     if not considered:
         # Every header carried a ppt we do not support: ATIS-1000082 E5 (438).
-        first = plan.candidates[0]
-        assert first.failure is not None
-        return _candidate_result(first, first.failure, trace, plan)
+        first = candidates[0]
+        failure = first.failure or PassportError(Reason.UNSUPPORTED_PPT, "no accepted ppt")
+        return _candidate_result(first, failure, trace, plan.context, plan.profile)
     failed = [c for c in considered if c.failure is not None]
     if not failed:
         # Only div PASSporTs passed: there is no shaken PASSporT to divert from.
@@ -893,10 +1252,10 @@ def _finish(plan: Plan) -> VerificationResult:
         failure = PassportError(
             Reason.INVALID_DIV_CHAIN, "div PASSporT without a verified shaken PASSporT"
         )
-        return _candidate_result(first, failure, trace, plan)
+        return _candidate_result(first, failure, trace, plan.context, plan.profile)
     furthest = max(failed, key=lambda c: (c.stage, -c.index))
     assert furthest.failure is not None
-    return _candidate_result(furthest, furthest.failure, trace, plan)
+    return _candidate_result(furthest, furthest.failure, trace, plan.context, plan.profile)
 
 
 def _check_div_chain(
@@ -958,247 +1317,197 @@ def _candidate_result(
     cand: _Candidate,
     failure: VerificationFailure | None,
     trace: CheckTrace,
-    plan: Plan,
+    context: SipContext,
+    profile: VerificationProfile,
     diversions: tuple[str, ...] = (),
 ) -> VerificationResult:
     claims = cand.claims
-    cert = cand.certificate
     if claims is not None:
         orig: str | None = str(claims.orig)
         dest = claims.dest_tn + claims.dest_uri
     else:
         callers = caller_identities(
-            plan.context, sources=plan.profile.caller_sources, plan=plan.profile.numbering_plan
+            context, sources=profile.caller_sources, plan=profile.numbering_plan
         )
         orig = str(callers[0]) if callers else None
-        dest = tuple(str(c) for c in called_identities(plan.context, sources=("to",)))
-    common = {
-        "attest": claims.attest if claims is not None else None,
-        "orig": orig,
-        "dest": dest,
-        "origid": claims.origid if claims is not None else None,
-        "iat": claims.iat if claims is not None else None,
-        "ppt": cand.ppt,
-        "spc": cert.spc if cert is not None else None,
-        "x5u": cand.x5u or (cand.header.info if cand.header is not None else None),
-        "certificate_subject": cert.subject if cert is not None else None,
-        "identity_index": cand.index,
-        "findings": cert.findings if cert is not None else (),
-        "trace": trace,
-    }
-    if failure is None:
-        return VerificationResult(
-            verstat=Verstat.PASSED,
-            outcome=Outcome.VERIFIED,
-            diversions=diversions,
-            **common,  # type: ignore[arg-type]
-        )
+        dest = tuple(str(c) for c in called_identities(context, sources=("to",)))
+    return _result(
+        failure,
+        trace,
+        index=cand.index,
+        ppt=cand.ppt,
+        x5u=cand.x5u or (cand.header.info if cand.header is not None else None),
+        attest=claims.attest if claims is not None else None,
+        orig=orig,
+        dest=dest,
+        origid=claims.origid if claims is not None else None,
+        iat=claims.iat if claims is not None else None,
+        cert=cand.certificate,
+        diversions=diversions,
+    )
+
+
+def _result(
+    failure: VerificationFailure | None,
+    trace: CheckTrace,
+    *,
+    index: int,
+    ppt: str | None,
+    x5u: str | None,
+    attest: str | None,
+    orig: str | None,
+    dest: tuple[str, ...],
+    origid: str | None,
+    iat: int | None,
+    cert: ValidatedCertificate | None,
+    diversions: tuple[str, ...] = (),
+) -> VerificationResult:
+    """The result for the header at ``index``: verified, or failed with ``failure``."""
     return VerificationResult(
-        verstat=failure.info.verstat,
-        outcome=Outcome.FAILED,
-        reason=failure.reason,
-        detail=failure.detail,
-        **common,  # type: ignore[arg-type]
+        verstat=Verstat.PASSED if failure is None else failure.info.verstat,
+        outcome=Outcome.VERIFIED if failure is None else Outcome.FAILED,
+        reason=None if failure is None else failure.reason,
+        detail="" if failure is None else failure.detail,
+        attest=attest,
+        orig=orig,
+        dest=dest,
+        origid=origid,
+        iat=iat,
+        ppt=ppt,
+        spc=cert.spc if cert is not None else None,
+        x5u=x5u,
+        certificate_subject=cert.subject if cert is not None else None,
+        identity_index=index,
+        diversions=diversions if failure is None else (),
+        findings=cert.findings if cert is not None else (),
+        trace=trace,
     )
 
 
 # --------------------------------------------------------------------------------------------
-# The common case, checked without the bookkeeping.
-#
-# Nearly all SHAKEN traffic is one full-form Identity header in the exact shape signers emit,
-# TN parties, no Date to check, and a signer certificate the cache already validated. For that
-# shape, try_verify_common runs the same checks as prepare() + complete() in one pass and
-# builds the same result; on anything else, and on any failure, it returns None and the
-# general pipeline runs (and names the Reason). tests/core/test_fast_path.py proves both paths
-# give identical results over generated inputs.
+# The one driver: the common case at once, else prepare (and the caller completes the plan).
 
-_SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
-_ONE_HEADER = Check(name="identity_present", passed=True, detail="1 header(s)")
-_PLAIN_JSON = json.JSONDecoder()
-_COMMON_TAILS = frozenset((";alg=ES256;ppt=shaken", ';alg=ES256;ppt="shaken"'))
-_NOT_IN_URL = frozenset(' \t\r\n<>"')
-_STAGE_SIGNATURE = _STAGE_NAMES.index("signature") + 1
-_I_INFO = _STAGE_NAMES.index("info_param")
-_I_PPT = _STAGE_NAMES.index("ppt")
-_I_HEADER_PPT = _STAGE_NAMES.index("header_ppt")
-_I_CLAIMS = _STAGE_NAMES.index("claims")
-_I_ORIG = _STAGE_NAMES.index("orig_matches")
-_I_DEST = _STAGE_NAMES.index("dest_matches")
-_I_FETCHED = _STAGE_NAMES.index("certificate_fetched")
-_I_CHAIN = _STAGE_NAMES.index("chain_trusted")
+_COMMON_DETAILED = tuple(
+    _STAGE_NAMES.index(name)
+    for name in (
+        "info_param",
+        "ppt",
+        "header_ppt",
+        "claims",
+        "orig_matches",
+        "dest_matches",
+        "certificate_fetched",
+        "chain_trusted",
+    )
+)
+_PASSED = _STAGE_NAMES.index("signature") + 1
+_SHAKEN_PPT_DETAIL = _ppt_detail("shaken")  # the ppt and header_ppt of a recognized header
+_PASSED_WITH_REPLAY = _STAGE_NAMES.index("replay") + 1
 
 
-def _header_x5u(header_b64: str) -> str | None:
-    """:func:`_common_header_x5u`, cached only for segments of a real header's size (an x5u
-    within the default x5u length limit), so the cache is bounded in bytes as well."""
-    if len(header_b64) > _CACHED_HEADER_B64_CHARS:
-        return _common_header_x5u.__wrapped__(header_b64)
-    return _common_header_x5u(header_b64)
-
-
-_CACHED_HEADER_B64_CHARS = 1024
-
-
-@functools.lru_cache(maxsize=1024)
-def _common_header_x5u(header_b64: str) -> str | None:
-    """The x5u of a header segment that is exactly a plain SHAKEN header, else None.
-
-    Cached: a verifier sees the same few signers' header segments on almost every call.
-    """
-    try:
-        header = decode_json_segment(header_b64, "header")
-    except PassportError:
-        return None
-    if (
-        len(header) == 4
-        and header.get("alg") == "ES256"
-        and header.get("typ") == "passport"
-        and header.get("ppt") == "shaken"
-        and isinstance(header.get("x5u"), str)
-        and header["x5u"].isascii()
-        and header["x5u"]
-        and not _NOT_IN_URL.intersection(header["x5u"])
-    ):
-        return str(header["x5u"])
-    return None
-
-
-def try_verify_common(
+def begin(
     context: SipContext,
     certificate_for: Callable[[str], CertificateMaterial | None],
     *,
     now: datetime,
     profile: VerificationProfile = SHAKEN,
-) -> VerificationResult | None:
-    """Verify the common case in one pass, or return None to let the pipeline decide.
+    replay: ReplayWindow | None = None,
+) -> Plan | VerificationResult:
+    """The result when it needs nothing but ``certificate_for``'s answer, else the plan.
 
-    Only a verification that passes every check returns a result here.
+    The common case (one header of the recognized shape whose certificate ``certificate_for``
+    returns already validated, every check passing) is finished here in one pass; anything
+    else is :func:`prepare`'s, whose :class:`Plan` the caller completes with the certificates
+    of :attr:`Plan.urls` (or whose failed result it returns). Every caller goes through this:
+    :func:`verify`, ``shaken.verify_identity`` and the verification service.
+
+    :raises ConfigurationError: ``now`` is naive.
     """
+    _require_aware(now)
+    common = _verify_common(context, certificate_for, now, profile, replay)
+    if common is not None:
+        return common
+    return prepare(context, now=now, profile=profile)
+
+
+def _verify_common(
+    context: SipContext,
+    certificate_for: Callable[[str], CertificateMaterial | None],
+    now: datetime,
+    profile: VerificationProfile,
+    replay: ReplayWindow | None,
+) -> VerificationResult | None:
+    """The common case through the same checks as :func:`prepare` and :func:`complete`,
+    without their per-header bookkeeping; None when it is not the common case or a check
+    fails (then the general pipeline decides, and names the Reason)."""
+    if len(context.identity) != 1 or not profile.check_dest:
+        return None
+    common = _recognize(context.identity[0])
+    if common is None:
+        return None
+    parties = _parties(context, profile)
+    if isinstance(parties, VerificationResult):
+        return None
+    checks, named, called = parties
+    ph, info = common.passport_header, common.info
+    ppt, x5u = ph.ppt, ph.x5u  # a recognized header is a SHAKEN one: never div
     if (
-        len(context.identity) != 1
-        or not profile.full_form_only
-        or not profile.check_dest
-        or "shaken" not in profile.accepted_ppt
-        or (profile.date_policy is DatePolicy.REQUIRE and context.date is None)
+        check_info(info)
+        or check_ppt_param("shaken", profile)
+        or check_x5u_matches_info(ph, info)
+        or check_typ(ph)
+        or check_alg(ph, "ES256")
+        or check_header_ppt(ph, "shaken", profile)
+        or check_iat(common.iat, ppt, now, profile)
+        or check_date(context, now, profile)
+        or check_orig(common.orig, named, profile)
+        or check_dest(common.dest_tn, (), called, profile)
+        or check_x5u_policy(x5u, profile)
     ):
-        return None
-    if now.tzinfo is None:
-        return None  # prepare() names the caller's mistake
-    # <header>.<payload>.<signature>;info=<x5u>;alg=ES256;ppt=shaken (ppt possibly quoted),
-    # split with str methods: the header segment must be one already validated in full, and
-    # the other two go through strict base64url decoding below.
-    token, _, params = context.identity[0].strip().partition(";info=<")
-    x5u, _, tail = params.partition(">")
-    if tail not in _COMMON_TAILS:
-        return None
-    parts = token.split(".")
-    if len(parts) != 3 or _header_x5u(parts[0]) != x5u:
-        return None
-    try:
-        text = b64url_decode(parts[1]).decode("utf-8")
-        claims = _PLAIN_JSON.decode(text)
-        signature = b64url_decode(parts[2])
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
-        return None
-    # Duplicate member names (RFC 8225 section 9) without a per-object hook: the shape checks
-    # below admit exactly 7 member names, and with no whitespace every member name ends in
-    # '":'. Seven such pairs therefore mean no name was repeated (a repeat or a '":' inside
-    # a string would make more); anything else goes to the strict general decoder.
-    if text.count('":') != 7 or " " in text or "\n" in text or "\t" in text or "\r" in text:
-        return None
-    if not isinstance(claims, dict) or claims.keys() != _SHAKEN_CLAIMS:
-        return None
-    attest, iat, origid = claims["attest"], claims["iat"], claims["origid"]
-    orig, dest = claims["orig"], claims["dest"]
-    if (
-        attest not in ATTESTATION_LEVELS
-        or type(iat) is not int
-        or not isinstance(origid, str)
-        or not isinstance(orig, Mapping)
-        or orig.keys() != {"tn"}
-        or not isinstance(orig["tn"], str)
-        or not orig["tn"]
-        or not isinstance(dest, Mapping)
-        or dest.keys() != {"tn"}
-        or not isinstance(dest["tn"], list)
-        or not dest["tn"]
-        or not all(isinstance(t, str) and t for t in dest["tn"])
-    ):
-        return None
-    age = now.timestamp() - iat
-    if age > profile.max_iat_age or -age > profile.max_future_skew:
-        return None
-    # Check 9 as the pipeline runs it: SBCs put a Date on nearly every INVITE.
-    date_checked = context.date is not None and profile.date_policy is not DatePolicy.IGNORE
-    if date_checked and _check_date(context, now, profile) is not None:
-        return None
-    callers = caller_identities(
-        context,
-        sources=profile.caller_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    named = [c for c in callers if not c.anonymous]
-    plan_ = profile.numbering_plan
-    if _claimed_tn(orig["tn"], plan_) not in {c.tn for c in named}:
-        return None
-    called = called_identities(
-        context,
-        sources=profile.called_sources,
-        plan=profile.numbering_plan,
-        numeric_user_is_tn=profile.numeric_user_is_tn,
-    )
-    dest_tn = tuple(dest["tn"])
-    called_tns = {c.tn for c in called}
-    if not any(_claimed_tn(t, plan_) in called_tns for t in dest_tn):
-        return None
-    try:
-        check_x5u(x5u, profile.x5u_policy)
-    except X5uRejected:
         return None
     cert = certificate_for(x5u)
-    if not isinstance(cert, ValidatedCertificate) or cert.valid_until < now:
+    if (
+        not isinstance(cert, ValidatedCertificate)
+        or check_current(cert, x5u, now)
+        or check_tn_scope(cert, _scope_tn(ppt, common.orig, None))
+        or check_signature(cert, (common.signing_input,), common.signature)
+        or (replay is not None and check_replay(replay, common.signature, now))
+    ):
         return None
-    if cert.scope is not None:
-        try:
-            cert.scope.check(canonicalize_tn(orig["tn"]))
-        except ChainError:
-            return None
-    signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
-    if not verify_es256(cert.public_key, signing_input, signature):
-        return None
-    details = {
-        _I_INFO: x5u,
-        _I_PPT: "shaken",
-        _I_HEADER_PPT: "shaken",
-        _I_ORIG: orig["tn"],
-        _I_DEST: ", ".join(dest_tn),
-        _I_FETCHED: cert.subject,
-    }
-    if UUID_PATTERN.fullmatch(origid) is None:
-        details[_I_CLAIMS] = "warning: origid is not a UUID"
-    if cert.spc:
-        details[_I_CHAIN] = f"SPC {cert.spc}"
-    request = (_ONE_HEADER, Check(name="caller_id", passed=True, detail=", ".join(map(str, named))))
-    trace = CheckTrace(
-        request=request,
-        headers=(HeaderTrace(0, _STAGE_SIGNATURE, _STAGE_NAMES, details, None),),
+    # What prepare and complete record for the checks with a detail (empty ones are not).
+    details = zip(
+        _COMMON_DETAILED,
+        (
+            info,
+            _SHAKEN_PPT_DETAIL,
+            _SHAKEN_PPT_DETAIL,
+            _claims_detail(ppt, common.origid),
+            str(common.orig),
+            _dest_detail(common.dest_tn, ()),
+            cert.subject,
+            _chain_detail(cert),
+        ),
+        strict=True,
     )
-    return VerificationResult(
-        verstat=Verstat.PASSED,
-        outcome=Outcome.VERIFIED,
-        attest=attest,
-        orig=orig["tn"],
-        dest=dest_tn,
-        origid=origid,
-        iat=iat,
-        ppt="shaken",
-        spc=cert.spc,
+    header = HeaderTrace(
+        0,
+        _PASSED_WITH_REPLAY if replay is not None else _PASSED,
+        _STAGE_NAMES,
+        {stage: detail for stage, detail in details if detail},
+        None,
+    )
+    return _result(
+        None,
+        CheckTrace(request=checks, headers=(header,)),
+        index=0,
+        ppt=ppt,
         x5u=x5u,
-        certificate_subject=cert.subject,
-        identity_index=0,
-        findings=cert.findings,
-        trace=trace,
+        attest=common.attest,
+        orig=str(common.orig),
+        dest=common.dest_tn,
+        origid=common.origid,
+        iat=common.iat,
+        cert=cert,
     )
 
 
@@ -1213,12 +1522,8 @@ def verify(
     crl_signers: Sequence[x509.Certificate] = (),
     replay: ReplayWindow | None = None,
 ) -> VerificationResult:
-    """:func:`prepare` then :func:`complete`, with the certificates already in hand."""
-    if replay is None and not crls:
-        common = try_verify_common(context, certificates.get, now=now, profile=profile)
-        if common is not None:
-            return common
-    step = prepare(context, now=now, profile=profile)
+    """:func:`begin` then :func:`complete`, with the certificates already in hand."""
+    step = begin(context, certificates.get, now=now, profile=profile, replay=replay)
     if isinstance(step, VerificationResult):
         return step
     return complete(

@@ -76,6 +76,7 @@ from shaken.core.chain import (
     TrustAnchors,
     ValidatedChain,
     ValidationBudget,
+    check_revocation,
     unchecked_revocation,
     validate_chain,
 )
@@ -87,8 +88,7 @@ from shaken.core.errors import (
     VerificationFailure,
 )
 from shaken.core.reasons import Reason
-from shaken.core.verify import SHAKEN, ValidatedCertificate, VerificationProfile
-from shaken.core.verify import validate_certificate as _validate_certificate
+from shaken.core.verify import SHAKEN, ValidatedCertificate, VerificationProfile, certificate_of
 from shaken.services._bounded import ByteBoundedLru, failure_size
 from shaken.services._flight import SingleFlight
 from shaken.services.crl import MAX_REFRESH_INTERVAL, CrlCache, CrlRecord, LocalCrls
@@ -926,8 +926,8 @@ class CertificateCache:
         try:
             validated = await self._off_loop(
                 functools.partial(
-                    _validate_certificate,
-                    body,
+                    _certificate_of,
+                    path,
                     anchors,
                     now=now,
                     profile=profile,
@@ -1097,6 +1097,28 @@ class CertificateCache:
                 )
             )
         return out
+
+
+def _certificate_of(
+    path: ValidatedChain,
+    anchors: TrustAnchors,
+    *,
+    now: datetime,
+    profile: VerificationProfile,
+    crls: list[bytes],
+    crl_signers: tuple[x509.Certificate, ...],
+) -> ValidatedCertificate:
+    """The CRLs applied to the path already validated, then what the verifier keeps of it:
+    the chain is validated once per fetch (on a validation thread)."""
+    check_revocation(
+        path,
+        anchors,
+        at=now,
+        crls=crls,
+        crl_signers=crl_signers,
+        require_crl=profile.require_crl,
+    )
+    return certificate_of(path, now=now, profile=profile)
 
 
 def _entry_from_stored(stored: StoredEntry) -> _Entry:

@@ -6,15 +6,16 @@ no certificate and names the x5u URLs; the cache obtains them (memory, store, or
 URL); :func:`~shaken.core.verify.complete` finishes. The clock is read once per request, here,
 and that ``now`` decides freshness, certificate validity and cache expiry alike.
 
-Before any of that, the common case (one full-form SHAKEN PASSporT whose certificate the cache
-already validated) goes through :func:`~shaken.core.verify.try_verify_common`, which looks the
-certificate up with :meth:`CertificateCache.lookup` (a dict lookup); anything else, or any
-failure there, takes the general path, which names the Reason.
+Every request goes through :meth:`VerificationService.verify_warm`, which calls
+:func:`~shaken.core.verify.begin` with :meth:`CertificateCache.lookup` (a dict lookup): the
+common case finishes there; anything else leaves a plan that :meth:`VerificationService.finish`
+completes with the certificates the cache obtains.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 
 from shaken.core.context import SipContext
@@ -24,9 +25,9 @@ from shaken.core.verify import (
     Plan,
     ReplayWindow,
     VerificationProfile,
+    begin,
     complete,
     prepare,
-    try_verify_common,
 )
 from shaken.services.cert_cache import CertificateCache
 from shaken.services.ports import Clock, SystemClock
@@ -85,73 +86,74 @@ class VerificationService:
     ) -> VerificationResult:
         """Verify one request. A bad token is a result; only caller mistakes raise.
 
+        :meth:`verify_warm`, then :meth:`finish` for the plan it leaves.
+
         :param now: the request's time; the clock is read when it is omitted.
         :param source: who sent the request (a SIP peer's address, a REST client): the
             certificate cache bounds the cold fetches one source may have in progress.
         :raises ConfigurationError: ``now`` is naive.
         """
         when = now if now is not None else self._clock.now()
-        result = await self._verify(context, when, source)
-        if self.branding is not None:
-            result = await self.branding.apply(context, result, when)
-        return result
-
-    async def _verify(
-        self, context: SipContext, when: datetime, source: str | None
-    ) -> VerificationResult:
-        if not self._checks_replay:
-            lookup = self._cache.lookup
-            common = try_verify_common(
-                context, lambda url: lookup(url, when), now=when, profile=self.profile
-            )
-            if common is not None:
-                return common
-        step = prepare(context, now=when, profile=self.profile)
+        step = self.verify_warm(context, now=when, source=source)
         if isinstance(step, VerificationResult):
             return step
-        return await self.complete(step, source=source)
+        return await self.finish(step, source=source)
 
     def verify_warm(
         self, context: SipContext, *, now: datetime, source: str | None = None
-    ) -> VerificationResult | None:
-        """The result :meth:`verify` would give, when it needs nothing but memory; else None.
+    ) -> Plan | VerificationResult:
+        """The result :meth:`verify` would give when it needs nothing but memory; else the
+        :class:`Plan` that :meth:`finish` completes.
 
-        A server calls this inline and creates a task only for the requests that return None
-        (a certificate to fetch or revalidate): on a warm cache that is almost none, and a
-        task per request would cost a sixth of a whole verification. Nothing is recorded
-        (cache statistics aside) unless a result is returned, so falling back to
-        :meth:`verify` after None is safe. A branded call whose referenced content is not
-        cached yet also gives None. ``source`` is accepted for symmetry with :meth:`verify`:
-        nothing is fetched here.
+        A server calls this inline and creates a task (``finish``) only for the requests that
+        return a plan (a certificate to fetch or revalidate, a shared replay window to ask,
+        branding content to fetch): on a warm cache that is almost none, and a task per
+        request would cost a sixth of a whole verification. A plan is finished once, so the
+        request is prepared once, and nothing is recorded (cache statistics aside) for a
+        request that returns a plan, except a branded verification whose content is not
+        cached yet: its SHAKEN verdict is in the plan. ``source`` is accepted for symmetry
+        with :meth:`verify`: nothing is fetched here.
         """
-        result = self._verify_warm(context, now=now)
-        if result is None or self.branding is None:
-            return result
-        return self.branding.apply_warm(context, result, now)
-
-    def _verify_warm(self, context: SipContext, *, now: datetime) -> VerificationResult | None:
         if self._guard is not None:
-            return None  # the shared replay window is not in memory
-        if self._replay is None:
-            lookup = self._cache.lookup
-            common = try_verify_common(
-                context, lambda url: lookup(url, now), now=now, profile=self.profile
-            )
-            if common is not None:
-                return common
-        step = prepare(context, now=now, profile=self.profile)
-        if isinstance(step, VerificationResult):
-            return step
-        certificates: dict[str, CertificateMaterial] = {}
-        for url in step.urls:
-            hit = self._cache.lookup(url, step.now)
-            if hit is None:
-                return None
-            certificates[url] = hit
-        return complete(step, certificates, None, now=step.now, replay=self._replay)
+            # The shared replay window is not in memory: every signature goes to finish().
+            return prepare(context, now=now, profile=self.profile)
+        lookup = self._cache.lookup
+        step = begin(
+            context,
+            lambda url: lookup(url, now),
+            now=now,
+            profile=self.profile,
+            replay=self._replay,
+        )
+        if isinstance(step, Plan):
+            certificates: dict[str, CertificateMaterial] = {}
+            for url in step.urls:
+                hit = lookup(url, now)
+                if hit is None:
+                    return step
+                certificates[url] = hit
+            result = complete(step, certificates, None, now=now, replay=self._replay)
+        else:
+            result = step
+        if self.branding is None:
+            return result
+        branded = self.branding.apply_warm(context, result, now)
+        if branded is not None:
+            return branded
+        return _Branding.of(context, self.profile, now, result)
+
+    async def finish(self, plan: Plan, *, source: str | None = None) -> VerificationResult:
+        """Finish what :meth:`verify_warm` left: the plan completed with the certificates
+        the cache obtains (:meth:`complete`), then the branding step."""
+        result = await self.complete(plan, source=source)
+        if self.branding is not None:
+            result = await self.branding.apply(plan.context, result, plan.now)
+        return result
 
     async def complete(self, plan: Plan, *, source: str | None = None) -> VerificationResult:
         """Obtain the plan's certificates (concurrently) and finish at the plan's ``now``."""
+        if isinstance(plan, _Branding):
+            return plan.result  # verified already; only the branding step is pending
         urls = plan.urls
         cache = self._cache
         when = plan.now
@@ -174,9 +176,9 @@ class VerificationService:
         replayed = {sig for sig in passed.signatures if await guard.seen(sig, plan.now)}
         if not replayed:
             return result
-        again = prepare(plan.context, now=plan.now, profile=plan.profile)
-        assert isinstance(again, Plan)  # the same request prepared at the same time
-        return complete(again, certificates, None, now=plan.now, replay=_Seen(replayed))
+        # A plan is never written by complete(), so it completes again, with the core's
+        # window saying which signatures the guard had seen.
+        return complete(plan, certificates, None, now=plan.now, replay=_Seen(replayed))
 
 
 class _Signatures(ReplayWindow):
@@ -200,3 +202,27 @@ class _Seen(ReplayWindow):
 
     def seen(self, signature: bytes, now: datetime) -> bool:
         return signature in self.replayed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Branding(Plan):
+    """A verification done but for its branding, whose referenced content must be fetched."""
+
+    result: VerificationResult
+
+    @classmethod
+    def of(
+        cls,
+        context: SipContext,
+        profile: VerificationProfile,
+        now: datetime,
+        result: VerificationResult,
+    ) -> _Branding:
+        return cls(
+            context=context,
+            profile=profile,
+            now=now,
+            request_checks=result.trace.request,
+            candidates=(),
+            result=result,
+        )

@@ -426,16 +426,14 @@ class SipHandler:
             result = VerificationResult(verstat=Verstat.NO_VALIDATION, outcome=Outcome.NOT_CHECKED)
             return self._decided(call, result)
         source = call.source[0]
-        warm = verifier.verify_warm(call.context, now=call.now, source=source)
-        if warm is not None:
-            return self._decided(call, warm)
+        step = verifier.verify_warm(call.context, now=call.now, source=source)
+        if isinstance(step, VerificationResult):
+            return self._decided(call, step)
         if self.in_flight >= self.max_in_flight:
             self.overloads += 1
             return call.respond(503, [("Retry-After", str(self.retry_after))])
         self.in_flight += 1
-        return NeedsCertificates(
-            call, partial(verifier.verify, call.context, now=call.now, source=source)
-        )
+        return NeedsCertificates(call, partial(verifier.finish, step, source=source))
 
     def resume(self, pending: NeedsCertificates, result: VerificationResult) -> bytes:
         """The answer of a call whose certificates the transport obtained: ``487`` if it was
