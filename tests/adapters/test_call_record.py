@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 
 from shaken.adapters.http import create_app
 from shaken.adapters.sip.client import build_invite, send_invite
@@ -80,7 +81,7 @@ def _invite(frm: str, *headers: tuple[str, str]):  # type: ignore[no-untyped-def
 
 
 async def test_sip_records_hold_source_presented_identities_origid_and_spc(
-    served: tuple[Runtime, SqliteCallLog, SipServer],
+    served: tuple[Runtime, SqliteCallLog, SipServer], lab: Lab
 ) -> None:
     _runtime, calls, sip = served
     sign, verify = (b.address for b in sip.bound)
@@ -112,6 +113,9 @@ async def test_sip_records_hold_source_presented_identities_origid_and_spc(
     assert rows["signed"]["presented_pai"] == pai[1]
     assert rows["signed"]["origid"] == origid
     assert rows["verified"]["origid"] == origid and rows["verified"]["spc"] == "1234"
+    # The signer's certificate, by serial (issue 13): the leaf of the lab's chain.
+    leaf = x509.load_pem_x509_certificates(lab.sp_chain.read_bytes())[0]
+    assert rows["verified"]["cert_serial"] == format(leaf.serial_number, "x")
     assert rows["verified"]["attest"] == "A"
     assert rows["not_processed"]["source_ip"] == "127.0.0.2"
     assert rows["not_processed"]["reason"] == "no profile"

@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shaken.core.branding import RcdStatus
 from shaken.core.context import SipContext, format_sip_date
 from shaken.core.reasons import Reason
 from shaken.core.result import VerificationResult
 from shaken.core.sign import sign_shaken
-from shaken.core.verify import SHAKEN, Plan
+from shaken.core.verify import SHAKEN, Plan, ValidatedCertificate, complete, prepare
 from shaken.services.cert_cache import CertificateCache
+from shaken.services.rcd import BrandingService, ContentCache
 from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 from shaken.testing import StiPki, make_sti_pki
@@ -103,3 +105,31 @@ async def test_missing_identity_needs_no_certificate(pki: StiPki) -> None:
         SipContext(from_header=f"<tel:+{ORIG}>", to="<tel:+1>"), now=NOW
     )
     assert isinstance(result, VerificationResult) and result.reason is Reason.MISSING_IDENTITY
+
+
+@pytest.mark.anyio
+async def test_the_common_shape_gets_the_branding_verdict_the_branding_step_would_give(
+    pki: StiPki,
+) -> None:
+    """The fast path gives a PASSporT without Rich Call Data, under a certificate without
+    claim constraints, its not-present verdict itself; the general pipeline's result, given
+    to the branding step, ends the same, and so does the call record's serial."""
+    fetcher = FakeFetcher(replies={URL: Reply(body=pki.chain_pem)})
+    trust = TrustStore(pki.trust_anchors, (pki.sti_pa,))
+    cache = CertificateCache(fetcher, trust, clock=ManualClock(NOW), profile=SHAKEN)
+    branding = BrandingService(cache, ContentCache(fetcher))
+    verifier = VerificationService(cache, clock=ManualClock(NOW), branding=branding)
+    request = context(pki, date=None)
+    assert (await verifier.verify(request, now=NOW)).verified  # warms the cache
+    warm = verifier.verify_warm(request, now=NOW)
+    assert isinstance(warm, VerificationResult) and warm.verified
+    assert warm.rcd is not None and warm.rcd.status is RcdStatus.NOT_PRESENT
+    plan = prepare(request, now=NOW, profile=SHAKEN)
+    assert isinstance(plan, Plan)
+    material = cache.lookup(URL, NOW)
+    assert isinstance(material, ValidatedCertificate) and material.unconstrained
+    general = complete(plan, {URL: material}, None, now=NOW)
+    assert general.rcd is None  # the general pipeline leaves it to the branding step
+    branded = await branding.apply(request, general, NOW)
+    assert branded == warm
+    assert warm.cert_serial == format(pki.leaf.serial_number, "x") == material.serial

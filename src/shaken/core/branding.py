@@ -118,8 +118,12 @@ class RcdVerdict:
         }
 
 
+#: The verdict of a verified PASSporT without Rich Call Data (frozen: one value serves all).
+NOT_PRESENT = RcdVerdict(status=RcdStatus.NOT_PRESENT)
+
+
 def not_present() -> RcdVerdict:
-    return RcdVerdict(status=RcdStatus.NOT_PRESENT)
+    return NOT_PRESENT
 
 
 def _failed(

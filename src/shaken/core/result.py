@@ -110,6 +110,8 @@ class VerificationResult:
     iat: int | None = None
     ppt: str | None = None
     spc: str | None = None
+    #: The serial number (hex) of the certificate that signed, for the call record.
+    cert_serial: str | None = None
     x5u: str | None = None
     certificate_subject: str | None = None
     identity_index: int | None = None
@@ -159,6 +161,7 @@ class VerificationResult:
             "iat": self.iat,
             "ppt": self.ppt,
             "spc": self.spc,
+            "cert_serial": self.cert_serial,
             "x5u": self.x5u,
             "certificate_subject": self.certificate_subject,
             "identity_index": self.identity_index,

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from cryptography import x509
 
+from shaken.core.branding import NOT_PRESENT, RcdVerdict
 from shaken.core.certs import TNAuthList, load_certificates, profile_findings, tnauthlist_of
 from shaken.core.chain import (
     TnScope,
@@ -47,6 +48,7 @@ from shaken.core.chain import (
     tn_scope,
     validate_chain,
 )
+from shaken.core.claimconstraints import ClaimConstraintError, constraints_of
 from shaken.core.context import (
     CALLED_SOURCES,
     CALLER_SOURCES,
@@ -244,6 +246,12 @@ class ValidatedCertificate:
     findings: tuple[str, ...]
     validated_at: datetime
     valid_until: datetime
+    #: The leaf's serial number in hex: what the call record names the signer's certificate by.
+    serial: str = ""
+    #: True when the leaf carries no claim constraints (RFC 8226 section 8, RFC 9118); then a
+    #: PASSporT without Rich Call Data has nothing for them to check (a malformed extension
+    #: is not "none": the branding verdict names it).
+    unconstrained: bool = True
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -314,6 +322,10 @@ def certificate_of(
         raise ChainError(Reason.CERT_PROFILE, "the certificate key is not a P-256 EC key")
     assert isinstance(key, PublicKey)
     valid_until = min(c.not_valid_after_utc for c in chain.certificates)
+    try:
+        unconstrained = constraints_of(chain.leaf) is None
+    except ClaimConstraintError:
+        unconstrained = False
     return ValidatedCertificate(
         chain=chain,
         public_key=key,
@@ -324,6 +336,8 @@ def certificate_of(
         findings=findings,
         validated_at=now,
         valid_until=valid_until,
+        serial=format(chain.leaf.serial_number, "x"),
+        unconstrained=unconstrained,
     )
 
 
@@ -1361,6 +1375,7 @@ def _result(
     iat: int | None,
     cert: ValidatedCertificate | None,
     diversions: tuple[str, ...] = (),
+    rcd: RcdVerdict | None = None,
 ) -> VerificationResult:
     """The result for the header at ``index``: verified, or failed with ``failure``."""
     return VerificationResult(
@@ -1375,11 +1390,13 @@ def _result(
         iat=iat,
         ppt=ppt,
         spc=cert.spc if cert is not None else None,
+        cert_serial=cert.serial or None if cert is not None else None,
         x5u=x5u,
         certificate_subject=cert.subject if cert is not None else None,
         identity_index=index,
         diversions=diversions if failure is None else (),
         findings=cert.findings if cert is not None else (),
+        rcd=rcd,
         trace=trace,
     )
 
@@ -1412,6 +1429,7 @@ def begin(
     now: datetime,
     profile: VerificationProfile = SHAKEN,
     replay: ReplayWindow | None = None,
+    branding: bool = False,
 ) -> Plan | VerificationResult:
     """The result when it needs nothing but ``certificate_for``'s answer, else the plan.
 
@@ -1421,10 +1439,16 @@ def begin(
     of :attr:`Plan.urls` (or whose failed result it returns). Every caller goes through this:
     :func:`verify`, ``shaken.verify_identity`` and the verification service.
 
+    ``branding``: the caller runs the branding step (RFC 9795) on verified results. The
+    common shape carries exactly the five SHAKEN claims and is the request's only Identity
+    header, so it has no Rich Call Data, in the PASSporT or beside it; under a certificate
+    without claim constraints its verdict is then not-present, given here so that the
+    branding step has nothing to do for nearly every call.
+
     :raises ConfigurationError: ``now`` is naive.
     """
     _require_aware(now)
-    common = _verify_common(context, certificate_for, now, profile, replay)
+    common = _verify_common(context, certificate_for, now, profile, replay, branding)
     if common is not None:
         return common
     return prepare(context, now=now, profile=profile)
@@ -1436,6 +1460,7 @@ def _verify_common(
     now: datetime,
     profile: VerificationProfile,
     replay: ReplayWindow | None,
+    branding: bool = False,
 ) -> VerificationResult | None:
     """The common case through the same checks as :func:`prepare` and :func:`complete`,
     without their per-header bookkeeping; None when it is not the common case or a check
@@ -1508,6 +1533,7 @@ def _verify_common(
         origid=common.origid,
         iat=common.iat,
         cert=cert,
+        rcd=NOT_PRESENT if branding and cert.unconstrained else None,
     )
 
 

@@ -240,6 +240,7 @@ class CallRecordBuilder:
             latency_ms=latency_ms,
             origid=result.origid,
             spc=result.spc,
+            cert_serial=result.cert_serial,
             brand=None if rcd is None else rcd.nam,
             rcd_status=None if rcd is None else rcd.status.value,
             rcd_reason=None if rcd is None or rcd.reason is None else rcd.reason.value,

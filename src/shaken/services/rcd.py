@@ -23,8 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from shaken.core.branding import RcdStatus, RcdVerdict, judge, not_present
-from shaken.core.claimconstraints import ClaimConstraintError, constraints_of
+from shaken.core.branding import NOT_PRESENT, RcdStatus, RcdVerdict, judge
 from shaken.core.context import SipContext
 from shaken.core.errors import IdentityHeaderError, PassportError, VerificationFailure
 from shaken.core.identity import IdentityHeader
@@ -225,7 +224,7 @@ class BrandingService:
         contents: dict[str, Content],
     ) -> RcdVerdict:
         if not _carries_rcd(payload) and _unconstrained(certificate):
-            return _NOT_PRESENT  # what judge() finds for no rcd claims and no constraints
+            return NOT_PRESENT  # what judge() finds for no rcd claims and no constraints
         return judge(
             payload,
             None if certificate is None else certificate.leaf,
@@ -239,8 +238,8 @@ class BrandingService:
     ) -> VerificationResult | None:
         """:meth:`apply` from memory alone, or None when something must be fetched (or a
         separate rcd PASSporT checked, which the async path does)."""
-        if not result.verified:
-            return result
+        if not result.verified or result.rcd is not None:
+            return result  # not verified, or the verdict is given (core.verify.begin)
         payload = _payload(context, result)
         if payload is None:
             return result
@@ -268,7 +267,7 @@ class BrandingService:
         separate ``ppt=rcd`` PASSporT for the same call (RFC 9795 section 4), whose signature
         is checked here with its own validated certificate (whose constraints then apply).
         """
-        if not result.verified:
+        if not result.verified or result.rcd is not None:
             return result
         payload = _payload(context, result)
         if payload is None:
@@ -312,20 +311,10 @@ class BrandingService:
         return replace(result, rcd=self._judge(payload, certificate, contents))
 
 
-#: The verdict of nearly every call: a PASSporT without Rich Call Data under a certificate
-#: without claim constraints (frozen, so one value serves every result).
-_NOT_PRESENT = not_present()
-
-
 def _unconstrained(certificate: ValidatedCertificate | None) -> bool:
     """True when ``certificate`` carries no claim constraints (a malformed extension is not
-    "none": :func:`judge` names it)."""
-    if certificate is None:
-        return True
-    try:
-        return constraints_of(certificate.leaf) is None
-    except ClaimConstraintError:
-        return False
+    "none": :func:`judge` names it); read once, when the chain was validated."""
+    return certificate is None or certificate.unconstrained
 
 
 def _carries_rcd(payload: dict[str, object]) -> bool:

@@ -124,6 +124,7 @@ class VerificationService:
             now=now,
             profile=self.profile,
             replay=self._replay,
+            branding=self.branding is not None,
         )
         if isinstance(step, Plan):
             certificates: dict[str, CertificateMaterial] = {}
