@@ -108,6 +108,20 @@ VERSIONS: tuple[Version, ...] = (
         why="the complete call record: source, presented identities, origid, signer, instance;"
         " an idempotency key per record",
     ),
+    Version(
+        4,
+        (),
+        (
+            (
+                "calls_direction_time",
+                ("direction", "time", "profile", "outcome", "attest", "allowed"),
+                False,
+            ),
+            ("calls_direction_reason_time", ("direction", "reason", "time"), False),
+        ),
+        why="the operator's dashboard: per-minute outcomes and the attestation mix read from"
+        " a covering index, failure reasons ranked without reading the table",
+    ),
 )
 
 LATEST = VERSIONS[-1].number
