@@ -72,6 +72,8 @@ _JSON = b"application/json"
 #: The search filters (CallQuery fields) a request may give.
 _SEARCH = ("tn", "call_id", "origid", "outcome", "spc", "source", "reason", "interface")
 SEARCH_LIMIT = 200
+#: How the call log names the global profile (as the SIP and REST adapters record it).
+GLOBAL = "global"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ PANELS: dict[str, Panel] = {
     "certificates": Panel(
         "Our signing certificates (days left, revocation), the certificate cache, the CRLs"
     ),
+    "profiles": Panel("The profiles calls are recorded under (the global one is global)"),
     "calls": Panel(
         "Call search: the matching calls' full records, most recent first",
         (
@@ -200,7 +203,10 @@ class DashboardEndpoints:
         try:
             params = _parameters(scope)
             window = self._window(params)
-            if name == "certificates":
+            if name == "profiles":
+                names = {p or GLOBAL for p in self.app.runtime.profiles}
+                document = {"profiles": sorted(names)}
+            elif name == "certificates":
                 document = await self._certificates(window, target)
             elif not target:
                 await self._answer(send, 503, {"error": "no call log is configured"})
