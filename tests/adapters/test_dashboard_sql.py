@@ -7,14 +7,16 @@ for and must give the same numbers on both (and the numbers the records imply).
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shaken.adapters.store.calllog import SqliteCallLog
+from shaken.adapters.store.calllog import SqliteCallLog, migrate
 from shaken.adapters.store.callschema import LATEST
 from shaken.adapters.store.dashboard_sql import SqlDashboard
+from shaken.adapters.store.rollups import ROLLUPS
 from shaken.core.reasons import REASONS, Reason
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.dashboard import Dashboard, Window, window_of
@@ -254,24 +256,108 @@ def test_search_finds_a_call_and_shows_a_rejected_one(store: SqlDashboard) -> No
     assert [r["time"] for r in recent] == [T0 + 121, T0 + 3]  # most recent first
 
 
-def test_the_indexes_are_there_and_the_series_reads_only_the_covering_one(
+def expected(window: Window) -> dict[str, object]:
+    """What the panels must say about ``window``, counted from the sample in Python."""
+    inbound = [
+        r
+        for r in sample()
+        if window.since <= r.time < window.until
+        and r.direction == "verify"
+        and r.action != "not_processed"
+        and (window.profile is None or r.profile == window.profile)
+    ]
+    return {
+        "calls": len(inbound),
+        "rejected": sum(not r.allowed for r in inbound),
+        "sources": dict(Counter(r.source_ip for r in inbound)),
+        "reasons": dict(Counter(r.reason for r in inbound if r.reason)),
+    }
+
+
+@pytest.mark.parametrize(
+    ("since", "until"),
+    [
+        (T0 + 2.5, T0 + 62.5),  # edges only: no whole minute
+        (T0 + 30, T0 + 3000),  # whole minutes and five-minute buckets, and edges
+        (T0 - 30, T0 + 61.5),
+        (T0 + 4, T0 + 4.5),
+        (T0 - 3600, T0 + 7200),
+    ],
+)
+def test_any_window_is_exact_whole_buckets_or_not(
+    store: SqlDashboard, since: float, until: float
+) -> None:
+    dashboard = Dashboard(store)
+    for profile in (None, "global"):
+        window = Window(since, until, profile, 60)
+        want = expected(window)
+        mix = dashboard.attestation(window)
+        assert (mix["calls"], mix["rejected"]) == (want["calls"], want["rejected"])
+        traffic = dashboard.traffic(window)
+        assert sum(sum(v) for v in traffic["series"].values()) == want["calls"]
+        sources = dashboard.upstreams(window, "source")["upstreams"]
+        assert {r["source"]: r["calls"] for r in sources} == want["sources"]
+        signers = dashboard.upstreams(window, "signer")["upstreams"]
+        assert sum(r["calls"] for r in signers) == want["calls"]
+        reasons = dashboard.failures(window)["reasons"]
+        assert {r["reason"]: r["calls"] for r in reasons} == want["reasons"]
+
+
+def test_the_summary_tables_count_each_record_once_and_forget_deleted_ones(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "calls.sqlite"
+    log = SqliteCallLog(path, flush_interval=0.02)
+    twice = verified(T0 + 1, "A", source="192.0.2.1", spc="1234", x5u=X5U_A)
+    for r in [*sample(), twice, twice]:
+        log.record(r)
+    log.close()
+    store = SqlDashboard(path)
+    assert Dashboard(store).attestation(WINDOW)["calls"] == 11  # the repeated one once
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute("DELETE FROM calls WHERE time < ?", (T0 + 60,))
+    connection.close()
+    assert Dashboard(store).attestation(WINDOW)["calls"] == 4  # minutes 1 and 2 are left
+    assert Dashboard(store).traffic(WINDOW)["times"] == [T0 + 60, T0 + 120]
+
+
+def test_a_log_from_before_the_summary_tables_is_counted_when_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
     write_sqlite(path)
     connection = sqlite3.connect(path)
-    assert connection.execute("PRAGMA user_version").fetchone()[0] == LATEST
-    names = {row[1] for row in connection.execute("PRAGMA index_list(calls)")}
-    assert {"calls_direction_time", "calls_direction_reason_time"} <= names
-    plan = " ".join(
-        str(row[-1])
-        for row in connection.execute(
-            "EXPLAIN QUERY PLAN SELECT CAST(time / 60 AS INTEGER) * 60 AS t, outcome, attest,"
-            " count(*) FROM calls WHERE direction = 'verify' AND outcome <> 'not_processed'"
-            " AND time >= 0 AND time < 1 GROUP BY t, outcome, attest"
-        )
-    )
-    assert "COVERING INDEX calls_direction_time" in plan
+    with connection:  # as version 3 left it: no summary tables, no triggers
+        connection.execute("DROP TRIGGER calls_rollup_delete")
+        for rollup in ROLLUPS:
+            connection.execute(f"DROP TABLE {rollup.table}")
+        connection.execute("PRAGMA user_version = 3")
+    assert migrate(connection) == (3, LATEST)
+    connection.close()
+    mix = Dashboard(SqlDashboard(path)).attestation(WINDOW)
+    assert mix["calls"] == 10
+
+
+def test_postgresql_counts_a_replayed_record_once_and_forgets_deleted_ones(
+    tmp_path: Path,
+) -> None:
+    from shaken.adapters.store.pgcalllog import PostgresCallLog, connect
+
+    with postgres_schema() as url:
+        log = PostgresCallLog(url, spool=tmp_path / "spool.sqlite", flush_interval=0.02)
+        twice = verified(T0 + 1, "A", source="192.0.2.1", spc="1234", x5u=X5U_A)
+        for r in [*sample(), twice]:
+            log.record(r)
+        log.flush()
+        log.record(twice)  # again, in a later batch: the insert skips it
+        log.close()
+        store = SqlDashboard(url)
+        assert Dashboard(store).attestation(WINDOW)["calls"] == 11
+        with connect(url) as connection:
+            connection.execute("DELETE FROM calls WHERE time < %s", (T0 + 60,))
+            connection.commit()
+        assert Dashboard(store).attestation(WINDOW)["calls"] == 4
+        sources = Dashboard(store).upstreams(WINDOW, "source")["upstreams"]
+        assert sum(r["calls"] for r in sources) == 4
 
 
 def test_a_window_names_a_range_or_a_custom_span() -> None:
