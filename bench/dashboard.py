@@ -9,8 +9,10 @@ The rows are one UTC day of synthetic traffic: 80 % inbound (verified at A 60 %,
 of the signed; 20 % unsigned; 10 % failing for one of eight Reasons, a third of those
 rejected) from 200 source addresses and 50 signers, 20 % outbound (signed, or not for one of
 three reasons), over three profiles. They are written straight into a table made by the call
-log's own migrations (schema version 4 and its indexes), then ``ANALYZE``\\ d, as the writer's
-database would be after a day.
+log's own migrations (schema version 4 and its indexes), then counted into the summary tables
+(:mod:`shaken.adapters.store.rollups`) as the migration to version 4 counts an older log, and
+``ANALYZE``\\ d: the database the writers leave after a day. It also times the SQLite writer's
+commits with and without its counting for those tables.
 
 Each panel is the query the JSON endpoint runs (:class:`shaken.services.dashboard.Dashboard`
 over :class:`shaken.adapters.store.dashboard_sql.SqlDashboard`), over the whole day, all
@@ -200,6 +202,51 @@ def measure(target: str | Path, repeat: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def writer_cost(count: int = 100_000, batch: int = 500) -> dict[str, float]:
+    """The SQLite writer's commits with and without counting for the summary tables
+    (:func:`~shaken.adapters.store.rollups.count_new_rows` after each), records per second,
+    the best of three runs each, alternating."""
+    from shaken.adapters.store.calllog import _CHUNK, _insert_sql, _open_for_writing, _row
+    from shaken.adapters.store.rollups import count_new_rows
+    from shaken.services.calllog import CallRecord
+
+    records = [
+        CallRecord(
+            time=DAY + i / 100,
+            direction="verify",
+            interface="sip",
+            profile="global",
+            call_id=f"{i:x}",
+            verstat="TN-Validation-Passed",
+            attest="A",
+            source_ip=f"198.51.100.{i % 200}",
+            spc=str(1000 + i % 50),
+            x5u=f"https://cr{i % 50}.example/sp.pem",
+        )
+        for i in range(count)
+    ]
+    best = {"without_counting": 0.0, "with_counting": 0.0}
+    with tempfile.TemporaryDirectory(prefix="shaken-bench-writer-") as directory:
+        for run in range(6):
+            counting = run % 2 == 1
+            connection = _open_for_writing(Path(directory) / f"w{run}.sqlite")
+            rows = [_row(r) for r in records]
+            started = time.perf_counter()
+            for start in range(0, len(rows), batch):
+                chunk = rows[start : start + batch]
+                with connection:
+                    for at in range(0, len(chunk), _CHUNK):
+                        part = chunk[at : at + _CHUNK]
+                        connection.execute(_insert_sql(len(part)), [v for row in part for v in row])
+                if counting:
+                    count_new_rows(connection)
+            rate = count / (time.perf_counter() - started)
+            connection.close()
+            name = "with_counting" if counting else "without_counting"
+            best[name] = max(best[name], rate)
+    return best
+
+
 def table(title: str, built: float, figures: dict[str, dict[str, float]]) -> str:
     lines = [f"{title} (made in {built:.0f} s)", f"{'panel':<22} {'all':>9} {'1 profile':>10}"]
     for name, scopes in figures.items():
@@ -225,6 +272,12 @@ def main() -> int:
         print(
             table(f"SQLite, {args.rows:,} rows", built, result["sqlite"]["panels"]), file=sys.stderr
         )
+    result["sqlite_writer_records_per_s"] = writer = writer_cost()
+    print(
+        "SQLite writer, records/s: {without_counting:,.0f} without counting,"
+        " {with_counting:,.0f} with".format(**writer),
+        file=sys.stderr,
+    )
     if args.postgres:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from tests.support.servers import postgres_schema
