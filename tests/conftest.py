@@ -96,3 +96,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             else:
                 print(line)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """``pytest.mark.anyio`` tests run on asyncio, the loop the servers use: anyio's plugin
+    would also run them on trio wherever trio is installed (selenium, of the browser tests,
+    brings it)."""
+    return "asyncio"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,12 +36,11 @@ def test_the_rules_fire_as_their_unit_tests_say() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_metric_the_rules_read_is_exposed(tmp_path: Path) -> None:
-    """The rules cannot drift from the metrics: a real ``shaken serve`` that signed and
-    verified over SIP and REST exposes every series name the rules use."""
+def live_metrics(tmp_path: Path) -> tuple[set[str], dict[tuple[str, Any], float]]:
+    """The series a real ``shaken serve`` exposes after signing and verifying over SIP and
+    REST: every family and sample name, and each sample's value by (name, sorted labels)."""
     import asyncio
     import json
-    import re
     import time
     import urllib.request
     from datetime import UTC, datetime
@@ -51,7 +51,6 @@ def test_every_metric_the_rules_read_is_exposed(tmp_path: Path) -> None:
     from shaken.toolkit.lab import init_lab
     from tests.adapters.test_serve_processes import Serve, free_port, free_sip_port, lab_config
 
-    names = set(re.findall(r"\bshaken_[a-z0-9_]+", (EXAMPLES / "shaken-alerts.yml").read_text()))
     lab = init_lab(tmp_path / "lab", now=datetime.now(UTC))
     sign, verify, rest = free_sip_port(), free_sip_port(), free_port()
     config = lab_config(
@@ -105,6 +104,16 @@ def test_every_metric_the_rules_read_is_exposed(tmp_path: Path) -> None:
                 values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     finally:
         served.stop()
+    return exposed, values
+
+
+def test_every_metric_the_rules_read_is_exposed(tmp_path: Path) -> None:
+    """The rules cannot drift from the metrics: a real ``shaken serve`` that signed and
+    verified over SIP and REST exposes every series name the rules use."""
+    import re
+
+    names = set(re.findall(r"\bshaken_[a-z0-9_]+", (EXAMPLES / "shaken-alerts.yml").read_text()))
+    exposed, values = live_metrics(tmp_path)
     assert names - exposed == set()
     # The SIP decisions are counted as they were made.
     signed = (("method", "INVITE"), ("outcome", "signed"), ("reason", ""), ("role", "sign"))

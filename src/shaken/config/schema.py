@@ -447,6 +447,7 @@ API_KEY_KEYS: dict[str, Spec] = {
     "rate_per_second": Spec(
         "number", _number(0), "requests per second allowed, bursts of one second (default: any)"
     ),
+    "admin": Spec("bool", _bool(), "this key may read GET /dashboard and its data (default false)"),
 }
 
 

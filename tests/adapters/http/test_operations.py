@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from shaken.adapters.http import create_app
+from shaken.adapters.http.dashboard import PANELS
 from shaken.adapters.http.schemas import ERRORS, openapi_document
 from tests.adapters.http.conftest import (
     OUTSIDE,
@@ -198,6 +199,8 @@ async def test_openapi_document_is_served(make_api: ApiFactory) -> None:
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/dashboard",
+        *(f"/dashboard/api/{name}" for name in PANELS),
     }
     verification = document["paths"]["/stir/v1/verification"]["post"]
     assert {} in verification["security"]

@@ -26,6 +26,7 @@ from schemathesis.checks import (
 )
 
 from shaken.adapters.http import create_app
+from shaken.adapters.http.dashboard import PANELS
 from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.toolkit.lab import LabSettings, init_lab
@@ -74,4 +75,6 @@ def test_the_document_loaded() -> None:
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
+        ("GET", "/dashboard"),
+        *(("GET", f"/dashboard/api/{name}") for name in PANELS),
     }

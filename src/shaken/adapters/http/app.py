@@ -47,6 +47,7 @@ from typing import Any
 
 from shaken.adapters.http.auth import ApiKey, Keyring, presented_key
 from shaken.adapters.http.credentials import SigningCertificates, signing_credentials
+from shaken.adapters.http.dashboard import DashboardEndpoints
 from shaken.adapters.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from shaken.adapters.http.metrics import RestMetrics
 from shaken.adapters.http.schemas import (
@@ -321,6 +322,7 @@ class RestApplication:
         self._openapi = json.dumps(document, separators=(",", ":")).encode("utf-8")
         self._in_flight = 0
         self._log_failed = False
+        self.dashboard = DashboardEndpoints(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -328,6 +330,8 @@ class RestApplication:
             endpoint = _STIR.get(scope["path"])
             if endpoint is not None:
                 await self._stir(endpoint, scope, receive, send)
+            elif self.dashboard.handles(scope["path"]):
+                await self.dashboard(scope, receive, send)
             else:
                 await self._other(scope, send)
         elif kind == "lifespan":

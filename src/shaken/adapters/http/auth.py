@@ -12,6 +12,8 @@ certificate carries an SPC in its ``spcs``; and only under its ``profiles`` (non
 profile). ``may_verify`` (default true) lets it call verification, which
 ``[server] verification_open`` can also open to everyone. ``rate_per_second`` is a token bucket
 per key holding one second of requests, so short bursts pass and sustained excess gets 429.
+``admin`` (default false) lets it read the operator's dashboard; a browser presents it as the
+password of HTTP Basic authentication (:func:`basic_password`).
 With shared state (several instances), the bucket lives in Redis
 (:class:`~shaken.adapters.shared_state.RedisRateLimit`), one for all instances; when Redis
 cannot answer in time, this process's own bucket decides.
@@ -21,6 +23,8 @@ Nothing here logs, and no error text carries a presented key or a hash.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import math
@@ -28,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["ApiKey", "Keyring", "TokenBucket", "presented_key"]
+__all__ = ["ApiKey", "Keyring", "TokenBucket", "basic_password", "presented_key"]
 
 
 class SharedBuckets(Protocol):
@@ -73,6 +77,8 @@ class ApiKey:
     profiles: tuple[str, ...] = ()
     may_verify: bool = True
     rate_per_second: float | None = None
+    #: It may read the operator's dashboard (``GET /dashboard``, :mod:`.dashboard`).
+    admin: bool = False
 
     def may_use(self, profile: str | None) -> bool:
         """A key without ``profiles`` uses the global profile only."""
@@ -110,6 +116,7 @@ class Keyring:
                     rate_per_second=(
                         float(values["rate_per_second"]) if "rate_per_second" in values else None
                     ),
+                    admin=bool(values.get("admin", False)),
                 )
                 for name, values in api_keys.items()
             ]
@@ -163,3 +170,21 @@ def presented_key(authorization: bytes | None, api_key: bytes | None) -> str | N
         if value:
             return value
     return None
+
+
+def basic_password(authorization: bytes | None) -> str | None:
+    """The password of ``Authorization: Basic`` (RFC 7617), the user name ignored; None when
+    the header is absent or not Basic. Decoded like :func:`presented_key`."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        pair = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    _, colon, password = pair.partition(b":")
+    if not colon or not password:
+        return None
+    return password.decode("utf-8", "surrogateescape")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shaken.adapters.http.dashboard import OPENAPI_COMPONENTS as DASHBOARD_COMPONENTS
+from shaken.adapters.http.dashboard import openapi_paths as dashboard_paths
 from shaken.adapters.http.errors import ATIS, AUTO, ERRORS, THREE_GPP
 from shaken.adapters.http.fields import MAX_IDENTITIES, MAX_IDENTITY, MAX_TEXT, MAX_TNS, TN_PATTERN
 from shaken.core.passport import ATTESTATION_LEVELS
@@ -482,6 +484,7 @@ def openapi_document(*, schema: str = AUTO, verification_open: bool = False) -> 
                     },
                 }
             },
+            **dashboard_paths(),
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
@@ -496,9 +499,10 @@ def openapi_document(*, schema: str = AUTO, verification_open: bool = False) -> 
             },
         },
         "components": {
-            "schemas": _COMPONENTS,
+            "schemas": {**_COMPONENTS, **DASHBOARD_COMPONENTS},
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "basicAuth": {"type": "http", "scheme": "basic"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },

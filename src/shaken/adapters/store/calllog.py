@@ -56,11 +56,13 @@ from shaken.adapters.store.callschema import (
     LATEST,
     OUTCOMES,
     RECORD_FIELDS,
+    ROLLUPS_SINCE,
     SQLITE,
     VERSIONS,
     outcome_of,
     select_sql,
 )
+from shaken.adapters.store.rollups import backfill_sql, count_new_rows, rollup_ddl
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.ports import Clock, SystemClock
 
@@ -129,6 +131,12 @@ def migrate(connection: sqlite3.Connection) -> tuple[int, int]:
                     present.add(column.name)
             for name, on, unique in version.indexes:
                 connection.execute(SQLITE.create_index(name, on, unique))
+        if before < ROLLUPS_SINCE:
+            for statement in rollup_ddl(SQLITE):
+                connection.execute(statement)
+            if before > 0:  # count what is there, in the transaction that sets the version
+                for statement in backfill_sql(SQLITE):
+                    connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {LATEST}")
     return before, LATEST
 
@@ -488,6 +496,7 @@ class SqliteCallLog:
                 return
             self.written += len(rows)
             self.last_error = None
+            self._count(connection)
             return
         self.dropped += len(rows)
         log.error(
@@ -496,6 +505,14 @@ class SqliteCallLog:
             len(rows),
             extra=fields(path=self.path, dropped=len(rows)),
         )
+
+    def _count(self, connection: sqlite3.Connection) -> None:
+        """The new rows into the dashboard's summary tables, after their own commit (a
+        failure leaves them for the next flush to count)."""
+        try:
+            count_new_rows(connection)
+        except sqlite3.Error as exc:
+            log.warning("call log %s: counting for the dashboard failed (%s)", self.path, exc)
 
     def _lose(self, batch: list[CallRecord], exc: Exception) -> None:
         self.failures += 1

@@ -22,6 +22,7 @@ __all__ = [
     "LATEST",
     "OUTCOMES",
     "POSTGRES",
+    "ROLLUPS_SINCE",
     "SQLITE",
     "VERSIONS",
     "Column",
@@ -50,6 +51,9 @@ class Version:
     columns: tuple[Column, ...]
     indexes: tuple[tuple[str, tuple[str, ...], bool], ...] = ()
     why: str = ""
+    #: It brings the summary tables of :mod:`.rollups` (made, and filled from the rows
+    #: already there, when a log is brought to this version).
+    rollups: bool = False
 
 
 VERSIONS: tuple[Version, ...] = (
@@ -108,9 +112,18 @@ VERSIONS: tuple[Version, ...] = (
         why="the complete call record: source, presented identities, origid, signer, instance;"
         " an idempotency key per record",
     ),
+    Version(
+        4,
+        (),
+        why="the operator's dashboard: per-minute and per-five-minute counts kept by the"
+        " database (rollups.py), triggers keeping them",
+        rollups=True,
+    ),
 )
 
 LATEST = VERSIONS[-1].number
+#: The version that brought the summary tables.
+ROLLUPS_SINCE = next(v.number for v in VERSIONS if v.rollups)
 #: Every column, in table order.
 COLUMNS: tuple[Column, ...] = tuple(c for v in VERSIONS for c in v.columns)
 INDEXES = tuple(i for v in VERSIONS for i in v.indexes)

@@ -58,9 +58,11 @@ from shaken.adapters.store.callschema import (
     LATEST,
     POSTGRES,
     RECORD_FIELDS,
+    ROLLUPS_SINCE,
     VERSIONS,
     select_sql,
 )
+from shaken.adapters.store.rollups import backfill_sql, rollup_ddl
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.ports import Clock, SystemClock
 
@@ -222,6 +224,13 @@ def migrate_postgres(connection: psycopg.Connection[Any]) -> tuple[int, int]:
                 cursor.execute(f"ALTER TABLE calls ADD COLUMN IF NOT EXISTS {add}")
             for name, on, unique in version.indexes:
                 cursor.execute(POSTGRES.create_index(name, on, unique))
+        if before < ROLLUPS_SINCE:
+            # The trigger first: it locks out inserts until this transaction commits.
+            for statement in rollup_ddl(POSTGRES):
+                cursor.execute(statement)
+            if before > 0:
+                for statement in backfill_sql(POSTGRES):
+                    cursor.execute(statement)
         cursor.execute("DELETE FROM calls_schema")
         cursor.execute("INSERT INTO calls_schema (version) VALUES (%s)", (LATEST,))
     return before, LATEST
