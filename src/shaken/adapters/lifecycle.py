@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.acme import AcmeClient, AcmeSettings
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher
@@ -41,7 +41,7 @@ from shaken.adapters.store.generations import (
     manifest_signature,
     read_manifest,
 )
-from shaken.adapters.trust_loader import load_trust
+from shaken.adapters.trust_loader import load_trust, trust_sources
 from shaken.config import Settings, effective_profile
 from shaken.core.certs import Spc, TNAuthList, crl_distribution_points, load_certificates
 from shaken.core.chain import TrustAnchors, validate_chain
@@ -72,6 +72,7 @@ __all__ = [
     "FetchingX5uChecker",
     "Lifecycle",
     "build_lifecycle",
+    "check_x5u",
     "lifecycle_credential",
     "load_account_key",
     "read_status",
@@ -321,8 +322,6 @@ class FetchingX5uChecker:
         self.fetcher = fetcher
 
     async def check(self, x5u: str, key: PrivateKey, *, now: datetime) -> str | None:
-        from shaken.adapters.wiring import check_x5u  # noqa: PLC0415  (wiring imports us)
-
         return await check_x5u(self.fetcher, Credential(key=key, x5u=x5u), now=now)
 
 
@@ -428,9 +427,7 @@ def build_lifecycle(
         tls_ca_file=verification.get("tls_ca_file"),
         clock=clock,
     )
-    from shaken.adapters.wiring import _trust_sources  # noqa: PLC0415  (wiring imports us)
-
-    sources = _trust_sources(dict(verification))
+    sources = trust_sources(verification)
 
     def trust() -> tuple[TrustAnchors | None, tuple[Any, ...]]:
         if sources.empty:
@@ -638,3 +635,33 @@ def lifecycle_gauges(settings: Settings, now: datetime) -> list[tuple[str, str, 
             )
         )
     return gauges
+
+
+async def check_x5u(fetcher: HttpsFetcher, credential: Credential, *, now: datetime) -> str | None:
+    """What is wrong with what ``credential.x5u`` serves for its key now, or None.
+
+    The ``check_x5u_at_load`` check, also the certificate lifecycle's switch condition: a
+    chain with no private key in it, valid now, whose leaf is the public half of the key.
+    """
+    url = credential.x5u
+    spki = credential.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    try:
+        document = await fetcher.fetch(url)
+    except VerificationFailure as exc:
+        return f"{url}: {exc}"
+    if b"PRIVATE KEY" in document.body:
+        return f"{url} serves a private key: take it down"
+    try:
+        chain = load_certificates(document.body)
+    except CertificateError as exc:
+        return f"{url}: {exc}"
+    leaf = chain[0]
+    if leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != spki:
+        name = credential.name or "the private key"
+        return f"{url}: the certificate is not for {name} (public keys differ)"
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        return (
+            f"{url}: the certificate is not valid now "
+            f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})"
+        )
+    return None

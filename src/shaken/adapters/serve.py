@@ -55,6 +55,7 @@ from shaken.adapters.lifecycle import serve_tasks
 from shaken.adapters.logs import apply_levels, configure_logging, fields
 from shaken.adapters.metrics import InstanceMetrics, new_metrics_dir
 from shaken.adapters.preflight import load_checked
+from shaken.adapters.runtime import Runtime
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
     BoundListener,
@@ -70,7 +71,6 @@ from shaken.adapters.store.calllogs import describe, open_writer
 from shaken.adapters.store.pgcalllog import PostgresCallLog
 from shaken.adapters.systemd import notify
 from shaken.adapters.wiring import (
-    Runtime,
     build_runtime,
     check_signing_certificates,
     prepare_brands,

@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -48,6 +49,7 @@ __all__ = [
     "load_pem_file",
     "load_trust",
     "reload_trust",
+    "trust_sources",
 ]
 
 CRL_SIGNERS_DIR = "crl-signers"
@@ -84,6 +86,23 @@ class TrustSources:
     @property
     def empty(self) -> bool:
         return not (self.pem_files or self.directories or self.trust_list)
+
+
+def trust_sources(verification: Mapping[str, Any]) -> TrustSources:
+    """Where an effective ``[verification]`` takes its anchors and CRL signers from."""
+    files: list[Path] = []
+    directories: list[Path] = []
+    for entry in verification.get("trust_anchors", []):
+        path = Path(entry)
+        (directories if path.is_dir() else files).append(path)
+    sti_pa = verification.get("sti_pa_certificate")
+    return TrustSources(
+        pem_files=tuple(files),
+        directories=tuple(directories),
+        trust_list=Path(verification["trust_list"]) if "trust_list" in verification else None,
+        sti_pa_cert=Path(sti_pa) if sti_pa else None,
+        crl_signer_files=(Path(sti_pa),) if sti_pa else (),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

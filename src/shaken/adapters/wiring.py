@@ -9,8 +9,6 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import ipaddress
 import json
 import socket
@@ -23,21 +21,20 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
-from shaken.adapters.lifecycle import with_lifecycle_credential
+from shaken.adapters.lifecycle import check_x5u, with_lifecycle_credential
+from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.shared_state import (
     RedisCertificateStore,
     RedisReplay,
     RedisSharedState,
 )
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
-from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
+from shaken.adapters.trust_loader import load_crl_files, load_trust, trust_sources
 from shaken.config import EffectiveProfile, Settings, effective_profile
 from shaken.config.schema import revocation_of
-from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
-from shaken.core.errors import CertificateError, ConfigurationError, VerificationFailure
+from shaken.core.errors import ConfigurationError, VerificationFailure
 from shaken.core.jws import load_private_key
-from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
 from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
@@ -49,116 +46,12 @@ from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 
 __all__ = [
-    "ProfileRuntime",
-    "Runtime",
     "build_runtime",
     "check_signing_certificates",
-    "check_x5u",
     "load_brands",
     "prepare_brands",
     "revocation_mode",
 ]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProfileRuntime:
-    """One effective profile, ready to serve: ``name`` None is the global one."""
-
-    name: str | None
-    behavior: str
-    effective: EffectiveProfile
-    verifier: VerificationService | None
-    signer: SigningService | None
-    actions: ActionPolicy
-    #: The fetcher of this profile's certificate cache (its x5u policy, limits and TLS CA).
-    fetcher: HttpsFetcher | None = None
-    sources: tuple[Network, ...] = ()
-    header_value: str | None = None
-
-    @property
-    def signs(self) -> bool:
-        return self.signer is not None and self.behavior in ("sign", "both")
-
-    @property
-    def verifies(self) -> bool:
-        return self.verifier is not None and self.behavior in ("verify", "both")
-
-
-@dataclass(slots=True, kw_only=True)
-class Runtime:
-    """Everything a server needs; close it with :meth:`aclose`."""
-
-    settings: Settings
-    trust: TrustStore
-    fetcher: HttpsFetcher
-    cache: CertificateCache
-    profiles: dict[str | None, ProfileRuntime]
-    clock: Clock
-    trust_sources: TrustSources
-    #: Every certificate cache and fetcher, the global ones first: a profile whose fetch or
-    #: validation settings differ from the global ones has its own (:class:`_Backends`).
-    caches: tuple[CertificateCache, ...] = ()
-    #: This server's name in the call log: ``[server] instance``, else the host name.
-    instance: str = ""
-    fetchers: tuple[HttpsFetcher, ...] = ()
-    notes: list[str] = field(default_factory=list)
-    #: The state instances share (``[server] shared_state``), or None: one machine.
-    shared: RedisSharedState | None = None
-
-    async def aclose(self) -> None:
-        for cache in self.caches or (self.cache,):
-            await cache.aclose()  # the CRL refresh uses the fetcher: it stops first
-        for fetcher in self.fetchers or (self.fetcher,):
-            await fetcher.aclose()
-        if self.shared is not None:
-            await self.shared.aclose()
-
-    def profile_for_source(self, address: str) -> ProfileRuntime | None:
-        """The first profile whose ``sources`` contain ``address`` (DESIGN.md section 6)."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return None
-        for profile in self.profiles.values():
-            if any(ip in network for network in profile.sources):
-                return profile
-        return None
-
-    def profile_for_header(self, value: str) -> ProfileRuntime | None:
-        """The profile whose ``header_value`` is the profile-selecting header's ``value``.
-
-        Only the configured value selects (never a profile's name: ``header_value`` may be a
-        secret shared with one PBX), compared in constant time over every candidate, and a
-        profile bound to ``sources`` is never selected this way: the header is the last resort
-        for addresses no profile lists.
-        """
-        offered = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
-        found: ProfileRuntime | None = None
-        for profile in self.profiles.values():
-            if profile.header_value is None or profile.sources:
-                continue
-            wanted = hashlib.sha256(profile.header_value.encode("utf-8")).digest()
-            if hmac.compare_digest(offered, wanted) and found is None:
-                found = profile
-        return found
-
-
-def _trust_sources(verification: dict[str, Any]) -> TrustSources:
-    files: list[Path] = []
-    directories: list[Path] = []
-    for entry in verification.get("trust_anchors", []):
-        path = Path(entry)
-        (directories if path.is_dir() else files).append(path)
-    sti_pa = verification.get("sti_pa_certificate")
-    return TrustSources(
-        pem_files=tuple(files),
-        directories=tuple(directories),
-        trust_list=Path(verification["trust_list"]) if "trust_list" in verification else None,
-        sti_pa_cert=Path(sti_pa) if sti_pa else None,
-        crl_signer_files=(Path(sti_pa),) if sti_pa else (),
-    )
 
 
 def revocation_mode(verification: Mapping[str, Any]) -> RevocationMode:
@@ -381,7 +274,7 @@ def build_runtime(
     when = now if now is not None else clock.now()
     glob = effective_profile(settings, None)
     verification = dict(glob.verification)
-    sources = _trust_sources(verification)
+    sources = trust_sources(verification)
     notes: list[str] = []
     trust = TrustStore(source="none")
     if sources.empty:
@@ -611,33 +504,3 @@ def _with_brands(policy: SigningPolicy, ready: Mapping[str, Brand]) -> SigningPo
             for first, last, digits, rule in policy.ranges
         ),
     )
-
-
-async def check_x5u(fetcher: HttpsFetcher, credential: Credential, *, now: datetime) -> str | None:
-    """What is wrong with what ``credential.x5u`` serves for its key now, or None.
-
-    The ``check_x5u_at_load`` check, also the certificate lifecycle's switch condition: a
-    chain with no private key in it, valid now, whose leaf is the public half of the key.
-    """
-    url = credential.x5u
-    spki = credential.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    try:
-        document = await fetcher.fetch(url)
-    except VerificationFailure as exc:
-        return f"{url}: {exc}"
-    if b"PRIVATE KEY" in document.body:
-        return f"{url} serves a private key: take it down"
-    try:
-        chain = load_certificates(document.body)
-    except CertificateError as exc:
-        return f"{url}: {exc}"
-    leaf = chain[0]
-    if leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != spki:
-        name = credential.name or "the private key"
-        return f"{url}: the certificate is not for {name} (public keys differ)"
-    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-        return (
-            f"{url}: the certificate is not valid now "
-            f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})"
-        )
-    return None

@@ -65,9 +65,9 @@ from shaken.adapters.http.schemas import (
     verification_body,
 )
 from shaken.adapters.lifecycle import readiness as lifecycle_readiness
+from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.shared_state import RedisRateLimit
 from shaken.adapters.store.certstore import default_cache_dir
-from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.errors import SigningError
 from shaken.core.policy import decide
 from shaken.core.reasons import Reason

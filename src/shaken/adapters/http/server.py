@@ -57,7 +57,7 @@ from shaken.adapters.accept import Acceptor, DescriptorBudget
 from shaken.adapters.http.app import ASGIApp, Receive, Scope, Send, create_app
 from shaken.adapters.http.metrics import RestMetrics
 from shaken.adapters.metrics import InstanceMetrics
-from shaken.adapters.wiring import Runtime
+from shaken.adapters.runtime import Runtime
 from shaken.core.errors import ConfigurationError
 from shaken.services.calllog import CallLog
 

@@ -47,10 +47,10 @@ from datetime import datetime
 from functools import partial
 
 from shaken.adapters.logs import fields
+from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.sip.codec import SipRequest, respond, valid_uri
 from shaken.adapters.sip.stats import SipStats
 from shaken.adapters.sip.transactions import TIMER_H, ServerTransaction, ServerTransactions
-from shaken.adapters.wiring import ProfileRuntime, Runtime
 from shaken.core.context import SipContext, called_identities, caller_identities
 from shaken.core.errors import SigningError
 from shaken.core.policy import Action, Decision, decide, strip_marks, strip_verstat, tag_uri
