@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from shaken.adapters.trust_loader import TrustSources
-from shaken.config import EffectiveProfile, Settings
+from shaken.config import Behavior, EffectiveProfile, Settings
 from shaken.core.policy import ActionPolicy
 from shaken.services.cert_cache import CertificateCache
 from shaken.services.ports import Clock
@@ -38,7 +38,7 @@ class ProfileRuntime:
     """One effective profile, ready to serve: ``name`` None is the global one."""
 
     name: str | None
-    behavior: str
+    behavior: Behavior
     effective: EffectiveProfile
     verifier: VerificationService | None
     signer: SigningService | None
@@ -50,11 +50,11 @@ class ProfileRuntime:
 
     @property
     def signs(self) -> bool:
-        return self.signer is not None and self.behavior in ("sign", "both")
+        return self.signer is not None and self.behavior.signs
 
     @property
     def verifies(self) -> bool:
-        return self.verifier is not None and self.behavior in ("verify", "both")
+        return self.verifier is not None and self.behavior.verifies
 
 
 @dataclass(slots=True, kw_only=True)

@@ -76,7 +76,7 @@ from shaken.adapters.wiring import (
     prepare_brands,
 )
 from shaken.adapters.workers import Supervisor, unblock_worker_signals
-from shaken.config import ConfigError, Settings
+from shaken.config import GLOBAL_PROFILE, ConfigError, Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
 
@@ -488,7 +488,7 @@ async def _probe(settings: Settings, clock: Clock) -> None:
 
 
 def _profile_names(runtime: Runtime) -> list[str]:
-    return sorted(name or "global" for name in runtime.profiles)
+    return sorted(name or GLOBAL_PROFILE for name in runtime.profiles)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:

@@ -30,7 +30,7 @@ from shaken.adapters.shared_state import (
 )
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import load_crl_files, load_trust, trust_sources
-from shaken.config import EffectiveProfile, Settings, effective_profile
+from shaken.config import GLOBAL_PROFILE, EffectiveProfile, Settings, effective_profile
 from shaken.config.schema import revocation_of
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import ConfigurationError, VerificationFailure
@@ -136,7 +136,7 @@ class _Backends:
         directory = self.store_dir
         namespace = ""
         if self.built:  # not the global backend
-            namespace = effective.name or "global"
+            namespace = effective.name or GLOBAL_PROFILE
             directory = directory / "profiles" / namespace
         shared = None
         if self.shared is not None:

@@ -11,8 +11,11 @@ from shaken.config.loader import (
     load_config,
     parse_config,
 )
+from shaken.config.schema import GLOBAL_PROFILE, Behavior
 
 __all__ = [
+    "GLOBAL_PROFILE",
+    "Behavior",
     "ConfigError",
     "EffectiveProfile",
     "Problem",

@@ -23,6 +23,7 @@ from shaken.config.schema import (
     ATTESTATION_KEYS,
     BRAND_KEYS,
     GLOBAL_ONLY,
+    GLOBAL_PROFILE,
     LIFECYCLE_KEYS,
     OUTCOMES,
     PROFILE_KEYS,
@@ -33,6 +34,7 @@ from shaken.config.schema import (
     TN_KEYS,
     TN_RANGE_KEYS,
     VERIFICATION_KEYS,
+    Behavior,
     Spec,
 )
 from shaken.core.errors import ConfigurationError
@@ -286,7 +288,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
                 ("server", "listener_profiles", listener),
                 "not one of the listeners in server.sip_sign or server.sip_verify",
             )
-        if profile != "global" and profile not in profiles:
+        if profile != GLOBAL_PROFILE and profile not in profiles:
             r.problem(("server", "listener_profiles", listener), f"no [profile.{profile}]")
     repository = r.keys(
         r.table(document.get("repository", {}), ("repository",)), REPOSITORY_KEYS, ("repository",)
@@ -446,7 +448,7 @@ class EffectiveProfile:
     """
 
     name: str | None
-    behavior: str
+    behavior: Behavior
     attestation: Mapping[str, Any]
     verification: Mapping[str, Any]
     verification_profile: VerificationProfile
@@ -609,7 +611,7 @@ def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
     origin.update({f"attestation.{k}": v for k, v in aorigin.items()})
     return EffectiveProfile(
         name=name,
-        behavior=str(profile.get("behavior", "both")),
+        behavior=Behavior(profile.get("behavior", Behavior.BOTH)),
         attestation=attestation,
         verification=verification,
         verification_profile=vp,

@@ -13,6 +13,7 @@ booleans here are tri-state by construction (absent, true, false), unlike Asteri
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ __all__ = [
     "ATTESTATION_KEYS",
     "BRAND_KEYS",
     "GLOBAL_ONLY",
+    "GLOBAL_PROFILE",
     "REVOCATION_KEYS",
     "REVOCATION_MODES",
     "VERIFICATION_KEYS",
+    "Behavior",
     "Spec",
     "revocation_conflict",
     "revocation_of",
@@ -37,6 +40,28 @@ __all__ = [
 ]
 
 Check = Callable[[Any], str | None]
+
+#: The name of the global settings (no ``[profile]``) wherever a profile is named: a listener
+#: bound to it in ``[server] listener_profiles``, ``shaken config show --effective global``,
+#: the call log's profile column.
+GLOBAL_PROFILE = "global"
+
+
+class Behavior(enum.StrEnum):
+    """Which directions a profile runs (``[profile.NAME] behavior``; Asterisk endpoint_behavior)."""
+
+    SIGN = "sign"
+    VERIFY = "verify"
+    BOTH = "both"
+    OFF = "off"
+
+    @property
+    def signs(self) -> bool:
+        return self is Behavior.SIGN or self is Behavior.BOTH
+
+    @property
+    def verifies(self) -> bool:
+        return self is Behavior.VERIFY or self is Behavior.BOTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +423,7 @@ GLOBAL_ONLY: dict[str, str] = {
 PROFILE_KEYS: dict[str, Spec] = {
     "behavior": Spec(
         "sign|verify|both|off",
-        _choice("sign", "verify", "both", "off"),
+        _choice(*(b.value for b in Behavior)),
         "which directions this profile runs (Asterisk endpoint_behavior)",
     ),
     "sources": Spec("list", _list(_network), "source addresses (CIDR) this profile applies to"),
@@ -451,7 +476,7 @@ API_KEY_KEYS: dict[str, Spec] = {
 
 
 def _listener_profiles(value: Any) -> str | None:
-    """A table of SIP listener -> profile name (``"global"``: no profile, the global settings)."""
+    """A table of SIP listener -> profile name (:data:`GLOBAL_PROFILE`: the global settings)."""
     if not isinstance(value, dict):
         return f"expected a table of listener = profile, got {type(value).__name__}"
     for listener, profile in value.items():

@@ -68,6 +68,7 @@ from shaken.adapters.lifecycle import readiness as lifecycle_readiness
 from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.shared_state import RedisRateLimit
 from shaken.adapters.store.certstore import default_cache_dir
+from shaken.config import GLOBAL_PROFILE
 from shaken.core.errors import SigningError
 from shaken.core.policy import decide
 from shaken.core.reasons import Reason
@@ -90,8 +91,6 @@ _JSON = b"application/json"
 _STIR = {"/stir/v1/verification": "verification", "/stir/v1/signing": "signing"}
 _OTHER = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 _OTHER["/openapi.json"] = "openapi"
-#: How the call log names the global profile (the SIP adapter records it the same way).
-GLOBAL_PROFILE = "global"
 
 
 class _Disconnected(Exception):

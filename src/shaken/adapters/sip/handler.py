@@ -51,6 +51,7 @@ from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.sip.codec import SipRequest, respond, valid_uri
 from shaken.adapters.sip.stats import SipStats
 from shaken.adapters.sip.transactions import TIMER_H, ServerTransaction, ServerTransactions
+from shaken.config import GLOBAL_PROFILE
 from shaken.core.context import SipContext, called_identities, caller_identities
 from shaken.core.errors import SigningError
 from shaken.core.policy import Action, Decision, decide, strip_marks, strip_verstat, tag_uri
@@ -60,7 +61,6 @@ from shaken.core.tn import NameAddr, parse_name_addr
 from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder, outcome_of
 
 __all__ = [
-    "GLOBAL_PROFILE",
     "Call",
     "Listener",
     "NeedsCertificates",
@@ -71,9 +71,6 @@ __all__ = [
 
 log = logging.getLogger("shaken.sip")
 
-#: The name that binds a listener to the global settings (no ``[profile]``), as in
-#: ``shaken config show --effective global``.
-GLOBAL_PROFILE = "global"
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 
 #: Source addresses whose profile is remembered (then the table starts afresh).
@@ -406,7 +403,7 @@ class SipHandler:
 
     def _verify(self, call: Call) -> bytes | NeedsCertificates:
         profile = call.profile
-        if profile is None or profile.behavior not in ("verify", "both"):
+        if profile is None or not profile.behavior.verifies:
             why = "no profile" if profile is None else f"profile {profile.name} does not verify"
             marks = self._bindings.marks
             cleaned = [
