@@ -390,7 +390,7 @@ def build_runtime(
         fetcher=fetcher,
         cache=cache,
         caches=backends.caches(),
-        instance=str(settings.server.get("instance") or socket.gethostname()),
+        instance=settings.server_settings.instance or socket.gethostname(),
         fetchers=backends.fetchers(),
         profiles=profiles,
         clock=clock,
@@ -402,13 +402,13 @@ def build_runtime(
 
 def shared_state(settings: Settings) -> RedisSharedState | None:
     """The shared layer ``[server] shared_state`` names, or None (one machine)."""
-    url = settings.server.get("shared_state")
-    if not url:
+    server = settings.server_settings
+    if not server.shared_state:
         return None
     return RedisSharedState(
-        str(url),
-        prefix=str(settings.server.get("shared_state_prefix", "shaken:")),
-        timeout=int(settings.server.get("shared_state_timeout_ms", 100)) / 1000.0,
+        server.shared_state,
+        prefix=server.shared_state_prefix,
+        timeout=server.shared_state_timeout_ms / 1000.0,
     )
 
 

@@ -12,6 +12,7 @@ from shaken.config.loader import (
     parse_config,
 )
 from shaken.config.schema import GLOBAL_PROFILE, Behavior
+from shaken.config.typed import ServerSettings
 
 __all__ = [
     "GLOBAL_PROFILE",
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigError",
     "EffectiveProfile",
     "Problem",
+    "ServerSettings",
     "Settings",
     "effective_profile",
     "load_config",

@@ -37,6 +37,7 @@ from shaken.config.schema import (
     Behavior,
     Spec,
 )
+from shaken.config.typed import ServerSettings
 from shaken.core.errors import ConfigurationError
 from shaken.core.policy import Action, ActionPolicy, OutcomeAction
 from shaken.core.rcd import RcdError, parse_rich_call_data
@@ -98,6 +99,11 @@ class Settings:
     acme: Mapping[str, Any] = field(default_factory=dict)
     lifecycle: Mapping[str, Any] = field(default_factory=dict)
     lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+    #: ``server`` typed, each unset key at its default (made from ``server``: replace that).
+    server_settings: ServerSettings = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "server_settings", ServerSettings.of(self.server))
 
     def line_of(self, *path: str) -> int | None:
         return self.lines.get(path)

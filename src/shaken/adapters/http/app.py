@@ -51,7 +51,6 @@ from shaken.adapters.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from shaken.adapters.http.metrics import RestMetrics
 from shaken.adapters.http.schemas import (
     ATIS,
-    AUTO,
     MAX_BODY_BYTES,
     THREE_GPP,
     ApiError,
@@ -301,13 +300,12 @@ class RestApplication:
         self.runtime = runtime
         self.call_log = call_log
         self.clock = clock or runtime.clock
-        server = runtime.settings.server
-        self.schema_mode = str(server.get("api_schema", AUTO))
+        server = runtime.settings.server_settings
+        self.schema_mode = server.api_schema
         self.error_schema = THREE_GPP if self.schema_mode == THREE_GPP else ATIS
-        self.verification_open = bool(server.get("verification_open", False))
+        self.verification_open = server.verification_open
         self.instance = runtime.instance
-        limit = server.get("max_in_flight")
-        self.max_in_flight: int | None = int(limit) if limit is not None else None
+        self.max_in_flight: int | None = server.max_in_flight
         self.keyring = Keyring.from_settings(runtime.settings.api_keys)
         if runtime.shared is not None:
             self.keyring.shared = RedisRateLimit(runtime.shared)
@@ -785,7 +783,7 @@ class RestApplication:
                 if isinstance(answer, tuple):  # CallLogHealth.healthy(): (ok, why)
                     return bool(answer[0]), str(answer[1])
                 return bool(answer), "writable" if answer else "not writable"
-        path = self.runtime.settings.server.get("call_log")
+        path = self.runtime.settings.server_settings.call_log
         if path:
             return await asyncio.to_thread(_writable_file, Path(path))
         return True, "recording"
