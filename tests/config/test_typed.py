@@ -6,8 +6,10 @@ from dataclasses import FrozenInstanceError, fields, replace
 
 import pytest
 
-from shaken.config import ServerSettings, parse_config
-from shaken.config.schema import SERVER_KEYS
+from shaken.config import ServerSettings, VerificationSettings, effective_profile, parse_config
+from shaken.config.schema import SERVER_KEYS, VERIFICATION_KEYS
+from shaken.services.cert_cache import CacheSettings, RevocationMode
+from shaken.services.ports import FetchLimits
 
 
 def test_every_server_key_is_a_typed_field() -> None:
@@ -36,3 +38,43 @@ def test_an_unset_max_in_flight_bounds_sip_only() -> None:
     assert ServerSettings().max_in_flight is None
     assert ServerSettings().sip_max_in_flight > 0
     assert ServerSettings(max_in_flight=7).sip_max_in_flight == 7
+
+
+def test_every_verification_key_is_a_typed_field_but_the_old_revocation_spellings() -> None:
+    names = {f.name for f in fields(VerificationSettings)}
+    assert names == set(VERIFICATION_KEYS) - {"require_crl", "crl_unavailable"}
+
+
+def test_verification_defaults_are_the_cache_and_fetch_owners() -> None:
+    """The numbers are CacheSettings' and FetchLimits', not written again in the config."""
+    v, cache, limits = VerificationSettings(), CacheSettings(), FetchLimits()
+    assert v.min_cache_ttl == cache.min_ttl.total_seconds()
+    assert v.max_cache_ttl == cache.max_ttl.total_seconds()
+    assert v.negative_cache_ttl == cache.negative_ttl.total_seconds()
+    assert v.max_cache_entries == cache.max_entries
+    assert v.crl_refresh == cache.crl_refresh.total_seconds()
+    assert v.revocation is cache.revocation
+    assert v.fetch_limits == limits
+    assert effective_profile(parse_config(""), None).verification_settings == v
+
+
+@pytest.mark.parametrize(
+    ("setting", "mode"),
+    [
+        ("require_crl = true", RevocationMode.HARD),
+        ('crl_unavailable = "fail"', RevocationMode.HARD),
+        ('crl_unavailable = "pass"', RevocationMode.SOFT),
+        ('revocation = "off"', RevocationMode.OFF),
+        ("", RevocationMode.SOFT),
+    ],
+)
+def test_one_revocation_setting_downstream_of_the_loader(
+    setting: str, mode: RevocationMode
+) -> None:
+    settings = parse_config(f"[verification]\n{setting}\n\n[profile.p]\nmax_iat_age = 30\n")
+    for name in (None, "p"):
+        effective = effective_profile(settings, name)
+        assert effective.verification_settings.revocation is mode
+        assert effective.verification_profile.require_crl is (mode is RevocationMode.HARD)
+        assert effective.verification["revocation"] == mode.value
+        assert not {"require_crl", "crl_unavailable"} & set(effective.verification)

@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.acme import AcmeClient, AcmeSettings
-from shaken.adapters.fetch import FetchLimits, HttpsFetcher
+from shaken.adapters.fetch import HttpsFetcher
 from shaken.adapters.stipa import (
     ENV_PASSWORD,
     ENV_USER,
@@ -365,14 +365,14 @@ class CrlRevocationChecker:
 
 
 def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
-    verification = effective_profile(settings, None).verification
+    verification = effective_profile(settings, None).verification_settings
     # The old chain must outlive its last signature's iat window, whatever retire_after says:
     # the last worker signs with the old key up to watch_interval (and a reload) after the
     # switch, and verifiers accept that signature for max_iat_age (plus the skew) after it.
     reload_margin = 30
     floor = (
-        int(verification["max_iat_age"])
-        + int(verification["max_future_skew"])
+        verification.max_iat_age
+        + verification.max_future_skew
         + math.ceil(float(lifecycle.get("watch_interval", 1.0)))
         + reload_margin
     )
@@ -417,14 +417,11 @@ def build_lifecycle(
     directory = Path(lifecycle["directory"])
     store = DirectoryGenerationStore(directory)
     glob = effective_profile(settings, None)
-    verification = glob.verification
+    verification = glob.verification_settings
     fetcher = HttpsFetcher(
         policy=glob.verification_profile.x5u_policy,
-        limits=FetchLimits(
-            timeout=float(verification["fetch_timeout"]),
-            max_bytes=int(verification["max_fetch_bytes"]),
-        ),
-        tls_ca_file=verification.get("tls_ca_file"),
+        limits=verification.fetch_limits,
+        tls_ca_file=verification.tls_ca_file,
         clock=clock,
     )
     sources = trust_sources(verification)

@@ -21,15 +21,15 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from shaken.config.typed import VerificationSettings
 from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import CertificateError, ConfigurationError
@@ -88,18 +88,19 @@ class TrustSources:
         return not (self.pem_files or self.directories or self.trust_list)
 
 
-def trust_sources(verification: Mapping[str, Any]) -> TrustSources:
+def trust_sources(verification: VerificationSettings) -> TrustSources:
     """Where an effective ``[verification]`` takes its anchors and CRL signers from."""
     files: list[Path] = []
     directories: list[Path] = []
-    for entry in verification.get("trust_anchors", []):
+    for entry in verification.trust_anchors:
         path = Path(entry)
         (directories if path.is_dir() else files).append(path)
-    sti_pa = verification.get("sti_pa_certificate")
+    sti_pa = verification.sti_pa_certificate
+    trust_list = verification.trust_list
     return TrustSources(
         pem_files=tuple(files),
         directories=tuple(directories),
-        trust_list=Path(verification["trust_list"]) if "trust_list" in verification else None,
+        trust_list=Path(trust_list) if trust_list else None,
         sti_pa_cert=Path(sti_pa) if sti_pa else None,
         crl_signer_files=(Path(sti_pa),) if sti_pa else (),
     )

@@ -31,7 +31,7 @@ from shaken.adapters.shared_state import (
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import load_crl_files, load_trust, trust_sources
 from shaken.config import GLOBAL_PROFILE, EffectiveProfile, Settings, effective_profile
-from shaken.config.schema import revocation_of
+from shaken.config.typed import VerificationSettings
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import ConfigurationError, VerificationFailure
 from shaken.core.jws import load_private_key
@@ -50,18 +50,12 @@ __all__ = [
     "check_signing_certificates",
     "load_brands",
     "prepare_brands",
-    "revocation_mode",
 ]
 
 
-def revocation_mode(verification: Mapping[str, Any]) -> RevocationMode:
-    """The one revocation setting of an effective ``[verification]`` (old spellings included)."""
-    return RevocationMode(revocation_of(verification))
-
-
-def _crl_files(verification: Mapping[str, Any]) -> LocalCrls | None:
+def _crl_files(verification: VerificationSettings) -> LocalCrls | None:
     """What reads the configured CRL files again on each refresh (None: there are none)."""
-    paths = tuple(Path(p) for p in verification.get("crl_files", []))
+    paths = tuple(Path(p) for p in verification.crl_files)
     return functools.partial(load_crl_files, paths) if paths else None
 
 
@@ -80,17 +74,15 @@ class _BackendKey:
 
     @staticmethod
     def of(effective: EffectiveProfile) -> _BackendKey:
-        v = effective.verification
+        v = effective.verification_settings
         vp = effective.verification_profile
         return _BackendKey(
             policy=vp.x5u_policy,
-            limits=FetchLimits(
-                timeout=float(v["fetch_timeout"]), max_bytes=int(v["max_fetch_bytes"])
-            ),
-            tls_ca_file=v.get("tls_ca_file"),
-            min_ttl=int(v["min_cache_ttl"]),
-            max_ttl=int(v["max_cache_ttl"]),
-            negative_ttl=int(v["negative_cache_ttl"]),
+            limits=v.fetch_limits,
+            tls_ca_file=v.tls_ca_file,
+            min_ttl=v.min_cache_ttl,
+            max_ttl=v.max_cache_ttl,
+            negative_ttl=v.negative_cache_ttl,
             require_tnauthlist=vp.require_tnauthlist,
             enforce_certificate_profile=vp.enforce_certificate_profile,
         )
@@ -170,12 +162,12 @@ class _Backends:
     ) -> BrandingService:
         """The branding step of a profile: referenced content through the profile's fetcher
         (its x5u URL policy and caps), one content cache per fetcher and settings."""
-        v = effective.verification
+        v = effective.verification_settings
         settings = BrandingSettings(
-            max_crn_length=int(v["rcd_max_crn_length"]),
-            require_integrity=bool(v["rcd_require_integrity"]),
-            ttl=timedelta(seconds=int(v["rcd_cache_ttl"])),
-            negative_ttl=timedelta(seconds=int(v["negative_cache_ttl"])),
+            max_crn_length=v.rcd_max_crn_length,
+            require_integrity=v.rcd_require_integrity,
+            ttl=timedelta(seconds=v.rcd_cache_ttl),
+            negative_ttl=timedelta(seconds=v.negative_cache_ttl),
         )
         key = (id(fetcher), settings)
         content = self.contents.get(key)
@@ -273,7 +265,7 @@ def build_runtime(
     clock = clock or SystemClock()
     when = now if now is not None else clock.now()
     glob = effective_profile(settings, None)
-    verification = dict(glob.verification)
+    verification = glob.verification_settings
     sources = trust_sources(verification)
     notes: list[str] = []
     trust = TrustStore(source="none")
@@ -286,17 +278,16 @@ def build_runtime(
             crl_signers=loaded.crl_signers,
             source=loaded.source,
         )
-    cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
-    store_dir = cache_dir or default_cache_dir()
+    store_dir = Path(verification.cache_dir) if verification.cache_dir else default_cache_dir()
     shared = shared_state(settings)
     backends = _Backends(
         trust=trust,
         store_dir=store_dir,
         clock=clock,
         resolver=resolver,
-        max_entries=int(verification["max_cache_entries"]),
-        revocation=revocation_mode(verification),
-        crl_refresh=timedelta(seconds=verification.get("crl_refresh", 3600)),
+        max_entries=verification.max_cache_entries,
+        revocation=verification.revocation,
+        crl_refresh=timedelta(seconds=verification.crl_refresh),
         crl_files=_crl_files(verification),
         now=when,
         shared=shared,
@@ -350,10 +341,10 @@ def build_runtime(
                 signer = SigningService(policy, clock=clock)
         verifier = None
         profile_fetcher = None
-        if effective.verification.get("enabled", True):
+        if effective.verification_settings.enabled:
             replay = (
                 ReplayWindow(effective.verification_profile.max_iat_age)
-                if effective.verification["replay_check"]
+                if effective.verification_settings.replay_check
                 else None
             )
             guard = None
@@ -363,7 +354,7 @@ def build_runtime(
                 replay = None
             profile_fetcher, profile_cache = backends.for_profile(effective)
             branding = None
-            if effective.verification["rcd_verify"]:
+            if effective.verification_settings.rcd_verify:
                 branding = backends.branding(effective, profile_fetcher, profile_cache)
             verifier = VerificationService(
                 profile_cache,

@@ -12,7 +12,7 @@ from shaken.config.loader import (
     parse_config,
 )
 from shaken.config.schema import GLOBAL_PROFILE, Behavior
-from shaken.config.typed import ServerSettings
+from shaken.config.typed import ServerSettings, VerificationSettings
 
 __all__ = [
     "GLOBAL_PROFILE",
@@ -22,6 +22,7 @@ __all__ = [
     "Problem",
     "ServerSettings",
     "Settings",
+    "VerificationSettings",
     "effective_profile",
     "load_config",
     "parse_config",

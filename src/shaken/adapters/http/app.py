@@ -725,7 +725,7 @@ class RestApplication:
             check("signing_certificates", *await self._signing_certificates_ready(now))
         else:
             check("signing_certificates", True, "signing is off")
-        configured = self.runtime.settings.verification.get("cache_dir")
+        configured = self.runtime.profiles[None].effective.verification_settings.cache_dir
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
         check("call_log", *await self._call_log_ready())
