@@ -6,8 +6,14 @@ from dataclasses import FrozenInstanceError, fields, replace
 
 import pytest
 
-from shaken.config import ServerSettings, VerificationSettings, effective_profile, parse_config
-from shaken.config.schema import SERVER_KEYS, VERIFICATION_KEYS
+from shaken.config import (
+    AttestationSettings,
+    ServerSettings,
+    VerificationSettings,
+    effective_profile,
+    parse_config,
+)
+from shaken.config.schema import ATTESTATION_KEYS, SERVER_KEYS, VERIFICATION_KEYS
 from shaken.services.cert_cache import CacheSettings, RevocationMode
 from shaken.services.ports import FetchLimits
 
@@ -78,3 +84,19 @@ def test_one_revocation_setting_downstream_of_the_loader(
         assert effective.verification_profile.require_crl is (mode is RevocationMode.HARD)
         assert effective.verification["revocation"] == mode.value
         assert not {"require_crl", "crl_unavailable"} & set(effective.verification)
+
+
+def test_every_attestation_key_is_a_typed_field() -> None:
+    assert {f.name for f in fields(AttestationSettings)} == set(ATTESTATION_KEYS)
+
+
+def test_a_profile_overrides_the_global_attestation_and_says_what_selects_it() -> None:
+    settings = parse_config(
+        '[attestation]\nattest = "A"\ncheck_x5u_at_load = true\n\n'
+        '[profile.p]\nattest = "B"\nsources = ["192.0.2.0/24"]\nheader_value = "x"\n'
+    )
+    glob, p = effective_profile(settings, None), effective_profile(settings, "p")
+    assert glob.attestation_settings == AttestationSettings(attest="A", check_x5u_at_load=True)
+    assert p.attestation_settings.attest == "B" and p.attestation_settings.check_x5u_at_load
+    assert (p.sources, p.header_value, p.attest_ceiling) == (("192.0.2.0/24",), "x", "B")
+    assert (glob.sources, glob.header_value, glob.attest_ceiling) == ((), None, None)

@@ -183,9 +183,8 @@ class _Backends:
 
 
 def _credential(
-    values: Mapping[str, Any], cache: dict[tuple[str, str], Credential]
+    key_file: str | None, x5u: str | None, cache: dict[tuple[str, str], Credential]
 ) -> Credential | None:
-    key_file, x5u = values.get("private_key"), values.get("x5u")
     if key_file is None and x5u is None:
         return None
     if key_file is None or x5u is None:
@@ -199,6 +198,10 @@ def _credential(
         found = Credential(key=key, x5u=x5u, name=Path(key_file).name)
         cache[(key_file, x5u)] = found
     return found
+
+
+def _brand(brands: Mapping[str, Brand], name: str | None) -> Brand | None:
+    return None if name is None else brands.get(name)
 
 
 def load_brands(settings: Settings) -> dict[str, Brand]:
@@ -232,15 +235,11 @@ def load_brands(settings: Settings) -> dict[str, Brand]:
         except ValueError as exc:
             raise ConfigurationError(f"{where}: jcd_file is not JSON: {exc}") from None
         try:
-            brand = Brand(
-                name=name,
-                rcd=rcd,
-                crn=values.get("crn"),
-                call_reasons=tuple(values.get("call_reasons", ())),
-                ppt=values.get("ppt", "shaken"),
-                digest=values.get("digest", "sha256"),
-                label=label,
-            )
+            # Unset crn, call_reasons, ppt and digest are Brand's defaults.
+            given = {k: values[k] for k in ("crn", "ppt", "digest") if k in values}
+            if "call_reasons" in values:
+                given["call_reasons"] = tuple(values["call_reasons"])
+            brand = Brand(name=name, rcd=rcd, label=label, **given)
             if brand.references and all(url in contents for url in brand.references):
                 brand = brand.with_content(contents)
         except ConfigurationError as exc:
@@ -298,9 +297,9 @@ def build_runtime(
     tns = {
         tn: TnRule(
             attest=v.get("attest"),
-            credential=_credential(v, credentials),
+            credential=_credential(v.get("private_key"), v.get("x5u"), credentials),
             label=f'[tn."{tn}"]',
-            brand=brands.get(v.get("brand", "")),
+            brand=_brand(brands, v.get("brand")),
         )
         for tn, v in settings.tns.items()
     }
@@ -310,9 +309,9 @@ def build_runtime(
             v["count"],
             TnRule(
                 attest=v.get("attest"),
-                credential=_credential(v, credentials),
+                credential=_credential(v.get("private_key"), v.get("x5u"), credentials),
                 label=f"[tn_range.{name}]",
-                brand=brands.get(v.get("brand", "")),
+                brand=_brand(brands, v.get("brand")),
             ),
         )
         for name, v in settings.tn_ranges.items()
@@ -320,22 +319,21 @@ def build_runtime(
     profiles: dict[str | None, ProfileRuntime] = {}
     for name in [None, *settings.profiles]:
         effective = glob if name is None else effective_profile(settings, name)
-        raw = {} if name is None else settings.profiles[name]
-        attestation = dict(effective.attestation)
+        attestation = effective.attestation_settings
         signer = None
-        if attestation.get("enabled", True):
+        if attestation.enabled:
             policy = SigningPolicy(
-                credential=_credential(attestation, credentials),
-                attest=attestation.get("attest"),
-                unknown_tn_attest=attestation.get("unknown_tn_attest"),
+                credential=_credential(attestation.private_key, attestation.x5u, credentials),
+                attest=attestation.attest,
+                unknown_tn_attest=attestation.unknown_tn_attest,
                 tns=tns,
                 ranges=ranges,
                 caller_sources=effective.verification_profile.caller_sources,
                 numbering_plan=effective.verification_profile.numbering_plan,
                 # A profile's own attest caps every TN entry for the calls it applies to.
-                ceiling=raw.get("attest"),
+                ceiling=effective.attest_ceiling,
                 ceiling_label=f"[profile.{name}]",
-                brand=brands.get(raw.get("brand", "")),
+                brand=_brand(brands, effective.brand),
             )
             if policy.credential is not None or tns or ranges:
                 signer = SigningService(policy, clock=clock)
@@ -372,8 +370,8 @@ def build_runtime(
             signer=signer,
             actions=effective.actions,
             fetcher=profile_fetcher if verifier is not None else None,
-            sources=tuple(ipaddress.ip_network(s, strict=False) for s in raw.get("sources", [])),
-            header_value=raw.get("header_value"),
+            sources=tuple(ipaddress.ip_network(s, strict=False) for s in effective.sources),
+            header_value=effective.header_value,
         )
     return Runtime(
         settings=settings,
@@ -428,7 +426,7 @@ async def check_signing_certificates(runtime: Runtime, *, now: datetime | None =
     when = now if now is not None else runtime.clock.now()
     checked: dict[tuple[str, bytes], str | None] = {}
     for profile in runtime.profiles.values():
-        if not profile.effective.attestation.get("check_x5u_at_load"):
+        if not profile.effective.attestation_settings.check_x5u_at_load:
             continue
         for credential in _signing_credentials(profile):
             spki = credential.key.public_key().public_bytes(

@@ -12,10 +12,11 @@ from shaken.config.loader import (
     parse_config,
 )
 from shaken.config.schema import GLOBAL_PROFILE, Behavior
-from shaken.config.typed import ServerSettings, VerificationSettings
+from shaken.config.typed import AttestationSettings, ServerSettings, VerificationSettings
 
 __all__ = [
     "GLOBAL_PROFILE",
+    "AttestationSettings",
     "Behavior",
     "ConfigError",
     "EffectiveProfile",

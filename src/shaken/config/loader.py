@@ -39,7 +39,12 @@ from shaken.config.schema import (
     Spec,
     revocation_of,
 )
-from shaken.config.typed import ServerSettings, VerificationSettings, toml_defaults
+from shaken.config.typed import (
+    AttestationSettings,
+    ServerSettings,
+    VerificationSettings,
+    toml_defaults,
+)
 from shaken.core.errors import ConfigurationError
 from shaken.core.policy import Action, ActionPolicy, OutcomeAction
 from shaken.core.rcd import RcdError, parse_rich_call_data
@@ -462,15 +467,22 @@ class EffectiveProfile:
     verification: Mapping[str, Any]
     #: ``verification`` typed: what the adapters read.
     verification_settings: VerificationSettings
+    attestation_settings: AttestationSettings
     verification_profile: VerificationProfile
     actions: ActionPolicy
     origin: Mapping[str, str]
+    #: What only a ``[profile.NAME]`` says (none for the global settings): the source
+    #: networks and header value that select it, its attest ceiling and brand.
+    sources: tuple[str, ...] = ()
+    header_value: str | None = None
+    attest_ceiling: str | None = None
+    brand: str | None = None
 
 
 #: What an unset ``[verification]`` key means: :class:`VerificationSettings`' defaults, spelled
 #: as TOML for ``shaken config show --effective`` (their one place).
 _VERIFICATION_DEFAULTS: dict[str, Any] = toml_defaults(VerificationSettings)
-_ATTESTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "check_x5u_at_load": False}
+_ATTESTATION_DEFAULTS: dict[str, Any] = toml_defaults(AttestationSettings)
 
 
 def _merge(
@@ -603,7 +615,12 @@ def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
         attestation=attestation,
         verification=verification,
         verification_settings=v,
+        attestation_settings=AttestationSettings.of(attestation),
         verification_profile=vp,
         actions=policy,
         origin=origin,
+        sources=tuple(profile.get("sources", ())),
+        header_value=profile.get("header_value"),
+        attest_ceiling=profile.get("attest"),
+        brand=profile.get("brand"),
     )

@@ -19,7 +19,13 @@ from shaken.core.verify import SHAKEN, DatePolicy
 from shaken.services.cert_cache import CacheSettings, RevocationMode
 from shaken.services.ports import FetchLimits
 
-__all__ = ["SIP_MAX_IN_FLIGHT", "ServerSettings", "VerificationSettings", "toml_defaults"]
+__all__ = [
+    "SIP_MAX_IN_FLIGHT",
+    "AttestationSettings",
+    "ServerSettings",
+    "VerificationSettings",
+    "toml_defaults",
+]
 
 #: What an unset ``[server] max_in_flight`` means for SIP (the REST API has no such bound).
 SIP_MAX_IN_FLIGHT = 1000
@@ -176,6 +182,22 @@ class VerificationSettings:
         if "date_header" in values:
             values["date_header"] = DatePolicy(values["date_header"])
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttestationSettings:
+    """``[attestation]`` merged for one profile (schema.ATTESTATION_KEYS)."""
+
+    enabled: bool = True
+    private_key: str | None = None
+    x5u: str | None = None
+    attest: str | None = None
+    unknown_tn_attest: str | None = None
+    check_x5u_at_load: bool = False
+
+    @classmethod
+    def of(cls, merged: Mapping[str, Any]) -> AttestationSettings:
+        return cls(**{f.name: merged[f.name] for f in fields(cls) if f.name in merged})
 
 
 def toml_defaults(cls: type[Any]) -> dict[str, Any]:
