@@ -151,13 +151,13 @@ class MemoryCallLog:
     """A :class:`~shaken.services.calllog.CallLog` that keeps records in a list."""
 
     records: list[CallRecord] = field(default_factory=list)
-    healthy: bool = True
+    ok: bool = True
 
     def record(self, record: CallRecord) -> None:
         self.records.append(record)
 
-    def writable(self) -> bool:
-        return self.healthy
+    def healthy(self) -> tuple[bool, str]:
+        return self.ok, "writable" if self.ok else "not writable"
 
 
 @dataclass

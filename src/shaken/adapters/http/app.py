@@ -41,7 +41,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,11 @@ from shaken.adapters.store.certstore import default_cache_dir
 from shaken.config import GLOBAL_PROFILE
 from shaken.core.errors import SigningError
 from shaken.core.policy import decide
-from shaken.core.reasons import Reason
 from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder
 from shaken.services.cert_cache import RevocationReport
 from shaken.services.ports import Clock
-from shaken.services.signing import SigningService
+from shaken.services.request_faults import request_fault
+from shaken.services.signing import SigningService, signing_time
 
 __all__ = ["ASGIApp", "RestApplication", "create_app"]
 
@@ -277,13 +277,6 @@ def _writable_directory(directory: Path) -> tuple[bool, str]:
     except OSError as exc:
         return False, f"not writable: {exc.strerror or type(exc).__name__}"
     return True, "writable"
-
-
-def _writable_file(path: Path) -> tuple[bool, str]:
-    target = path if path.exists() else path.parent
-    if os.access(target, os.W_OK):
-        return True, "writable"
-    return False, "not writable"
 
 
 class RestApplication:
@@ -504,10 +497,10 @@ class RestApplication:
         begun = time.perf_counter()
         result = await verifier.verify(context, now=now, source=source)
         self.metrics.observe_verification(time.perf_counter() - begun)
-        if result.reason is Reason.INVALID_HEADER and request.schema == ATIS:
-            # ATIS-1000082 E2: an identity that is not an Identity header value at all is an
-            # invalid request parameter, not a verification result.
-            raise ApiError("SVC4005", "identity", "not an Identity header value", schema=ATIS)
+        if request.schema == ATIS:
+            fault = request_fault(result)
+            if fault is not None:  # an invalid request parameter, not a verification result
+                raise ApiError("SVC4005", fault.parameter, fault.detail, schema=ATIS)
         reason = result.reason
         self.metrics.count("verification", result.outcome.value, reason.value if reason else "")
         if request.schema == ATIS and self.call_log is None and rcd_member(result) is None:
@@ -556,11 +549,7 @@ class RestApplication:
         try:
             await self._authorize(key, signer, request, now)
             freshness = profile.effective.verification_profile
-            age = now.timestamp() - request.iat
-            # The client's iat (its SIP Date) is kept while a verifier would still accept it;
-            # a stale one is replaced by now rather than signed into a token born stale.
-            fresh = -freshness.max_future_skew <= age <= freshness.max_iat_age
-            when = datetime.fromtimestamp(request.iat, UTC) if fresh else now
+            when = signing_time(request.iat, now=now, freshness=freshness)
             try:
                 signed = signer.sign(
                     orig=request.orig,
@@ -771,19 +760,6 @@ class RestApplication:
         return True, f"{len(statuses)} signing certificate(s) neither revoked nor expired"
 
     async def _call_log_ready(self) -> tuple[bool, str]:
-        call_log = self.call_log
-        if call_log is None:
+        if self.call_log is None:
             return True, "not recording"
-        for name in ("writable", "ready", "healthy"):
-            probe = getattr(call_log, name, None)
-            if callable(probe):
-                answer = probe()
-                if asyncio.iscoroutine(answer):
-                    answer = await answer
-                if isinstance(answer, tuple):  # CallLogHealth.healthy(): (ok, why)
-                    return bool(answer[0]), str(answer[1])
-                return bool(answer), "writable" if answer else "not writable"
-        path = self.runtime.settings.server_settings.call_log
-        if path:
-            return await asyncio.to_thread(_writable_file, Path(path))
-        return True, "recording"
+        return self.call_log.healthy()
