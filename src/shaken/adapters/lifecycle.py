@@ -109,21 +109,27 @@ def load_account_key(path: Path, *, create: bool) -> PrivateKey:
     return key
 
 
+def _given(table: Any, *names: str) -> dict[str, Any]:
+    """The keys of ``table`` that are set: an unset one keeps its dataclass's default."""
+    return {name: table[name] for name in names if name in table}
+
+
 def acme_settings(acme: Any) -> AcmeSettings:
-    return AcmeSettings(
-        directory=acme["directory"],
-        tnauthlist_encoding=acme.get("tnauthlist_encoding", "base64url"),
-        fingerprint=acme.get("fingerprint", "jwk_thumbprint"),
-        fingerprint_case=acme.get("fingerprint_case", "upper"),
-        challenge_key=acme.get("challenge_key", "atc"),
-        post_as_get=acme.get("post_as_get", "rfc"),
-        jwk_kid=acme.get("jwk_kid"),
-        account_url=acme.get("account_url"),
-        contact=tuple(acme.get("contact", ())),
-        timeout=float(acme.get("timeout", 30)),
-        poll_timeout=float(acme.get("poll_timeout", 300)),
-        tls_ca_file=acme.get("tls_ca_file"),
+    given = _given(
+        acme,
+        "tnauthlist_encoding",
+        "fingerprint",
+        "fingerprint_case",
+        "challenge_key",
+        "post_as_get",
+        "jwk_kid",
+        "account_url",
+        "tls_ca_file",
     )
+    given.update({k: float(v) for k, v in _given(acme, "timeout", "poll_timeout").items()})
+    if "contact" in acme:
+        given["contact"] = tuple(acme["contact"])
+    return AcmeSettings(directory=acme["directory"], **given)
 
 
 def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
@@ -134,16 +140,16 @@ def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
             roots = load_certificates(Path(root).read_bytes())
         except (OSError, CertificateError) as exc:
             raise ConfigurationError(f"sti_pa.root_certificate {root}: {exc}") from None
+    given = _given(sti_pa, "auth_header", "token_accept", "token_path", "tls_ca_file")
+    if "min_token_lifetime" in sti_pa:
+        given["min_token_lifetime"] = int(sti_pa["min_token_lifetime"])
+    if "timeout" in sti_pa:
+        given["timeout"] = float(sti_pa["timeout"])
     return StiPaSettings(
         url=sti_pa.get("url", ""),
         account_id=str(sti_pa.get("account_id", "")),
-        auth_header=sti_pa.get("auth_header", "raw"),
-        token_accept=sti_pa.get("token_accept", "application/json"),
-        token_path=sti_pa.get("token_path", "/api/v1/account/{account_id}/token"),
-        min_token_lifetime=int(sti_pa.get("min_token_lifetime", 180)),
-        timeout=float(sti_pa.get("timeout", 30)),
-        tls_ca_file=sti_pa.get("tls_ca_file"),
         roots=roots,
+        **given,
     )
 
 
@@ -364,28 +370,40 @@ class CrlRevocationChecker:
         return None
 
 
+#: How often a worker looks at ``current.json`` when ``[lifecycle] watch_interval`` is unset.
+WATCH_INTERVAL = 1.0
+
+
+def _watch_interval(lifecycle: Any) -> float:
+    return float(lifecycle.get("watch_interval", WATCH_INTERVAL))
+
+
 def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
+    """The ``[lifecycle]`` timings; an unset key keeps :class:`RenewalPolicy`'s default."""
     verification = effective_profile(settings, None).verification_settings
     # The old chain must outlive its last signature's iat window, whatever retire_after says:
     # the last worker signs with the old key up to watch_interval (and a reload) after the
     # switch, and verifiers accept that signature for max_iat_age (plus the skew) after it.
     reload_margin = 30
-    floor = (
-        verification.max_iat_age
+    floor = timedelta(
+        seconds=verification.max_iat_age
         + verification.max_future_skew
-        + math.ceil(float(lifecycle.get("watch_interval", 1.0)))
+        + math.ceil(_watch_interval(lifecycle))
         + reload_margin
     )
-    return RenewalPolicy(
-        fraction=float(lifecycle.get("renew_fraction", 2 / 3)),
-        before=timedelta(days=int(lifecycle.get("renew_before_days", 30))),
-        warning=timedelta(days=int(lifecycle.get("warning_days", 14))),
-        retire_after=timedelta(seconds=max(int(lifecycle.get("retire_after", 300)), floor)),
-        retry_min=timedelta(seconds=int(lifecycle.get("retry_min", 60))),
-        retry_max=timedelta(seconds=int(lifecycle.get("retry_max", 3600))),
-        x5u_wait=timedelta(seconds=int(lifecycle.get("x5u_wait", 600))),
-        keep=int(lifecycle.get("keep", 5)),
-    )
+    given: dict[str, Any] = {}
+    if "renew_fraction" in lifecycle:
+        given["fraction"] = float(lifecycle["renew_fraction"])
+    for key, member in (("renew_before_days", "before"), ("warning_days", "warning")):
+        if key in lifecycle:
+            given[member] = timedelta(days=int(lifecycle[key]))
+    for key in ("retire_after", "retry_min", "retry_max", "x5u_wait"):
+        if key in lifecycle:
+            given[key] = timedelta(seconds=int(lifecycle[key]))
+    if "keep" in lifecycle:
+        given["keep"] = int(lifecycle["keep"])
+    policy = RenewalPolicy(**given)
+    return replace(policy, retire_after=max(policy.retire_after, floor))
 
 
 @dataclass(slots=True)
@@ -457,11 +475,10 @@ def build_lifecycle(
             credentials=credentials or (lambda: StiPaCredentials.load(credentials_file)),
             spc=str(acme["spc"]),
             org=str(acme["org"]),
-            country=str(acme.get("country", "US")),
-            unique_cn=bool(acme.get("unique_cn", False)),
             csr_crl_url=acme.get("csr_crl_url"),
             validity_days=acme.get("validity_days"),
             token_command=sti_pa.get("token_command"),
+            **_given(acme, "country", "unique_cn"),
         )
     tnauthlist = TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else None
     engine = CertificateLifecycle(
@@ -566,7 +583,7 @@ def serve_tasks(
     if not lifecycle:
         return stop, tasks
     loop = asyncio.get_running_loop()
-    interval = float(lifecycle.get("watch_interval", 1.0))
+    interval = _watch_interval(lifecycle)
     directory = Path(lifecycle["directory"])
     tasks.append(loop.create_task(watch_manifest(directory, interval, on_switch, stop)))
     if renew and lifecycle.get("renew_in_serve", True):
