@@ -4,7 +4,7 @@ The composition of a running service (DESIGN.md sections 6 to 8): the configurat
 proven usable (keys load, trust anchors parse, ``check_x5u_at_load`` fetches succeed) before
 any socket is bound; the SIP listeners are bound once and shared by the worker processes
 (:class:`~shaken.adapters.workers.Supervisor`); each worker builds its own
-:class:`~shaken.adapters.wiring.Runtime`, opens its own writer to the call log and runs, in one
+:class:`~shaken.adapters.runtime.Runtime`, opens its own writer to the call log and runs, in one
 event loop, the SIP listeners and, when ``[server] rest`` lists any, the REST API
 (``shaken.adapters.http.server.serve_rest``, imported here so that the SIP and HTTP adapters
 never import each other).
