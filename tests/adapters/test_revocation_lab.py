@@ -244,6 +244,8 @@ async def test_9_3_readyz_reports_our_own_certificate_expired_and_stale_crls(
         metrics = app.metrics.render().decode()
         assert f'shaken_signing_certificate_expired{{x5u="{served.lab.x5u}"}} 1.0' in metrics
         assert re.search(r"^shaken_crls_stale [1-9]", metrics, re.M)
+        age = re.search(r"^shaken_crl_age_seconds (\S+)$", metrics, re.M)
+        assert age is not None and float(age.group(1)) >= 408 * 86400  # 8 + 400 days on
     finally:
         await runtime.aclose()
 

@@ -1,4 +1,4 @@
-"""ES256 against published vectors (reference/standards.md section 5, RFC 7515 A.3)."""
+"""ES256 against published vectors (RFC 7515 A.3)."""
 
 from __future__ import annotations
 

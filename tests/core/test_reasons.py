@@ -4,8 +4,8 @@ import pytest
 
 from shaken.core.reasons import REASONS, Reason, Verstat
 
-# Every Reason named in DESIGN.md section 3, with its SIP code and verstat.
-DESIGN_TABLE = {
+# Every Reason named in docs/architecture.md section 3, with its SIP code and verstat.
+ARCHITECTURE_TABLE = {
     "missing_identity": (428, Verstat.NO_VALIDATION),
     "no_caller_id": (433, Verstat.NO_VALIDATION),
     "invalid_header": (438, Verstat.NO_VALIDATION),
@@ -48,9 +48,9 @@ def test_every_reason_has_exactly_one_row() -> None:
     assert set(REASONS) == set(Reason)
 
 
-@pytest.mark.parametrize("name", sorted(DESIGN_TABLE))
-def test_design_reasons_exist_with_their_codes(name: str) -> None:
-    code, verstat = DESIGN_TABLE[name]
+@pytest.mark.parametrize("name", sorted(ARCHITECTURE_TABLE))
+def test_architecture_reasons_exist_with_their_codes(name: str) -> None:
+    code, verstat = ARCHITECTURE_TABLE[name]
     info = REASONS[Reason(name)]
     assert (info.sip_code, info.verstat) == (code, verstat)
 

@@ -21,7 +21,7 @@ from shaken.core.tn import (
 @pytest.mark.parametrize(
     ("header", "plan", "expected"),
     [
-        # reference/standards.md section 2.2, the RFC 8224 section 8 examples
+        # the RFC 8224 section 8 examples
         ("<sip:+1-215-555-1212@example.com;user=phone>", None, PartyIdentity(tn="12155551212")),
         ("<tel:+1(215)555.1212>", None, PartyIdentity(tn="12155551212")),
         ("<sip:2155551212@pbx.example.com>", NANP, PartyIdentity(tn="12155551212")),

@@ -1,4 +1,4 @@
-"""The test vectors of reference/standards.md section 5, through the whole pipeline.
+"""Published test vectors (RFC 8225, RFC 8588, RFC 8946 Appendix A), through the whole pipeline.
 
 V-D1 is signed with the RFC 8946 Appendix A key (K3). To run it end to end we certify K3 under
 a throwaway STI PKI dated at the vector's iat (2015-09-25), then derive the negative vectors the

@@ -148,7 +148,7 @@ MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE8HNbQd/TmvCKwPKHkMF9fScavGeH
 
 
 def test_rfc8224_section_5_1_example_only_verifies_with_string_iat() -> None:
-    """reference/standards.md V-R3: the RFC's own compact example, rebuilt from its SIP."""
+    """RFC 8224 section 5.1: the RFC's own compact example, rebuilt from its SIP."""
     sig = b64url_decode(
         "rq3pjT1hoRwakEGjHCnWSwUnshd0-zJ6F1VOgFWSjHBr8Qjpjlk-cpFYpFYsojNCpTzO3QfPOlckGaS6hEck7w"
     )

@@ -1,6 +1,6 @@
 """Interoperability with secsipidx (asipto/secsipidx; Debian bookworm ships 1.2.0).
 
-What these tests pin down about secsipidx 1.2.0 (``reference/peers.md`` section 1, confirmed):
+What these tests pin down about secsipidx 1.2.0 (each confirmed by a test below):
 
 * ``-check`` only verifies with ``-fpubkey`` (it never fetches ``info``): without it, exit 255.
   ``-expire`` defaults to 0 (the token must be checked in the second it was signed), so we pass

@@ -303,6 +303,8 @@ async def test_unparseable_body(pki: StiPki) -> None:
     assert isinstance(result, VerificationFailure) and result.reason is Reason.CERT_UNPARSEABLE
     assert await cache.get(URL, now=NOW + timedelta(seconds=5)) is result
     assert len(fetcher.calls) == 1
+    # Counted by result for the metrics: the Reason, a closed set (never the URL).
+    assert cache.fetch_results == {"cert_unparseable": 1}
 
 
 @pytest.mark.anyio
@@ -334,6 +336,7 @@ async def test_not_modified_renews_without_a_body(pki: StiPki) -> None:
     assert fetcher.calls == [(URL, None), (URL, '"e1"')]
     assert expiry_of(cache) == later + DAY
     assert store.data[URL].expires_at == later + DAY and store.saves == 2
+    assert cache.fetch_results == {"ok": 1, "not_modified": 1}
 
 
 # ------------------------------------------------------------------------------- trust

@@ -95,6 +95,7 @@ async def test_9_3_soft_says_so_in_the_result_and_the_counters(pki: StiPki) -> N
     report = cache.revocation_report(NOW)
     assert cache.revocation_unchecked == report.unchecked_total == 1
     assert report.unchecked_held == 1
+    assert report.crls == 1 and report.oldest_this_update == NOW  # the CRL's age counts from it
 
 
 @pytest.mark.anyio
@@ -107,6 +108,9 @@ async def test_9_3_a_certificate_without_any_crl_is_reported_unchecked(pki: StiP
     assert "no CRL from its issuer or its cRLIssuer" in note and CRL_URL in note
     hard = await _cache(fetcher, pki, RevocationMode.HARD).get(URL, now=NOW)
     assert isinstance(hard, VerificationFailure) and hard.reason is Reason.CERT_UNTRUSTED
+    assert (
+        _cache(fetcher, pki, RevocationMode.SOFT).revocation_report(NOW).oldest_this_update is None
+    )
 
 
 @pytest.mark.anyio

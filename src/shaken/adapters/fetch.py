@@ -1,7 +1,7 @@
 """Fetch x5u certificates (and CRLs) over HTTPS under the SHAKEN URL policy.
 
 The attacker picks the x5u URL, so this is the verifier's most exposed piece of I/O
-(``reference/asterisk.md`` sections 2.4-2.5; ATIS-1000074 v003 section 5.3.1). In order:
+(ATIS-1000074 v003 section 5.3.1). In order:
 
 1. :func:`shaken.core.x5u.check_x5u` before anything else: https only (http with the lab
    setting), port absent/443/8443, no userinfo, query or fragment, no special-purpose IP literal.

@@ -87,7 +87,10 @@ class Runtime:
             await self.shared.aclose()
 
     def profile_for_source(self, address: str) -> ProfileRuntime | None:
-        """The first profile whose ``sources`` contain ``address`` (DESIGN.md section 6)."""
+        """The first profile whose ``sources`` contain ``address``.
+
+        See docs/architecture.md section 6.1.
+        """
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -1,6 +1,7 @@
 """``shaken serve``: the SIP redirect server and the REST API from one configuration file.
 
-The composition of a running service (DESIGN.md sections 6 to 8): the configuration is read and
+The composition of a running service (docs/architecture.md sections 6 to 8): the
+configuration is read and
 proven usable (keys load, trust anchors parse, ``check_x5u_at_load`` fetches succeed) before
 any socket is bound; the SIP listeners are bound once and shared by the worker processes
 (:class:`~shaken.adapters.workers.Supervisor`); each worker builds its own

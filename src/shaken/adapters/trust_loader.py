@@ -1,6 +1,6 @@
 """Trust anchors from files: a PEM bundle, a directory of PEM files, an STI-PA trust list.
 
-Three sources, combined (``reference/standards.md`` V14; ``reference/asterisk.md`` 2.7):
+Three sources, combined:
 
 * a PEM file of STI-CA roots (a bundle; DER of one certificate also works);
 * a directory of plain PEM files (``*.pem``, ``*.crt``, ``*.cer``), read file by file, so no

@@ -1,6 +1,7 @@
 """The composition root: from a validated configuration to running services.
 
-This is the one module that knows every concrete class (DESIGN.md section 2): it loads the
+This is the one module that knows every concrete class (docs/architecture.md section 2): it
+loads the
 signing keys and trust anchors the configuration names, builds the HTTPS fetcher, the
 certificate store and cache, and one verification and one signing service per profile. The
 SIP and REST adapters take a :class:`Runtime` and never construct services themselves.
@@ -415,7 +416,7 @@ def _signing_credentials(profile: ProfileRuntime) -> list[Credential]:
 async def check_signing_certificates(runtime: Runtime, *, now: datetime | None = None) -> int:
     """Fetch the x5u of every signing credential whose profile sets ``check_x5u_at_load``.
 
-    Asterisk's ``check_tn_cert_public_url`` (``reference/asterisk.md`` section 1.1), made
+    Asterisk's ``check_tn_cert_public_url``, made
     stricter: the URL must answer with a certificate chain that is valid now, holds no private
     key, and whose leaf is the public half of the key that signs with it (Asterisk feature
     request #907). The flag on ``[attestation]`` or a profile covers the ``[tn]`` and

@@ -1,4 +1,7 @@
-"""Configuration: one strict TOML file in Asterisk's object model (DESIGN.md section 7)."""
+"""Configuration: one strict TOML file in Asterisk's object model.
+
+See docs/architecture.md section 7.
+"""
 
 from __future__ import annotations
 

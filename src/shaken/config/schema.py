@@ -3,8 +3,8 @@
 What an unset key means is not written here: it is the default of the typed settings
 (:mod:`shaken.config.typed`) or of the dataclass a key feeds.
 
-The object model is Asterisk's ``stir_shaken.conf`` in TOML (DESIGN.md section 7,
-``reference/asterisk.md`` section 1): ``[attestation]`` and ``[verification]`` hold global
+The object model is Asterisk's ``stir_shaken.conf`` in TOML (docs/architecture.md
+section 7): ``[attestation]`` and ``[verification]`` hold global
 defaults, ``[profile.NAME]`` overrides any of them for the calls a profile applies to,
 ``[tn."TN"]`` and ``[tn_range.NAME]`` give per-number signing data, ``[brand.NAME]`` a vetted
 brand for branded calling (RFC 9795) that a TN, range or profile names, ``[api_key.NAME]`` the REST

@@ -1,6 +1,6 @@
 """One exception tree for the whole library.
 
-Two kinds of trouble are kept apart (DESIGN.md section 2, principle 3):
+Two kinds of trouble are kept apart (docs/architecture.md section 2, principle 3):
 
 * :class:`VerificationFailure` and its subclasses: the *peer's* data is bad. Each carries the
   :class:`~shaken.core.reasons.Reason` it stands for, a human sentence, and structured fields

@@ -11,7 +11,7 @@ ABNF (RFC 8224 section 4)::
     ident-type = "ppt" EQUAL token
     ident-info-extension = generic-param
 
-Deliberate deviations, all toward real traffic (``reference/standards.md`` V2):
+Deliberate deviations, all toward real traffic (RFC 8224 section 4.1):
 
 * ``base64-char`` omits ``-`` and ``_``; every real PASSporT is base64url, so both are accepted.
 * ``ppt`` is a token in the ABNF but most SHAKEN traffic quotes it (``ppt="shaken"``); both

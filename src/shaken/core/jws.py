@@ -2,7 +2,7 @@
 
 A JWS ECDSA signature is the 64-byte concatenation R || S (each 32 bytes, big-endian), not the
 DER ``ECDSA-Sig-Value`` that ``cryptography`` produces and expects; this module converts between
-the two and rejects any other length (``reference/standards.md`` V17). Keeping every hazmat call
+the two and rejects any other length (RFC 7518 section 3.4). Keeping every hazmat call
 here means the rest of the core handles keys as opaque objects and bytes.
 """
 

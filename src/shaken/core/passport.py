@@ -3,7 +3,8 @@
 Decoding is split from validation on purpose. :func:`decode_token` only checks what any compact
 JWS must be: three base64url segments whose first two are JSON objects without duplicate member
 names. The verification pipeline then checks the header (:meth:`PassportHeader.from_json`) and
-the claims (:meth:`PassportClaims.from_json`) in the order DESIGN.md section 3 fixes, so that the
+the claims (:meth:`PassportClaims.from_json`) in the order docs/architecture.md section 3
+fixes, so that the
 first failing check names the Reason. The signature is always checked over the segments as
 received; canonical JSON (RFC 8225 section 9) is used only when *we* produce segments, or when
 the compact form must be rebuilt from SIP (RFC 8224 section 5.1).

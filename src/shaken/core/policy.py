@@ -1,4 +1,4 @@
-"""From what verification found to what the call gets (DESIGN.md section 5).
+"""From what verification found to what the call gets (docs/architecture.md section 5).
 
 The outcome (``verified`` with A/B/C, ``missing``, ``failed`` with a Reason, ``not_checked``) is
 separate from the action, which a profile sets per outcome:

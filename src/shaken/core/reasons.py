@@ -5,7 +5,7 @@ Each :class:`Reason` maps to exactly one :class:`ReasonInfo`: the SIP status cod
 verifier reports, and a one-line description used as ATIS-1000082 ``reasondesc`` and in logs.
 A test proves the table complete, so a new Reason cannot ship without its row.
 
-Where the standards leave a code open (``reference/standards.md`` section 7 item 5) the choice
+Where the standards leave a code open (docs/architecture.md section 3) the choice
 made here is documented on the row:
 
 * a TN outside a TN-scoped certificate: 437 (we do not support the credential for that TN);

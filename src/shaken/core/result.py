@@ -14,7 +14,7 @@ __all__ = ["Check", "CheckTrace", "HeaderTrace", "Outcome", "VerificationResult"
 
 
 class Outcome(enum.StrEnum):
-    """What verification found, before any policy (DESIGN.md section 5)."""
+    """What verification found, before any policy (docs/architecture.md section 5)."""
 
     VERIFIED = "verified"
     MISSING = "missing"

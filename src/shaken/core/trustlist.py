@@ -1,8 +1,8 @@
 """STI-PA style trust lists: a signed JWT that lists the approved STI-CA root certificates.
 
 The STI-PA publishes its list of approved STI-CAs as ``GET /api/v1/ca-list`` answering
-``{"caList": "<signed JWT>"}``, and the JWT holds PEM certificates (``reference/standards.md``
-V14, ``reference/asterisk.md`` section 6 item 2). The exact claim names are not public, so the
+``{"caList": "<signed JWT>"}``, and the JWT holds PEM certificates (the list Asterisk's
+res_stir_shaken reads too). The exact claim names are not public, so the
 reader is lenient and the writer is explicit:
 
 * written: an ES256 JWS with header ``{"alg":"ES256","typ":"JWT"[,"x5u":...]}`` and claims

@@ -1,4 +1,4 @@
-"""The STI-VS verification pipeline (DESIGN.md section 3), as two pure steps.
+"""The STI-VS verification pipeline (docs/architecture.md section 3), as two pure steps.
 
 :func:`prepare` runs every check that needs no certificate: Identity presence, caller identity,
 header syntax, form, JWS structure, PASSporT header, claims, iat and Date freshness, orig/dest
@@ -9,7 +9,7 @@ cache), the trust anchors and ``now``: chain, TNAuthList, TN scope, signature an
 
 Checks run in a fixed order and the first failure of an Identity header names its Reason. Cheap
 syntax comes before the network, so attacker-controlled input never reaches the HTTP client
-unchecked (``reference/standards.md`` section 1.1).
+unchecked (docs/architecture.md section 3).
 
 Several Identity headers (RFC 8224 section 6.2.1): headers whose ``ppt`` the profile does not
 accept are ignored; every other header is checked; the request verifies when one ``shaken``
@@ -101,7 +101,10 @@ _DIV_PPTS = ("div", "div-o")
 
 
 class DatePolicy(enum.StrEnum):
-    """What to do with the SIP Date header (iat is the truth in SHAKEN; DESIGN.md section 3)."""
+    """What to do with the SIP Date header.
+
+    iat is the truth in SHAKEN (docs/architecture.md section 3).
+    """
 
     IGNORE = "ignore"
     CHECK_IF_PRESENT = "check_if_present"
@@ -110,7 +113,10 @@ class DatePolicy(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerificationProfile:
-    """The knobs of verification. Defaults are the SHAKEN profile of DESIGN.md section 3."""
+    """The knobs of verification.
+
+    Defaults are the SHAKEN profile of docs/architecture.md section 3.
+    """
 
     max_iat_age: int = 60
     max_future_skew: int = 10
@@ -244,7 +250,7 @@ def validate_certificate(
     crls: Sequence[bytes] = (),
     crl_signers: Sequence[x509.Certificate] = (),
 ) -> ValidatedCertificate:
-    """Parse an x5u response and validate it (checks 13 to 15 of DESIGN.md section 3).
+    """Parse an x5u response and validate it (checks 13 to 15 of docs/architecture.md section 3).
 
     :raises ChainError: with the Reason of the first failing check.
     """
@@ -721,7 +727,7 @@ def _prepare_compact(
     for name in ("iat_fresh", "date_fresh", "orig_matches", "dest_matches"):
         cand.ok(name, "rebuilt")
     # RFC 8224 section 5.1's own example only verifies with iat as a JSON string; both forms
-    # describe the same Date, so both are tried (reference/standards.md V-R3).
+    # describe the same Date, so both are tried.
     cand.signing_inputs = tuple(
         rebuild_compact_signing_input(
             alg=header.alg, ppt=header.ppt, x5u=header.info, orig=orig, dest=dest, iat=form

@@ -4,8 +4,8 @@ Pure: it looks at the URL text and, for hosts written as IP literals, at the add
 are resolved by the fetcher adapter, which must apply :func:`is_special_purpose` to every address
 it resolved and connect to the address it checked (DNS rebinding).
 
-The special-purpose list is explicit (RFC 6890 plus multicast and later IANA registrations,
-``reference/standards.md`` section 5.4) instead of ``ipaddress``'s ``is_global``, whose answers
+The special-purpose list is explicit (RFC 6890 plus multicast and later IANA registrations)
+instead of ``ipaddress``'s ``is_global``, whose answers
 changed between CPython patch releases. Embedded IPv4 addresses (v4-mapped, NAT64, 6to4, Teredo)
 are unwrapped and checked too. An IPv4-compatible address (``::a.b.c.d``, deprecated by RFC 4291
 section 2.5.5.1, in no special-purpose registry) *is* its IPv4 address here: it is judged as

@@ -1,6 +1,6 @@
 """The certificate cache: x5u URL -> validated chain, fast when warm, safe when not.
 
-What it guarantees (DESIGN.md section 3 "Certificate cache"; ``reference/asterisk.md`` 2.6 for
+What it guarantees (docs/architecture.md section 3, "Certificate cache", and
 what Asterisk users missed):
 
 * **One fetch per URL in flight**, however many verifications wait for it: the first caller
@@ -135,7 +135,7 @@ class RevocationMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CacheSettings:
-    """The cache's knobs; the defaults follow ATIS-1000074 and DESIGN.md section 3."""
+    """The cache's knobs; the defaults follow ATIS-1000074 and docs/architecture.md section 3."""
 
     min_ttl: timedelta = timedelta(hours=24)
     max_ttl: timedelta = timedelta(days=7)
@@ -313,6 +313,9 @@ class RevocationReport:
     refresh_failures: int
     unchecked_total: int
     unchecked_held: int
+    #: The thisUpdate of the oldest CRL held (fetched or local), None with no CRL: how old
+    #: the revocation data a verification relies on may be.
+    oldest_this_update: datetime | None = None
 
     @classmethod
     def of(cls, caches: Iterable[CertificateCache], now: datetime) -> RevocationReport:
@@ -330,6 +333,10 @@ class RevocationReport:
             refresh_failures=sum(r.refresh_failures for r in reports),
             unchecked_total=sum(r.unchecked_total for r in reports),
             unchecked_held=sum(r.unchecked_held for r in reports),
+            oldest_this_update=min(
+                (r.oldest_this_update for r in reports if r.oldest_this_update is not None),
+                default=None,
+            ),
         )
 
 
@@ -438,6 +445,10 @@ class CertificateCache:
         self.fetches = 0
         #: Fetches not started because too many were in progress (in all or for the source).
         self.fetches_refused = 0
+        #: Fetches that ended, by result: ``ok`` (a chain that validated), ``not_modified``
+        #: (a 304 for a copy that still validates), or the Reason a fetch or its chain failed
+        #: with. Label values come from the closed Reason table, never from the URL.
+        self.fetch_results: dict[str, int] = {}
         #: Chains that passed (``soft``) although the revocation status of one of their
         #: certificates could not be established.
         self.revocation_unchecked = 0
@@ -492,15 +503,17 @@ class CertificateCache:
             if isinstance(entry.result, ValidatedCertificate)
             and any(f.startswith("warning:crl_unavailable") for f in entry.result.findings)
         )
+        records = self._crls.records()
         return RevocationReport(
             mode=self.settings.revocation,
-            crls=len(self._crls.records()),
+            crls=len(records),
             stale=tuple(self._crls.stale(now)),
             last_refresh=self._crls.last_refresh,
             refreshes=self._crls.refreshes,
             refresh_failures=self._crls.refresh_failures,
             unchecked_total=self.revocation_unchecked,
             unchecked_held=unchecked,
+            oldest_this_update=min((r.this_update for r in records), default=None),
         )
 
     async def aclose(self) -> None:
@@ -749,12 +762,15 @@ class CertificateCache:
         try:
             document = await self._fetcher.fetch(url, etag=etag)
         except VerificationFailure as failure:
+            self._count_fetch(failure.reason.value)
             return await self._failed(url, entry, held_failure or failure, now, material)
         finally:
             self._slots.give_back(source)
         if document.not_modified:
             if entry is None:
-                return await self._failed(url, None, _not_modified_without_copy(url), now, material)
+                missing = _not_modified_without_copy(url)
+                self._count_fetch(missing.reason.value)
+                return await self._failed(url, None, missing, now, material)
             return await self._renew(entry, document, now, material)
         fresh = _Entry(
             url=url,
@@ -767,12 +783,17 @@ class CertificateCache:
         )
         result = await self._validated(fresh, now, material)
         if isinstance(result, VerificationFailure):
+            self._count_fetch(result.reason.value)
             return await self._failed(url, entry, result, now, material)
+        self._count_fetch("ok")
         fresh.expires_at = self._expiry(document, now, result)
         self._install(fresh)
         self._negative.pop(url)
         await self._persist(fresh)
         return result
+
+    def _count_fetch(self, result: str) -> None:
+        self.fetch_results[result] = self.fetch_results.get(result, 0) + 1
 
     def _expiry(
         self, document: FetchedDocument, now: datetime, result: ValidatedCertificate
@@ -794,7 +815,9 @@ class CertificateCache:
         """304 Not Modified: the held body stays; its lifetime starts again."""
         result = await self._validated(entry, now, material)
         if isinstance(result, VerificationFailure):
+            self._count_fetch(result.reason.value)
             return await self._failed(entry.url, entry, result, now, material)
+        self._count_fetch("not_modified")
         entry.fetched_at = now
         entry.expires_at = self._expiry(document, now, result)
         if document.etag:

@@ -1,10 +1,10 @@
 """CRLs from the CRL Distribution Point and from local files, refreshed on a schedule.
 
 SHAKEN publishes one indirect CRL, signed by the STI-PA and named by the CRL Distribution Point
-of every STI certificate (ATIS-1000080 section 6.4.1; ``reference/standards.md`` V14). This
+of every STI certificate (ATIS-1000080 section 6.4.1). This
 cache fetches it through the same :class:`~shaken.services.ports.CertificateFetcher` as the
-certificates, so the same URL policy, address filter, size cap and deadline apply (Asterisk
-never fetched CRLs at all, ``reference/asterisk.md`` section 2.7). An operator may also give
+certificates, so the same URL policy, address filter, size cap and deadline apply (Asterisk's
+res_stir_shaken never fetched CRLs at all). An operator may also give
 CRL files (``crl_files``); an adapter reads them (services open no file) through the
 ``local`` callable, and they are applied with the fetched ones.
 

@@ -1,4 +1,4 @@
-"""The small interfaces the services need from the outside world (DESIGN.md section 2).
+"""The small interfaces the services need from the outside world (docs/architecture.md section 2).
 
 Services never open a socket or a file themselves: they are handed a :class:`CertificateFetcher`
 (the HTTPS adapter, or a fake in tests), a :class:`CertificateStore` (a directory, or nothing)
@@ -51,8 +51,8 @@ class FetchedDocument:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchLimits:
-    """The time and size limits of one fetch (DESIGN.md section 3 defaults; ``[verification]
-    fetch_timeout`` and ``max_fetch_bytes``)."""
+    """The time and size limits of one fetch (docs/architecture.md section 3, defaults;
+    ``[verification] fetch_timeout`` and ``max_fetch_bytes``)."""
 
     timeout: float = 2.0
     max_bytes: int = 64 * 1024
@@ -114,7 +114,10 @@ class CertificateStore(Protocol):
 
 
 class Clock(Protocol):
-    """The one place time comes from; read once per request at the edge (DESIGN.md 2.1)."""
+    """The one place time comes from; read once per request at the edge.
+
+    See docs/architecture.md section 2, principle 1.
+    """
 
     def now(self) -> datetime: ...
 

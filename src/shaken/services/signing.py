@@ -300,6 +300,21 @@ class SigningService:
         :raises SigningError: no credential or level, or Rich Call Data not vetted for orig.
         """
         when = now if now is not None else self._clock.now()
+        return self._sign(orig, dest, when, attest=attest, origid=origid, rcd=rcd, crn=crn)
+
+    def _sign(
+        self,
+        orig: str,
+        dest: str | Sequence[str],
+        when: datetime,
+        *,
+        attest: str | None = None,
+        origid: str | None = None,
+        rcd: Mapping[str, Any] | None = None,
+        crn: str | None = None,
+        date: str | None = None,
+    ) -> SignedCall:
+        """:meth:`sign` at ``when``; ``date`` is the Date header the request is to carry."""
         tn = canonicalize_tn(orig)
         if not tn:
             raise SigningError(f"orig {orig!r} has no telephone number")
@@ -345,6 +360,7 @@ class SigningService:
             brand=None if brand is None else claims["rcd"]["nam"],
             rcd_identity=rcd_identity,
             origid=origid,
+            date=date,
         )
 
     def branding(
@@ -414,7 +430,5 @@ class SigningService:
         ]
         if not called:
             raise SigningError("the request has no called TN (To)")
-        signed = self.sign(orig=callers[0], dest=called[0], now=when)
-        if context.date is None:
-            return replace(signed, date=format_sip_date(when))
-        return signed
+        date = format_sip_date(when) if context.date is None else None
+        return self._sign(callers[0], called[0], when, date=date)

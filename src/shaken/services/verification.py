@@ -1,6 +1,7 @@
 """The STI-VS as a service: the core's two pure steps with the certificate cache between them.
 
-DESIGN.md section 2 principle 2: :func:`~shaken.core.verify.prepare` runs every check that needs
+docs/architecture.md section 2, principle 2: :func:`~shaken.core.verify.prepare` runs every
+check that needs
 no certificate and names the x5u URLs; the cache obtains them (memory, store, or one fetch per
 URL); :func:`~shaken.core.verify.complete` finishes. The clock is read once per request, here,
 and that ``now`` decides freshness, certificate validity and cache expiry alike.

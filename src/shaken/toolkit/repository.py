@@ -1,6 +1,6 @@
 """A certificate repository (STI-CR): serves x5u chains and CRLs from a directory over HTTPS.
 
-What a verifier expects from an x5u URL (``reference/standards.md`` S15, ATIS-1000080,
+What a verifier expects from an x5u URL (ATIS-1000080,
 RFC 8224 section 7.4) and what this server does:
 
 * ``https`` on 443 or 8443: TLS is on whenever a certificate and key are given (a lab makes

@@ -5,9 +5,8 @@ This is the single place the project builds X.509 objects: the test STI-CA of
 so a fix to the profile lands everywhere at once. It is pure (no files, no clock): the caller
 passes keys, names and times.
 
-What "profile-correct" means here is ATIS-1000080 v005 section 6.4.1 with the US SHAKEN CP 1.4
-(``reference/standards.md`` section 3.3), the table :func:`shaken.core.certs.profile_findings`
-checks:
+What "profile-correct" means here is ATIS-1000080 v005 section 6.4.1 with the US SHAKEN CP 1.4,
+the table :func:`shaken.core.certs.profile_findings` checks:
 
 * v3, ``ecdsa-with-SHA256``, P-256 keys, a positive serial with 64 bits of CSPRNG output;
 * subject ``C``, ``O`` and ``CN`` (the root's CN says ROOT, an SP's CN is ``SHAKEN <SPC>``);

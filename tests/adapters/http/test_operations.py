@@ -80,6 +80,9 @@ async def test_metrics_count_fetches_and_an_unusable_signing_certificate(
     assert _sample(text, "shaken_signing_certificate_days_left", x5u=kit.x5u) is None
     fetches = _sample(text, "shaken_certificate_fetches_total")
     assert fetches is not None and fetches >= 1
+    failed = _sample(text, "shaken_certificate_fetch_results_total", result="cert_fetch_failed")
+    assert failed is not None and failed >= 1
+    assert _sample(text, "shaken_certificate_fetch_results_total", result="ok") is None
     assert (_sample(text, "shaken_certificate_cache_misses_total") or 0) >= 1
 
 

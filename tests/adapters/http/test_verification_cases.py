@@ -1,4 +1,4 @@
-"""ATIS-1000082 verification error cases E1 to E19, one row each (reference/standards.md 4.4).
+"""ATIS-1000082 verification error cases E1 to E19, one row each (ATIS-1000082).
 
 E1 and E2 are API errors (HTTP 400 SVC4001 / SVC4005); E3 to E19 are verification results in
 an HTTP 200 body with reasoncode, reasontext, reasondesc and verstat. Each result row also
@@ -222,7 +222,7 @@ async def test_e3_to_e19_are_results(kit: LabKit, make_api: ApiFactory, case: Re
 
 
 async def test_the_table_has_the_codes_of_the_standard() -> None:
-    """The ATIS columns of reference/standards.md 4.4, independent of core/reasons.py."""
+    """The ATIS-1000082 columns, independent of core/reasons.py."""
     expected = {
         "E3": (403, "Stale Date", "No-TN-Validation"),
         "E4": (438, "Invalid Identity Header", "No-TN-Validation"),

@@ -1,4 +1,4 @@
-"""The SIP and HTTP adapters never import one another (DESIGN.md section 2).
+"""The SIP and HTTP adapters never import one another (docs/architecture.md section 2).
 
 ``shaken serve`` (adapters/serve.py) and wiring assemble them; the import-linter contracts in
 pyproject.toml cover the layers, this covers the two protocol adapters.

@@ -1,6 +1,6 @@
 """``shaken cache``: list, show, import and purge the persisted x5u certificate cache.
 
-Asterisk users asked for exactly this (feature request #860, ``reference/asterisk.md`` 2.6): a
+Asterisk users asked for exactly this (Asterisk feature request #860): a
 way to see what the verifier holds, to pre-load a chain for a URL that is not reachable yet, and
 to flush one entry without editing a database by hand. The cache directory is ``--cache-dir``,
 else ``$SHAKEN_CACHE_DIR``, else ``~/.cache/shaken/certs`` (the one ``shaken verify`` uses).

@@ -3,7 +3,7 @@
 ``shaken calls`` reads the call log the servers write (``[server] call_log``, a SQLite file or
 a PostgreSQL database): one line
 per decision, oldest first, a rejected call shown as NOT ALLOWED (the VoipNow guide's word for a
-stopped call, ``reference/seeds``). ``--since`` takes an ISO 8601 time (UTC when it names no
+stopped call). ``--since`` takes an ISO 8601 time (UTC when it names no
 zone) or a relative one such as ``1h``, ``30m``, ``2d`` (or ``--since=-1h``: argparse takes
 ``--since -1h`` for an option).
 

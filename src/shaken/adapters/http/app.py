@@ -1,7 +1,7 @@
 """The REST application: ATIS-1000082 signing and verification as a plain ASGI 3 callable.
 
 No web framework: the API is two POST endpoints with exact, standardized error behaviour
-(``reference/standards.md`` section 4), and a framework's own 404/405/422 answers, body parsing
+(ATIS-1000082), and a framework's own 404/405/422 answers, body parsing
 and validation would each have to be overridden to get it. The request path reads the headers
 once, the body once, and answers with bytes it built itself.
 

@@ -27,7 +27,7 @@ class ErrorSpec:
     text: str
 
 
-#: ATIS-1000082 errors (the first ten, texts as in ``reference/standards.md`` 4.5), then the
+#: ATIS-1000082 errors (the first ten, with ATIS-1000082's texts), then the
 #: ones this server adds in the same shape, named ``POL`` + HTTP status + ``0`` like POL4050.
 ERRORS: dict[str, ErrorSpec] = {
     "SVC4000": ErrorSpec(400, "Error: Missing JSON body in the request."),

@@ -14,7 +14,8 @@ Exposed (``/metrics``, text format 0.0.4):
   fetch included), as a histogram.
 * ``shaken_certificate_cache_entries``, ``..._hits_total``, ``..._misses_total`` and
   ``shaken_certificate_fetches_total``: read from the shared certificate cache at scrape time,
-  so they count SIP and REST alike.
+  so they count SIP and REST alike; ``shaken_certificate_fetch_results_total{result}``: the
+  fetches that ended, by result (``ok``, ``not_modified`` or the Reason: a closed set).
 * ``shaken_signing_certificate_days_left{x5u}`` and ``shaken_signing_certificate_valid{x5u}``:
   see :mod:`shaken.adapters.http.credentials`; ``..._revoked{x5u}`` and ``..._expired{x5u}``
   are 1 while our own certificate at that URL is revoked or past its notAfter.
@@ -23,7 +24,8 @@ Exposed (``/metrics``, text format 0.0.4):
   ``..._rollover_pending`` and ``..._renewal_timestamp_seconds``, read from its directory, so
   every worker reports what the renewing one did.
 * Revocation: ``shaken_revocation_mode{mode}`` (1 for the mode in force), ``shaken_crls``
-  (CRLs held), ``shaken_crls_stale`` (past their nextUpdate or not refreshed for two
+  (CRLs held), ``shaken_crl_age_seconds`` (since the oldest CRL's thisUpdate),
+  ``shaken_crls_stale`` (past their nextUpdate or not refreshed for two
   intervals), ``shaken_crl_refreshes_total`` and ``shaken_crl_refresh_failures_total``;
   ``shaken_revocation_unchecked_total`` counts the chains that passed (``soft``) although a
   revocation status could not be established, ``shaken_certificates_revocation_unchecked``
@@ -88,6 +90,18 @@ class _RuntimeCollector:
             "x5u fetches started",
             value=sum(c.fetches for c in caches),
         )
+        results = CounterMetricFamily(
+            "shaken_certificate_fetch_results",
+            "x5u fetches that ended, by result: ok, not_modified, or the Reason they failed with",
+            labels=["result"],
+        )
+        totals: dict[str, int] = {}
+        for cache in caches:
+            for result, count in cache.fetch_results.items():
+                totals[result] = totals.get(result, 0) + count
+        for result in sorted(totals):
+            results.add_metric([result], totals[result])
+        yield results
         anchors = self._runtime.trust.current.anchors
         yield GaugeMetricFamily(
             "shaken_trust_anchors",
@@ -144,6 +158,12 @@ class _RuntimeCollector:
             "CRLs past their nextUpdate or not refreshed for two refresh intervals",
             value=len(report.stale),
         )
+        if report.oldest_this_update is not None:
+            yield GaugeMetricFamily(
+                "shaken_crl_age_seconds",
+                "seconds since the thisUpdate of the oldest CRL held",
+                value=max(0.0, (now - report.oldest_this_update).total_seconds()),
+            )
         yield CounterMetricFamily(
             "shaken_crl_refreshes", "scheduled CRL refresh passes", value=report.refreshes
         )

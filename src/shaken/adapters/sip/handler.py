@@ -1,6 +1,6 @@
 """From a parsed SIP request to the answer it gets: the redirect server's logic.
 
-DESIGN.md section 6. The handler does no I/O: the transport hands it a
+docs/architecture.md section 6. The handler does no I/O: the transport hands it a
 :class:`~shaken.adapters.sip.codec.SipRequest`, the listener it came in on and the source
 address, and gets back the response bytes, ``None`` (nothing to send), or, for the rare call
 whose certificates must be fetched first, :class:`NeedsCertificates`: the transport obtains
@@ -15,7 +15,7 @@ What each request gets:
   header, and a ``Date`` when the INVITE had none (RFC 8224 section 6.1 step 3). A call that
   cannot be signed (no profile, an unknown TN, no key) still gets its ``302``, without
   Identity and with ``X-Shaken-Reason`` saying why: attestation never blocks a call
-  (``reference/asterisk.md`` section 3.1).
+  (as in Asterisk's res_stir_shaken).
 * ``INVITE`` on a verification listener: the profile's action for the outcome
   (:func:`shaken.core.policy.decide`): ``302`` with ``P-Asserted-Identity`` carrying verstat
   and the display name after the action, ``X-Shaken-Attest``, ``X-Shaken-Reason``, and an

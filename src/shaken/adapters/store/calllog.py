@@ -1,6 +1,7 @@
 """The call log in SQLite: one row per decision, written in batches by a background thread.
 
-DESIGN.md section 8. A call must never wait for the disk, so :meth:`SqliteCallLog.record` only
+docs/architecture.md section 8. A call must never wait for the disk, so
+:meth:`SqliteCallLog.record` only
 appends to an in-memory queue; a writer thread commits what is queued every
 ``flush_interval`` (100 ms by default) or as soon as ``batch_size`` records are waiting,
 whichever comes first, in one transaction.

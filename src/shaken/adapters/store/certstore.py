@@ -10,8 +10,7 @@ Writes are atomic: a temporary file in the same directory, ``fsync``, ``os.repla
 written before the sidecar, so the sidecar is the commit record; a crash between the two leaves
 a sidecar that names the old body's digest, which is then skipped. Anything damaged (truncated
 JSON, a digest mismatch, a missing body) is skipped with a warning, never raised: a cache that
-cannot start is worse than a cold one (Asterisk deleted and refetched such entries too,
-``reference/asterisk.md`` section 2.6).
+cannot start is worse than a cold one (Asterisk deleted and refetched such entries too).
 """
 
 from __future__ import annotations
