@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from shaken.adapters.cli import main
+from shaken.adapters.runtime import Runtime
 from shaken.adapters.sip.client import build_invite, send_invite
 from shaken.adapters.sip.handler import Listener, Role, SipHandler
 from shaken.adapters.sip.server import SipServer, bind_listeners
-from shaken.adapters.wiring import Runtime, build_runtime
+from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.core.identity import IdentityHeader
 from shaken.core.passport import decode_token

@@ -342,12 +342,13 @@ def test_each_record_names_the_instance_that_decided(pg: str, tmp_path: Path) ->
     import socket
 
     from shaken.adapters.store.calllogs import open_writer, read_call_log
+    from shaken.config import ServerSettings
 
     for target, server in (
         (pg, {"instance": "east", "call_log_spool": str(tmp_path / "s.sqlite")}),
         (str(tmp_path / "calls.sqlite"), {}),
     ):
-        log = open_writer(target, server)
+        log = open_writer(target, ServerSettings.of(server))
         log.record(record(1.0, call_id="who"))
         log.close()
         [row] = read_call_log(target, CallQuery())

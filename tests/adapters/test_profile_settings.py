@@ -21,7 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from shaken.adapters.wiring import ProfileRuntime, Runtime, build_runtime
+from shaken.adapters.runtime import ProfileRuntime, Runtime
+from shaken.adapters.wiring import build_runtime
 from shaken.config import ConfigError, load_config
 from shaken.config.schema import ATTESTATION_KEYS, GLOBAL_ONLY, PROFILE_KEYS, VERIFICATION_KEYS
 from shaken.core.context import SipContext

@@ -30,8 +30,9 @@ import pytest
 import shaken
 from shaken.adapters.cli import main
 from shaken.adapters.http.app import RestApplication
+from shaken.adapters.runtime import Runtime
 from shaken.adapters.serve import check_settings
-from shaken.adapters.wiring import Runtime, build_runtime
+from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.core.certs import load_certificates
 from shaken.core.context import SipContext

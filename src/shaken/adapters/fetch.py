@@ -39,7 +39,6 @@ import socket
 import ssl
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +48,7 @@ import httpx
 from shaken.core.errors import CertificateFetchError, X5uRejected
 from shaken.core.reasons import Reason
 from shaken.core.x5u import STRICT, X5uPolicy, check_x5u, connect_address, is_special_purpose
-from shaken.services.ports import Clock, FetchedDocument, SystemClock
+from shaken.services.ports import Clock, FetchedDocument, FetchLimits, SystemClock
 
 __all__ = [
     "ACCEPTED_CONTENT_TYPES",
@@ -60,6 +59,9 @@ __all__ = [
     "fetch_certificate",
     "system_resolver",
 ]
+
+#: The limits of a fetcher given none (FetchLimits' defaults).
+_LIMITS = FetchLimits()
 
 #: Resolves (host, port) to IP address strings.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -87,14 +89,6 @@ _ACCEPT = (
     "application/pem-certificate-chain, application/pkix-cert;q=0.9, "
     "application/pkix-crl;q=0.9, */*;q=0.1"
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FetchLimits:
-    """The time and size limits of one fetch (docs/architecture.md section 3, defaults)."""
-
-    timeout: float = 2.0
-    max_bytes: int = 64 * 1024
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -190,7 +184,7 @@ class HttpsFetcher:
         self,
         *,
         policy: X5uPolicy = STRICT,
-        limits: FetchLimits = FetchLimits(),
+        limits: FetchLimits = _LIMITS,
         resolver: Resolver | None = None,
         tls_ca_file: str | None = None,
         verify_tls: bool = True,
@@ -420,7 +414,7 @@ def fetch_certificate(
     url: str,
     *,
     policy: X5uPolicy = STRICT,
-    limits: FetchLimits = FetchLimits(),
+    limits: FetchLimits = _LIMITS,
     verify_tls: bool | str = True,
     resolver: Resolver | None = None,
 ) -> bytes:

@@ -24,10 +24,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.acme import AcmeClient, AcmeSettings
-from shaken.adapters.fetch import FetchLimits, HttpsFetcher
+from shaken.adapters.fetch import HttpsFetcher
 from shaken.adapters.stipa import (
     ENV_PASSWORD,
     ENV_USER,
@@ -41,7 +41,7 @@ from shaken.adapters.store.generations import (
     manifest_signature,
     read_manifest,
 )
-from shaken.adapters.trust_loader import load_trust
+from shaken.adapters.trust_loader import load_trust, trust_sources
 from shaken.config import Settings, effective_profile
 from shaken.core.certs import Spc, TNAuthList, crl_distribution_points, load_certificates
 from shaken.core.chain import TrustAnchors, validate_chain
@@ -72,6 +72,7 @@ __all__ = [
     "FetchingX5uChecker",
     "Lifecycle",
     "build_lifecycle",
+    "check_x5u",
     "lifecycle_credential",
     "load_account_key",
     "read_status",
@@ -108,21 +109,27 @@ def load_account_key(path: Path, *, create: bool) -> PrivateKey:
     return key
 
 
+def _given(table: Any, *names: str) -> dict[str, Any]:
+    """The keys of ``table`` that are set: an unset one keeps its dataclass's default."""
+    return {name: table[name] for name in names if name in table}
+
+
 def acme_settings(acme: Any) -> AcmeSettings:
-    return AcmeSettings(
-        directory=acme["directory"],
-        tnauthlist_encoding=acme.get("tnauthlist_encoding", "base64url"),
-        fingerprint=acme.get("fingerprint", "jwk_thumbprint"),
-        fingerprint_case=acme.get("fingerprint_case", "upper"),
-        challenge_key=acme.get("challenge_key", "atc"),
-        post_as_get=acme.get("post_as_get", "rfc"),
-        jwk_kid=acme.get("jwk_kid"),
-        account_url=acme.get("account_url"),
-        contact=tuple(acme.get("contact", ())),
-        timeout=float(acme.get("timeout", 30)),
-        poll_timeout=float(acme.get("poll_timeout", 300)),
-        tls_ca_file=acme.get("tls_ca_file"),
+    given = _given(
+        acme,
+        "tnauthlist_encoding",
+        "fingerprint",
+        "fingerprint_case",
+        "challenge_key",
+        "post_as_get",
+        "jwk_kid",
+        "account_url",
+        "tls_ca_file",
     )
+    given.update({k: float(v) for k, v in _given(acme, "timeout", "poll_timeout").items()})
+    if "contact" in acme:
+        given["contact"] = tuple(acme["contact"])
+    return AcmeSettings(directory=acme["directory"], **given)
 
 
 def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
@@ -133,16 +140,16 @@ def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
             roots = load_certificates(Path(root).read_bytes())
         except (OSError, CertificateError) as exc:
             raise ConfigurationError(f"sti_pa.root_certificate {root}: {exc}") from None
+    given = _given(sti_pa, "auth_header", "token_accept", "token_path", "tls_ca_file")
+    if "min_token_lifetime" in sti_pa:
+        given["min_token_lifetime"] = int(sti_pa["min_token_lifetime"])
+    if "timeout" in sti_pa:
+        given["timeout"] = float(sti_pa["timeout"])
     return StiPaSettings(
         url=sti_pa.get("url", ""),
         account_id=str(sti_pa.get("account_id", "")),
-        auth_header=sti_pa.get("auth_header", "raw"),
-        token_accept=sti_pa.get("token_accept", "application/json"),
-        token_path=sti_pa.get("token_path", "/api/v1/account/{account_id}/token"),
-        min_token_lifetime=int(sti_pa.get("min_token_lifetime", 180)),
-        timeout=float(sti_pa.get("timeout", 30)),
-        tls_ca_file=sti_pa.get("tls_ca_file"),
         roots=roots,
+        **given,
     )
 
 
@@ -321,8 +328,6 @@ class FetchingX5uChecker:
         self.fetcher = fetcher
 
     async def check(self, x5u: str, key: PrivateKey, *, now: datetime) -> str | None:
-        from shaken.adapters.wiring import check_x5u  # noqa: PLC0415  (wiring imports us)
-
         return await check_x5u(self.fetcher, Credential(key=key, x5u=x5u), now=now)
 
 
@@ -365,28 +370,40 @@ class CrlRevocationChecker:
         return None
 
 
+#: How often a worker looks at ``current.json`` when ``[lifecycle] watch_interval`` is unset.
+WATCH_INTERVAL = 1.0
+
+
+def _watch_interval(lifecycle: Any) -> float:
+    return float(lifecycle.get("watch_interval", WATCH_INTERVAL))
+
+
 def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
-    verification = effective_profile(settings, None).verification
+    """The ``[lifecycle]`` timings; an unset key keeps :class:`RenewalPolicy`'s default."""
+    verification = effective_profile(settings, None).verification_settings
     # The old chain must outlive its last signature's iat window, whatever retire_after says:
     # the last worker signs with the old key up to watch_interval (and a reload) after the
     # switch, and verifiers accept that signature for max_iat_age (plus the skew) after it.
     reload_margin = 30
-    floor = (
-        int(verification["max_iat_age"])
-        + int(verification["max_future_skew"])
-        + math.ceil(float(lifecycle.get("watch_interval", 1.0)))
+    floor = timedelta(
+        seconds=verification.max_iat_age
+        + verification.max_future_skew
+        + math.ceil(_watch_interval(lifecycle))
         + reload_margin
     )
-    return RenewalPolicy(
-        fraction=float(lifecycle.get("renew_fraction", 2 / 3)),
-        before=timedelta(days=int(lifecycle.get("renew_before_days", 30))),
-        warning=timedelta(days=int(lifecycle.get("warning_days", 14))),
-        retire_after=timedelta(seconds=max(int(lifecycle.get("retire_after", 300)), floor)),
-        retry_min=timedelta(seconds=int(lifecycle.get("retry_min", 60))),
-        retry_max=timedelta(seconds=int(lifecycle.get("retry_max", 3600))),
-        x5u_wait=timedelta(seconds=int(lifecycle.get("x5u_wait", 600))),
-        keep=int(lifecycle.get("keep", 5)),
-    )
+    given: dict[str, Any] = {}
+    if "renew_fraction" in lifecycle:
+        given["fraction"] = float(lifecycle["renew_fraction"])
+    for key, member in (("renew_before_days", "before"), ("warning_days", "warning")):
+        if key in lifecycle:
+            given[member] = timedelta(days=int(lifecycle[key]))
+    for key in ("retire_after", "retry_min", "retry_max", "x5u_wait"):
+        if key in lifecycle:
+            given[key] = timedelta(seconds=int(lifecycle[key]))
+    if "keep" in lifecycle:
+        given["keep"] = int(lifecycle["keep"])
+    policy = RenewalPolicy(**given)
+    return replace(policy, retire_after=max(policy.retire_after, floor))
 
 
 @dataclass(slots=True)
@@ -418,19 +435,14 @@ def build_lifecycle(
     directory = Path(lifecycle["directory"])
     store = DirectoryGenerationStore(directory)
     glob = effective_profile(settings, None)
-    verification = glob.verification
+    verification = glob.verification_settings
     fetcher = HttpsFetcher(
         policy=glob.verification_profile.x5u_policy,
-        limits=FetchLimits(
-            timeout=float(verification["fetch_timeout"]),
-            max_bytes=int(verification["max_fetch_bytes"]),
-        ),
-        tls_ca_file=verification.get("tls_ca_file"),
+        limits=verification.fetch_limits,
+        tls_ca_file=verification.tls_ca_file,
         clock=clock,
     )
-    from shaken.adapters.wiring import _trust_sources  # noqa: PLC0415  (wiring imports us)
-
-    sources = _trust_sources(dict(verification))
+    sources = trust_sources(verification)
 
     def trust() -> tuple[TrustAnchors | None, tuple[Any, ...]]:
         if sources.empty:
@@ -463,11 +475,10 @@ def build_lifecycle(
             credentials=credentials or (lambda: StiPaCredentials.load(credentials_file)),
             spc=str(acme["spc"]),
             org=str(acme["org"]),
-            country=str(acme.get("country", "US")),
-            unique_cn=bool(acme.get("unique_cn", False)),
             csr_crl_url=acme.get("csr_crl_url"),
             validity_days=acme.get("validity_days"),
             token_command=sti_pa.get("token_command"),
+            **_given(acme, "country", "unique_cn"),
         )
     tnauthlist = TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else None
     engine = CertificateLifecycle(
@@ -572,7 +583,7 @@ def serve_tasks(
     if not lifecycle:
         return stop, tasks
     loop = asyncio.get_running_loop()
-    interval = float(lifecycle.get("watch_interval", 1.0))
+    interval = _watch_interval(lifecycle)
     directory = Path(lifecycle["directory"])
     tasks.append(loop.create_task(watch_manifest(directory, interval, on_switch, stop)))
     if renew and lifecycle.get("renew_in_serve", True):
@@ -638,3 +649,33 @@ def lifecycle_gauges(settings: Settings, now: datetime) -> list[tuple[str, str, 
             )
         )
     return gauges
+
+
+async def check_x5u(fetcher: HttpsFetcher, credential: Credential, *, now: datetime) -> str | None:
+    """What is wrong with what ``credential.x5u`` serves for its key now, or None.
+
+    The ``check_x5u_at_load`` check, also the certificate lifecycle's switch condition: a
+    chain with no private key in it, valid now, whose leaf is the public half of the key.
+    """
+    url = credential.x5u
+    spki = credential.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    try:
+        document = await fetcher.fetch(url)
+    except VerificationFailure as exc:
+        return f"{url}: {exc}"
+    if b"PRIVATE KEY" in document.body:
+        return f"{url} serves a private key: take it down"
+    try:
+        chain = load_certificates(document.body)
+    except CertificateError as exc:
+        return f"{url}: {exc}"
+    leaf = chain[0]
+    if leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != spki:
+        name = credential.name or "the private key"
+        return f"{url}: the certificate is not for {name} (public keys differ)"
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        return (
+            f"{url}: the certificate is not valid now "
+            f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})"
+        )
+    return None

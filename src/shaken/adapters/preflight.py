@@ -26,11 +26,17 @@ from typing import Any
 from cryptography import x509
 
 from shaken.adapters.trust_loader import CRL_SIGNERS_DIR, load_directory, load_pem_file
-from shaken.config import ConfigError, Problem, Settings, effective_profile, load_config
+from shaken.config import (
+    ConfigError,
+    Problem,
+    Settings,
+    VerificationSettings,
+    effective_profile,
+    load_config,
+)
 from shaken.config.schema import (
     REVOCATION_KEYS,
     revocation_conflict,
-    revocation_of,
     revocation_spellings,
 )
 from shaken.core.certs import load_certificates
@@ -131,7 +137,7 @@ def revocation_review(settings: Settings) -> tuple[list[Problem], list[Problem]]
     ]
     for path, name, raw in tables:
         try:
-            values = effective_profile(settings, name).verification
+            values = effective_profile(settings, name).verification_settings
         except ConfigurationError:
             continue  # the loader's checks report it
         conflict = revocation_conflict(raw)
@@ -139,9 +145,9 @@ def revocation_review(settings: Settings) -> tuple[list[Problem], list[Problem]]
             at(problems, (*path, "revocation"), conflict)
         for key, explanation in revocation_spellings(raw):
             at(notes, (*path, key), f"note: {explanation}")
-        mode = revocation_of(values)
+        mode = values.revocation
         explicit = next((k for k in REVOCATION_KEYS if k in raw), None)
-        crl_files = [Path(f) for f in values.get("crl_files", [])]
+        crl_files = [Path(f) for f in values.crl_files]
         files_key = (*path, "crl_files")
         if mode == "off":
             if crl_files:
@@ -193,12 +199,14 @@ _SIGNER_HINT = (
 )
 
 
-def _trust_of(values: Any) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
-    """The anchors (files and directories) and CRL signers a table names, as the server
+def _trust_of(
+    values: VerificationSettings,
+) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Certificate, ...]]:
+    """The anchors (files and directories) and CRL signers a profile has, as the server
     loads them; what does not load is left out (:func:`check_files` reports it)."""
     anchors: list[x509.Certificate] = []
     signers: list[x509.Certificate] = []
-    for entry in values.get("trust_anchors", []):
+    for entry in values.trust_anchors:
         try:
             if Path(entry).is_dir():
                 roots, crl_signers = load_directory(entry)
@@ -208,7 +216,7 @@ def _trust_of(values: Any) -> tuple[tuple[x509.Certificate, ...], tuple[x509.Cer
                 anchors += load_pem_file(entry)
         except ConfigurationError:
             continue
-    sti_pa = values.get("sti_pa_certificate")
+    sti_pa = values.sti_pa_certificate
     if sti_pa:
         with contextlib.suppress(ConfigurationError):
             signers += load_pem_file(sti_pa)[:1]

@@ -5,7 +5,7 @@ configuration is read and
 proven usable (keys load, trust anchors parse, ``check_x5u_at_load`` fetches succeed) before
 any socket is bound; the SIP listeners are bound once and shared by the worker processes
 (:class:`~shaken.adapters.workers.Supervisor`); each worker builds its own
-:class:`~shaken.adapters.wiring.Runtime`, opens its own writer to the call log and runs, in one
+:class:`~shaken.adapters.runtime.Runtime`, opens its own writer to the call log and runs, in one
 event loop, the SIP listeners and, when ``[server] rest`` lists any, the REST API
 (``shaken.adapters.http.server.serve_rest``, imported here so that the SIP and HTTP adapters
 never import each other).
@@ -51,11 +51,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from shaken.adapters.accept import DEFAULT_RESERVE, DescriptorBudget
+from shaken.adapters.accept import DescriptorBudget
 from shaken.adapters.lifecycle import serve_tasks
 from shaken.adapters.logs import apply_levels, configure_logging, fields
 from shaken.adapters.metrics import InstanceMetrics, new_metrics_dir
 from shaken.adapters.preflight import load_checked
+from shaken.adapters.runtime import Runtime
 from shaken.adapters.sip.handler import SipHandler
 from shaken.adapters.sip.server import (
     BoundListener,
@@ -71,13 +72,12 @@ from shaken.adapters.store.calllogs import describe, open_writer
 from shaken.adapters.store.pgcalllog import PostgresCallLog
 from shaken.adapters.systemd import notify
 from shaken.adapters.wiring import (
-    Runtime,
     build_runtime,
     check_signing_certificates,
     prepare_brands,
 )
 from shaken.adapters.workers import Supervisor, unblock_worker_signals
-from shaken.config import ConfigError, Settings
+from shaken.config import GLOBAL_PROFILE, ConfigError, Settings
 from shaken.core.errors import ConfigurationError
 from shaken.services.ports import Clock, SystemClock
 
@@ -111,11 +111,9 @@ RESTART_KEYS = (
 
 def logging_from(settings: Settings) -> None:
     """The logging ``[server]`` asks for (``log_format``, ``log_level``, ``log_levels``)."""
-    server = settings.server
+    server = settings.server_settings
     configure_logging(
-        log_format=str(server.get("log_format", "text")),
-        level=str(server.get("log_level", "info")),
-        levels=dict(server.get("log_levels", {})),
+        log_format=server.log_format, level=server.log_level, levels=dict(server.log_levels)
     )
 
 
@@ -191,34 +189,25 @@ def open_call_log(
 
     :raises ConfigurationError: the file (or the spool) cannot be opened as a call log.
     """
-    target = settings.server.get("call_log")
+    target = settings.server_settings.call_log
     if not target:
         return None
     try:
-        return open_writer(str(target), settings.server, clock=clock)
+        return open_writer(target, settings.server_settings, clock=clock)
     except Exception as exc:
         name = describe(str(target))
         raise ConfigurationError(f"cannot open the call log {name}: {exc}") from None
 
 
-def _handler_options(settings: Settings) -> dict[str, Any]:
-    server = settings.server
-    return {
-        "max_in_flight": int(server.get("max_in_flight", 1000)),
-        "retry_after": int(server.get("retry_after", 1)),
-        "transaction_bytes": int(server.get("transaction_memory", 64 * 1024 * 1024)),
-    }
-
-
 def _sip_options(settings: Settings) -> dict[str, Any]:
     """The SipServer settings of ``[server]`` that a reload can change in place."""
-    server = settings.server
+    server = settings.server_settings
     return {
-        "max_message_size": int(server.get("max_message_size", 65535)),
-        "max_connections_per_source": int(server.get("tcp_connections_per_source", 64)),
-        "message_timeout": float(server.get("tcp_message_timeout", 10.0)),
-        "udp_max_age": int(server.get("udp_max_age_ms", 100)) / 1000.0,
-        "overload_answer": str(server.get("overload_answer", "503")),
+        "max_message_size": server.max_message_size,
+        "max_connections_per_source": server.tcp_connections_per_source,
+        "message_timeout": float(server.tcp_message_timeout),
+        "udp_max_age": server.udp_max_age_ms / 1000.0,
+        "overload_answer": server.overload_answer,
     }
 
 
@@ -264,7 +253,7 @@ class ServiceOptions:
         ``call_log`` is a default: a ``server.call_log`` in the file wins.
         """
         settings = with_workers(load_checked(self.config), self.workers)
-        if self.call_log is not None and not settings.server.get("call_log"):
+        if self.call_log is not None and not settings.server_settings.call_log:
             settings = replace(settings, server={**settings.server, "call_log": str(self.call_log)})
         return settings
 
@@ -317,22 +306,19 @@ class Worker:
         runtime = await check_settings(settings, self.options.clock)
         try:
             self.call_log = open_call_log(settings, self.options.clock)
-            handler = SipHandler(runtime, call_log=self.call_log, **_handler_options(settings))
+            handler = SipHandler(runtime, call_log=self.call_log)
             self.handler = handler
+            server = settings.server_settings
             needs_tls = any(b.listener.transport == "tls" for b in self.bound)
-            tls = (
-                tls_context(settings.server.get("tls_certificate"), settings.server.get("tls_key"))
-                if needs_tls
-                else None
-            )
-            buffer = settings.server.get("udp_receive_buffer")
-            reserve = int(settings.server.get("descriptor_reserve", DEFAULT_RESERVE))
-            self.budget = DescriptorBudget(reserve)
+            tls = tls_context(server.tls_certificate, server.tls_key) if needs_tls else None
+            buffer = server.udp_receive_buffer
+            reserve = server.descriptor_reserve
+            self.budget = DescriptorBudget() if reserve is None else DescriptorBudget(reserve)
             self.sip = SipServer(
                 handler,
                 self.bound,
                 tls=tls,
-                udp_receive_buffer=None if buffer is None else int(buffer),
+                udp_receive_buffer=buffer,
                 budget=self.budget,
                 **_sip_options(settings),
             )
@@ -402,12 +388,14 @@ class Worker:
                 return False
             old = handler.runtime
             for key in RESTART_KEYS:
-                if old.settings.server.get(key) != settings.server.get(key):
+                if getattr(old.settings.server_settings, key) != getattr(
+                    settings.server_settings, key
+                ):
                     log.warning(
                         "reload: server.%s changed; the SIP listeners take it at restart", key
                     )
             old_log = None
-            if settings.server.get("call_log") != old.settings.server.get("call_log"):
+            if settings.server_settings.call_log != old.settings.server_settings.call_log:
                 try:
                     new_log = open_call_log(settings, self.options.clock)
                 except ConfigurationError as exc:
@@ -419,10 +407,10 @@ class Worker:
             in_progress: set[asyncio.Task[Any]] = set(self.sip.tasks) if self.sip else set()
             if self.rest is not None:
                 in_progress |= self.rest.in_progress()
-            options = _handler_options(settings)
-            handler.max_in_flight = options["max_in_flight"]
-            handler.retry_after = options["retry_after"]
-            handler.transactions.max_bytes = options["transaction_bytes"]
+            server = settings.server_settings
+            handler.max_in_flight = server.sip_max_in_flight
+            handler.retry_after = server.retry_after
+            handler.transactions.max_bytes = server.transaction_memory
             if self.sip is not None:
                 for name, value in _sip_options(settings).items():
                     setattr(self.sip, name, value)
@@ -430,8 +418,7 @@ class Worker:
             if self.rest is not None:
                 self.rest.switch(runtime, self.call_log)  # same sockets, new application
             self.reloads += 1
-            server = settings.server
-            apply_levels(str(server.get("log_level", "info")), dict(server.get("log_levels", {})))
+            apply_levels(server.log_level, dict(server.log_levels))
             log.info("reloaded %s (profiles: %s)", path, ", ".join(_profile_names(runtime)))
             if in_progress:
                 await asyncio.wait(in_progress, timeout=30.0)
@@ -441,7 +428,7 @@ class Worker:
             return True
 
     async def _start_rest(self, runtime: Runtime) -> None:
-        listeners = list(runtime.settings.server.get("rest", []))
+        listeners = list(runtime.settings.server_settings.rest)
         if not listeners:
             return
         module = rest_server()
@@ -489,7 +476,7 @@ async def _probe(settings: Settings, clock: Clock) -> None:
 
 
 def _profile_names(runtime: Runtime) -> list[str]:
-    return sorted(name or "global" for name in runtime.profiles)
+    return sorted(name or GLOBAL_PROFILE for name in runtime.profiles)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -550,9 +537,9 @@ def _serve(
     # The same checks as `shaken config check`, before anything is bound or started.
     settings = with_workers(load_checked(path), workers)
     logging_from(settings)
-    count = int(settings.server.get("workers", 1))
-    listeners = listener_specs(settings.server)
-    rest = list(settings.server.get("rest", []))
+    count = settings.server_settings.workers
+    listeners = listener_specs(settings.server_settings)
+    rest = list(settings.server_settings.rest)
     if not listeners and not rest:
         raise ConfigurationError(f"{path}: no listeners ([server] sip_sign, sip_verify or rest)")
     # Prove the configuration before binding: a bad key should not leave a half-started server.
@@ -570,8 +557,8 @@ def _serve(
         print(f"sip-{item.listener.role.value:7} {item.listener.spec}", file=stream)
     for spec in rest:
         print(f"rest         {spec}", file=stream)
-    if settings.server.get("call_log"):
-        print(f"call log     {describe(str(settings.server['call_log']))}", file=stream)
+    if settings.server_settings.call_log:
+        print(f"call log     {describe(settings.server_settings.call_log)}", file=stream)
     stream.flush()
     metrics_dir = new_metrics_dir()
     options = ServiceOptions(
@@ -654,8 +641,8 @@ def run_lab(
     options = ServiceOptions(config, grace=2.0, call_log=call_log, freeze_gc=True, clock=clock)
     try:
         settings = options.settings()
-        listeners = listener_specs(settings.server)
-        rest = list(settings.server.get("rest", []))
+        listeners = listener_specs(settings.server_settings)
+        rest = list(settings.server_settings.rest)
         bound = bind_listeners(listeners)
         try:
             rest_bound = bind_rest(rest)
@@ -667,7 +654,7 @@ def run_lab(
         return _lab_without_servers(lines, listeners, rest, str(exc), stream)
     lines += [f"{_LABELS[b.listener.role.value]:16} {b.listener.spec}" for b in bound]
     lines += [f"{'rest':16} {spec}" for spec in rest]
-    lines.append(f"{'call log':16} {settings.server['call_log']}")
+    lines.append(f"{'call log':16} {settings.server_settings.call_log}")
     started = False
 
     def ready() -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from shaken.config.typed import VerificationSettings
 from shaken.core.certs import load_certificates
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import CertificateError, ConfigurationError
@@ -48,6 +49,7 @@ __all__ = [
     "load_pem_file",
     "load_trust",
     "reload_trust",
+    "trust_sources",
 ]
 
 CRL_SIGNERS_DIR = "crl-signers"
@@ -84,6 +86,24 @@ class TrustSources:
     @property
     def empty(self) -> bool:
         return not (self.pem_files or self.directories or self.trust_list)
+
+
+def trust_sources(verification: VerificationSettings) -> TrustSources:
+    """Where an effective ``[verification]`` takes its anchors and CRL signers from."""
+    files: list[Path] = []
+    directories: list[Path] = []
+    for entry in verification.trust_anchors:
+        path = Path(entry)
+        (directories if path.is_dir() else files).append(path)
+    sti_pa = verification.sti_pa_certificate
+    trust_list = verification.trust_list
+    return TrustSources(
+        pem_files=tuple(files),
+        directories=tuple(directories),
+        trust_list=Path(trust_list) if trust_list else None,
+        sti_pa_cert=Path(sti_pa) if sti_pa else None,
+        crl_signer_files=(Path(sti_pa),) if sti_pa else (),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

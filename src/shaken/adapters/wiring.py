@@ -10,8 +10,6 @@ SIP and REST adapters take a :class:`Runtime` and never construct services thems
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import ipaddress
 import json
 import socket
@@ -24,21 +22,20 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shaken.adapters.fetch import FetchLimits, HttpsFetcher, Resolver
-from shaken.adapters.lifecycle import with_lifecycle_credential
+from shaken.adapters.lifecycle import check_x5u, with_lifecycle_credential
+from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.shared_state import (
     RedisCertificateStore,
     RedisReplay,
     RedisSharedState,
 )
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
-from shaken.adapters.trust_loader import TrustSources, load_crl_files, load_trust
-from shaken.config import EffectiveProfile, Settings, effective_profile
-from shaken.config.schema import revocation_of
-from shaken.core.certs import load_certificates
+from shaken.adapters.trust_loader import load_crl_files, load_trust, trust_sources
+from shaken.config import GLOBAL_PROFILE, EffectiveProfile, Settings, effective_profile
+from shaken.config.typed import VerificationSettings
 from shaken.core.chain import TrustAnchors
-from shaken.core.errors import CertificateError, ConfigurationError, VerificationFailure
+from shaken.core.errors import ConfigurationError, VerificationFailure
 from shaken.core.jws import load_private_key
-from shaken.core.policy import ActionPolicy
 from shaken.core.verify import ReplayWindow
 from shaken.core.x5u import X5uPolicy
 from shaken.services.cert_cache import CacheSettings, CertificateCache, RevocationMode
@@ -50,129 +47,16 @@ from shaken.services.trust import TrustStore
 from shaken.services.verification import VerificationService
 
 __all__ = [
-    "ProfileRuntime",
-    "Runtime",
     "build_runtime",
     "check_signing_certificates",
-    "check_x5u",
     "load_brands",
     "prepare_brands",
-    "revocation_mode",
 ]
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProfileRuntime:
-    """One effective profile, ready to serve: ``name`` None is the global one."""
-
-    name: str | None
-    behavior: str
-    effective: EffectiveProfile
-    verifier: VerificationService | None
-    signer: SigningService | None
-    actions: ActionPolicy
-    #: The fetcher of this profile's certificate cache (its x5u policy, limits and TLS CA).
-    fetcher: HttpsFetcher | None = None
-    sources: tuple[Network, ...] = ()
-    header_value: str | None = None
-
-    @property
-    def signs(self) -> bool:
-        return self.signer is not None and self.behavior in ("sign", "both")
-
-    @property
-    def verifies(self) -> bool:
-        return self.verifier is not None and self.behavior in ("verify", "both")
-
-
-@dataclass(slots=True, kw_only=True)
-class Runtime:
-    """Everything a server needs; close it with :meth:`aclose`."""
-
-    settings: Settings
-    trust: TrustStore
-    fetcher: HttpsFetcher
-    cache: CertificateCache
-    profiles: dict[str | None, ProfileRuntime]
-    clock: Clock
-    trust_sources: TrustSources
-    #: Every certificate cache and fetcher, the global ones first: a profile whose fetch or
-    #: validation settings differ from the global ones has its own (:class:`_Backends`).
-    caches: tuple[CertificateCache, ...] = ()
-    #: This server's name in the call log: ``[server] instance``, else the host name.
-    instance: str = ""
-    fetchers: tuple[HttpsFetcher, ...] = ()
-    notes: list[str] = field(default_factory=list)
-    #: The state instances share (``[server] shared_state``), or None: one machine.
-    shared: RedisSharedState | None = None
-
-    async def aclose(self) -> None:
-        for cache in self.caches or (self.cache,):
-            await cache.aclose()  # the CRL refresh uses the fetcher: it stops first
-        for fetcher in self.fetchers or (self.fetcher,):
-            await fetcher.aclose()
-        if self.shared is not None:
-            await self.shared.aclose()
-
-    def profile_for_source(self, address: str) -> ProfileRuntime | None:
-        """The first profile whose ``sources`` contain ``address``.
-
-        See docs/architecture.md section 6.1.
-        """
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return None
-        for profile in self.profiles.values():
-            if any(ip in network for network in profile.sources):
-                return profile
-        return None
-
-    def profile_for_header(self, value: str) -> ProfileRuntime | None:
-        """The profile whose ``header_value`` is the profile-selecting header's ``value``.
-
-        Only the configured value selects (never a profile's name: ``header_value`` may be a
-        secret shared with one PBX), compared in constant time over every candidate, and a
-        profile bound to ``sources`` is never selected this way: the header is the last resort
-        for addresses no profile lists.
-        """
-        offered = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
-        found: ProfileRuntime | None = None
-        for profile in self.profiles.values():
-            if profile.header_value is None or profile.sources:
-                continue
-            wanted = hashlib.sha256(profile.header_value.encode("utf-8")).digest()
-            if hmac.compare_digest(offered, wanted) and found is None:
-                found = profile
-        return found
-
-
-def _trust_sources(verification: dict[str, Any]) -> TrustSources:
-    files: list[Path] = []
-    directories: list[Path] = []
-    for entry in verification.get("trust_anchors", []):
-        path = Path(entry)
-        (directories if path.is_dir() else files).append(path)
-    sti_pa = verification.get("sti_pa_certificate")
-    return TrustSources(
-        pem_files=tuple(files),
-        directories=tuple(directories),
-        trust_list=Path(verification["trust_list"]) if "trust_list" in verification else None,
-        sti_pa_cert=Path(sti_pa) if sti_pa else None,
-        crl_signer_files=(Path(sti_pa),) if sti_pa else (),
-    )
-
-
-def revocation_mode(verification: Mapping[str, Any]) -> RevocationMode:
-    """The one revocation setting of an effective ``[verification]`` (old spellings included)."""
-    return RevocationMode(revocation_of(verification))
-
-
-def _crl_files(verification: Mapping[str, Any]) -> LocalCrls | None:
+def _crl_files(verification: VerificationSettings) -> LocalCrls | None:
     """What reads the configured CRL files again on each refresh (None: there are none)."""
-    paths = tuple(Path(p) for p in verification.get("crl_files", []))
+    paths = tuple(Path(p) for p in verification.crl_files)
     return functools.partial(load_crl_files, paths) if paths else None
 
 
@@ -191,17 +75,15 @@ class _BackendKey:
 
     @staticmethod
     def of(effective: EffectiveProfile) -> _BackendKey:
-        v = effective.verification
+        v = effective.verification_settings
         vp = effective.verification_profile
         return _BackendKey(
             policy=vp.x5u_policy,
-            limits=FetchLimits(
-                timeout=float(v["fetch_timeout"]), max_bytes=int(v["max_fetch_bytes"])
-            ),
-            tls_ca_file=v.get("tls_ca_file"),
-            min_ttl=int(v["min_cache_ttl"]),
-            max_ttl=int(v["max_cache_ttl"]),
-            negative_ttl=int(v["negative_cache_ttl"]),
+            limits=v.fetch_limits,
+            tls_ca_file=v.tls_ca_file,
+            min_ttl=v.min_cache_ttl,
+            max_ttl=v.max_cache_ttl,
+            negative_ttl=v.negative_cache_ttl,
             require_tnauthlist=vp.require_tnauthlist,
             enforce_certificate_profile=vp.enforce_certificate_profile,
         )
@@ -247,7 +129,7 @@ class _Backends:
         directory = self.store_dir
         namespace = ""
         if self.built:  # not the global backend
-            namespace = effective.name or "global"
+            namespace = effective.name or GLOBAL_PROFILE
             directory = directory / "profiles" / namespace
         shared = None
         if self.shared is not None:
@@ -281,12 +163,12 @@ class _Backends:
     ) -> BrandingService:
         """The branding step of a profile: referenced content through the profile's fetcher
         (its x5u URL policy and caps), one content cache per fetcher and settings."""
-        v = effective.verification
+        v = effective.verification_settings
         settings = BrandingSettings(
-            max_crn_length=int(v["rcd_max_crn_length"]),
-            require_integrity=bool(v["rcd_require_integrity"]),
-            ttl=timedelta(seconds=int(v["rcd_cache_ttl"])),
-            negative_ttl=timedelta(seconds=int(v["negative_cache_ttl"])),
+            max_crn_length=v.rcd_max_crn_length,
+            require_integrity=v.rcd_require_integrity,
+            ttl=timedelta(seconds=v.rcd_cache_ttl),
+            negative_ttl=timedelta(seconds=v.negative_cache_ttl),
         )
         key = (id(fetcher), settings)
         content = self.contents.get(key)
@@ -302,9 +184,8 @@ class _Backends:
 
 
 def _credential(
-    values: Mapping[str, Any], cache: dict[tuple[str, str], Credential]
+    key_file: str | None, x5u: str | None, cache: dict[tuple[str, str], Credential]
 ) -> Credential | None:
-    key_file, x5u = values.get("private_key"), values.get("x5u")
     if key_file is None and x5u is None:
         return None
     if key_file is None or x5u is None:
@@ -318,6 +199,10 @@ def _credential(
         found = Credential(key=key, x5u=x5u, name=Path(key_file).name)
         cache[(key_file, x5u)] = found
     return found
+
+
+def _brand(brands: Mapping[str, Brand], name: str | None) -> Brand | None:
+    return None if name is None else brands.get(name)
 
 
 def load_brands(settings: Settings) -> dict[str, Brand]:
@@ -351,15 +236,11 @@ def load_brands(settings: Settings) -> dict[str, Brand]:
         except ValueError as exc:
             raise ConfigurationError(f"{where}: jcd_file is not JSON: {exc}") from None
         try:
-            brand = Brand(
-                name=name,
-                rcd=rcd,
-                crn=values.get("crn"),
-                call_reasons=tuple(values.get("call_reasons", ())),
-                ppt=values.get("ppt", "shaken"),
-                digest=values.get("digest", "sha256"),
-                label=label,
-            )
+            # Unset crn, call_reasons, ppt and digest are Brand's defaults.
+            given = {k: values[k] for k in ("crn", "ppt", "digest") if k in values}
+            if "call_reasons" in values:
+                given["call_reasons"] = tuple(values["call_reasons"])
+            brand = Brand(name=name, rcd=rcd, label=label, **given)
             if brand.references and all(url in contents for url in brand.references):
                 brand = brand.with_content(contents)
         except ConfigurationError as exc:
@@ -384,8 +265,8 @@ def build_runtime(
     clock = clock or SystemClock()
     when = now if now is not None else clock.now()
     glob = effective_profile(settings, None)
-    verification = dict(glob.verification)
-    sources = _trust_sources(verification)
+    verification = glob.verification_settings
+    sources = trust_sources(verification)
     notes: list[str] = []
     trust = TrustStore(source="none")
     if sources.empty:
@@ -397,17 +278,16 @@ def build_runtime(
             crl_signers=loaded.crl_signers,
             source=loaded.source,
         )
-    cache_dir = Path(verification["cache_dir"]) if "cache_dir" in verification else None
-    store_dir = cache_dir or default_cache_dir()
+    store_dir = Path(verification.cache_dir) if verification.cache_dir else default_cache_dir()
     shared = shared_state(settings)
     backends = _Backends(
         trust=trust,
         store_dir=store_dir,
         clock=clock,
         resolver=resolver,
-        max_entries=int(verification["max_cache_entries"]),
-        revocation=revocation_mode(verification),
-        crl_refresh=timedelta(seconds=verification.get("crl_refresh", 3600)),
+        max_entries=verification.max_cache_entries,
+        revocation=verification.revocation,
+        crl_refresh=timedelta(seconds=verification.crl_refresh),
         crl_files=_crl_files(verification),
         now=when,
         shared=shared,
@@ -418,9 +298,9 @@ def build_runtime(
     tns = {
         tn: TnRule(
             attest=v.get("attest"),
-            credential=_credential(v, credentials),
+            credential=_credential(v.get("private_key"), v.get("x5u"), credentials),
             label=f'[tn."{tn}"]',
-            brand=brands.get(v.get("brand", "")),
+            brand=_brand(brands, v.get("brand")),
         )
         for tn, v in settings.tns.items()
     }
@@ -430,9 +310,9 @@ def build_runtime(
             v["count"],
             TnRule(
                 attest=v.get("attest"),
-                credential=_credential(v, credentials),
+                credential=_credential(v.get("private_key"), v.get("x5u"), credentials),
                 label=f"[tn_range.{name}]",
-                brand=brands.get(v.get("brand", "")),
+                brand=_brand(brands, v.get("brand")),
             ),
         )
         for name, v in settings.tn_ranges.items()
@@ -440,31 +320,30 @@ def build_runtime(
     profiles: dict[str | None, ProfileRuntime] = {}
     for name in [None, *settings.profiles]:
         effective = glob if name is None else effective_profile(settings, name)
-        raw = {} if name is None else settings.profiles[name]
-        attestation = dict(effective.attestation)
+        attestation = effective.attestation_settings
         signer = None
-        if attestation.get("enabled", True):
+        if attestation.enabled:
             policy = SigningPolicy(
-                credential=_credential(attestation, credentials),
-                attest=attestation.get("attest"),
-                unknown_tn_attest=attestation.get("unknown_tn_attest"),
+                credential=_credential(attestation.private_key, attestation.x5u, credentials),
+                attest=attestation.attest,
+                unknown_tn_attest=attestation.unknown_tn_attest,
                 tns=tns,
                 ranges=ranges,
                 caller_sources=effective.verification_profile.caller_sources,
                 numbering_plan=effective.verification_profile.numbering_plan,
                 # A profile's own attest caps every TN entry for the calls it applies to.
-                ceiling=raw.get("attest"),
+                ceiling=effective.attest_ceiling,
                 ceiling_label=f"[profile.{name}]",
-                brand=brands.get(raw.get("brand", "")),
+                brand=_brand(brands, effective.brand),
             )
             if policy.credential is not None or tns or ranges:
                 signer = SigningService(policy, clock=clock)
         verifier = None
         profile_fetcher = None
-        if effective.verification.get("enabled", True):
+        if effective.verification_settings.enabled:
             replay = (
                 ReplayWindow(effective.verification_profile.max_iat_age)
-                if effective.verification["replay_check"]
+                if effective.verification_settings.replay_check
                 else None
             )
             guard = None
@@ -474,7 +353,7 @@ def build_runtime(
                 replay = None
             profile_fetcher, profile_cache = backends.for_profile(effective)
             branding = None
-            if effective.verification["rcd_verify"]:
+            if effective.verification_settings.rcd_verify:
                 branding = backends.branding(effective, profile_fetcher, profile_cache)
             verifier = VerificationService(
                 profile_cache,
@@ -492,8 +371,8 @@ def build_runtime(
             signer=signer,
             actions=effective.actions,
             fetcher=profile_fetcher if verifier is not None else None,
-            sources=tuple(ipaddress.ip_network(s, strict=False) for s in raw.get("sources", [])),
-            header_value=raw.get("header_value"),
+            sources=tuple(ipaddress.ip_network(s, strict=False) for s in effective.sources),
+            header_value=effective.header_value,
         )
     return Runtime(
         settings=settings,
@@ -501,7 +380,7 @@ def build_runtime(
         fetcher=fetcher,
         cache=cache,
         caches=backends.caches(),
-        instance=str(settings.server.get("instance") or socket.gethostname()),
+        instance=settings.server_settings.instance or socket.gethostname(),
         fetchers=backends.fetchers(),
         profiles=profiles,
         clock=clock,
@@ -513,13 +392,13 @@ def build_runtime(
 
 def shared_state(settings: Settings) -> RedisSharedState | None:
     """The shared layer ``[server] shared_state`` names, or None (one machine)."""
-    url = settings.server.get("shared_state")
-    if not url:
+    server = settings.server_settings
+    if not server.shared_state:
         return None
     return RedisSharedState(
-        str(url),
-        prefix=str(settings.server.get("shared_state_prefix", "shaken:")),
-        timeout=int(settings.server.get("shared_state_timeout_ms", 100)) / 1000.0,
+        server.shared_state,
+        prefix=server.shared_state_prefix,
+        timeout=server.shared_state_timeout_ms / 1000.0,
     )
 
 
@@ -548,7 +427,7 @@ async def check_signing_certificates(runtime: Runtime, *, now: datetime | None =
     when = now if now is not None else runtime.clock.now()
     checked: dict[tuple[str, bytes], str | None] = {}
     for profile in runtime.profiles.values():
-        if not profile.effective.attestation.get("check_x5u_at_load"):
+        if not profile.effective.attestation_settings.check_x5u_at_load:
             continue
         for credential in _signing_credentials(profile):
             spki = credential.key.public_key().public_bytes(
@@ -615,33 +494,3 @@ def _with_brands(policy: SigningPolicy, ready: Mapping[str, Brand]) -> SigningPo
             for first, last, digits, rule in policy.ranges
         ),
     )
-
-
-async def check_x5u(fetcher: HttpsFetcher, credential: Credential, *, now: datetime) -> str | None:
-    """What is wrong with what ``credential.x5u`` serves for its key now, or None.
-
-    The ``check_x5u_at_load`` check, also the certificate lifecycle's switch condition: a
-    chain with no private key in it, valid now, whose leaf is the public half of the key.
-    """
-    url = credential.x5u
-    spki = credential.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    try:
-        document = await fetcher.fetch(url)
-    except VerificationFailure as exc:
-        return f"{url}: {exc}"
-    if b"PRIVATE KEY" in document.body:
-        return f"{url} serves a private key: take it down"
-    try:
-        chain = load_certificates(document.body)
-    except CertificateError as exc:
-        return f"{url}: {exc}"
-    leaf = chain[0]
-    if leaf.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) != spki:
-        name = credential.name or "the private key"
-        return f"{url}: the certificate is not for {name} (public keys differ)"
-    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-        return (
-            f"{url}: the certificate is not valid now "
-            f"({leaf.not_valid_before_utc.isoformat()} .. {leaf.not_valid_after_utc.isoformat()})"
-        )
-    return None

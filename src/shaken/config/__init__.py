@@ -14,12 +14,19 @@ from shaken.config.loader import (
     load_config,
     parse_config,
 )
+from shaken.config.schema import GLOBAL_PROFILE, Behavior
+from shaken.config.typed import AttestationSettings, ServerSettings, VerificationSettings
 
 __all__ = [
+    "GLOBAL_PROFILE",
+    "AttestationSettings",
+    "Behavior",
     "ConfigError",
     "EffectiveProfile",
     "Problem",
+    "ServerSettings",
     "Settings",
+    "VerificationSettings",
     "effective_profile",
     "load_config",
     "parse_config",

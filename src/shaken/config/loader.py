@@ -23,25 +23,36 @@ from shaken.config.schema import (
     ATTESTATION_KEYS,
     BRAND_KEYS,
     GLOBAL_ONLY,
+    GLOBAL_PROFILE,
     LIFECYCLE_KEYS,
     OUTCOMES,
     PROFILE_KEYS,
     REASON_NAMES,
     REPOSITORY_KEYS,
+    REVOCATION_KEYS,
     SERVER_KEYS,
     STI_PA_KEYS,
     TN_KEYS,
     TN_RANGE_KEYS,
     VERIFICATION_KEYS,
+    Behavior,
     Spec,
+    revocation_of,
+)
+from shaken.config.typed import (
+    AttestationSettings,
+    ServerSettings,
+    VerificationSettings,
+    toml_defaults,
 )
 from shaken.core.errors import ConfigurationError
 from shaken.core.policy import Action, ActionPolicy, OutcomeAction
 from shaken.core.rcd import RcdError, parse_rich_call_data
 from shaken.core.reasons import Reason
 from shaken.core.tn import NANP, is_valid_tn
-from shaken.core.verify import SHAKEN, DatePolicy, VerificationProfile
+from shaken.core.verify import SHAKEN, VerificationProfile
 from shaken.core.x5u import X5uPolicy
+from shaken.services.cert_cache import RevocationMode
 
 __all__ = [
     "ConfigError",
@@ -96,6 +107,11 @@ class Settings:
     acme: Mapping[str, Any] = field(default_factory=dict)
     lifecycle: Mapping[str, Any] = field(default_factory=dict)
     lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
+    #: ``server`` typed, each unset key at its default (made from ``server``: replace that).
+    server_settings: ServerSettings = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "server_settings", ServerSettings.of(self.server))
 
     def line_of(self, *path: str) -> int | None:
         return self.lines.get(path)
@@ -286,7 +302,7 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
                 ("server", "listener_profiles", listener),
                 "not one of the listeners in server.sip_sign or server.sip_verify",
             )
-        if profile != "global" and profile not in profiles:
+        if profile != GLOBAL_PROFILE and profile not in profiles:
             r.problem(("server", "listener_profiles", listener), f"no [profile.{profile}]")
     repository = r.keys(
         r.table(document.get("repository", {}), ("repository",)), REPOSITORY_KEYS, ("repository",)
@@ -446,54 +462,27 @@ class EffectiveProfile:
     """
 
     name: str | None
-    behavior: str
+    behavior: Behavior
     attestation: Mapping[str, Any]
     verification: Mapping[str, Any]
+    #: ``verification`` typed: what the adapters read.
+    verification_settings: VerificationSettings
+    attestation_settings: AttestationSettings
     verification_profile: VerificationProfile
     actions: ActionPolicy
     origin: Mapping[str, str]
+    #: What only a ``[profile.NAME]`` says (none for the global settings): the source
+    #: networks and header value that select it, its attest ceiling and brand.
+    sources: tuple[str, ...] = ()
+    header_value: str | None = None
+    attest_ceiling: str | None = None
+    brand: str | None = None
 
 
-_VERIFICATION_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "require_crl": False,
-    "crl_unavailable": "pass",
-    "fetch_timeout": 2.0,
-    "max_fetch_bytes": 64 * 1024,
-    "min_cache_ttl": 86400,
-    "max_cache_ttl": 7 * 86400,
-    "max_cache_entries": 10000,
-    "negative_cache_ttl": 30,
-    "max_iat_age": SHAKEN.max_iat_age,
-    "max_future_skew": SHAKEN.max_future_skew,
-    "max_date_age": SHAKEN.max_date_age,
-    "date_header": SHAKEN.date_policy.value,
-    "full_form_only": SHAKEN.full_form_only,
-    "accepted_ppt": list(SHAKEN.accepted_ppt),
-    "caller_sources": list(SHAKEN.caller_sources),
-    "called_sources": list(SHAKEN.called_sources),
-    "numbering_plan": "none",
-    "numeric_user_is_tn": SHAKEN.numeric_user_is_tn,
-    "check_dest": SHAKEN.check_dest,
-    "x5u_allowed_ports": list(SHAKEN.x5u_policy.allowed_ports),
-    "x5u_allow_http": False,
-    "x5u_any_port": False,
-    "x5u_allowed_hosts": [],
-    "require_tnauthlist": SHAKEN.require_tnauthlist,
-    "enforce_certificate_profile": SHAKEN.enforce_certificate_profile,
-    "replay_check": False,
-    "max_div_iat_age": SHAKEN.max_div_iat_age,
-    "tag_verstat": True,
-    "reason_protocol": "STIR",
-    "rcd_verify": True,
-    "rcd_display": "off",
-    "rcd_display_prefix": "(Verified) ",
-    "rcd_call_info": False,
-    "rcd_require_integrity": True,
-    "rcd_max_crn_length": 64,
-    "rcd_cache_ttl": 3600,
-}
-_ATTESTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "check_x5u_at_load": False}
+#: What an unset ``[verification]`` key means: :class:`VerificationSettings`' defaults, spelled
+#: as TOML for ``shaken config show --effective`` (their one place).
+_VERIFICATION_DEFAULTS: dict[str, Any] = toml_defaults(VerificationSettings)
+_ATTESTATION_DEFAULTS: dict[str, Any] = toml_defaults(AttestationSettings)
 
 
 def _merge(
@@ -553,9 +542,21 @@ def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
 
     vlayers: list[tuple[str, Mapping[str, Any]]] = [("default", _VERIFICATION_DEFAULTS)]
     vlayers += [(label("verification", k), {k: v}) for k, v in settings.verification.items()]
+    # The one revocation setting: its old spellings (global only, as it is) folded into it.
+    spelled = [k for k in REVOCATION_KEYS if k in settings.verification]
+    if spelled:
+        vlayers.append(
+            (
+                label("verification", spelled[0]),
+                {"revocation": revocation_of(settings.verification)},
+            )
+        )
     if name is not None:
         vlayers += [(label(f"profile.{name}", k), {k: v}) for k, v in profile.items()]
     verification, vorigin = _merge(vlayers, VERIFICATION_KEYS)
+    for old in ("require_crl", "crl_unavailable"):
+        verification.pop(old, None)
+        vorigin.pop(old, None)
     alayers: list[tuple[str, Mapping[str, Any]]] = [("default", _ATTESTATION_DEFAULTS)]
     alayers += [(label("attestation", k), {k: v}) for k, v in settings.attestation.items()]
     if name is not None:
@@ -563,30 +564,31 @@ def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
     attestation, aorigin = _merge(alayers, ATTESTATION_KEYS)
     actions = _merge_actions(settings.actions, profile.get("on", {}))
     try:
+        v = VerificationSettings.of(verification)
         x5u = X5uPolicy(
-            allowed_ports=tuple(verification["x5u_allowed_ports"]),
-            allow_http=verification["x5u_allow_http"],
-            any_port=verification["x5u_any_port"],
-            allowed_hosts=tuple(h.lower() for h in verification["x5u_allowed_hosts"]),
+            allowed_ports=v.x5u_allowed_ports,
+            allow_http=v.x5u_allow_http,
+            any_port=v.x5u_any_port,
+            allowed_hosts=tuple(h.lower() for h in v.x5u_allowed_hosts),
         )
         vp = replace(
             SHAKEN,
-            max_iat_age=verification["max_iat_age"],
-            max_future_skew=verification["max_future_skew"],
-            date_policy=DatePolicy(verification["date_header"]),
-            max_date_age=verification["max_date_age"],
-            full_form_only=verification["full_form_only"],
-            accepted_ppt=tuple(verification["accepted_ppt"]),
-            caller_sources=tuple(verification["caller_sources"]),
-            called_sources=tuple(verification["called_sources"]),
-            numbering_plan=NANP if verification["numbering_plan"] == "nanp" else None,
-            numeric_user_is_tn=verification["numeric_user_is_tn"],
-            check_dest=verification["check_dest"],
+            max_iat_age=v.max_iat_age,
+            max_future_skew=v.max_future_skew,
+            date_policy=v.date_header,
+            max_date_age=v.max_date_age,
+            full_form_only=v.full_form_only,
+            accepted_ppt=v.accepted_ppt,
+            caller_sources=v.caller_sources,
+            called_sources=v.called_sources,
+            numbering_plan=NANP if v.numbering_plan == "nanp" else None,
+            numeric_user_is_tn=v.numeric_user_is_tn,
+            check_dest=v.check_dest,
             x5u_policy=x5u,
-            require_tnauthlist=verification["require_tnauthlist"],
-            enforce_certificate_profile=verification["enforce_certificate_profile"],
-            require_crl=verification["require_crl"],
-            max_div_iat_age=verification["max_div_iat_age"],
+            require_tnauthlist=v.require_tnauthlist,
+            enforce_certificate_profile=v.enforce_certificate_profile,
+            require_crl=v.revocation is RevocationMode.HARD,
+            max_div_iat_age=v.max_div_iat_age,
         )
         policy = ActionPolicy(
             verified=_outcome_action(actions.get("verified", {})),
@@ -595,24 +597,30 @@ def effective_profile(settings: Settings, name: str | None) -> EffectiveProfile:
             not_checked=_outcome_action(actions.get("not_checked", {})),
             by_attest={k: _outcome_action(v) for k, v in actions.get("attest", {}).items()},
             by_reason={Reason(k): _outcome_action(v) for k, v in actions.get("reason", {}).items()},
-            reason_protocol=verification["reason_protocol"],
-            tag_verstat=verification["tag_verstat"],
-            rcd_display=verification["rcd_display"] if verification["rcd_verify"] else "off",
-            rcd_display_prefix=verification["rcd_display_prefix"],
-            rcd_call_info=verification["rcd_call_info"] and verification["rcd_verify"],
+            reason_protocol=v.reason_protocol,
+            tag_verstat=v.tag_verstat,
+            rcd_display=v.rcd_display if v.rcd_verify else "off",
+            rcd_display_prefix=v.rcd_display_prefix,
+            rcd_call_info=v.rcd_call_info and v.rcd_verify,
         )
     except (ValueError, ConfigurationError) as exc:
         raise ConfigurationError(str(exc)) from None
-    if verification["min_cache_ttl"] > verification["max_cache_ttl"]:
+    if v.min_cache_ttl > v.max_cache_ttl:
         raise ConfigurationError("min_cache_ttl is larger than max_cache_ttl")
     origin = {f"verification.{k}": v for k, v in vorigin.items()}
     origin.update({f"attestation.{k}": v for k, v in aorigin.items()})
     return EffectiveProfile(
         name=name,
-        behavior=str(profile.get("behavior", "both")),
+        behavior=Behavior(profile.get("behavior", Behavior.BOTH)),
         attestation=attestation,
         verification=verification,
+        verification_settings=v,
+        attestation_settings=AttestationSettings.of(attestation),
         verification_profile=vp,
         actions=policy,
         origin=origin,
+        sources=tuple(profile.get("sources", ())),
+        header_value=profile.get("header_value"),
+        attest_ceiling=profile.get("attest"),
+        brand=profile.get("brand"),
     )

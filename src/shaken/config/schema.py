@@ -1,5 +1,8 @@
 """The keys of a shaken configuration file, their types and their checks.
 
+What an unset key means is not written here: it is the default of the typed settings
+(:mod:`shaken.config.typed`) or of the dataclass a key feeds.
+
 The object model is Asterisk's ``stir_shaken.conf`` in TOML (docs/architecture.md
 section 7): ``[attestation]`` and ``[verification]`` hold global
 defaults, ``[profile.NAME]`` overrides any of them for the calls a profile applies to,
@@ -13,6 +16,7 @@ booleans here are tri-state by construction (absent, true, false), unlike Asteri
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,9 +31,11 @@ __all__ = [
     "ATTESTATION_KEYS",
     "BRAND_KEYS",
     "GLOBAL_ONLY",
+    "GLOBAL_PROFILE",
     "REVOCATION_KEYS",
     "REVOCATION_MODES",
     "VERIFICATION_KEYS",
+    "Behavior",
     "Spec",
     "revocation_conflict",
     "revocation_of",
@@ -37,6 +43,28 @@ __all__ = [
 ]
 
 Check = Callable[[Any], str | None]
+
+#: The name of the global settings (no ``[profile]``) wherever a profile is named: a listener
+#: bound to it in ``[server] listener_profiles``, ``shaken config show --effective global``,
+#: the call log's profile column.
+GLOBAL_PROFILE = "global"
+
+
+class Behavior(enum.StrEnum):
+    """Which directions a profile runs (``[profile.NAME] behavior``; Asterisk endpoint_behavior)."""
+
+    SIGN = "sign"
+    VERIFY = "verify"
+    BOTH = "both"
+    OFF = "off"
+
+    @property
+    def signs(self) -> bool:
+        return self is Behavior.SIGN or self is Behavior.BOTH
+
+    @property
+    def verifies(self) -> bool:
+        return self is Behavior.VERIFY or self is Behavior.BOTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +318,7 @@ VERIFICATION_KEYS: dict[str, Spec] = {
     "crl_refresh": Spec(
         "seconds",
         _int(60, 86400),
-        "how often CRLs are fetched again, whatever their nextUpdate (default 3600, at most a day)",
+        "how often CRLs are fetched again, whatever their nextUpdate (at most a day)",
     ),
     "require_crl": Spec("bool", _bool(), 'old spelling: true is revocation = "hard"'),
     "crl_unavailable": Spec(
@@ -398,7 +426,7 @@ GLOBAL_ONLY: dict[str, str] = {
 PROFILE_KEYS: dict[str, Spec] = {
     "behavior": Spec(
         "sign|verify|both|off",
-        _choice("sign", "verify", "both", "off"),
+        _choice(*(b.value for b in Behavior)),
         "which directions this profile runs (Asterisk endpoint_behavior)",
     ),
     "sources": Spec("list", _list(_network), "source addresses (CIDR) this profile applies to"),
@@ -443,7 +471,7 @@ API_KEY_KEYS: dict[str, Spec] = {
     "tns": Spec("list", _list(_tn), "TNs this key may sign for (empty: none by TN)"),
     "spcs": Spec("list", _list(_string()), "SPCs whose certificates this key may sign with"),
     "profiles": Spec("list", _list(_string()), "profiles this key may use"),
-    "may_verify": Spec("bool", _bool(), "this key may call the verification API (default true)"),
+    "may_verify": Spec("bool", _bool(), "this key may call the verification API"),
     "rate_per_second": Spec(
         "number", _number(0), "requests per second allowed, bursts of one second (default: any)"
     ),
@@ -452,7 +480,7 @@ API_KEY_KEYS: dict[str, Spec] = {
 
 
 def _listener_profiles(value: Any) -> str | None:
-    """A table of SIP listener -> profile name (``"global"``: no profile, the global settings)."""
+    """A table of SIP listener -> profile name (:data:`GLOBAL_PROFILE`: the global settings)."""
     if not isinstance(value, dict):
         return f"expected a table of listener = profile, got {type(value).__name__}"
     for listener, profile in value.items():
@@ -529,7 +557,7 @@ SERVER_KEYS: dict[str, Spec] = {
         'bind SIP listeners to profiles: {"udp:127.0.0.1:5062" = "carrier"} ("global": none)',
     ),
     "max_message_size": Spec("bytes", _int(1024, 65535), "largest SIP message accepted (513)"),
-    "retry_after": Spec("seconds", _int(1, 3600), "Retry-After of the overload 503 (default 1)"),
+    "retry_after": Spec("seconds", _int(1, 3600), "Retry-After of the overload 503"),
     # The call log and the state instances share (one block: several instances as one service).
     "call_log": Spec(
         "path|url", _call_log, "SQLite call log file, or a postgresql:// URL (several instances)"
@@ -540,10 +568,10 @@ SERVER_KEYS: dict[str, Spec] = {
         "PostgreSQL log: where records wait while it is away (default: beside the cache)",
     ),
     "call_log_spool_max_records": Spec(
-        "int", _int(1000), "PostgreSQL log: records the spool holds at most (default 1000000)"
+        "int", _int(1000), "PostgreSQL log: records the spool holds at most"
     ),
     "call_log_timeout": Spec(
-        "seconds", _number(0), "PostgreSQL log: connect and statement timeout (default 5)"
+        "seconds", _number(0), "PostgreSQL log: connect and statement timeout"
     ),
     "shared_state": Spec(
         "url",
@@ -553,13 +581,11 @@ SERVER_KEYS: dict[str, Spec] = {
     "shared_state_timeout_ms": Spec(
         "ms",
         _int(1, 10000),
-        "a shared-state operation longer than this falls back to the local form (default 100)",
+        "a shared-state operation longer than this falls back to the local form",
     ),
-    "shared_state_prefix": Spec(
-        "string", _string(), "prefix of every shared-state key (default 'shaken:')"
-    ),
+    "shared_state_prefix": Spec("string", _string(), "prefix of every shared-state key"),
     "call_log_flush_ms": Spec(
-        "ms", _int(1, 10000), "call log batch window: commit at least this often (default 100)"
+        "ms", _int(1, 10000), "call log batch window: commit at least this often"
     ),
     "call_log_retention_days": Spec(
         "days", _int(1, 36500), "delete call records older than this (default: keep them all)"
@@ -570,9 +596,7 @@ SERVER_KEYS: dict[str, Spec] = {
     "log_format": Spec(
         "text|json", _choice("text", "json"), "log lines as text (default) or JSON, one per event"
     ),
-    "log_level": Spec(
-        "level", _choice(*LOG_LEVELS), "level of every shaken logger (default info); SIGHUP"
-    ),
+    "log_level": Spec("level", _choice(*LOG_LEVELS), "level of every shaken logger; SIGHUP"),
     "log_levels": Spec(
         "table", _log_levels, 'levels of single loggers: {"shaken.sip" = "debug"}; SIGHUP'
     ),
@@ -582,56 +606,56 @@ SERVER_KEYS: dict[str, Spec] = {
     "api_schema": Spec(
         "atis|3gpp|auto",
         _choice("atis", "3gpp", "auto"),
-        "REST JSON schema: ATIS-1000082, 3GPP TS 24.229 Ms, or by request shape (default auto)",
+        "REST JSON schema: ATIS-1000082, 3GPP TS 24.229 Ms, or by request shape",
     ),
     # SIP robustness: memory, connections and overload (one block).
     "transaction_memory": Spec(
         "bytes",
         _int(65536),
-        "bytes of SIP answers kept for retransmissions per worker (default 67108864)",
+        "bytes of SIP answers kept for retransmissions per worker",
     ),
     "tcp_connections_per_source": Spec(
-        "int", _int(1), "SIP TCP/TLS connections one source address may hold (default 64)"
+        "int", _int(1), "SIP TCP/TLS connections one source address may hold"
     ),
     "tcp_message_timeout": Spec(
-        "seconds", _number(0), "a SIP message over TCP/TLS must arrive whole within (default 10)"
+        "seconds", _number(0), "a SIP message over TCP/TLS must arrive whole within"
     ),
     "udp_max_age_ms": Spec(
         "ms",
         _int(1, 10000),
-        "a UDP request queued longer than this is shed before any work (default 100)",
+        "a UDP request queued longer than this is shed before any work",
     ),
     "overload_answer": Spec(
         "503|drop",
         _choice("503", "drop"),
-        "what a shed request gets: 503 with Retry-After, or nothing (default 503)",
+        "what a shed request gets: 503 with Retry-After, or nothing",
     ),
     "udp_receive_buffer": Spec(
         "bytes",
         _int(4096, 2**30),
-        "SO_RCVBUF of the SIP UDP sockets (default 4194304; the kernel doubles it)",
+        "SO_RCVBUF of the SIP UDP sockets (the kernel doubles it)",
     ),
     # What a REST client may hold and for how long, and the descriptors a worker keeps free.
     "rest_header_timeout": Spec(
-        "seconds", _number(0), "REST: a request's headers must arrive within this, else 408 (10)"
+        "seconds", _number(0), "REST: a request's headers must arrive within this, else 408"
     ),
     "rest_body_timeout": Spec(
-        "seconds", _number(0), "REST: its body within this of the headers, else 408 (default 10)"
+        "seconds", _number(0), "REST: its body within this of the headers, else 408"
     ),
     "rest_keep_alive_timeout": Spec(
-        "seconds", _int(1, 3600), "REST: an idle kept-alive connection closes after this (5)"
+        "seconds", _int(1, 3600), "REST: an idle kept-alive connection closes after this"
     ),
     "rest_keep_alive_requests": Spec(
-        "int", _int(1), "REST: requests on one connection, then Connection: close (1000)"
+        "int", _int(1), "REST: requests on one connection, then Connection: close"
     ),
     "rest_max_connections": Spec(
-        "int", _int(1), "REST: connections per worker; more wait to be accepted (default 1000)"
+        "int", _int(1), "REST: connections per worker; more wait to be accepted"
     ),
     "rest_max_connections_per_source": Spec(
-        "int", _int(1), "REST: connections per client address; more get 503 (default 100)"
+        "int", _int(1), "REST: connections per client address; more get 503"
     ),
     "descriptor_reserve": Spec(
-        "int", _int(16), "descriptors a worker keeps from connections, for fetches (default 64)"
+        "int", _int(16), "descriptors a worker keeps from connections, for fetches"
     ),
 }
 REPOSITORY_KEYS: dict[str, Spec] = {

@@ -22,7 +22,6 @@ from shaken.services.signing import SignedCall
 
 __all__ = [
     "CallLog",
-    "CallLogHealth",
     "CallQuery",
     "CallRecord",
     "CallRecordBuilder",
@@ -268,12 +267,13 @@ def outcome_of(record: CallRecord) -> str:
 
 
 class CallLog(Protocol):
+    """Where decisions are recorded (a SQLite file, PostgreSQL, a test's list)."""
+
     def record(self, record: CallRecord) -> None:
         """Queue one record; never blocks and never raises for a full or failing store."""
 
-
-class CallLogHealth(Protocol):
-    """A call log that can say whether decisions reach its store (REST ``/readyz``)."""
-
     def healthy(self) -> tuple[bool, str]:
-        """(True, detail) while records are stored; (False, why not) otherwise."""
+        """(True, detail) while records reach the store; (False, why not) otherwise.
+
+        REST ``/readyz`` reports it; it never blocks (the writers know it without I/O).
+        """

@@ -19,6 +19,7 @@ __all__ = [
     "CertificateStore",
     "Clock",
     "DocumentKind",
+    "FetchLimits",
     "FetchedDocument",
     "StoredEntry",
     "SystemClock",
@@ -46,6 +47,15 @@ class FetchedDocument:
     fetched_at: datetime
     not_modified: bool = False
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchLimits:
+    """The time and size limits of one fetch (docs/architecture.md section 3, defaults;
+    ``[verification] fetch_timeout`` and ``max_fetch_bytes``)."""
+
+    timeout: float = 2.0
+    max_bytes: int = 64 * 1024
 
 
 @runtime_checkable

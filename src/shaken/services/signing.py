@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -39,6 +39,7 @@ from shaken.core.passport import ATTESTATION_LEVELS
 from shaken.core.rcd import RcdError, compute_rcdi, parse_rich_call_data, references_of
 from shaken.core.sign import new_origid, sign_rcd, sign_shaken
 from shaken.core.tn import NumberingPlan, canonicalize_tn
+from shaken.core.verify import VerificationProfile
 from shaken.services.ports import Clock, SystemClock
 
 __all__ = [
@@ -49,8 +50,22 @@ __all__ = [
     "SigningPolicy",
     "SigningService",
     "TnRule",
+    "signing_time",
     "weaker",
 ]
+
+
+def signing_time(iat: float, *, now: datetime, freshness: VerificationProfile) -> datetime:
+    """The ``iat`` to sign a client's call with: the client's own ``iat`` (its SIP Date) while
+    a verifier under ``freshness`` would still accept it, else ``now``.
+
+    A stale (or too far future) ``iat`` is replaced rather than signed into a token born
+    stale (RFC 8224 section 6.1; ATIS-1000082 lets the client pass its ``iat``).
+    """
+    age = now.timestamp() - iat
+    if -freshness.max_future_skew <= age <= freshness.max_iat_age:
+        return datetime.fromtimestamp(iat, UTC)
+    return now
 
 
 def weaker(first: str, second: str) -> str:

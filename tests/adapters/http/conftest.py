@@ -18,7 +18,8 @@ import pytest
 
 from shaken.adapters.http import create_app
 from shaken.adapters.http.app import ASGIApp
-from shaken.adapters.wiring import Runtime, build_runtime
+from shaken.adapters.runtime import Runtime
+from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.core.jws import PrivateKey, b64url_encode, load_private_key, sign_es256
 from shaken.services.calllog import CallRecord
@@ -150,13 +151,13 @@ class MemoryCallLog:
     """A :class:`~shaken.services.calllog.CallLog` that keeps records in a list."""
 
     records: list[CallRecord] = field(default_factory=list)
-    healthy: bool = True
+    ok: bool = True
 
     def record(self, record: CallRecord) -> None:
         self.records.append(record)
 
-    def writable(self) -> bool:
-        return self.healthy
+    def healthy(self) -> tuple[bool, str]:
+        return self.ok, "writable" if self.ok else "not writable"
 
 
 @dataclass

@@ -170,7 +170,7 @@ async def test_readyz_not_ready_with_an_unwritable_cache(
 
 async def test_readyz_asks_the_call_log(make_api: ApiFactory) -> None:
     api: Api = await make_api()
-    api.calls.healthy = False
+    api.calls.ok = False
     response = await api.client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["call_log"] == {"ok": False, "detail": "not writable"}

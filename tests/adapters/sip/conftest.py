@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shaken.adapters.wiring import Runtime, build_runtime
+from shaken.adapters.runtime import Runtime
+from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.services.calllog import CallRecord
 from shaken.toolkit.lab import Lab, LabSettings, init_lab

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from shaken.adapters.runtime import Runtime
 from shaken.adapters.sip.client import build_invite, send_invite
 from shaken.adapters.sip.handler import Listener, Role, SipHandler
 from shaken.adapters.sip.server import SipServer, bind_listeners
-from shaken.adapters.wiring import Runtime
 from shaken.core.identity import IdentityHeader
 from shaken.core.passport import decode_token
 from shaken.core.rcd import content_digest

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shaken.adapters.runtime import Runtime
 from shaken.adapters.sip.client import SipResponse, parse_response
 from shaken.adapters.sip.codec import FramingError, StreamFramer, parse_request
 from shaken.adapters.sip.handler import (
@@ -20,7 +21,7 @@ from shaken.adapters.sip.handler import (
     Role,
     SipHandler,
 )
-from shaken.adapters.wiring import Runtime, build_runtime
+from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.core.context import SipContext
 from shaken.core.jws import load_private_key

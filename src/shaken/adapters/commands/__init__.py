@@ -1,4 +1,5 @@
-"""Command groups of the ``shaken`` CLI beyond the core ones in :mod:`shaken.adapters.cli`.
+"""Every command of the ``shaken`` CLI; :mod:`shaken.adapters.cli` only assembles the parser
+and runs one (its exit codes, :class:`~shaken.adapters.cli.UsageError` and clock are shared).
 
 Each module here defines ``register(commands, cert_commands)`` (the top-level sub-parsers and
 those of ``shaken cert``), adding its sub-commands with

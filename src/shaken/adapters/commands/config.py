@@ -15,7 +15,7 @@ from typing import Any
 
 from shaken.adapters.cli import now_of
 from shaken.adapters.preflight import check_files, revocation_review
-from shaken.config import ConfigError, Settings, effective_profile, load_config
+from shaken.config import GLOBAL_PROFILE, ConfigError, Settings, effective_profile, load_config
 from shaken.core.errors import ConfigurationError, SigningError
 from shaken.core.tn import canonicalize_tn
 
@@ -83,7 +83,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         }
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    name = None if args.effective == "global" else args.effective
+    name = None if args.effective == GLOBAL_PROFILE else args.effective
     try:
         effective = effective_profile(settings, name)
     except ConfigurationError as exc:
@@ -124,7 +124,7 @@ def _show_attestation(settings: Settings, name: str | None, tn: str, now: dateti
         print(f"attestation for {canonical}: the configuration does not load: {exc}")
         return 1
     profile = runtime.profiles[name]
-    label = "global" if name is None else name
+    label = GLOBAL_PROFILE if name is None else name
     if not profile.signs or profile.signer is None:
         print(f"attestation for {canonical}: not signed (profile {label} does not sign)")
         return 0

@@ -87,7 +87,7 @@ def _database(args: argparse.Namespace) -> str | Path:
         settings = load_config(args.config)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    path = settings.server.get("call_log")
+    path = settings.server_settings.call_log
     if not path:
         raise UsageError(f"{args.config} sets no server.call_log")
     return str(path) if is_postgres_url(path) else Path(path)

@@ -1,6 +1,6 @@
 """The ATIS-1000082 REST API (and its 3GPP Ms variant): an ASGI app and its uvicorn server.
 
-:func:`create_app` builds the application over a :class:`~shaken.adapters.wiring.Runtime`;
+:func:`create_app` builds the application over a :class:`~shaken.adapters.runtime.Runtime`;
 :func:`serve_rest` serves it on the configured listeners inside the caller's event loop, which
 is how ``shaken serve`` runs REST beside SIP. This package never imports the SIP adapter.
 """

@@ -41,7 +41,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,6 @@ from shaken.adapters.http.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from shaken.adapters.http.metrics import RestMetrics
 from shaken.adapters.http.schemas import (
     ATIS,
-    AUTO,
     MAX_BODY_BYTES,
     THREE_GPP,
     ApiError,
@@ -66,16 +65,17 @@ from shaken.adapters.http.schemas import (
     verification_body,
 )
 from shaken.adapters.lifecycle import readiness as lifecycle_readiness
+from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.shared_state import RedisRateLimit
 from shaken.adapters.store.certstore import default_cache_dir
-from shaken.adapters.wiring import ProfileRuntime, Runtime
+from shaken.config import GLOBAL_PROFILE
 from shaken.core.errors import SigningError
 from shaken.core.policy import decide
-from shaken.core.reasons import Reason
 from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder
 from shaken.services.cert_cache import RevocationReport
 from shaken.services.ports import Clock
-from shaken.services.signing import SigningService
+from shaken.services.request_faults import request_fault
+from shaken.services.signing import SigningService, signing_time
 
 __all__ = ["ASGIApp", "RestApplication", "create_app"]
 
@@ -91,8 +91,6 @@ _JSON = b"application/json"
 _STIR = {"/stir/v1/verification": "verification", "/stir/v1/signing": "signing"}
 _OTHER = {"/healthz": "healthz", "/readyz": "readyz", "/metrics": "metrics"}
 _OTHER["/openapi.json"] = "openapi"
-#: How the call log names the global profile (the SIP adapter records it the same way).
-GLOBAL_PROFILE = "global"
 
 
 class _Disconnected(Exception):
@@ -282,13 +280,6 @@ def _writable_directory(directory: Path) -> tuple[bool, str]:
     return True, "writable"
 
 
-def _writable_file(path: Path) -> tuple[bool, str]:
-    target = path if path.exists() else path.parent
-    if os.access(target, os.W_OK):
-        return True, "writable"
-    return False, "not writable"
-
-
 class RestApplication:
     """The ASGI callable; :func:`create_app` is the way to make one."""
 
@@ -303,13 +294,12 @@ class RestApplication:
         self.runtime = runtime
         self.call_log = call_log
         self.clock = clock or runtime.clock
-        server = runtime.settings.server
-        self.schema_mode = str(server.get("api_schema", AUTO))
+        server = runtime.settings.server_settings
+        self.schema_mode = server.api_schema
         self.error_schema = THREE_GPP if self.schema_mode == THREE_GPP else ATIS
-        self.verification_open = bool(server.get("verification_open", False))
+        self.verification_open = server.verification_open
         self.instance = runtime.instance
-        limit = server.get("max_in_flight")
-        self.max_in_flight: int | None = int(limit) if limit is not None else None
+        self.max_in_flight: int | None = server.max_in_flight
         self.keyring = Keyring.from_settings(runtime.settings.api_keys)
         if runtime.shared is not None:
             self.keyring.shared = RedisRateLimit(runtime.shared)
@@ -511,10 +501,10 @@ class RestApplication:
         begun = time.perf_counter()
         result = await verifier.verify(context, now=now, source=source)
         self.metrics.observe_verification(time.perf_counter() - begun)
-        if result.reason is Reason.INVALID_HEADER and request.schema == ATIS:
-            # ATIS-1000082 E2: an identity that is not an Identity header value at all is an
-            # invalid request parameter, not a verification result.
-            raise ApiError("SVC4005", "identity", "not an Identity header value", schema=ATIS)
+        if request.schema == ATIS:
+            fault = request_fault(result)
+            if fault is not None:  # an invalid request parameter, not a verification result
+                raise ApiError("SVC4005", fault.parameter, fault.detail, schema=ATIS)
         reason = result.reason
         self.metrics.count("verification", result.outcome.value, reason.value if reason else "")
         if request.schema == ATIS and self.call_log is None and rcd_member(result) is None:
@@ -563,11 +553,7 @@ class RestApplication:
         try:
             await self._authorize(key, signer, request, now)
             freshness = profile.effective.verification_profile
-            age = now.timestamp() - request.iat
-            # The client's iat (its SIP Date) is kept while a verifier would still accept it;
-            # a stale one is replaced by now rather than signed into a token born stale.
-            fresh = -freshness.max_future_skew <= age <= freshness.max_iat_age
-            when = datetime.fromtimestamp(request.iat, UTC) if fresh else now
+            when = signing_time(request.iat, now=now, freshness=freshness)
             try:
                 signed = signer.sign(
                     orig=request.orig,
@@ -732,7 +718,7 @@ class RestApplication:
             check("signing_certificates", *await self._signing_certificates_ready(now))
         else:
             check("signing_certificates", True, "signing is off")
-        configured = self.runtime.settings.verification.get("cache_dir")
+        configured = self.runtime.profiles[None].effective.verification_settings.cache_dir
         cache_dir = Path(configured) if configured else default_cache_dir()
         check("certificate_cache", *await asyncio.to_thread(_writable_directory, cache_dir))
         check("call_log", *await self._call_log_ready())
@@ -778,19 +764,6 @@ class RestApplication:
         return True, f"{len(statuses)} signing certificate(s) neither revoked nor expired"
 
     async def _call_log_ready(self) -> tuple[bool, str]:
-        call_log = self.call_log
-        if call_log is None:
+        if self.call_log is None:
             return True, "not recording"
-        for name in ("writable", "ready", "healthy"):
-            probe = getattr(call_log, name, None)
-            if callable(probe):
-                answer = probe()
-                if asyncio.iscoroutine(answer):
-                    answer = await answer
-                if isinstance(answer, tuple):  # CallLogHealth.healthy(): (ok, why)
-                    return bool(answer[0]), str(answer[1])
-                return bool(answer), "writable" if answer else "not writable"
-        path = self.runtime.settings.server.get("call_log")
-        if path:
-            return await asyncio.to_thread(_writable_file, Path(path))
-        return True, "recording"
+        return self.call_log.healthy()

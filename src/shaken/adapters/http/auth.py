@@ -68,7 +68,10 @@ class TokenBucket:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKey:
-    """One configured key; ``digest`` is the SHA-256 of the key's UTF-8 text."""
+    """One configured key; ``digest`` is the SHA-256 of the key's UTF-8 text.
+
+    The defaults are those of an ``[api_key.NAME]`` that leaves a key unset.
+    """
 
     name: str
     digest: bytes = field(repr=False)
@@ -89,6 +92,21 @@ class ApiKey:
         return self.profiles[0] if self.profiles else None
 
 
+def _api_key(name: str, values: Mapping[str, Any]) -> ApiKey:
+    """The key an ``[api_key.NAME]`` table describes; an unset key keeps ApiKey's default."""
+    given: dict[str, Any] = {}
+    for member, kind in (("tns", frozenset), ("spcs", frozenset), ("profiles", tuple)):
+        if member in values:
+            given[member] = kind(values[member])
+    if "may_verify" in values:
+        given["may_verify"] = bool(values["may_verify"])
+    if "rate_per_second" in values:
+        given["rate_per_second"] = float(values["rate_per_second"])
+    if "admin" in values:
+        given["admin"] = bool(values["admin"])
+    return ApiKey(name=name, digest=bytes.fromhex(values["sha256"]), **given)
+
+
 class Keyring:
     """The configured keys, their rate limits, and the checks on a presented key."""
 
@@ -104,23 +122,7 @@ class Keyring:
     @classmethod
     def from_settings(cls, api_keys: Mapping[str, Mapping[str, Any]]) -> Keyring:
         """Keys from ``Settings.api_keys`` (already validated by the configuration loader)."""
-        return cls(
-            [
-                ApiKey(
-                    name=name,
-                    digest=bytes.fromhex(values["sha256"]),
-                    tns=frozenset(values.get("tns", ())),
-                    spcs=frozenset(values.get("spcs", ())),
-                    profiles=tuple(values.get("profiles", ())),
-                    may_verify=bool(values.get("may_verify", True)),
-                    rate_per_second=(
-                        float(values["rate_per_second"]) if "rate_per_second" in values else None
-                    ),
-                    admin=bool(values.get("admin", False)),
-                )
-                for name, values in api_keys.items()
-            ]
-        )
+        return cls([_api_key(name, values) for name, values in api_keys.items()])
 
     def authenticate(self, presented: str) -> ApiKey | None:
         """The key whose hash matches ``presented``, in time independent of which one."""

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 
-from shaken.adapters.wiring import Runtime
+from shaken.adapters.runtime import Runtime
 from shaken.core.certs import crl_distribution_points, load_certificates
 from shaken.core.chain import find_revocation
 from shaken.core.errors import CertificateError, VerificationFailure

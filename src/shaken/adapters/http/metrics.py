@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from shaken.adapters.http.credentials import SigningCertificates
 from shaken.adapters.lifecycle import lifecycle_gauges
 from shaken.adapters.metrics import InstanceMetrics
-from shaken.adapters.wiring import Runtime
+from shaken.adapters.runtime import Runtime
 from shaken.services.cert_cache import RevocationMode, RevocationReport
 from shaken.services.ports import Clock
 

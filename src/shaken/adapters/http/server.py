@@ -57,7 +57,8 @@ from shaken.adapters.accept import Acceptor, DescriptorBudget
 from shaken.adapters.http.app import ASGIApp, Receive, Scope, Send, create_app
 from shaken.adapters.http.metrics import RestMetrics
 from shaken.adapters.metrics import InstanceMetrics
-from shaken.adapters.wiring import Runtime
+from shaken.adapters.runtime import Runtime
+from shaken.config import ServerSettings
 from shaken.core.errors import ConfigurationError
 from shaken.services.calllog import CallLog
 
@@ -149,39 +150,27 @@ def bind_rest(listeners: Sequence[str]) -> list[BoundRest]:
 # ------------------------------------------------------------------------------- limits
 
 
-def _number(server: Any, key: str, default: float) -> float:
-    value = server.get(key)
-    return float(default if value is None else value)
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class RestLimits:
     """What one client may hold, and for how long (the ``[server] rest_*`` keys)."""
 
-    header_timeout: float = 10.0
-    body_timeout: float = 10.0
-    keep_alive_timeout: int = 5
-    keep_alive_requests: int = 1000
-    max_connections: int = 1000
-    max_connections_per_source: int = 100
+    header_timeout: float
+    body_timeout: float
+    keep_alive_timeout: int
+    keep_alive_requests: int
+    max_connections: int
+    max_connections_per_source: int
 
     @classmethod
-    def from_settings(cls, server: Any) -> RestLimits:
-        """The limits ``[server]`` sets, each unset key at its default."""
-        base = cls()
+    def from_settings(cls, server: ServerSettings) -> RestLimits:
+        """The limits ``[server]`` sets (its defaults are :class:`ServerSettings`')."""
         return cls(
-            header_timeout=_number(server, "rest_header_timeout", base.header_timeout),
-            body_timeout=_number(server, "rest_body_timeout", base.body_timeout),
-            keep_alive_timeout=int(
-                _number(server, "rest_keep_alive_timeout", base.keep_alive_timeout)
-            ),
-            keep_alive_requests=int(
-                _number(server, "rest_keep_alive_requests", base.keep_alive_requests)
-            ),
-            max_connections=int(_number(server, "rest_max_connections", base.max_connections)),
-            max_connections_per_source=int(
-                _number(server, "rest_max_connections_per_source", base.max_connections_per_source)
-            ),
+            header_timeout=float(server.rest_header_timeout),
+            body_timeout=float(server.rest_body_timeout),
+            keep_alive_timeout=server.rest_keep_alive_timeout,
+            keep_alive_requests=server.rest_keep_alive_requests,
+            max_connections=server.rest_max_connections,
+            max_connections_per_source=server.rest_max_connections_per_source,
         )
 
 
@@ -423,7 +412,7 @@ class RestService:
         self.bound = list(bound)
         self.runtime = runtime
         self.budget = budget or DescriptorBudget()
-        self.guard = _Guard(RestLimits.from_settings(runtime.settings.server))
+        self.guard = _Guard(RestLimits.from_settings(runtime.settings.server_settings))
         self.budget.register(lambda: len(self.guard.connections))
         self.call_log = call_log
         self.metrics.registry.register(_LimitsCollector(self))
@@ -446,9 +435,8 @@ class RestService:
         return {task for server in self._servers for task in server.server_state.tasks}
 
     async def start(self) -> None:
-        server_settings = self.runtime.settings.server
-        certificate = server_settings.get("tls_certificate")
-        key = server_settings.get("tls_key")
+        certificate = self.runtime.settings.server_settings.tls_certificate
+        key = self.runtime.settings.server_settings.tls_key
         schemes = {item.scheme for item in self.bound}
         if "https" in schemes and not (certificate and key):
             raise ConfigurationError(
@@ -532,7 +520,7 @@ class RestService:
         self.runtime = runtime
         self.call_log = call_log
         self._switch.app = self._app(runtime, call_log)
-        limits = RestLimits.from_settings(runtime.settings.server)
+        limits = RestLimits.from_settings(runtime.settings.server_settings)
         self.guard.limits = limits
 
     async def wait(self) -> None:

@@ -47,10 +47,11 @@ from datetime import datetime
 from functools import partial
 
 from shaken.adapters.logs import fields
+from shaken.adapters.runtime import ProfileRuntime, Runtime
 from shaken.adapters.sip.codec import SipRequest, respond, valid_uri
 from shaken.adapters.sip.stats import SipStats
 from shaken.adapters.sip.transactions import TIMER_H, ServerTransaction, ServerTransactions
-from shaken.adapters.wiring import ProfileRuntime, Runtime
+from shaken.config import GLOBAL_PROFILE
 from shaken.core.context import SipContext, called_identities, caller_identities
 from shaken.core.errors import SigningError
 from shaken.core.policy import Action, Decision, decide, strip_marks, strip_verstat, tag_uri
@@ -60,7 +61,6 @@ from shaken.core.tn import NameAddr, parse_name_addr
 from shaken.services.calllog import CallLog, CallRecord, CallRecordBuilder, outcome_of
 
 __all__ = [
-    "GLOBAL_PROFILE",
     "Call",
     "Listener",
     "NeedsCertificates",
@@ -71,9 +71,6 @@ __all__ = [
 
 log = logging.getLogger("shaken.sip")
 
-#: The name that binds a listener to the global settings (no ``[profile]``), as in
-#: ``shaken config show --effective global``.
-GLOBAL_PROFILE = "global"
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 
 #: Source addresses whose profile is remembered (then the table starts afresh).
@@ -200,16 +197,21 @@ class SipHandler:
         runtime: Runtime,
         *,
         call_log: CallLog | None = None,
-        max_in_flight: int = 1000,
-        retry_after: int = 1,
+        max_in_flight: int | None = None,
+        retry_after: int | None = None,
         transaction_ttl: float = TIMER_H,
         transaction_size: int = 65536,
-        transaction_bytes: int = 64 * 1024 * 1024,
+        transaction_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``max_in_flight``, ``retry_after`` and ``transaction_bytes`` default to the
+        runtime's ``[server]`` (a reload sets them again with :meth:`configure`)."""
         self.call_log = call_log
-        self.max_in_flight = max_in_flight
-        self.retry_after = retry_after
+        server = runtime.settings.server_settings
+        self.max_in_flight = server.sip_max_in_flight if max_in_flight is None else max_in_flight
+        self.retry_after = server.retry_after if retry_after is None else retry_after
+        if transaction_bytes is None:
+            transaction_bytes = server.transaction_memory
         #: Answers waiting for certificates (:class:`NeedsCertificates` not yet resumed).
         self.in_flight = 0
         #: What ``/metrics`` reports of this handler (:class:`SipStatsCollector`).
@@ -235,12 +237,12 @@ class SipHandler:
 
     @staticmethod
     def _bind(runtime: Runtime) -> _Bindings:
-        server = runtime.settings.server
+        server = runtime.settings.server_settings
         listeners: dict[str, ProfileRuntime | None] = {}
-        for spec, name in dict(server.get("listener_profiles", {})).items():
+        for spec, name in server.listener_profiles.items():
             key = None if name == GLOBAL_PROFILE else name
             listeners[spec] = runtime.profiles.get(key)
-        header = server.get("profile_header")
+        header = server.profile_header
         prefixes: set[str] = set()
         suffixes: set[str] = set()
         for profile in runtime.profiles.values():
@@ -406,7 +408,7 @@ class SipHandler:
 
     def _verify(self, call: Call) -> bytes | NeedsCertificates:
         profile = call.profile
-        if profile is None or profile.behavior not in ("verify", "both"):
+        if profile is None or not profile.behavior.verifies:
             why = "no profile" if profile is None else f"profile {profile.name} does not verify"
             marks = self._bindings.marks
             cleaned = [

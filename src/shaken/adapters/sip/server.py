@@ -24,7 +24,6 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, Metric
 
@@ -33,6 +32,7 @@ from shaken.adapters.sip.codec import MAX_MESSAGE_SIZE
 from shaken.adapters.sip.handler import Listener, NeedsCertificates, Role, SipHandler
 from shaken.adapters.sip.stream import Stream
 from shaken.adapters.sip.udp import Datagrams, KernelClock
+from shaken.config import ServerSettings
 from shaken.core.errors import ConfigurationError
 
 __all__ = [
@@ -81,13 +81,10 @@ class BoundListener:
         return f"{self.listener.transport}:{shown}:{port}"
 
 
-def listener_specs(server: dict[str, Any] | Any) -> list[Listener]:
-    """The SIP listeners of a ``[server]`` table, in order: signing, then verification."""
-    out: list[Listener] = []
-    for key, role in (("sip_sign", Role.SIGN), ("sip_verify", Role.VERIFY)):
-        for spec in server.get(key, []):
-            out.append(Listener(spec=str(spec), role=role))
-    return out
+def listener_specs(server: ServerSettings) -> list[Listener]:
+    """The SIP listeners of ``[server]``, in order: signing, then verification."""
+    signing = [Listener(spec=spec, role=Role.SIGN) for spec in server.sip_sign]
+    return signing + [Listener(spec=spec, role=Role.VERIFY) for spec in server.sip_verify]
 
 
 def _split(spec: str) -> tuple[str, str, int]:

@@ -20,6 +20,7 @@ from shaken.adapters.store.pgcalllog import (
     read_postgres_calls,
     redacted,
 )
+from shaken.config.typed import ServerSettings
 from shaken.services.calllog import CallQuery
 from shaken.services.ports import Clock
 
@@ -37,23 +38,23 @@ def describe(target: str) -> str:
 
 
 def open_writer(
-    target: str, server: dict[str, Any] | Any, *, clock: Clock | None = None
+    target: str, server: ServerSettings, *, clock: Clock | None = None
 ) -> SqliteCallLog | PostgresCallLog:
     """The writer for ``target`` with the ``[server]`` settings that tune it.
 
     :raises Exception: whatever the backend raises when it cannot open (the caller names it).
     """
-    flush = int(server.get("call_log_flush_ms", 100)) / 1000.0
-    retention = server.get("call_log_retention_days")
-    instance = str(server.get("instance") or socket.gethostname())
+    flush = server.call_log_flush_ms / 1000.0
+    retention = server.call_log_retention_days
+    instance = server.instance or socket.gethostname()
     if is_postgres_url(target):
         return PostgresCallLog(
             target,
-            spool=server.get("call_log_spool") or default_spool(),
-            spool_max_records=int(server.get("call_log_spool_max_records", 1_000_000)),
+            spool=server.call_log_spool or default_spool(),
+            spool_max_records=server.call_log_spool_max_records,
             flush_interval=flush,
             retention_days=retention,
-            timeout=float(server.get("call_log_timeout", 5.0)),
+            timeout=float(server.call_log_timeout),
             clock=clock,
             instance=instance,
         )
