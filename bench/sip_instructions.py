@@ -59,13 +59,21 @@ def child(mode: str, calls: int, built: int, directory: Path) -> None:
     from shaken.toolkit.lab import open_lab
 
     lab = open_lab(directory)
-    runtime = build_runtime(load_config(lab.config))
+    # One instant for the whole run: at valgrind's speed a wall clock would age the
+    # PASSporT built below past max_iat_age and turn the warm path into fetches.
+    at = datetime.now(UTC)
+
+    class Frozen:
+        def now(self) -> datetime:
+            return at
+
+    runtime = build_runtime(load_config(lab.config), clock=Frozen())
     runtime.cache.import_chain(lab.x5u, lab.sp_chain.read_bytes())
-    asyncio.run(runtime.cache.get(lab.x5u))  # validated once, as a server's first call does
+    asyncio.run(runtime.cache.get(lab.x5u, now=at))  # validated once, as a first call is
     identity = None
     if mode == "verify":
         key = load_private_key(lab.sp_key.read_bytes())
-        now = datetime.now(UTC)
+        now = at
         identity = sign_shaken(key=key, x5u=lab.x5u, orig=ORIG, dest=DEST, attest="A", now=now)
         verify.verify_es256 = lambda key, data, sig: True  # type: ignore[assignment]
     else:
