@@ -14,12 +14,9 @@ Needs valgrind (Debian package); takes about a minute.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+
+from callgrind import instructions  # bench/callgrind.py, beside this script
 
 
 def child(mode: str, calls: int) -> None:
@@ -87,28 +84,7 @@ def child(mode: str, calls: int) -> None:
 
 
 def count(mode: str, calls: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        proc = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--child",
-                mode,
-                "--calls",
-                str(calls),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    match = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-    if match is None:
-        raise SystemExit(f"no instruction count in valgrind's output:\n{proc.stderr[-2000:]}")
-    return int(match.group(1).replace(",", ""))
+    return instructions(__file__, ["--child", mode, "--calls", str(calls)])
 
 
 def main() -> None:
