@@ -253,7 +253,11 @@ def test_rollover_under_load_fails_no_call(
     records = read_calls(tmp_path / "calls.sqlite")
     signing = [r for r in records if r["direction"] == "sign"]
     verifying = [r for r in records if r["direction"] == "verify"]
-    assert len(signing) == calls and len(verifying) == calls
+    # Every call once by Call-ID. The workers share one UDP socket and each keeps its own
+    # server transactions, so on a loaded machine a retransmitted INVITE that the other
+    # worker reads is answered (the same way) and recorded again.
+    assert len({r["call_id"] for r in signing}) == calls
+    assert len({r["call_id"] for r in verifying}) == calls
     assert {r["outcome"] for r in signing} == {"signed"}
     assert {r["outcome"] for r in verifying} == {"verified"}
     used = {r["x5u"] for r in signing}
