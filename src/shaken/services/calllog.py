@@ -8,6 +8,7 @@ writes in batches off the hot path.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import secrets
@@ -27,6 +28,7 @@ __all__ = [
     "CallRecordBuilder",
     "new_record_id",
     "outcome_of",
+    "transaction_record_id",
 ]
 
 
@@ -53,6 +55,18 @@ if hasattr(os, "register_at_fork"):
 def new_record_id() -> str:
     """A fresh :attr:`CallRecord.record_id`."""
     return _IDS.new()
+
+
+def transaction_record_id(direction: str, key: tuple[str, ...]) -> str:
+    """The :attr:`CallRecord.record_id` of the decision on one SIP server transaction.
+
+    Every worker (and every instance behind a dispatcher) that answers a retransmission of
+    the same INVITE derives the same id from its transaction key (RFC 3261 section 17.2.3),
+    so the store, which skips a record_id it already holds, keeps one record per call
+    however many of them read a copy.
+    """
+    digest = hashlib.blake2b("\x1f".join((direction, *key)).encode(), digest_size=16)
+    return "t-" + digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -148,8 +162,13 @@ class CallRecordBuilder:
     presented_pai: str | None = None
     presented_to: str | None = None
     request_uri: str | None = None
+    #: The SIP server transaction's key: the records then get :func:`transaction_record_id`,
+    #: the same in every worker that answers a copy of the request.
+    transaction: tuple[str, ...] | None = None
 
     def _record(self, direction: str, **fields: Any) -> CallRecord:
+        if self.transaction is not None:
+            fields["record_id"] = transaction_record_id(direction, self.transaction)
         return CallRecord(
             time=self.time,
             direction=direction,

@@ -6,6 +6,7 @@ import gc
 import tracemalloc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from shaken.adapters.sip.handler import (
     Role,
     SipHandler,
 )
+from shaken.adapters.store.calllog import SqliteCallLog, read_calls
 from shaken.adapters.wiring import build_runtime
 from shaken.config import load_config
 from shaken.core.context import SipContext
@@ -818,3 +820,27 @@ async def test_broken_framing_is_refused_from_the_head_alone(runtimes: RuntimeFa
         assert (response.code, response.first("call-id")) == (expected, f"broken-{method}")
         assert response.first("warning") == '399 shaken "no end of headers"'
         assert response.first("cseq") == f"1 {method}"
+
+
+async def test_a_retransmission_answered_by_another_worker_is_one_record(
+    runtimes: RuntimeFactory, lab: Lab, tmp_path: Path
+) -> None:
+    """Workers share one UDP socket and each keeps its own transactions: the worker that
+    reads a retransmission answers it afresh, and its record has the same record_id as the
+    first one's, so the call log keeps one row (the store skips an id it holds)."""
+    runtime = runtimes()
+    await warm(runtime, lab)
+    store = SqliteCallLog(tmp_path / "calls.sqlite", flush_interval=0.01)
+    first, second = SipHandler(runtime, call_log=store), SipHandler(runtime, call_log=store)
+    request = invite(headers=(("Identity", identity(lab)),))
+    other = invite(headers=(("Identity", identity(lab)),))  # another call: its own branch
+    for handler, data in ((first, request), (second, request), (first, other)):
+        response = await answer(handler, data, VERIFY)
+        assert response is not None and response.code == 302
+    store.close()
+    rows = read_calls(store.path)
+    assert len(rows) == 2
+    assert {row["call_id"] for row in rows} == {
+        parse_request(request).first("call-id"),
+        parse_request(other).first("call-id"),
+    }

@@ -147,6 +147,7 @@ class Call:
             presented_pai=", ".join(pai) if pai else None,
             presented_to=request.first("to"),
             request_uri=request.uri,
+            transaction=self.transaction.key,
         )
 
 
