@@ -396,8 +396,9 @@ class SqliteCallLog:
 
     def _flush(self) -> None:
         queue = self._queue
-        if not self._same_file():
-            return  # the records wait for a file to write to
+        if not queue:
+            self._same_file()  # noticed at every interval, idle or not (/readyz reads it)
+            return
         while queue:
             batch: list[CallRecord] = []
             try:
@@ -405,6 +406,11 @@ class SqliteCallLog:
                     batch.append(queue.popleft())
             except IndexError:
                 pass
+            # The file is checked after the batch is taken and before it is committed: a
+            # record queued after the file was moved is never written into the moved file.
+            if not self._same_file():
+                queue.extendleft(reversed(batch))
+                return  # the records wait for a file to write to
             self._write(batch)
 
     #: Rows deleted per pruning statement, and how often the writer prunes.
