@@ -102,12 +102,17 @@ def check_files(settings: Settings) -> list[Problem]:
     vsections: list[tuple[tuple[str, ...], Any]] = [(("verification",), settings.verification)]
     vsections += [(("profile", n), v) for n, v in settings.profiles.items()]
     for path, values in vsections:
-        for anchor in values.get("trust_anchors", []):
+        # What this layer itself names (unset: none), so a file is checked where it is given.
+        given = VerificationSettings.of(values)
+        for anchor in given.trust_anchors:
             check_certs((*path, "trust_anchors"), anchor)
-        for key in ("sti_pa_certificate", "tls_ca_file"):
-            if key in values:
-                check_certs((*path, key), values[key])
-        for crl in values.get("crl_files", []):
+        for key, file in (
+            ("sti_pa_certificate", given.sti_pa_certificate),
+            ("tls_ca_file", given.tls_ca_file),
+        ):
+            if file is not None:
+                check_certs((*path, key), file)
+        for crl in given.crl_files:
             if not Path(crl).is_file():
                 add((*path, "crl_files"), f"cannot read {crl}")
     _lifecycle_problems(settings, add, check_key, check_certs)
