@@ -43,6 +43,7 @@ from shaken.adapters.store.generations import (
 )
 from shaken.adapters.trust_loader import load_trust, trust_sources
 from shaken.config import Settings, effective_profile
+from shaken.config.typed import AcmeConfig, LifecycleSettings, StiPaConfig
 from shaken.core.certs import Spc, TNAuthList, crl_distribution_points, load_certificates
 from shaken.core.chain import TrustAnchors, validate_chain
 from shaken.core.errors import (
@@ -109,12 +110,15 @@ def load_account_key(path: Path, *, create: bool) -> PrivateKey:
     return key
 
 
-def _given(table: Any, *names: str) -> dict[str, Any]:
-    """The keys of ``table`` that are set: an unset one keeps its dataclass's default."""
-    return {name: table[name] for name in names if name in table}
+def _given(settings: Any, *names: str) -> dict[str, Any]:
+    """The fields of ``settings`` that are set (not None): an unset one keeps the default of
+    the dataclass it feeds."""
+    values = {name: getattr(settings, name) for name in names}
+    return {name: value for name, value in values.items() if value is not None}
 
 
-def acme_settings(acme: Any) -> AcmeSettings:
+def acme_client_settings(acme: AcmeConfig) -> AcmeSettings:
+    """What the ACME client takes of ``[acme]``."""
     given = _given(
         acme,
         "tnauthlist_encoding",
@@ -125,29 +129,37 @@ def acme_settings(acme: Any) -> AcmeSettings:
         "jwk_kid",
         "account_url",
         "tls_ca_file",
+        "timeout",
+        "poll_timeout",
     )
-    given.update({k: float(v) for k, v in _given(acme, "timeout", "poll_timeout").items()})
-    if "contact" in acme:
-        given["contact"] = tuple(acme["contact"])
-    return AcmeSettings(directory=acme["directory"], **given)
+    return AcmeSettings(directory=acme.directory, contact=acme.contact, **given)
 
 
-def sti_pa_settings(sti_pa: Any) -> StiPaSettings:
+def sti_pa_client_settings(sti_pa: StiPaConfig) -> StiPaSettings:
+    """What the STI-PA client takes of ``[sti_pa]``, the root it names loaded.
+
+    :raises ConfigurationError: the root certificate does not load.
+    """
     roots: tuple[Any, ...] = ()
-    root = sti_pa.get("root_certificate")
+    root = sti_pa.root_certificate
     if root:
         try:
             roots = load_certificates(Path(root).read_bytes())
         except (OSError, CertificateError) as exc:
             raise ConfigurationError(f"sti_pa.root_certificate {root}: {exc}") from None
-    given = _given(sti_pa, "auth_header", "token_accept", "token_path", "tls_ca_file")
-    if "min_token_lifetime" in sti_pa:
-        given["min_token_lifetime"] = int(sti_pa["min_token_lifetime"])
-    if "timeout" in sti_pa:
-        given["timeout"] = float(sti_pa["timeout"])
+    given = _given(
+        sti_pa,
+        "auth_header",
+        "token_accept",
+        "token_path",
+        "tls_ca_file",
+        "min_token_lifetime",
+        "timeout",
+    )
     return StiPaSettings(
-        url=sti_pa.get("url", ""),
-        account_id=str(sti_pa.get("account_id", "")),
+        # Both unset only with a token_command: this host never asks the STI-PA then.
+        url=sti_pa.url or "",
+        account_id=sti_pa.account_id or "",
         roots=roots,
         **given,
     )
@@ -370,16 +382,8 @@ class CrlRevocationChecker:
         return None
 
 
-#: How often a worker looks at ``current.json`` when ``[lifecycle] watch_interval`` is unset.
-WATCH_INTERVAL = 1.0
-
-
-def _watch_interval(lifecycle: Any) -> float:
-    return float(lifecycle.get("watch_interval", WATCH_INTERVAL))
-
-
-def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
-    """The ``[lifecycle]`` timings; an unset key keeps :class:`RenewalPolicy`'s default."""
+def renewal_policy(lifecycle: LifecycleSettings, settings: Settings) -> RenewalPolicy:
+    """The ``[lifecycle]`` timings, ``retire_after`` raised to what the iat window needs."""
     verification = effective_profile(settings, None).verification_settings
     # The old chain must outlive its last signature's iat window, whatever retire_after says:
     # the last worker signs with the old key up to watch_interval (and a reload) after the
@@ -388,21 +392,10 @@ def renewal_policy(lifecycle: Any, settings: Settings) -> RenewalPolicy:
     floor = timedelta(
         seconds=verification.max_iat_age
         + verification.max_future_skew
-        + math.ceil(_watch_interval(lifecycle))
+        + math.ceil(lifecycle.watch_interval)
         + reload_margin
     )
-    given: dict[str, Any] = {}
-    if "renew_fraction" in lifecycle:
-        given["fraction"] = float(lifecycle["renew_fraction"])
-    for key, member in (("renew_before_days", "before"), ("warning_days", "warning")):
-        if key in lifecycle:
-            given[member] = timedelta(days=int(lifecycle[key]))
-    for key in ("retire_after", "retry_min", "retry_max", "x5u_wait"):
-        if key in lifecycle:
-            given[key] = timedelta(seconds=int(lifecycle[key]))
-    if "keep" in lifecycle:
-        given["keep"] = int(lifecycle["keep"])
-    policy = RenewalPolicy(**given)
+    policy = lifecycle.renewal_policy
     return replace(policy, retire_after=max(policy.retire_after, floor))
 
 
@@ -429,10 +422,10 @@ def build_lifecycle(
 
     :raises ConfigurationError: no ``[lifecycle]``, or a file it names does not load.
     """
-    lifecycle = settings.lifecycle
-    if not lifecycle:
+    lifecycle = settings.lifecycle_settings
+    if lifecycle is None:
         raise ConfigurationError(f"{settings.source} has no [lifecycle] section")
-    directory = Path(lifecycle["directory"])
+    directory = Path(lifecycle.directory)
     store = DirectoryGenerationStore(directory)
     glob = effective_profile(settings, None)
     verification = glob.verification_settings
@@ -453,34 +446,36 @@ def build_lifecycle(
     def anchors() -> TrustAnchors | None:
         return trust()[0]
 
-    if lifecycle.get("publish", "directory") == "directory":
+    # The loader requires what each publishing mode needs (publish_dir and x5u_base, or
+    # publish_command).
+    if lifecycle.publish == "directory":
         publisher: Any = DirectoryPublisher(
-            Path(lifecycle["publish_dir"]), str(lifecycle["x5u_base"])
+            Path(str(lifecycle.publish_dir)), str(lifecycle.x5u_base)
         )
     else:
         publisher = CommandPublisher(
-            list(lifecycle["publish_command"]),
-            x5u_base=lifecycle.get("x5u_base"),
-            unpublish=lifecycle.get("unpublish_command"),
+            list(lifecycle.publish_command or ()),
+            x5u_base=lifecycle.x5u_base,
+            unpublish=list(lifecycle.unpublish_command) if lifecycle.unpublish_command else None,
             staging=directory / "outbox",
         )
     issuer = None
-    acme, sti_pa = settings.acme, settings.sti_pa
-    if acme and sti_pa:
-        credentials_file = sti_pa.get("credentials_file")
+    acme, sti_pa = settings.acme_settings, settings.sti_pa_settings
+    if acme is not None and sti_pa is not None:
+        credentials_file = sti_pa.credentials_file
         issuer = AcmeIssuer(
-            acme_settings(acme),
-            sti_pa_settings(sti_pa),
-            account_key=Path(acme["account_key"]),
+            acme_client_settings(acme),
+            sti_pa_client_settings(sti_pa),
+            account_key=Path(acme.account_key),
             credentials=credentials or (lambda: StiPaCredentials.load(credentials_file)),
-            spc=str(acme["spc"]),
-            org=str(acme["org"]),
-            csr_crl_url=acme.get("csr_crl_url"),
-            validity_days=acme.get("validity_days"),
-            token_command=sti_pa.get("token_command"),
+            spc=acme.spc,
+            org=acme.org,
+            csr_crl_url=acme.csr_crl_url,
+            validity_days=acme.validity_days,
+            token_command=list(sti_pa.token_command) if sti_pa.token_command else None,
             **_given(acme, "country", "unique_cn"),
         )
-    tnauthlist = TNAuthList(entries=(Spc(code=str(acme["spc"])),)) if acme else None
+    tnauthlist = TNAuthList(entries=(Spc(code=acme.spc),)) if acme is not None else None
     engine = CertificateLifecycle(
         store,
         issuer=issuer,
@@ -490,17 +485,17 @@ def build_lifecycle(
         anchors=anchors,
         clock=clock,
         policy=renewal_policy(lifecycle, settings),
-        enforce_profile=bool(acme.get("enforce_profile", True)) if acme else True,
         revocation=CrlRevocationChecker(fetcher, trust),
+        **(_given(acme, "enforce_profile") if acme is not None else {}),
     )
     return Lifecycle(engine=engine, store=store, fetcher=fetcher, settings=settings)
 
 
 def lifecycle_credential(settings: Settings) -> tuple[str, str] | None:
     """The (key file, x5u) of the current generation, or None before the first one."""
-    if not settings.lifecycle:
+    if settings.lifecycle_settings is None:
         return None
-    manifest = read_manifest(Path(settings.lifecycle["directory"]))
+    manifest = read_manifest(Path(settings.lifecycle_settings.directory))
     if manifest is None:
         return None
     return manifest.key_file, manifest.x5u
@@ -524,10 +519,11 @@ def with_lifecycle_credential(settings: Settings) -> Settings:
 
 def read_status(settings: Settings, now: datetime) -> LifecycleStatus | None:
     """The lifecycle's status from its directory (no network), or None without [lifecycle]."""
-    if not settings.lifecycle:
+    lifecycle = settings.lifecycle_settings
+    if lifecycle is None:
         return None
-    store = DirectoryGenerationStore(Path(settings.lifecycle["directory"]))
-    return lifecycle_status(store, renewal_policy(settings.lifecycle, settings), now)
+    store = DirectoryGenerationStore(Path(lifecycle.directory))
+    return lifecycle_status(store, renewal_policy(lifecycle, settings), now)
 
 
 async def watch_manifest(
@@ -579,14 +575,15 @@ def serve_tasks(
     (and ``lifecycle.renew_in_serve``), the renewal task. Set the event to stop them."""
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
-    lifecycle = settings.lifecycle
-    if not lifecycle:
+    lifecycle = settings.lifecycle_settings
+    if lifecycle is None:
         return stop, tasks
     loop = asyncio.get_running_loop()
-    interval = _watch_interval(lifecycle)
-    directory = Path(lifecycle["directory"])
-    tasks.append(loop.create_task(watch_manifest(directory, interval, on_switch, stop)))
-    if renew and lifecycle.get("renew_in_serve", True):
+    directory = Path(lifecycle.directory)
+    tasks.append(
+        loop.create_task(watch_manifest(directory, lifecycle.watch_interval, on_switch, stop))
+    )
+    if renew and lifecycle.renew_in_serve:
         tasks.append(loop.create_task(renew_in_background(settings, clock, stop)))
     return stop, tasks
 

@@ -102,12 +102,17 @@ def check_files(settings: Settings) -> list[Problem]:
     vsections: list[tuple[tuple[str, ...], Any]] = [(("verification",), settings.verification)]
     vsections += [(("profile", n), v) for n, v in settings.profiles.items()]
     for path, values in vsections:
-        for anchor in values.get("trust_anchors", []):
+        # What this layer itself names (unset: none), so a file is checked where it is given.
+        given = VerificationSettings.of(values)
+        for anchor in given.trust_anchors:
             check_certs((*path, "trust_anchors"), anchor)
-        for key in ("sti_pa_certificate", "tls_ca_file"):
-            if key in values:
-                check_certs((*path, key), values[key])
-        for crl in values.get("crl_files", []):
+        for key, file in (
+            ("sti_pa_certificate", given.sti_pa_certificate),
+            ("tls_ca_file", given.tls_ca_file),
+        ):
+            if file is not None:
+                check_certs((*path, key), file)
+        for crl in given.crl_files:
             if not Path(crl).is_file():
                 add((*path, "crl_files"), f"cannot read {crl}")
     _lifecycle_problems(settings, add, check_key, check_certs)
@@ -238,24 +243,29 @@ def _lifecycle_problems(settings: Settings, add: Any, check_key: Any, check_cert
     from shaken.adapters.stipa import StiPaCredentials  # noqa: PLC0415
     from shaken.adapters.store.generations import read_manifest  # noqa: PLC0415
 
-    sti_pa, acme, lifecycle = settings.sti_pa, settings.acme, settings.lifecycle
-    if sti_pa and "token_command" not in sti_pa:
+    sti_pa, acme = settings.sti_pa_settings, settings.acme_settings
+    lifecycle = settings.lifecycle_settings
+    if sti_pa is not None and sti_pa.token_command is None:
         try:
-            StiPaCredentials.load(sti_pa.get("credentials_file"))
+            StiPaCredentials.load(sti_pa.credentials_file)
         except ConfigurationError as exc:
             add(("sti_pa", "credentials_file"), str(exc))
-        for key in ("root_certificate", "tls_ca_file"):
-            if key in sti_pa:
-                check_certs(("sti_pa", key), sti_pa[key])
-    if acme:
-        if Path(acme["account_key"]).exists():
-            check_key(("acme", "account_key"), acme["account_key"])
-        elif not Path(acme["account_key"]).parent.is_dir():
-            add(("acme", "account_key"), f"{Path(acme['account_key']).parent} does not exist")
-        if "tls_ca_file" in acme:
-            check_certs(("acme", "tls_ca_file"), acme["tls_ca_file"])
-    if lifecycle:
-        directory = Path(lifecycle["directory"])
+        for key, file in (
+            ("root_certificate", sti_pa.root_certificate),
+            ("tls_ca_file", sti_pa.tls_ca_file),
+        ):
+            if file is not None:
+                check_certs(("sti_pa", key), file)
+    if acme is not None:
+        account_key = Path(acme.account_key)
+        if account_key.exists():
+            check_key(("acme", "account_key"), acme.account_key)
+        elif not account_key.parent.is_dir():
+            add(("acme", "account_key"), f"{account_key.parent} does not exist")
+        if acme.tls_ca_file is not None:
+            check_certs(("acme", "tls_ca_file"), acme.tls_ca_file)
+    if lifecycle is not None:
+        directory = Path(lifecycle.directory)
         try:
             manifest = read_manifest(directory)
         except ConfigurationError as exc:
@@ -263,6 +273,6 @@ def _lifecycle_problems(settings: Settings, add: Any, check_key: Any, check_cert
         else:
             if manifest is not None:
                 check_key(("lifecycle", "directory"), manifest.key_file)
-        publish_dir = lifecycle.get("publish_dir")
+        publish_dir = lifecycle.publish_dir
         if publish_dir is not None and not Path(publish_dir).is_dir():
             add(("lifecycle", "publish_dir"), f"{publish_dir} is not a directory")

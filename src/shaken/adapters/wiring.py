@@ -32,7 +32,7 @@ from shaken.adapters.shared_state import (
 from shaken.adapters.store.certstore import DirectoryCertificateStore, default_cache_dir
 from shaken.adapters.trust_loader import load_crl_files, load_trust, trust_sources
 from shaken.config import GLOBAL_PROFILE, EffectiveProfile, Settings, effective_profile
-from shaken.config.typed import VerificationSettings
+from shaken.config.typed import TnEntry, VerificationSettings
 from shaken.core.chain import TrustAnchors
 from shaken.core.errors import ConfigurationError, VerificationFailure
 from shaken.core.jws import load_private_key
@@ -295,27 +295,19 @@ def build_runtime(
     fetcher, cache = backends.for_profile(glob)
     credentials: dict[tuple[str, str], Credential] = {}
     brands = load_brands(settings)
-    tns = {
-        tn: TnRule(
-            attest=v.get("attest"),
-            credential=_credential(v.get("private_key"), v.get("x5u"), credentials),
-            label=f'[tn."{tn}"]',
-            brand=_brand(brands, v.get("brand")),
+
+    def rule(entry: TnEntry, label: str) -> TnRule:
+        return TnRule(
+            attest=entry.attest,
+            credential=_credential(entry.private_key, entry.x5u, credentials),
+            label=label,
+            brand=_brand(brands, entry.brand),
         )
-        for tn, v in settings.tns.items()
-    }
+
+    tns = {tn: rule(entry, f'[tn."{tn}"]') for tn, entry in settings.tn_entries.items()}
     ranges = tuple(
-        SigningPolicy.range_of(
-            v["start"],
-            v["count"],
-            TnRule(
-                attest=v.get("attest"),
-                credential=_credential(v.get("private_key"), v.get("x5u"), credentials),
-                label=f"[tn_range.{name}]",
-                brand=_brand(brands, v.get("brand")),
-            ),
-        )
-        for name, v in settings.tn_ranges.items()
+        SigningPolicy.range_of(entry.start, entry.count, rule(entry, f"[tn_range.{name}]"))
+        for name, entry in settings.tn_range_entries.items()
     )
     profiles: dict[str | None, ProfileRuntime] = {}
     for name in [None, *settings.profiles]:

@@ -15,17 +15,31 @@ from shaken.config.loader import (
     parse_config,
 )
 from shaken.config.schema import GLOBAL_PROFILE, Behavior
-from shaken.config.typed import AttestationSettings, ServerSettings, VerificationSettings
+from shaken.config.typed import (
+    AcmeConfig,
+    AttestationSettings,
+    LifecycleSettings,
+    ServerSettings,
+    StiPaConfig,
+    TnEntry,
+    TnRangeEntry,
+    VerificationSettings,
+)
 
 __all__ = [
     "GLOBAL_PROFILE",
+    "AcmeConfig",
     "AttestationSettings",
     "Behavior",
     "ConfigError",
     "EffectiveProfile",
+    "LifecycleSettings",
     "Problem",
     "ServerSettings",
     "Settings",
+    "StiPaConfig",
+    "TnEntry",
+    "TnRangeEntry",
     "VerificationSettings",
     "effective_profile",
     "load_config",

@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from shaken.config.lines import key_at, key_lines
@@ -40,8 +41,13 @@ from shaken.config.schema import (
     revocation_of,
 )
 from shaken.config.typed import (
+    AcmeConfig,
     AttestationSettings,
+    LifecycleSettings,
     ServerSettings,
+    StiPaConfig,
+    TnEntry,
+    TnRangeEntry,
     VerificationSettings,
     toml_defaults,
 )
@@ -107,11 +113,28 @@ class Settings:
     acme: Mapping[str, Any] = field(default_factory=dict)
     lifecycle: Mapping[str, Any] = field(default_factory=dict)
     lines: Mapping[tuple[str, ...], int] = field(default_factory=dict)
-    #: ``server`` typed, each unset key at its default (made from ``server``: replace that).
+    #: The sections typed, each unset key at its default, made from the tables above (replace
+    #: those): what the adapters read. A lifecycle section not in the file is None.
     server_settings: ServerSettings = field(init=False)
+    tn_entries: Mapping[str, TnEntry] = field(init=False)
+    tn_range_entries: Mapping[str, TnRangeEntry] = field(init=False)
+    sti_pa_settings: StiPaConfig | None = field(init=False)
+    acme_settings: AcmeConfig | None = field(init=False)
+    lifecycle_settings: LifecycleSettings | None = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "server_settings", ServerSettings.of(self.server))
+        typed: dict[str, Any] = {
+            "server_settings": ServerSettings.of(self.server),
+            "tn_entries": MappingProxyType({k: TnEntry.of(v) for k, v in self.tns.items()}),
+            "tn_range_entries": MappingProxyType(
+                {k: TnRangeEntry.of(v) for k, v in self.tn_ranges.items()}
+            ),
+            "sti_pa_settings": StiPaConfig.of(self.sti_pa) if self.sti_pa else None,
+            "acme_settings": AcmeConfig.of(self.acme) if self.acme else None,
+            "lifecycle_settings": LifecycleSettings.of(self.lifecycle) if self.lifecycle else None,
+        }
+        for name, value in typed.items():
+            object.__setattr__(self, name, value)
 
     def line_of(self, *path: str) -> int | None:
         return self.lines.get(path)
@@ -272,7 +295,8 @@ def parse_config(text: str, *, source: str = "<string>", base: Path | None = Non
         )
         if lengthens:
             r.problem((*path, "count"), "the range must not lengthen the number (RFC 8226)")
-        tn_ranges[name] = values
+        if start is not None and count is not None:
+            tn_ranges[name] = values
     api_keys = {
         name: r.keys(r.table(table, ("api_key", name)), API_KEY_KEYS, ("api_key", name))
         for name, table in r.table(document.get("api_key", {}), ("api_key",)).items()
@@ -369,16 +393,24 @@ def _lifecycle_sections(
     if "acme" in present and "lifecycle" not in present:
         r.problem(("acme",), "needs [lifecycle]: where the certificates it obtains are kept")
     if "lifecycle" in present:
-        mode = lifecycle.get("publish", "directory")
-        if mode == "directory":
+        merged = {**_LIFECYCLE_DEFAULTS, **lifecycle}
+        if merged["publish"] == "directory":
             for key in ("publish_dir", "x5u_base"):
                 if key not in lifecycle and key not in document["lifecycle"]:
                     r.problem(("lifecycle", key), 'is required with publish = "directory"')
         elif "publish_command" not in lifecycle and "publish_command" not in document["lifecycle"]:
             r.problem(("lifecycle", "publish_command"), 'is required with publish = "command"')
-        if lifecycle.get("retry_min", 60) > lifecycle.get("retry_max", 3600):
+        if merged["retry_min"] > merged["retry_max"]:
             r.problem(("lifecycle", "retry_min"), "is larger than retry_max")
+    # A section missing a required key is a problem above; the typed settings need them all.
+    for name in present:
+        if any(key not in sections[name] for key in required[name]):
+            sections[name].clear()
     return sti_pa, acme, lifecycle
+
+
+#: What an unset ``[lifecycle]`` key means (:class:`LifecycleSettings`' defaults).
+_LIFECYCLE_DEFAULTS: dict[str, Any] = toml_defaults(LifecycleSettings)
 
 
 def _check_brand(r: _Reader, name: str, values: Mapping[str, Any]) -> None:

@@ -309,7 +309,7 @@ VERIFICATION_KEYS: dict[str, Spec] = {
     "revocation": Spec(
         "off|soft|hard",
         _choice(*REVOCATION_MODES),
-        "CRL checking: soft (default) applies the CRLs that can be had and says so in the"
+        "CRL checking: soft applies the CRLs that can be had and says so in the"
         " result when a status is unknown; hard fails such a chain; off checks none",
     ),
     "crl_files": Spec(
@@ -594,15 +594,13 @@ SERVER_KEYS: dict[str, Spec] = {
         "string", _string(), "this server's name in the call log (default: the host name)"
     ),
     "log_format": Spec(
-        "text|json", _choice("text", "json"), "log lines as text (default) or JSON, one per event"
+        "text|json", _choice("text", "json"), "log lines as text or JSON, one per event"
     ),
     "log_level": Spec("level", _choice(*LOG_LEVELS), "level of every shaken logger; SIGHUP"),
     "log_levels": Spec(
         "table", _log_levels, 'levels of single loggers: {"shaken.sip" = "debug"}; SIGHUP'
     ),
-    "verification_open": Spec(
-        "bool", _bool(), "REST verification needs no API key (default false: a key is needed)"
-    ),
+    "verification_open": Spec("bool", _bool(), "REST verification needs no API key"),
     "api_schema": Spec(
         "atis|3gpp|auto",
         _choice("atis", "3gpp", "auto"),
@@ -737,17 +735,15 @@ STI_PA_KEYS: dict[str, Spec] = {
         _choice("application/json", "application/jose+json"),
         "Accept of the SPC token request",
     ),
-    "token_path": Spec(
-        "path", _string(), "SPC token request path (default /api/v1/account/{account_id}/token)"
-    ),
-    "min_token_lifetime": Spec("seconds", _int(1), "refuse an SPC token expiring sooner (180)"),
+    "token_path": Spec("path", _string(), "SPC token request path ({account_id} is replaced)"),
+    "min_token_lifetime": Spec("seconds", _int(1), "refuse an SPC token expiring sooner"),
     "token_command": Spec(
         "argv",
         _list(_string(), nonempty=True),
         "get the SPC token from another host (the whitelisted one): {tkvalue} {fingerprint}"
         " {ca} are replaced; it prints the token (e.g. ssh pa-host shaken cert spc-token ...)",
     ),
-    "timeout": Spec("seconds", _number(0), "per request (30)"),
+    "timeout": Spec("seconds", _number(0), "per request"),
 }
 
 ACME_KEYS: dict[str, Spec] = {
@@ -757,7 +753,7 @@ ACME_KEYS: dict[str, Spec] = {
     "contact": Spec("list", _list(_string()), "account contacts, e.g. 'mailto:noc@example.com'"),
     "spc": Spec("SPC", _spc, "our Service Provider Code (the TNAuthList of the certificate)"),
     "org": Spec("string", _string(), "our legal name: the certificate subject's O"),
-    "country": Spec("CC", _country, "subject C (default US)"),
+    "country": Spec("CC", _country, "the certificate subject's C"),
     "tnauthlist_encoding": Spec(
         "base64url|base64",
         _choice("base64url", "base64"),
@@ -768,7 +764,9 @@ ACME_KEYS: dict[str, Spec] = {
         _choice("jwk_thumbprint", "spki"),
         "account key fingerprint in the SPC token (RFC 8555 thumbprint; Peeringhub: spki)",
     ),
-    "fingerprint_case": Spec("upper|lower", _choice("upper", "lower"), "hex case (upper)"),
+    "fingerprint_case": Spec(
+        "upper|lower", _choice("upper", "lower"), "hex case of the fingerprint"
+    ),
     "challenge_key": Spec(
         "atc|tkauth", _choice("atc", "tkauth"), "member of the tkauth-01 answer (RFC 9448: atc)"
     ),
@@ -783,8 +781,8 @@ ACME_KEYS: dict[str, Spec] = {
     "validity_days": Spec("days", _int(1, 3650), "ask for notAfter this far ahead (CA default)"),
     "enforce_profile": Spec("bool", _bool(), "refuse an issued certificate with profile errors"),
     "tls_ca_file": Spec("path", _string(), "LAB: the CA of the ACME server's TLS certificate"),
-    "poll_timeout": Spec("seconds", _number(0), "give up waiting on the order after (300)"),
-    "timeout": Spec("seconds", _number(0), "per request (30)"),
+    "poll_timeout": Spec("seconds", _number(0), "give up waiting on the order after this"),
+    "timeout": Spec("seconds", _number(0), "per request"),
 }
 
 LIFECYCLE_KEYS: dict[str, Spec] = {
@@ -801,18 +799,20 @@ LIFECYCLE_KEYS: dict[str, Spec] = {
     ),
     "unpublish_command": Spec("argv", _list(_string(), nonempty=True), "argv to take one down"),
     "renew_fraction": Spec("fraction", _fraction, "renew once this much of the lifetime passed"),
-    "renew_before_days": Spec("days", _int(0, 3650), "or this many days before notAfter (30)"),
-    "warning_days": Spec("days", _int(0, 3650), "/readyz degrades this close to notAfter (14)"),
+    "renew_before_days": Spec(
+        "days", _int(0, 3650), "or this many days before notAfter, if that is sooner"
+    ),
+    "warning_days": Spec("days", _int(0, 3650), "/readyz degrades this close to notAfter"),
     "retire_after": Spec(
         "seconds",
         _int(0),
-        "the old chain stays published this long after the switch (300; at least the iat"
-        " window + watch_interval + 30 s)",
+        "the old chain stays published this long after the switch (at least the iat window"
+        " + watch_interval + a reload margin, whatever is set)",
     ),
-    "retry_min": Spec("seconds", _int(1), "first retry after a failed renewal (60)"),
-    "retry_max": Spec("seconds", _int(1), "longest retry interval (3600)"),
-    "x5u_wait": Spec("seconds", _int(1), "give up on a new x5u that does not serve it (600)"),
-    "watch_interval": Spec("seconds", _number(0), "how often workers look at current.json (1)"),
-    "renew_in_serve": Spec("bool", _bool(), "`shaken serve` renews in the background (true)"),
-    "keep": Spec("int", _int(1, 100), "retired generations kept for rollback (5)"),
+    "retry_min": Spec("seconds", _int(1), "first retry after a failed renewal"),
+    "retry_max": Spec("seconds", _int(1), "longest retry interval"),
+    "x5u_wait": Spec("seconds", _int(1), "give up on a new x5u that does not serve it after this"),
+    "watch_interval": Spec("seconds", _number(0), "how often workers look at current.json"),
+    "renew_in_serve": Spec("bool", _bool(), "`shaken serve` renews in the background"),
+    "keep": Spec("int", _int(1, 100), "retired generations kept for rollback"),
 }

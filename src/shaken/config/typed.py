@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
 from shaken.core.verify import SHAKEN, DatePolicy
 from shaken.services.cert_cache import CacheSettings, RevocationMode
+from shaken.services.lifecycle import RenewalPolicy
 from shaken.services.ports import FetchLimits
 
 __all__ = [
     "SIP_MAX_IN_FLIGHT",
+    "AcmeConfig",
     "AttestationSettings",
+    "LifecycleSettings",
     "ServerSettings",
+    "StiPaConfig",
+    "TnEntry",
+    "TnRangeEntry",
     "VerificationSettings",
     "toml_defaults",
 ]
@@ -198,6 +204,158 @@ class AttestationSettings:
     @classmethod
     def of(cls, merged: Mapping[str, Any]) -> AttestationSettings:
         return cls(**{f.name: merged[f.name] for f in fields(cls) if f.name in merged})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TnEntry:
+    """``[tn."TN"]`` (schema.TN_KEYS): one number's signing data; unset: the profile's."""
+
+    private_key: str | None = None
+    x5u: str | None = None
+    attest: str | None = None
+    brand: str | None = None
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> TnEntry:
+        return cls(**{f.name: table[f.name] for f in fields(cls) if f.name in table})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TnRangeEntry(TnEntry):
+    """``[tn_range.NAME]`` (schema.TN_RANGE_KEYS): ``count`` numbers from ``start``."""
+
+    start: str
+    count: int
+
+
+# [lifecycle]'s timings are RenewalPolicy's: the numbers are written there, once.
+_RENEWAL = RenewalPolicy()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LifecycleSettings:
+    """``[lifecycle]`` (schema.LIFECYCLE_KEYS): where generations live, how they are published
+    and when they are renewed."""
+
+    directory: str
+    publish: str = "directory"
+    publish_dir: str | None = None
+    #: Unset with ``publish = "command"``: the last line the publish command prints.
+    x5u_base: str | None = None
+    publish_command: tuple[str, ...] | None = None
+    #: Unset: a retired chain is left where the publish command put it.
+    unpublish_command: tuple[str, ...] | None = None
+    renew_fraction: float = _RENEWAL.fraction
+    renew_before_days: int = _RENEWAL.before.days
+    warning_days: int = _RENEWAL.warning.days
+    #: At least the iat window, ``watch_interval`` and a reload, whatever is set
+    #: (:func:`shaken.adapters.lifecycle.renewal_policy`).
+    retire_after: int = _seconds(_RENEWAL.retire_after)
+    retry_min: int = _seconds(_RENEWAL.retry_min)
+    retry_max: int = _seconds(_RENEWAL.retry_max)
+    x5u_wait: int = _seconds(_RENEWAL.x5u_wait)
+    watch_interval: float = 1.0
+    renew_in_serve: bool = True
+    keep: int = _RENEWAL.keep
+
+    @property
+    def renewal_policy(self) -> RenewalPolicy:
+        """The timings as the lifecycle service takes them (``retire_after`` not yet floored)."""
+        return replace(
+            _RENEWAL,
+            fraction=float(self.renew_fraction),
+            before=timedelta(days=self.renew_before_days),
+            warning=timedelta(days=self.warning_days),
+            retire_after=timedelta(seconds=self.retire_after),
+            retry_min=timedelta(seconds=self.retry_min),
+            retry_max=timedelta(seconds=self.retry_max),
+            x5u_wait=timedelta(seconds=self.x5u_wait),
+            keep=self.keep,
+        )
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> LifecycleSettings:
+        """The settings of a validated ``[lifecycle]`` table (unset keys at their defaults)."""
+        values = {f.name: _frozen(table[f.name]) for f in fields(cls) if f.name in table}
+        for number in ("renew_fraction", "watch_interval"):
+            if number in values:
+                values[number] = float(values[number])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcmeConfig:
+    """``[acme]`` (schema.ACME_KEYS): the STI-CA account and what the certificate asks for.
+
+    An unset protocol variant, timeout or subject field is None: the default of what it feeds
+    applies (:class:`shaken.adapters.acme.AcmeSettings` for the client's,
+    :class:`shaken.adapters.lifecycle.AcmeIssuer` for the CSR's,
+    :class:`shaken.services.lifecycle.CertificateLifecycle` for ``enforce_profile``), written
+    there once.
+    """
+
+    directory: str
+    account_key: str
+    spc: str
+    org: str
+    account_url: str | None = None
+    contact: tuple[str, ...] = ()
+    country: str | None = None
+    tnauthlist_encoding: str | None = None
+    fingerprint: str | None = None
+    fingerprint_case: str | None = None
+    challenge_key: str | None = None
+    post_as_get: str | None = None
+    jwk_kid: str | None = None
+    unique_cn: bool | None = None
+    csr_crl_url: str | None = None
+    #: Unset: the CA's validity.
+    validity_days: int | None = None
+    enforce_profile: bool | None = None
+    tls_ca_file: str | None = None
+    poll_timeout: float | None = None
+    timeout: float | None = None
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> AcmeConfig:
+        """The settings of a validated ``[acme]`` table."""
+        values = {f.name: _frozen(table[f.name]) for f in fields(cls) if f.name in table}
+        for number in ("poll_timeout", "timeout"):
+            if number in values:
+                values[number] = float(values[number])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StiPaConfig:
+    """``[sti_pa]`` (schema.STI_PA_KEYS): the STI-PA account the SPC token comes from.
+
+    ``url`` and ``account_id`` are unset only with a ``token_command`` (another host asks the
+    STI-PA). An unset protocol variant or timeout is None: the default of
+    :class:`shaken.adapters.stipa.StiPaSettings` applies.
+    """
+
+    url: str | None = None
+    account_id: str | None = None
+    #: Unset: the credentials come from the environment.
+    credentials_file: str | None = None
+    #: Unset: the SPC token's x5u chain is not checked locally.
+    root_certificate: str | None = None
+    tls_ca_file: str | None = None
+    auth_header: str | None = None
+    token_accept: str | None = None
+    token_path: str | None = None
+    min_token_lifetime: int | None = None
+    token_command: tuple[str, ...] | None = None
+    timeout: float | None = None
+
+    @classmethod
+    def of(cls, table: Mapping[str, Any]) -> StiPaConfig:
+        """The settings of a validated ``[sti_pa]`` table."""
+        values = {f.name: _frozen(table[f.name]) for f in fields(cls) if f.name in table}
+        if "timeout" in values:
+            values["timeout"] = float(values["timeout"])
+        return cls(**values)
 
 
 def toml_defaults(cls: type[Any]) -> dict[str, Any]:

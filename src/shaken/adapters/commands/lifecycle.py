@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shaken.adapters.cli import EXIT_OK, EXIT_USAGE, now_of
-from shaken.adapters.lifecycle import Lifecycle, build_lifecycle, sti_pa_settings
+from shaken.adapters.lifecycle import Lifecycle, build_lifecycle, sti_pa_client_settings
 from shaken.adapters.preflight import load_checked
 from shaken.adapters.stipa import StiPaClient, StiPaCredentials
 from shaken.config import ConfigError, load_config
@@ -283,14 +283,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 async def _spc_token(args: argparse.Namespace) -> int:
     settings = load_checked(args.config)
-    if not settings.sti_pa or "url" not in settings.sti_pa:
+    sti_pa = settings.sti_pa_settings
+    if sti_pa is None or sti_pa.url is None:
         raise AcquisitionError(f"{args.config} has no [sti_pa] url: it cannot ask the STI-PA")
     try:
         tnauthlist = decode_tnauthlist_value(args.tkvalue)
     except CertificateError as exc:
         raise AcquisitionError(f"--tkvalue: {exc}") from None
-    credentials = StiPaCredentials.load(settings.sti_pa.get("credentials_file"))
-    async with StiPaClient(sti_pa_settings(settings.sti_pa), credentials) as pa:
+    credentials = StiPaCredentials.load(sti_pa.credentials_file)
+    async with StiPaClient(sti_pa_client_settings(sti_pa), credentials) as pa:
         await pa.login()
         token = await pa.spc_token(
             tnauthlist=tnauthlist,
@@ -310,10 +311,11 @@ def cmd_spc_token(args: argparse.Namespace) -> int:
 async def _ca_list(args: argparse.Namespace) -> int:
     # Not load_checked: the file's trust_anchors may be what this command is about to write.
     settings = load_config(args.config)
-    if not settings.sti_pa or "url" not in settings.sti_pa:
+    sti_pa = settings.sti_pa_settings
+    if sti_pa is None or sti_pa.url is None:
         raise AcquisitionError(f"{args.config} has no [sti_pa] url: it cannot ask the STI-PA")
-    credentials = StiPaCredentials.load(settings.sti_pa.get("credentials_file"))
-    async with StiPaClient(sti_pa_settings(settings.sti_pa), credentials) as pa:
+    credentials = StiPaCredentials.load(sti_pa.credentials_file)
+    async with StiPaClient(sti_pa_client_settings(sti_pa), credentials) as pa:
         await pa.login()
         roots = await pa.ca_list(now=now_of(args))
     pem = b"".join(certificate_pem(root) for root in roots)
