@@ -20,7 +20,7 @@ from datetime import datetime
 from cryptography import x509
 
 from shaken.core.chain import TrustAnchors
-from shaken.core.context import SipContext
+from shaken.core.context import SipContext, make_context
 from shaken.core.errors import (
     CertificateError,
     ConfigurationError,
@@ -150,12 +150,8 @@ def verify_identity(
     :raises ConfigurationError: naive ``now``, no trust anchors for raw certificate bytes.
     """
     values = (identity,) if isinstance(identity, str) else tuple(identity)
-    context = SipContext(
-        identity=values,
-        from_header=_as_header(orig),
-        to=_as_header(dest),
-        date=date,
-    )
+    # SipContext(identity=, from_header=, to=, date=), positionally in field order.
+    context = make_context(values, _as_header(orig), (), _as_header(dest), None, date, None)
     lookup: Callable[[str], CertificateMaterial | None]
     if isinstance(certificate, (bytes, ValidatedCertificate, VerificationFailure)):
 

@@ -7,10 +7,12 @@ derives identities and dates from it. Nothing here knows about sockets or transa
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from shaken.core.fastinit import positional_constructor
 from shaken.core.tn import NumberingPlan, PartyIdentity, identity_from_header, identity_from_uri
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "called_identities",
     "caller_identities",
     "format_sip_date",
+    "make_context",
     "parse_sip_date",
 ]
 
@@ -40,6 +43,12 @@ class SipContext:
     request_uri: str | None = None
     date: str | None = None
     call_id: str | None = None
+
+
+#: SipContext(identity, from_header, pai, to, request_uri, date, call_id), positionally: the
+#: SIP handler, the REST app and verify_identity build one per request
+#: (:mod:`shaken.core.fastinit` says why).
+make_context: Callable[..., SipContext] = positional_constructor(SipContext)
 
 
 def _identities(

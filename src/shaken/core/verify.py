@@ -84,7 +84,14 @@ from shaken.core.passport import (
     rebuild_compact_signing_input,
 )
 from shaken.core.reasons import REASONS, Reason, Verstat
-from shaken.core.result import Check, CheckTrace, HeaderTrace, Outcome, VerificationResult
+from shaken.core.result import (
+    Check,
+    CheckTrace,
+    HeaderTrace,
+    Outcome,
+    VerificationResult,
+    make_verification_result,
+)
 from shaken.core.tn import NumberingPlan, PartyIdentity, canonicalize_tn, normalize_uri
 from shaken.core.x5u import STRICT, X5uPolicy, check_x5u
 
@@ -158,6 +165,9 @@ class VerificationProfile:
 
 
 SHAKEN = VerificationProfile()
+
+#: tuple.__new__: a NamedTuple built without its generated __new__'s Python frame.
+_new_tuple = tuple.__new__
 
 
 def _require_aware(now: datetime) -> None:
@@ -461,7 +471,8 @@ def _parties(
         detail = "the caller is anonymous" if callers else "no P-Asserted-Identity or From"
         failed = Check(name="caller_id", passed=False, detail=detail)
         return _failed_result(Reason.NO_CALLER_ID, detail, (present, failed))
-    caller = Check(name="caller_id", passed=True, detail=", ".join(map(str, named)))
+    detail = str(named[0]) if len(named) == 1 else ", ".join(map(str, named))
+    caller = _new_tuple(Check, ("caller_id", True, detail, None))  # Check(...), without a frame
     called = called_identities(
         context,
         sources=profile.called_sources,
@@ -874,7 +885,8 @@ class _Common(NamedTuple):
 
 _SHAKEN_CLAIMS = frozenset(("attest", "dest", "iat", "orig", "origid"))
 _COMMON_TAILS = frozenset((";alg=ES256;ppt=shaken", ';alg=ES256;ppt="shaken"'))
-_PLAIN_JSON = json.JSONDecoder()
+#: The C scanner json.loads runs (an undocumented attribute of JSONDecoder, present since 2.6).
+_SCAN_JSON: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _NOT_IN_URL = frozenset(' \t\r\n<>"')
 _NO_EXTRA: Mapping[str, object] = MappingProxyType({})
 _CACHED_HEADER_B64_CHARS = 1024
@@ -932,9 +944,13 @@ def _recognize(raw: str) -> _Common | None:
         return None
     try:
         text = b64url_decode(payload_b64).decode("utf-8")
-        claims = _PLAIN_JSON.decode(text)
+        # The C scanner itself (what json.loads runs, without its two Python frames and the
+        # whitespace skipping, there being no whitespace below); it must read all of it.
+        claims, end = _SCAN_JSON(text, 0)
         signature = b64url_decode(signature_b64)
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+    except (ValueError, StopIteration, RecursionError):  # ValueError: Unicode, JSON errors
+        return None
+    if end != len(text):
         return None
     # Duplicate member names (RFC 8225 section 9) without a per-object hook: the shape checks
     # below admit exactly 7 member names, and with no whitespace every member name ends in
@@ -1378,45 +1394,41 @@ def _result(
     rcd: RcdVerdict | None = None,
 ) -> VerificationResult:
     """The result for the header at ``index``: verified, or failed with ``failure``."""
-    return VerificationResult(
-        verstat=Verstat.PASSED if failure is None else failure.info.verstat,
-        outcome=Outcome.VERIFIED if failure is None else Outcome.FAILED,
-        reason=None if failure is None else failure.reason,
-        detail="" if failure is None else failure.detail,
-        attest=attest,
-        orig=orig,
-        dest=dest,
-        origid=origid,
-        iat=iat,
-        ppt=ppt,
-        spc=cert.spc if cert is not None else None,
-        cert_serial=cert.serial or None if cert is not None else None,
-        x5u=x5u,
-        certificate_subject=cert.subject if cert is not None else None,
-        identity_index=index,
-        diversions=diversions if failure is None else (),
-        findings=cert.findings if cert is not None else (),
-        rcd=rcd,
-        trace=trace,
+    # Positionally, in VerificationResult's field order (tests/core/test_fastinit.py).
+    return make_verification_result(
+        Verstat.PASSED if failure is None else failure.info.verstat,  # verstat
+        Outcome.VERIFIED if failure is None else Outcome.FAILED,  # outcome
+        None if failure is None else failure.reason,  # reason
+        "" if failure is None else failure.detail,  # detail
+        attest,
+        orig,
+        dest,
+        origid,
+        iat,
+        ppt,
+        None if cert is None else cert.spc,  # spc
+        None if cert is None else cert.serial or None,  # cert_serial
+        x5u,
+        None if cert is None else cert.subject,  # certificate_subject
+        index,  # identity_index
+        diversions if failure is None else (),  # diversions
+        () if cert is None else cert.findings,  # findings
+        rcd,
+        trace,
     )
 
 
 # --------------------------------------------------------------------------------------------
 # The one driver: the common case at once, else prepare (and the caller completes the plan).
 
-_COMMON_DETAILED = tuple(
-    _STAGE_NAMES.index(name)
-    for name in (
-        "info_param",
-        "ppt",
-        "header_ppt",
-        "claims",
-        "orig_matches",
-        "dest_matches",
-        "certificate_fetched",
-        "chain_trusted",
-    )
-)
+_INFO_STAGE = _STAGE_NAMES.index("info_param")
+_PPT_STAGE = _STAGE_NAMES.index("ppt")
+_HEADER_PPT_STAGE = _STAGE_NAMES.index("header_ppt")
+_CLAIMS_STAGE = _STAGE_NAMES.index("claims")
+_ORIG_STAGE = _STAGE_NAMES.index("orig_matches")
+_DEST_STAGE = _STAGE_NAMES.index("dest_matches")
+_FETCHED_STAGE = _STAGE_NAMES.index("certificate_fetched")
+_TRUSTED_STAGE = _STAGE_NAMES.index("chain_trusted")
 _PASSED = _STAGE_NAMES.index("signature") + 1
 _SHAKEN_PPT_DETAIL = _ppt_detail("shaken")  # the ppt and header_ppt of a recognized header
 _PASSED_WITH_REPLAY = _STAGE_NAMES.index("replay") + 1
@@ -1499,31 +1511,29 @@ def _verify_common(
         or (replay is not None and check_replay(replay, common.signature, now))
     ):
         return None
-    # What prepare and complete record for the checks with a detail (empty ones are not).
-    details = zip(
-        _COMMON_DETAILED,
-        (
-            info,
-            _SHAKEN_PPT_DETAIL,
-            _SHAKEN_PPT_DETAIL,
-            _claims_detail(ppt, common.origid),
-            str(common.orig),
-            _dest_detail(common.dest_tn, ()),
-            cert.subject,
-            _chain_detail(cert),
-        ),
-        strict=True,
-    )
-    header = HeaderTrace(
-        0,
-        _PASSED_WITH_REPLAY if replay is not None else _PASSED,
-        _STAGE_NAMES,
-        {stage: detail for stage, detail in details if detail},
-        None,
+    # What prepare and complete record for the checks with a detail (empty ones are not);
+    # the info (a recognized x5u is never empty), the ppt and the parties always have one.
+    details = {
+        _INFO_STAGE: info,
+        _PPT_STAGE: _SHAKEN_PPT_DETAIL,
+        _HEADER_PPT_STAGE: _SHAKEN_PPT_DETAIL,
+        _ORIG_STAGE: str(common.orig),
+        _DEST_STAGE: _dest_detail(common.dest_tn, ()),
+    }
+    if claims_detail := _claims_detail(ppt, common.origid):
+        details[_CLAIMS_STAGE] = claims_detail
+    if cert.subject:
+        details[_FETCHED_STAGE] = cert.subject
+    if chain_detail := _chain_detail(cert):
+        details[_TRUSTED_STAGE] = chain_detail
+    # The NamedTuples' own __new__ is a Python frame; tuple's is the same object, in C.
+    header = _new_tuple(
+        HeaderTrace,
+        (0, _PASSED_WITH_REPLAY if replay is not None else _PASSED, _STAGE_NAMES, details, None),
     )
     return _result(
         None,
-        CheckTrace(request=checks, headers=(header,)),
+        _new_tuple(CheckTrace, (checks, (header,), ())),
         index=0,
         ppt=ppt,
         x5u=x5u,

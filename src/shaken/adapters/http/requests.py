@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shaken.core.context import SipContext, format_sip_date
+from shaken.core.context import SipContext, format_sip_date, make_context
 
 __all__ = ["SigningRequest", "VerificationRequest"]
 
@@ -38,12 +38,14 @@ class VerificationRequest:
         ATIS E3 (``time`` not fresh) is the core's Date check (403 Stale Date).
         """
         date = format_sip_date(datetime.fromtimestamp(self.time, UTC))
-        return SipContext(
-            identity=self.identities,
-            from_header=f"<tel:{self.orig_tn}>" if self.orig_tn else f"<{self.orig_uri}>",
-            to=f"<tel:{self.to_tn}>" if self.to_tn else f"<{self.to_uri}>",
-            request_uri=self.request_uri,
-            date=date,
+        return make_context(  # SipContext's fields, in order
+            self.identities,  # identity
+            f"<tel:{self.orig_tn}>" if self.orig_tn else f"<{self.orig_uri}>",  # from_header
+            (),  # pai
+            f"<tel:{self.to_tn}>" if self.to_tn else f"<{self.to_uri}>",  # to
+            self.request_uri,  # request_uri
+            date,  # date
+            None,  # call_id
         )
 
 

@@ -52,7 +52,12 @@ from shaken.adapters.sip.codec import SipRequest, respond, valid_uri
 from shaken.adapters.sip.stats import SipStats
 from shaken.adapters.sip.transactions import TIMER_H, ServerTransaction, ServerTransactions
 from shaken.config import GLOBAL_PROFILE
-from shaken.core.context import SipContext, called_identities, caller_identities
+from shaken.core.context import (
+    SipContext,
+    called_identities,
+    caller_identities,
+    make_context,
+)
 from shaken.core.errors import SigningError
 from shaken.core.policy import Action, Decision, decide, strip_marks, strip_verstat, tag_uri
 from shaken.core.reasons import REASONS, Verstat
@@ -542,14 +547,15 @@ class SipHandler:
 
 
 def _context(request: SipRequest) -> SipContext:
-    return SipContext(
-        identity=tuple(request.all("identity")),
-        from_header=request.first("from"),
-        pai=tuple(request.values("p-asserted-identity")),
-        to=request.first("to"),
-        request_uri=request.uri,
-        date=request.first("date"),
-        call_id=request.first("call-id"),
+    first = request.first
+    return make_context(  # SipContext's fields, in order
+        tuple(request.all("identity")),  # identity
+        first("from"),  # from_header
+        tuple(request.values("p-asserted-identity")),  # pai
+        first("to"),  # to
+        request.uri,  # request_uri
+        first("date"),  # date
+        first("call-id"),  # call_id
     )
 
 
