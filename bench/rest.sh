@@ -21,6 +21,9 @@
 #   ROUNDS       measured rounds per server (default 3); DURATION per round (default 10s)
 #   CONNECTIONS  wrk connections (default 32); PEERS, PYTHON: harness dir, interpreter
 #   PROFILE      1: then break one request's cost down (bench/rest_profile.py, ~40 s more)
+#   LATENCY      1 (default, when `hey` is installed): then p50/p99 of each server at 80 % of
+#                its median rate, LATENCY_SECONDS (default 10) each, with hey -c 32 holding the
+#                rate (hey repeats one request body: one identity, checked as above)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -145,6 +148,36 @@ echo "workers=$workers pin=$pin call_log=$call_log connections=$conns duration=$
 echo "secsipidx_http_verify_rps=$sm"
 echo "shaken_rest_verify_rps=$om"
 echo "verify_ratio_vs_secsipidx=$(awk -v a="$om" -v b="$sm" 'BEGIN{printf "%.2f", a/b}')"
+# Latency at 80 % of each server's own median rate: hey holds the offered rate (-q per
+# connection), so the percentiles are those of a loaded server that keeps up, not of a queue.
+if [ "${LATENCY:-1}" = 1 ] && command -v hey >/dev/null; then
+  lat_seconds=${LATENCY_SECONDS:-10}
+  "$py" - "$work/ids.atis" "$work" <<'PY'
+import json, sys, time
+orig, dest, identity = open(sys.argv[1]).readline().rstrip("\n").split("|", 2)
+body = {"verificationRequest": {"from": {"tn": orig}, "to": {"tn": [dest]},
+                                 "time": int(time.time()), "identity": identity}}
+open(f"{sys.argv[2]}/one.atis", "w").write(json.dumps(body))
+open(f"{sys.argv[2]}/one.raw", "w").write(identity)
+PY
+  latency() { # URL BODY RATE -> "p50_ms p99_ms"; any non-200 answer fails the run
+    local per out
+    per=$(( ($3 + conns - 1) / conns ))
+    out=$(hey -z "${lat_seconds}s" -c "$conns" -q "$per" -m POST -T application/json -D "$2" "$1")
+    echo "$out" >> "$work/hey.log"
+    if echo "$out" | grep -A5 "Status code distribution" | grep -v "\[200\]" | grep -q "\["; then
+      echo "rest.sh: non-200 answers at a fixed rate against $1" >&2
+      echo "$out" >&2
+      exit 1
+    fi
+    echo "$out" | awk '/ 50% in/{p50=$3*1000} / 99% in/{p99=$3*1000} END{printf "%.2f %.2f", p50, p99}'
+  }
+  s_rate=$(( sm * 8 / 10 )); o_rate=$(( om * 8 / 10 ))
+  read -r s50 s99 <<< "$(latency "$theirs" "$work/one.raw" "$s_rate")"
+  read -r o50 o99 <<< "$(latency "$ours" "$work/one.atis" "$o_rate")"
+  echo "secsipidx_latency_at_80pct: rate=$s_rate/s p50=${s50}ms p99=${s99}ms"
+  echo "shaken_latency_at_80pct: rate=$o_rate/s p50=${o50}ms p99=${o99}ms"
+fi
 if [ "${PROFILE:-0}" = 1 ]; then
   "$py" "$here/rest_profile.py" "$work" "$peers"
 fi
