@@ -62,6 +62,10 @@ CASES: dict[str, tuple[Callable[[int], None], Callable[[], None]]] = {
         lambda i: _try(lambda: tn.identity_from_header(_from(i))),
         tn._identity_from_header.cache_clear,
     ),
+    "identity_from_uri": (
+        lambda i: _try(lambda: tn.identity_from_uri(f"sip:+1202555{i}@{'x' * BIG}.example.org")),
+        tn._identity_from_uri.cache_clear,
+    ),
     "parse_sip_date": (
         lambda i: _try(lambda: context.parse_sip_date(f"Tue, 01 Dec 2026 {i} {'x' * BIG}")),
         context._parse_sip_date.cache_clear,

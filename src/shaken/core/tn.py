@@ -237,7 +237,19 @@ def identity_from_uri(
     A ``tel:`` URI, or a ``sip:``/``sips:`` URI with ``user=phone``, is a telephone number; so
     is (by local policy, on by default as SHAKEN practice) a SIP user part that is dialable
     digits with an optional ``+``. Anything else is a URI, normalized per section 8.5.
+
+    Cached as :func:`identity_from_header` is: a verifier reads the Request-URI of every
+    INVITE (the called party, check 10), and the calls to one number carry the same one.
     """
+    if len(uri) > CACHED_HEADER_CHARS:
+        return _identity_from_uri.__wrapped__(uri, plan, numeric_user_is_tn)
+    return _identity_from_uri(uri, plan, numeric_user_is_tn)
+
+
+@functools.lru_cache(maxsize=8192)
+def _identity_from_uri(
+    uri: str, plan: NumberingPlan | None, numeric_user_is_tn: bool
+) -> PartyIdentity:
     text = uri.strip()
     scheme, _, rest = text.partition(":")
     scheme = scheme.lower()
