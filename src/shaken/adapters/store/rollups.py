@@ -31,7 +31,8 @@ five-minute tables are a million rows and more):
   recent records of this TN" (:func:`.callschema.select_sql`). Unlike the counts it is
   written in the transaction of the rows themselves: SQLite's writer inserts it before its
   commit (:func:`index_new_rows`), PostgreSQL's insert trigger in the same statement; a row
-  deleted takes its numbers with it (a trigger, on ``tn_row``).
+  deleted takes its numbers with it (a trigger: SQLite's finds them by ``tn_row``, indexed,
+  PostgreSQL's by the key, from the deleted rows' own numbers).
 
 Hand-written SQL: no library keeps summary tables for both engines; PostgreSQL's
 materialized views are refreshed whole, which is the scan this avoids.
@@ -136,13 +137,28 @@ TN_SINCE = 5
 
 
 def _tn_create(dialect: Dialect) -> list[str]:
-    tail = " WITHOUT ROWID" if dialect.name == "sqlite" else ""
     real, integer = dialect.types["real"], dialect.types["integer"]
-    return [
+    table = (
         f"CREATE TABLE IF NOT EXISTS {TN_TABLE} (tn TEXT NOT NULL, tn_time {real} NOT NULL,"
-        f" tn_row {integer} NOT NULL, PRIMARY KEY (tn, tn_time, tn_row)){tail}",
+        f" tn_row {integer} NOT NULL, PRIMARY KEY (tn, tn_time, tn_row))"
+    )
+    if dialect.name == "postgresql":
+        return [table]  # its delete trigger finds a row's numbers by the key
+    # SQLite's, a trigger per row, can only look them up by the row (no WITH in a trigger).
+    return [
+        f"{table} WITHOUT ROWID",
         f"CREATE INDEX IF NOT EXISTS {TN_TABLE}_row ON {TN_TABLE} (tn_row)",
     ]
+
+
+def _pg_numbers(source: str, condition: str = "1 = 1") -> str:
+    """``SELECT`` (tn, time, id) of the call-log rows in ``source`` (PostgreSQL)."""
+    return (
+        f"SELECT orig, time, id FROM {source} WHERE {condition} AND orig <> ''"
+        f" UNION ALL SELECT p.tn, c.time, c.id FROM {source} AS c,"
+        " unnest(string_to_array(c.dest, ',')) AS p (tn)"
+        f" WHERE {condition} AND p.tn <> '' AND p.tn IS DISTINCT FROM c.orig"
+    )
 
 
 def _tn_fill(dialect: Dialect, source: str, condition: str = "1 = 1") -> str:
@@ -150,10 +166,8 @@ def _tn_fill(dialect: Dialect, source: str, condition: str = "1 = 1") -> str:
     holds: ``orig`` and each piece of ``dest`` split at its commas, the empty ones left out."""
     if dialect.name == "postgresql":
         return (
-            f"INSERT INTO {TN_TABLE} (tn, tn_time, tn_row) SELECT DISTINCT p.tn, c.time, c.id"
-            f" FROM {source} AS c CROSS JOIN LATERAL (SELECT c.orig UNION ALL"
-            " SELECT unnest(string_to_array(c.dest, ','))) AS p (tn)"
-            f" WHERE {condition} AND p.tn IS NOT NULL AND p.tn <> '' ON CONFLICT DO NOTHING"
+            f"INSERT INTO {TN_TABLE} (tn, tn_time, tn_row) {_pg_numbers(source, condition)}"
+            " ON CONFLICT DO NOTHING"
         )
     return (
         "WITH RECURSIVE part (id, time, piece, rest) AS ("
@@ -238,7 +252,10 @@ def _postgres_triggers(version: int) -> list[str]:
         )
     if version >= TN_SINCE:
         inserts.append(_tn_fill(POSTGRES, "new_rows"))
-        deletes.append(f"DELETE FROM {TN_TABLE} AS t USING old_rows AS o WHERE t.tn_row = o.id")
+        deletes.append(
+            f"DELETE FROM {TN_TABLE} AS t USING ({_pg_numbers('old_rows')}) AS o (tn, time, id)"
+            " WHERE t.tn = o.tn AND t.tn_time = o.time AND t.tn_row = o.id"
+        )
     out = []
     for name, kind, table, statements in (
         ("calls_rollup_insert", "INSERT", "NEW TABLE AS new_rows", inserts),
