@@ -56,13 +56,20 @@ from shaken.adapters.store.callschema import (
     LATEST,
     OUTCOMES,
     RECORD_FIELDS,
-    ROLLUPS_SINCE,
     SQLITE,
+    SUMMARY_VERSIONS,
     VERSIONS,
     outcome_of,
     select_sql,
 )
-from shaken.adapters.store.rollups import backfill_sql, count_new_rows, rollup_ddl
+from shaken.adapters.store.rollups import (
+    TN_SINCE,
+    backfill_sql,
+    count_new_rows,
+    index_new_rows,
+    rollup_ddl,
+    top_id,
+)
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.ports import Clock, SystemClock
 
@@ -120,6 +127,11 @@ def migrate(connection: sqlite3.Connection) -> tuple[int, int]:
         raise sqlite3.DatabaseError(
             f"the call log has schema version {before}; this release knows {LATEST}: upgrade"
         )
+    if before < LATEST and not connection.in_transaction:
+        # One transaction, the write lock taken first: a step that fails (or a crash) leaves
+        # the log at its version, whole; several workers opening it migrate once.
+        connection.execute("BEGIN IMMEDIATE")
+        before = schema_version(connection)
     with connection:
         if before == 0:
             connection.execute(SQLITE.create_table())
@@ -131,11 +143,11 @@ def migrate(connection: sqlite3.Connection) -> tuple[int, int]:
                     present.add(column.name)
             for name, on, unique in version.indexes:
                 connection.execute(SQLITE.create_index(name, on, unique))
-        if before < ROLLUPS_SINCE:
+        if any(before < v for v in SUMMARY_VERSIONS):
             for statement in rollup_ddl(SQLITE):
                 connection.execute(statement)
             if before > 0:  # count what is there, in the transaction that sets the version
-                for statement in backfill_sql(SQLITE):
+                for statement in backfill_sql(SQLITE, before):
                     connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {LATEST}")
     return before, LATEST
@@ -481,10 +493,12 @@ class SqliteCallLog:
         for attempt in range(3):
             try:
                 with connection:
+                    after = top_id(connection)
                     for start in range(0, len(rows), _CHUNK):
                         chunk = rows[start : start + _CHUNK]
                         values = [value for row in chunk for value in row]
                         connection.execute(_insert_sql(len(chunk)), values)
+                    index_new_rows(connection, after)  # the search by TN, in the same commit
             except sqlite3.Error as exc:
                 self.failures += 1
                 self.last_error = str(exc)
@@ -581,9 +595,9 @@ def read_calls(
     if not file.is_file():
         raise FileNotFoundError(f"no call log at {file}")
     query = query or CallQuery(since=since, outcome=outcome, limit=limit)
-    sql, args = select_sql(query, SQLITE)
     connection = _connect(file)
     try:
+        sql, args = select_sql(query, SQLITE, by_tn=schema_version(connection) >= TN_SINCE)
         connection.row_factory = sqlite3.Row
         rows = connection.execute(sql, args).fetchall()
     finally:

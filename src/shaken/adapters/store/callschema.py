@@ -24,12 +24,14 @@ __all__ = [
     "POSTGRES",
     "ROLLUPS_SINCE",
     "SQLITE",
+    "SUMMARY_VERSIONS",
     "VERSIONS",
     "Column",
     "Dialect",
     "Version",
     "columns_at",
     "outcome_of",
+    "plain_tn",
     "where_clause",
 ]
 
@@ -51,8 +53,8 @@ class Version:
     columns: tuple[Column, ...]
     indexes: tuple[tuple[str, tuple[str, ...], bool], ...] = ()
     why: str = ""
-    #: It brings the summary tables of :mod:`.rollups` (made, and filled from the rows
-    #: already there, when a log is brought to this version).
+    #: It brings summary tables of :mod:`.rollups` (made, and filled from the rows
+    #: already there, when a log is brought to this version): each table names its version.
     rollups: bool = False
 
 
@@ -119,11 +121,21 @@ VERSIONS: tuple[Version, ...] = (
         " database (rollups.py), triggers keeping them",
         rollups=True,
     ),
+    Version(
+        5,
+        (),
+        why="the dashboard on a day of a busy site: hourly counts by source and by signer"
+        " (the five-minute ones only for a window's edges), and a table of (TN, record) that"
+        " the search by TN reads instead of matching inside dest (rollups.py)",
+        rollups=True,
+    ),
 )
 
 LATEST = VERSIONS[-1].number
 #: The version that brought the summary tables.
 ROLLUPS_SINCE = next(v.number for v in VERSIONS if v.rollups)
+#: The versions that brought summary tables (a log from before one is counted when migrated).
+SUMMARY_VERSIONS = tuple(v.number for v in VERSIONS if v.rollups)
 #: Every column, in table order.
 COLUMNS: tuple[Column, ...] = tuple(c for v in VERSIONS for c in v.columns)
 INDEXES = tuple(i for v in VERSIONS for i in v.indexes)
@@ -230,14 +242,47 @@ def where_clause(query: CallQuery, dialect: Dialect) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(where)) if where else "", args
 
 
-def select_sql(query: CallQuery, dialect: Dialect) -> tuple[str, list[Any]]:
+def plain_tn(tn: str) -> bool:
+    """Whether ``LIKE '%,tn,%'`` means "``tn`` is one of the comma-separated pieces": no
+    wildcard, escape or comma in it, and no letter (SQLite's ``LIKE`` ignores their case)."""
+    return (
+        bool(tn)
+        and tn.isascii()
+        and tn.isprintable()
+        and not any(c.isalpha() or c in "%_\\," for c in tn)
+    )
+
+
+def select_sql(query: CallQuery, dialect: Dialect, *, by_tn: bool = False) -> tuple[str, list[Any]]:
     """The SELECT of ``query``: the most recent first (callers reverse it), ``limit`` applied.
+
+    ``by_tn``: the log has the table of (TN, record) of schema version 5
+    (:data:`.rollups.TN_TABLE`). A query by a :func:`plain_tn` then reads its rows for the TN,
+    most recent first, and each call-log row they name, checked against the whole ``WHERE``
+    clause still: the same rows as the scan, in the same order, without the scan.
 
     :raises ValueError: an unknown ``outcome``.
     """
     clause, args = where_clause(query, dialect)
-    sql = f"SELECT * FROM calls{clause} ORDER BY time DESC, id DESC"
+    mark = dialect.placeholder
+    if by_tn and query.tn is not None and plain_tn(query.tn):
+        keys = [f"t.tn = {mark}", "calls.id = t.tn_row", "calls.time = t.tn_time"]
+        first: list[Any] = [query.tn]
+        if query.since is not None:
+            keys.append(f"t.tn_time >= {mark}")
+            first.append(query.since)
+        if query.until is not None:
+            keys.append(f"t.tn_time < {mark}")
+            first.append(query.until)
+        sql = (
+            f"SELECT calls.* FROM calls_by_tn AS t CROSS JOIN calls"
+            f" WHERE {' AND '.join(keys)} AND {clause.removeprefix(' WHERE ')}"
+            " ORDER BY t.tn_time DESC, t.tn_row DESC"
+        )
+        args = [*first, *args]
+    else:
+        sql = f"SELECT * FROM calls{clause} ORDER BY time DESC, id DESC"
     if query.limit is not None:
-        sql += f" LIMIT {dialect.placeholder}"
+        sql += f" LIMIT {mark}"
         args.append(query.limit)
     return sql, args

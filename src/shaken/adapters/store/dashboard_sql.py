@@ -46,6 +46,8 @@ def _none(value: Any) -> Any:
 
 _INBOUND = "direction = 'verify' AND outcome <> 'not_processed'"
 _BY_NAME = {r.table: r for r in ROLLUPS}
+#: A five-minute table and its hourly twin (schema version 5).
+_HOURLY = {"calls_by_source": "calls_by_source_hour", "calls_by_signer": "calls_by_signer_hour"}
 
 
 class SqlDashboard:
@@ -81,7 +83,11 @@ class SqlDashboard:
 
     def _union(self, table: str, window: Window) -> tuple[str, list[Any]]:
         """The rows of ``table`` for ``window``: its whole buckets, and the call log's rows
-        at the edges in the same shape (``bucket``, the keys, ``n``, ``rejected``)."""
+        at the edges in the same shape (``bucket``, the keys, ``n``, ``rejected``).
+
+        A table with an hourly twin (:data:`_HOURLY`) is read for the partial hours at the
+        window's edges only, the twin for the whole hours between them: the same counts,
+        a twelfth of the rows."""
         rollup = _BY_NAME[table]
         mark = self._dialect.placeholder
         width = rollup.seconds
@@ -106,12 +112,29 @@ class SqlDashboard:
             f" 1 AS n, CASE WHEN allowed THEN 0 ELSE 1 END AS rejected FROM calls"
             f" WHERE ({edges}) AND {rollup.where()}{profile}"
         )
-        summed = (
-            f"SELECT {', '.join(names)}, n, rejected FROM {table}"
-            f" WHERE bucket >= {mark} AND bucket < {mark}{profile}"
-        )
+        columns = f"{', '.join(names)}, n, rejected"
+        hourly = _HOURLY.get(table)
+        hours = 0 if hourly is None else _BY_NAME[hourly].seconds
+        start = math.ceil(first / hours) * hours if hours else 0
+        stop = math.floor(last / hours) * hours if hours else 0
+        if hourly is not None and start < stop:  # whole hours: from the twin
+            summed = (
+                f"SELECT {columns} FROM {hourly}"
+                f" WHERE bucket >= {mark} AND bucket < {mark}{profile}"
+                f" UNION ALL SELECT {columns} FROM {table}"
+                f" WHERE bucket >= {mark} AND bucket < {mark}{profile}"
+                f" UNION ALL SELECT {columns} FROM {table}"
+                f" WHERE bucket >= {mark} AND bucket < {mark}{profile}"
+            )
+            summed_args = [start, stop, *profile_args, first, start, *profile_args]
+            summed_args += [stop, last, *profile_args]
+        else:
+            summed = (
+                f"SELECT {columns} FROM {table} WHERE bucket >= {mark} AND bucket < {mark}{profile}"
+            )
+            summed_args = [first, last, *profile_args]
         sql = f"({summed} UNION ALL {raw}) AS u"
-        return sql, [first, last, *profile_args, *edge_args, *profile_args]
+        return sql, [*summed_args, *edge_args, *profile_args]
 
     def _rows(
         self, select: str, table: str, window: Window, tail: str, *args: Any

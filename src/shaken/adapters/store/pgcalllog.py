@@ -58,11 +58,11 @@ from shaken.adapters.store.callschema import (
     LATEST,
     POSTGRES,
     RECORD_FIELDS,
-    ROLLUPS_SINCE,
+    SUMMARY_VERSIONS,
     VERSIONS,
     select_sql,
 )
-from shaken.adapters.store.rollups import backfill_sql, rollup_ddl
+from shaken.adapters.store.rollups import TN_SINCE, backfill_sql, rollup_ddl
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.ports import Clock, SystemClock
 
@@ -224,12 +224,12 @@ def migrate_postgres(connection: psycopg.Connection[Any]) -> tuple[int, int]:
                 cursor.execute(f"ALTER TABLE calls ADD COLUMN IF NOT EXISTS {add}")
             for name, on, unique in version.indexes:
                 cursor.execute(POSTGRES.create_index(name, on, unique))
-        if before < ROLLUPS_SINCE:
+        if any(before < v for v in SUMMARY_VERSIONS):
             # The trigger first: it locks out inserts until this transaction commits.
             for statement in rollup_ddl(POSTGRES):
                 cursor.execute(statement)
             if before > 0:
-                for statement in backfill_sql(POSTGRES):
+                for statement in backfill_sql(POSTGRES, before):
                     cursor.execute(statement)
         cursor.execute("DELETE FROM calls_schema")
         cursor.execute("INSERT INTO calls_schema (version) VALUES (%s)", (LATEST,))
@@ -243,11 +243,12 @@ def read_postgres_calls(url: str, query: CallQuery) -> list[dict[str, Any]]:
     :raises psycopg.Error: PostgreSQL cannot be reached, or holds no call log.
     """
     psycopg = _driver()
-    sql, args = select_sql(query, POSTGRES)
     with (
         connect(url, timeout=30.0) as connection,
         connection.cursor(row_factory=psycopg.rows.dict_row) as cursor,
     ):
+        by_tn = query.tn is not None and schema_version(connection) >= TN_SINCE
+        sql, args = select_sql(query, POSTGRES, by_tn=by_tn)
         cursor.execute(sql, args)
         rows = cursor.fetchall()
     return [{k: _untext(v) for k, v in row.items()} for row in reversed(rows)]

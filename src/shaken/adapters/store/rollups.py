@@ -20,6 +20,20 @@ off what retention deletes. A record the insert skipped (its ``record_id`` alrea
 not counted. A log from before version 4 is counted once, when it is
 migrated.
 
+Schema version 5 adds, for a day of a busy site (ten million rows, where even the
+five-minute tables are a million rows and more):
+
+* ``calls_by_source_hour``, ``calls_by_signer_hour``: the same counts by hour, which the
+  upstream panels read for the whole hours of a window (the five-minute tables only for the
+  partial hours at its edges, the call log for the seconds at the very edges);
+* ``calls_by_tn``: one row (``tn``, ``tn_time``, ``tn_row``) per distinct non-empty number of a
+  record, its ``orig`` and each comma-separated piece of its ``dest``, keyed for "the most
+  recent records of this TN" (:func:`.callschema.select_sql`). Unlike the counts it is
+  written in the transaction of the rows themselves: SQLite's writer inserts it before its
+  commit (:func:`index_new_rows`), PostgreSQL's insert trigger in the same statement; a row
+  deleted takes its numbers with it (a trigger: SQLite's finds them by ``tn_row``, indexed,
+  PostgreSQL's by the key, from the deleted rows' own numbers).
+
 Hand-written SQL: no library keeps summary tables for both engines; PostgreSQL's
 materialized views are refreshed whole, which is the scan this avoids.
 """
@@ -29,9 +43,20 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from shaken.adapters.store.callschema import POSTGRES, SQLITE, Dialect
+from shaken.adapters.store.callschema import LATEST, POSTGRES, SQLITE, Dialect
 
-__all__ = ["ROLLUPS", "Rollup", "backfill_sql", "count_new_rows", "host_sql", "rollup_ddl"]
+__all__ = [
+    "ROLLUPS",
+    "TN_SINCE",
+    "TN_TABLE",
+    "Rollup",
+    "backfill_sql",
+    "count_new_rows",
+    "host_sql",
+    "index_new_rows",
+    "rollup_ddl",
+    "top_id",
+]
 
 _INBOUND = "{p}direction = 'verify' AND {p}outcome <> 'not_processed'"
 
@@ -64,6 +89,8 @@ class Rollup:
     seconds: int
     keys: tuple[tuple[str, str], ...]
     counts_only: str | None = None
+    #: The schema version that brought it (:data:`.callschema.VERSIONS`).
+    since: int = 4
 
     def key_names(self) -> tuple[str, ...]:
         return ("bucket", *(name for name, _ in self.keys))
@@ -82,32 +109,77 @@ class Rollup:
         return "1 = 1" if self.counts_only is None else self.counts_only.format(p=prefix)
 
 
+_BY_SOURCE = tuple((c, c) for c in ("profile", "source_ip", "outcome", "attest"))
+_BY_SIGNER = (
+    ("profile", "profile"),
+    ("spc", "spc"),
+    ("x5u_host", "host"),
+    ("outcome", "outcome"),
+    ("attest", "attest"),
+    ("reason", "reason"),
+)
+
 ROLLUPS: tuple[Rollup, ...] = (
     Rollup(
         "calls_by_minute",
         60,
         tuple((c, c) for c in ("direction", "profile", "outcome", "attest", "reason", "action")),
     ),
-    Rollup(
-        "calls_by_source",
-        300,
-        tuple((c, c) for c in ("profile", "source_ip", "outcome", "attest")),
-        _INBOUND,
-    ),
-    Rollup(
-        "calls_by_signer",
-        300,
-        (
-            ("profile", "profile"),
-            ("spc", "spc"),
-            ("x5u_host", "host"),
-            ("outcome", "outcome"),
-            ("attest", "attest"),
-            ("reason", "reason"),
-        ),
-        _INBOUND,
-    ),
+    Rollup("calls_by_source", 300, _BY_SOURCE, _INBOUND),
+    Rollup("calls_by_signer", 300, _BY_SIGNER, _INBOUND),
+    Rollup("calls_by_source_hour", 3600, _BY_SOURCE, _INBOUND, since=5),
+    Rollup("calls_by_signer_hour", 3600, _BY_SIGNER, _INBOUND, since=5),
 )
+
+#: The table of (TN, record) the search by TN reads (schema version 5).
+TN_TABLE = "calls_by_tn"
+TN_SINCE = 5
+
+
+def _tn_create(dialect: Dialect) -> list[str]:
+    real, integer = dialect.types["real"], dialect.types["integer"]
+    table = (
+        f"CREATE TABLE IF NOT EXISTS {TN_TABLE} (tn TEXT NOT NULL, tn_time {real} NOT NULL,"
+        f" tn_row {integer} NOT NULL, PRIMARY KEY (tn, tn_time, tn_row))"
+    )
+    if dialect.name == "postgresql":
+        return [table]  # its delete trigger finds a row's numbers by the key
+    # SQLite's, a trigger per row, can only look them up by the row (no WITH in a trigger).
+    return [
+        f"{table} WITHOUT ROWID",
+        f"CREATE INDEX IF NOT EXISTS {TN_TABLE}_row ON {TN_TABLE} (tn_row)",
+    ]
+
+
+def _pg_numbers(source: str, condition: str = "1 = 1") -> str:
+    """``SELECT`` (tn, time, id) of the call-log rows in ``source`` (PostgreSQL)."""
+    return (
+        f"SELECT orig, time, id FROM {source} WHERE {condition} AND orig <> ''"
+        f" UNION ALL SELECT p.tn, c.time, c.id FROM {source} AS c,"
+        " unnest(string_to_array(c.dest, ',')) AS p (tn)"
+        f" WHERE {condition} AND p.tn <> '' AND p.tn IS DISTINCT FROM c.orig"
+    )
+
+
+def _tn_fill(dialect: Dialect, source: str, condition: str = "1 = 1") -> str:
+    """``INSERT`` the numbers of the call-log rows in ``source`` for which ``condition``
+    holds: ``orig`` and each piece of ``dest`` split at its commas, the empty ones left out."""
+    if dialect.name == "postgresql":
+        return (
+            f"INSERT INTO {TN_TABLE} (tn, tn_time, tn_row) {_pg_numbers(source, condition)}"
+            " ON CONFLICT DO NOTHING"
+        )
+    return (
+        "WITH RECURSIVE part (id, time, piece, rest) AS ("
+        f"SELECT id, time, NULL, dest || ',' FROM {source}"
+        f" WHERE {condition} AND dest IS NOT NULL"
+        " UNION ALL SELECT id, time, substr(rest, 1, instr(rest, ',') - 1),"
+        " substr(rest, instr(rest, ',') + 1) FROM part WHERE rest <> '')"
+        f" INSERT OR IGNORE INTO {TN_TABLE} (tn, tn_time, tn_row)"
+        " SELECT piece, time, id FROM part WHERE piece <> ''"
+        f" UNION ALL SELECT orig, time, id FROM {source}"
+        f" WHERE {condition} AND orig IS NOT NULL AND orig <> ''"
+    )
 
 
 def _rejected(prefix: str) -> str:
@@ -147,9 +219,9 @@ def _create(rollup: Rollup, dialect: Dialect) -> str:
     )
 
 
-def _sqlite_triggers() -> list[str]:
+def _sqlite_triggers(version: int) -> list[str]:
     deletes = []
-    for rollup in ROLLUPS:
+    for rollup in _at(version):
         olds = rollup.expressions(SQLITE, "OLD.")
         match = " AND ".join(f"{n} = {v}" for n, v in zip(rollup.key_names(), olds, strict=True))
         deletes.append(
@@ -157,23 +229,32 @@ def _sqlite_triggers() -> list[str]:
             f" WHERE {match} AND {rollup.where('OLD.')}"
             " AND OLD.id <= (SELECT upto FROM calls_counted)"  # only a row that was counted
         )
-    return [
-        "CREATE TRIGGER IF NOT EXISTS calls_rollup_delete AFTER DELETE ON calls BEGIN "
+    if version >= TN_SINCE:
+        deletes.append(f"DELETE FROM {TN_TABLE} WHERE tn_row = OLD.id")
+    return [  # made again: a log from an older version has fewer tables to keep
+        "DROP TRIGGER IF EXISTS calls_rollup_delete",
+        "CREATE TRIGGER calls_rollup_delete AFTER DELETE ON calls BEGIN "
         + "; ".join(deletes)
         + "; END",
     ]
 
 
-def _postgres_triggers() -> list[str]:
-    inserts = [_upsert(r, _aggregate(r, POSTGRES, "new_rows")) for r in ROLLUPS]
+def _postgres_triggers(version: int) -> list[str]:
+    inserts = [_upsert(r, _aggregate(r, POSTGRES, "new_rows")) for r in _at(version)]
     deletes = []
-    for rollup in ROLLUPS:
+    for rollup in _at(version):
         names = rollup.key_names()
         match = " AND ".join(f"t.{n} = d.{n}" for n in names)
         deletes.append(
             f"UPDATE {rollup.table} AS t SET n = t.n - d.n, rejected = t.rejected - d.rejected"
             f" FROM ({_aggregate(rollup, POSTGRES, 'old_rows')}) AS d"
             f" ({', '.join(names)}, n, rejected) WHERE {match}"
+        )
+    if version >= TN_SINCE:
+        inserts.append(_tn_fill(POSTGRES, "new_rows"))
+        deletes.append(
+            f"DELETE FROM {TN_TABLE} AS t USING ({_pg_numbers('old_rows')}) AS o (tn, time, id)"
+            " WHERE t.tn = o.tn AND t.tn_time = o.time AND t.tn_row = o.id"
         )
     out = []
     for name, kind, table, statements in (
@@ -193,23 +274,41 @@ def _postgres_triggers() -> list[str]:
     return out
 
 
-def rollup_ddl(dialect: Dialect) -> list[str]:
-    """The statements that make the summary tables and their triggers (safe to repeat)."""
-    tables = [_create(r, dialect) for r in ROLLUPS]
+def _at(version: int) -> tuple[Rollup, ...]:
+    return tuple(r for r in ROLLUPS if r.since <= version)
+
+
+def rollup_ddl(dialect: Dialect, version: int = LATEST) -> list[str]:
+    """The statements that make the summary tables and their triggers as of schema
+    ``version`` (the latest unless said otherwise; safe to repeat)."""
+    tables = [_create(r, dialect) for r in _at(version)]
+    if version >= TN_SINCE:
+        tables += _tn_create(dialect)
     if dialect.name == "postgresql":
-        return [*tables, *_postgres_triggers()]
+        return [*tables, *_postgres_triggers(version)]
     counted = [
         "CREATE TABLE IF NOT EXISTS calls_counted (upto INTEGER NOT NULL)",
         "INSERT INTO calls_counted (upto) SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM calls_counted)",
     ]
-    return [*tables, *counted, *_sqlite_triggers()]
+    return [*tables, *counted, *_sqlite_triggers(version)]
 
 
-def backfill_sql(dialect: Dialect) -> list[str]:
-    """The statements that count the rows already in the call log (once, when migrating)."""
-    out = [f"DELETE FROM {r.table}" for r in ROLLUPS]
-    out += [_upsert(r, _aggregate(r, dialect, "calls")) for r in ROLLUPS]
-    if dialect.name == "sqlite":
+def backfill_sql(dialect: Dialect, before: int = 0) -> list[str]:
+    """The statements that fill, from the rows already in a call log of version ``before``,
+    the tables that came after it (once, when migrating; safe to repeat).
+
+    In SQLite, the counts of a log that had them (version 4 on) stop where its writers had
+    counted (``calls_counted.upto``): the rows above are counted into every table by the
+    next :func:`count_new_rows`. The TN table holds every row.
+    """
+    counted = before >= ROLLUPS[0].since and dialect.name == "sqlite"
+    condition = "id <= (SELECT upto FROM calls_counted)" if counted else "1 = 1"
+    fresh = [r for r in ROLLUPS if r.since > before]
+    out = [f"DELETE FROM {r.table}" for r in fresh]
+    out += [_upsert(r, _aggregate(r, dialect, "calls", condition)) for r in fresh]
+    if before < TN_SINCE:
+        out += [f"DELETE FROM {TN_TABLE}", _tn_fill(dialect, "calls")]
+    if dialect.name == "sqlite" and not counted:
         out.append("UPDATE calls_counted SET upto = (SELECT coalesce(max(id), 0) FROM calls)")
     return out
 
@@ -246,3 +345,22 @@ def count_new_rows(connection: sqlite3.Connection) -> int:
         connection.rollback()
         raise
     return max(0, top - upto)
+
+
+#: SQLite: the numbers of the rows with an ``id`` above ``?``; see :func:`index_new_rows`.
+_SQLITE_TN = _tn_fill(SQLITE, "calls", "id > ?")
+
+
+def index_new_rows(connection: sqlite3.Connection, after: int) -> None:
+    """Put the numbers of the SQLite call log's rows above id ``after`` into the TN table,
+    in the caller's transaction (the writer's, before it commits the rows).
+
+    ``after`` is the highest id before the rows were inserted; a row of another writer above
+    it is already there (``INSERT OR IGNORE``), and one committed after is that writer's.
+    """
+    connection.execute(_SQLITE_TN, (after, after))
+
+
+def top_id(connection: sqlite3.Connection) -> int:
+    """The highest row id of the call log (0 when empty): ``after`` for :func:`index_new_rows`."""
+    return int(connection.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
