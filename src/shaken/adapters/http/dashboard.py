@@ -199,7 +199,7 @@ class DashboardEndpoints:
         if name not in PANELS:
             await self._answer(send, 404, {"error": "no such panel"})
             return
-        target = self.app.runtime.settings.server.get("call_log")
+        target = self.app.runtime.settings.server_settings.call_log
         try:
             params = _parameters(scope)
             window = self._window(params)
