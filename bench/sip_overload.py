@@ -195,7 +195,7 @@ def overload(
     return out
 
 
-def start_shaken(work: Path, port: int) -> subprocess.Popen[bytes]:
+def start_shaken(work: Path, port: int, call_log: bool = True) -> subprocess.Popen[bytes]:
     shaken = os.environ.get("SHAKEN", str(REPO / ".venv" / "bin" / "shaken"))
     (work / "sp.key").chmod(0o600)
     subprocess.run(
@@ -223,7 +223,7 @@ cache_dir = "{work / "cache"}"
 sip_verify = ["udp:127.0.0.1:{port}"]
 listener_profiles = {{ "udp:127.0.0.1:{port}" = "global" }}
 workers = 2
-call_log = "{work / "calls.sqlite"}"
+{f'call_log = "{work / "calls.sqlite"}"' if call_log else "# no call log (--no-call-log)"}
 """
     )
     subprocess.run([shaken, "config", "check", str(config)], check=True, stdout=subprocess.DEVNULL)
@@ -272,6 +272,10 @@ def main() -> int:
         help="offered rates as multiples of the clean rate; 0.8 gives the latency at 80%%",
     )
     parser.add_argument("--skip-kamailio", action="store_true")
+    parser.add_argument("--skip-shaken", action="store_true")
+    parser.add_argument(
+        "--no-call-log", action="store_true", help="shaken without its call log (a knob)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     peers = peers_dir()
@@ -285,22 +289,23 @@ def main() -> int:
     rates = [int(r) for r in args.rates.split()]
     factors = [float(f) for f in args.factors.split()]
     report: dict[str, object] = {}
-    server = start_shaken(work, 5192)
-    try:
-        clean = clean_capacity(peers, work, 5192, rates, "shaken")
-        report["shaken"] = overload(
-            peers,
-            work,
-            5192,
-            lambda: children(server.pid),
-            clean,
-            args.duration,
-            "shaken",
-            factors,
-        )
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+    if not args.skip_shaken:
+        server = start_shaken(work, 5192, call_log=not args.no_call_log)
+        try:
+            clean = clean_capacity(peers, work, 5192, rates, "shaken")
+            report["shaken"] = overload(
+                peers,
+                work,
+                5192,
+                lambda: children(server.pid),
+                clean,
+                args.duration,
+                "shaken",
+                factors,
+            )
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
     if not args.skip_kamailio:
         kamailio = start_kamailio(peers, work, 5170)
         if kamailio is not None:

@@ -204,6 +204,29 @@ def test_both_backends_store_the_same_records_and_answer_every_query_alike(
     assert stored["presented_from"] == "\ufffeliteral"
 
 
+def test_a_backlog_is_written_in_transactions_of_at_most_max_batch(
+    pg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(pg, tmp_path, flush_interval=3600.0, batch_size=10**9, max_pending=10**6)
+    sizes: list[int] = []
+    insert = log._insert
+
+    def counted(rows: list[list[Any]]) -> None:
+        sizes.append(len(rows))
+        insert(rows)
+
+    monkeypatch.setattr(log, "_insert", counted)
+    total = 2 * PostgresCallLog.MAX_BATCH + 7
+    for i in range(total):
+        log.record(record(NOW.timestamp() + i / 1000, call_id=f"backlog-{i}"))
+    log.close()  # the writer drains the whole queue
+    assert sizes == [PostgresCallLog.MAX_BATCH, PostgresCallLog.MAX_BATCH, 7]
+    assert log.written == total and log.dropped == 0
+    with connect(pg) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM calls WHERE call_id LIKE 'backlog-%'")
+        assert cursor.fetchone() == (total,)
+
+
 def test_a_record_written_twice_is_one_row(pg: str, tmp_path: Path) -> None:
     once = record(5.0, call_id="twice")
     log = open_log(pg, tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shaken.core import verify
 from shaken.core.context import SipContext, make_context
 from shaken.core.fastinit import positional_constructor
+from shaken.core.policy import Decision
 from shaken.core.reasons import Reason, Verstat
 from shaken.core.result import CheckTrace, Outcome, VerificationResult, make_verification_result
+from shaken.services.calllog import CallRecord, CallRecordBuilder
 
 # The hot paths call these constructors positionally (core.verify._result, the SIP handler's
 # and the REST request's context, shaken.verify_identity): a field added, removed or moved
@@ -41,7 +45,69 @@ FIELD_ORDER = {
         "trace",
     ),
     SipContext: ("identity", "from_header", "pai", "to", "request_uri", "date", "call_id"),
+    Decision: (
+        "action",
+        "verstat",
+        "sip_code",
+        "sip_phrase",
+        "reason_header",
+        "display_name",
+        "tag_verstat",
+        "call_info",
+        "brand_presented",
+    ),
+    CallRecord: (
+        "time",
+        "direction",
+        "interface",
+        "call_id",
+        "profile",
+        "orig",
+        "dest",
+        "attest",
+        "verstat",
+        "reason",
+        "sip_code",
+        "action",
+        "allowed",
+        "x5u",
+        "latency_ms",
+        "brand",
+        "rcd_status",
+        "rcd_reason",
+        "record_id",
+        "instance",
+        "source_ip",
+        "source_port",
+        "presented_from",
+        "presented_pai",
+        "presented_to",
+        "request_uri",
+        "origid",
+        "spc",
+        "cert_serial",
+    ),
 }
+
+
+def test_the_recognizer_knows_the_field_order_of_its_tuple() -> None:
+    # core.verify._recognize builds its _Common with tuple.__new__, positionally.
+    assert verify._Common._fields == (
+        "token",
+        "info",
+        "header_b64",
+        "payload_b64",
+        "signature_b64",
+        "signature",
+        "header_json",
+        "passport_header",
+        "payload",
+        "attest",
+        "iat",
+        "origid",
+        "orig",
+        "dest_tn",
+    )
 
 
 @pytest.mark.parametrize("cls", list(FIELD_ORDER), ids=lambda c: c.__name__)
@@ -156,3 +222,51 @@ def test_classes_whose_init_does_more_are_refused() -> None:
 def test_a_wrong_number_of_values_is_a_type_error() -> None:
     with pytest.raises(TypeError):
         make_context((), None)
+
+
+def test_the_record_builder_defaults_are_the_records_own() -> None:
+    # CallRecordBuilder._record names each per-decision field with CallRecord's default, so a
+    # default changed in one place and not the other fails here.
+    params = inspect.signature(CallRecordBuilder._record).parameters
+    defaults = {f.name: f.default for f in dataclasses.fields(CallRecord)}
+    per_decision = [name for name in params if name not in ("self", "direction")]
+    assert per_decision
+    for name in per_decision:
+        assert params[name].default == defaults[name], name
+
+
+def test_a_built_record_equals_the_keyword_constructor() -> None:
+    builder = CallRecordBuilder(
+        time=1.5,
+        interface="sip",
+        call_id="c",
+        profile="p",
+        instance="i",
+        source_ip="192.0.2.1",
+        source_port=5060,
+        presented_from="<sip:a@b>",
+        presented_pai=None,
+        presented_to="<sip:c@d>",
+        request_uri="sip:c@d",
+        transaction=("z9hG4bK1", "192.0.2.1:5060", "INVITE"),
+    )
+    made = builder.not_processed("verify", why="no profile", latency_ms=0.5)
+    expected = CallRecord(
+        time=1.5,
+        direction="verify",
+        interface="sip",
+        call_id="c",
+        profile="p",
+        action="not_processed",
+        reason="no profile",
+        latency_ms=0.5,
+        record_id=made.record_id,
+        instance="i",
+        source_ip="192.0.2.1",
+        source_port=5060,
+        presented_from="<sip:a@b>",
+        presented_to="<sip:c@d>",
+        request_uri="sip:c@d",
+    )
+    assert made == expected
+    assert made.record_id.startswith("t-")

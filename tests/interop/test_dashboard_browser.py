@@ -3,7 +3,8 @@
 A lab's ``shaken serve`` (SIP signing and verification over UDP, the REST listener with an
 admin key) receives real INVITEs: calls signed by its STI-AS then verified by its STI-VS, calls
 with no Identity, a spoofed caller (rejected), a PASSporT naming an unusable x5u, and calls
-whose display name, Call-ID and x5u are shaped like script. Headless Chromium
+whose display name, Call-ID and x5u are shaped like script; where sipp is installed, sipp
+sends a few more verified calls, their display name shaped like script too. Headless Chromium
 (Debian ``chromium`` and ``chromium-driver``, driven by selenium) then loads ``/dashboard``:
 every panel must show the numbers the call log holds, the time range and profile filters
 must change them, the search must find a call by Call-ID and show a rejected one as
@@ -38,7 +39,7 @@ from shaken.core.jws import b64url_encode, load_private_key, sign_es256
 from shaken.core.reasons import REASONS, Reason
 from shaken.toolkit.lab import Lab
 
-from .sip_peers import DEST, ORIG, ShakenServer, free_port, make_lab, start_shaken
+from .sip_peers import DEST, ORIG, SIPP, ShakenServer, free_port, make_lab, sipp, start_shaken
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
@@ -59,6 +60,41 @@ XSS_CALL_ID = "<script>alert(3)</script><b>bold</b>@x"
 #: link-shaped instead.
 XSS_X5U = "https://evil.example/'onerror='window.__xss=4'/javascript:alert(4).pem"
 SPOOFED = "12025550124"
+#: The calls sipp sends (when it is installed), and the display name they carry.
+SIPP_CALLS = 3 if SIPP is not None else 0
+SIPP_NAME = '"<svg onload=window.__xss=5>"'
+SIPP_SCENARIO = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<!-- An INVITE with a PASSporT the lab signed (fields: orig;dest;token;x5u), then the ACK. -->
+<scenario name="dashboard sipp calls">
+  <send retrans="500"><![CDATA[
+      INVITE sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {SIPP_NAME} <sip:[field0]@[local_ip]>;tag=[call_number]
+      To: <sip:[field1]@[remote_ip]>
+      Call-ID: sipp-dashboard-[call_number]
+      CSeq: 1 INVITE
+      Contact: <sip:[field0]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Identity: [field2];info=<[field3]>;alg=ES256;ppt=shaken
+      Content-Length: 0
+
+  ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="302"/>
+  <send><![CDATA[
+      ACK sip:[field1]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {SIPP_NAME} <sip:[field0]@[local_ip]>;tag=[call_number]
+      To: <sip:[field1]@[remote_ip]>[peer_tag_param]
+      Call-ID: sipp-dashboard-[call_number]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+  ]]></send>
+</scenario>
+"""
 
 
 @dataclass
@@ -114,7 +150,7 @@ def forged_identity(lab: Lab, x5u: str) -> str:
     return f"{signing_input}.{signature};info=<{x5u}>;alg=ES256;ppt=shaken"
 
 
-def send_calls(server: ShakenServer, lab: Lab) -> tuple[str, str]:
+def send_calls(server: ShakenServer, lab: Lab, work: Path) -> tuple[str, str]:
     """The site's traffic, over real SIP; returns the Call-IDs of the first signed call and
     of the spoofed one."""
     caller = f"<sip:{ORIG}@127.0.0.1>;tag=t1"
@@ -144,7 +180,28 @@ def send_calls(server: ShakenServer, lab: Lab) -> tuple[str, str]:
     assert spoofed.code >= 400  # the lab rejects a failed verification
     forged = forged_identity(lab, XSS_X5U)
     invite(server.verify, from_value=caller, call_id="forged-x5u", identity=forged)
+    if SIPP_CALLS:
+        send_sipp_calls(server, work)
     return first, "spoofed"
+
+
+def send_sipp_calls(server: ShakenServer, work: Path) -> None:
+    """SIPP_CALLS verified calls sent by sipp, each with a PASSporT our STI-AS signed."""
+    lines = ["SEQUENTIAL"]
+    for i in range(SIPP_CALLS):
+        signed = invite(server.sign, from_value=f"<sip:{ORIG}@127.0.0.1>;tag=s{i}", call_id=f"s{i}")
+        identity = signed.first("identity")
+        assert signed.code == 302 and identity, signed.raw
+        token, _, params = identity.partition(";")
+        x5u = params.split("info=<", 1)[1].split(">", 1)[0]
+        lines.append(f"{ORIG};{DEST};{token};{x5u}")
+    inf = work / "sipp-calls.csv"
+    inf.write_text("\n".join(lines) + "\n")
+    scenario = work / "sipp-calls.xml"
+    scenario.write_text(SIPP_SCENARIO)
+    run = sipp(scenario, f"127.0.0.1:{server.verify}", work, calls=SIPP_CALLS, inf=inf)
+    assert run.returncode == 0, run.errors + run.screen
+    assert len(run.logged("received", "SIP/2.0 302")) == SIPP_CALLS
 
 
 @pytest.fixture(scope="module")
@@ -164,11 +221,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         ),
     )
     try:
-        first, spoofed = send_calls(server, lab)
+        first, spoofed = send_calls(server, lab, work)
         calls = work / "calls.sqlite"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if calls.exists() and len(read_calls(calls)) >= 13:
+            # 13 records of our own client's calls, and two (signed, verified) per sipp call.
+            if calls.exists() and len(read_calls(calls)) >= 13 + 2 * SIPP_CALLS:
                 break
             time.sleep(0.1)
         yield Site(server, rest, lab, calls, spoofed, first)
@@ -386,6 +444,26 @@ def test_script_shaped_values_from_real_calls_are_shown_as_text_and_never_run(
     # The CSP refused nothing the page itself needs: no violation was reported.
     messages = [m["message"] for m in browser.get_log("browser")]
     assert not [m for m in messages if "Content Security Policy" in m], messages
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp is not installed")
+def test_calls_sent_by_sipp_are_counted_found_and_their_display_name_is_text(
+    site: Site, browser: Any
+) -> None:
+    sent = [r for r in inbound(site) if r["call_id"].startswith("sipp-dashboard-")]
+    assert len(sent) == SIPP_CALLS and all(r["outcome"] == "verified" for r in sent)
+    open_page(browser, site)
+    field = browser.find_element(By.ID, "search-call-id")
+    field.clear()
+    field.send_keys("sipp-dashboard-1")
+    Select(browser.find_element(By.ID, "search-outcome")).select_by_value("")
+    browser.find_element(By.ID, "search-go").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#call-record dd"))
+    rows = [r for r in table(browser, "#search-results") if r[1] == "verify"]
+    assert [r[2] for r in rows] == ["sipp-dashboard-1"]
+    assert SIPP_NAME in text(browser, "#call-record")
+    nothing_ran(browser)
+    assert browser.execute_script("return window.__xss") is None
 
 
 def test_without_the_admin_key_the_page_is_401(site: Site, browser: Any) -> None:

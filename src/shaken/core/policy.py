@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from shaken.core.branding import call_info
 from shaken.core.errors import ConfigurationError
+from shaken.core.fastinit import positional_constructor
 from shaken.core.reasons import REASONS, Reason, Verstat, sip_phrase
 from shaken.core.result import Outcome, VerificationResult
 from shaken.core.tn import parse_name_addr
@@ -159,6 +160,11 @@ class Decision:
         return self.action is not Action.REJECT
 
 
+#: Decision with every field positionally, in field order: one per verified call
+#: (:mod:`shaken.core.fastinit` says why).
+make_decision: Callable[..., Decision] = positional_constructor(Decision)
+
+
 def strip_marks(
     display_name: str | None, prefixes: tuple[str, ...], suffixes: tuple[str, ...]
 ) -> str | None:
@@ -223,12 +229,17 @@ def decide(
         phrase = chosen.reject_phrase or (
             info.phrase if info is not None and code == info.sip_code else sip_phrase(code)
         )
-        return Decision(
-            action=Action.REJECT,
-            verstat=result.verstat,
-            sip_code=code,
-            sip_phrase=phrase,
-            tag_verstat=policy.tag_verstat,
+        # Decision(...) positionally, in its field order (tests/core/test_fastinit.py).
+        return make_decision(
+            Action.REJECT,  # action
+            result.verstat,  # verstat
+            code,  # sip_code
+            phrase,  # sip_phrase
+            None,  # reason_header
+            None,  # display_name
+            policy.tag_verstat,  # tag_verstat
+            None,  # call_info
+            False,  # brand_presented
         )
     header = None
     if chosen.action is Action.CONTINUE_WITH_REASON and result.reason is not None:
@@ -246,14 +257,16 @@ def decide(
             presented = True
         if policy.rcd_call_info:
             info_value = call_info(brand)
-    return Decision(
-        action=chosen.action,
-        verstat=result.verstat,
-        reason_header=header,
-        display_name=name,
-        tag_verstat=policy.tag_verstat,
-        call_info=info_value,
-        brand_presented=presented,
+    return make_decision(
+        chosen.action,  # action
+        result.verstat,  # verstat
+        None,  # sip_code
+        None,  # sip_phrase
+        header,  # reason_header
+        name,  # display_name
+        policy.tag_verstat,  # tag_verstat
+        info_value,  # call_info
+        presented,  # brand_presented
     )
 
 

@@ -171,7 +171,10 @@ _new_tuple = tuple.__new__
 
 
 def _require_aware(now: datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
+    tz = now.tzinfo
+    if tz is UTC:  # what every caller here passes; its offset is known without asking
+        return
+    if tz is None or now.utcoffset() is None:
         raise ConfigurationError("now must be a timezone-aware datetime")
 
 
@@ -978,21 +981,25 @@ def _recognize(raw: str) -> _Common | None:
     ):
         return None
     header_json, passport_header = cached
-    return _Common(
-        token=token,
-        info=info,
-        header_b64=header_b64,
-        payload_b64=payload_b64,
-        signature_b64=signature_b64,
-        signature=signature,
-        header_json=header_json,
-        passport_header=passport_header,
-        payload=claims,
-        attest=attest,
-        iat=iat,
-        origid=origid,
-        orig=PartyIdentity(tn=orig["tn"]),
-        dest_tn=tuple(dest["tn"]),
+    # _Common(...) in field order, without the NamedTuple's own __new__ frame.
+    return _new_tuple(
+        _Common,
+        (
+            token,
+            info,
+            header_b64,
+            payload_b64,
+            signature_b64,
+            signature,
+            header_json,
+            passport_header,
+            claims,  # payload
+            attest,
+            iat,
+            origid,
+            PartyIdentity(tn=orig["tn"]),  # orig
+            tuple(dest["tn"]),  # dest_tn
+        ),
     )
 
 

@@ -328,6 +328,10 @@ class PostgresCallLog:
     """
 
     PRUNE_CHUNK = 5000
+    #: The most records one transaction carries, as the SQLite writer's batches: a backlog (a
+    #: flood, PostgreSQL back after an outage) is written in statements that each finish well
+    #: inside ``timeout``, instead of one that the statement timeout cancels.
+    MAX_BATCH = 5000
     PRUNE_EVERY = 60.0
 
     def __init__(
@@ -501,9 +505,15 @@ class PostgresCallLog:
             self._connection = None
 
     def _flush(self) -> None:
+        """Write what is queued, :attr:`MAX_BATCH` records per transaction."""
+        while self._flush_batch():
+            pass
+
+    def _flush_batch(self) -> bool:
+        """One transaction's worth of the queue, written or spooled; True when more wait."""
         queue = self._queue
         rows: list[list[Any]] = []
-        while queue:
+        while queue and len(rows) < self.MAX_BATCH:
             record = queue.popleft()
             try:
                 rows.append(_row(record, self.instance))
@@ -515,7 +525,7 @@ class PostgresCallLog:
             self._replay()
         if not rows:
             self._keep_alive()
-            return
+            return False
         if self._connection is not None and not self._spool_pending:
             try:
                 self._insert(rows)
@@ -524,8 +534,9 @@ class PostgresCallLog:
             else:
                 self.written += len(rows)
                 self._next_ping = time.monotonic() + self.retry_interval
-                return
+                return bool(queue)
         self._to_spool(rows)
+        return bool(queue)
 
     def _keep_alive(self) -> None:
         """While idle, ask PostgreSQL every ``retry_interval`` whether it is still there, so
