@@ -312,6 +312,26 @@ def test_17_2_non_utf8_call_id_keeps_the_writer_alive(tmp_path: Path, capsys: Ca
     assert rows[0]["call_id"] == wire and rows[0]["orig"] == "\ud800"
 
 
+def test_17_2_one_odd_record_in_a_batch_is_stored_with_the_rest_in_order(tmp_path: Path) -> None:
+    # The writer binds a chunk's text as it is and only a chunk that SQLite cannot bind again
+    # with the odd strings as bytes: the same rows, in the same order, each told by its type.
+    path = tmp_path / "calls.sqlite"
+    log = SqliteCallLog(path, flush_interval=3600.0)
+    odd = CallRecord(time=2.0, direction="verify", interface="sip", call_id="odd\udcff")
+    batch = [verify_record(1.0, None), odd, verify_record(3.0, None)]
+    for record in batch:
+        log.record(record)
+    log.close()
+    assert log.written == 3 and log.dropped == 0
+    assert records_of(read_calls(path)) == batch
+    connection = sqlite3.connect(path)
+    try:
+        kinds = connection.execute("SELECT typeof(call_id) FROM calls ORDER BY id").fetchall()
+    finally:
+        connection.close()
+    assert [k for (k,) in kinds] == ["text", "blob", "text"]
+
+
 def test_17_2_a_writer_that_dies_is_restarted_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "calls.sqlite"
     log = SqliteCallLog(path, flush_interval=0.02)

@@ -72,7 +72,7 @@ SIPP_SCENARIO = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: {SIPP_NAME} <sip:[field0]@[local_ip]>;tag=[call_number]
       To: <sip:[field1]@[remote_ip]>
-      Call-ID: sipp-dashboard-[call_number]
+      Call-ID: [call_id]
       CSeq: 1 INVITE
       Contact: <sip:[field0]@[local_ip]:[local_port]>
       Max-Forwards: 70
@@ -87,7 +87,7 @@ SIPP_SCENARIO = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: {SIPP_NAME} <sip:[field0]@[local_ip]>;tag=[call_number]
       To: <sip:[field1]@[remote_ip]>[peer_tag_param]
-      Call-ID: sipp-dashboard-[call_number]
+      Call-ID: [call_id]
       CSeq: 1 ACK
       Max-Forwards: 70
       Content-Length: 0
@@ -317,7 +317,8 @@ def test_the_panels_show_what_the_call_log_holds(site: Site, browser: Any, tmp_p
     open_page(browser, site)
     calls = inbound(site)
     outcomes = Counter(r["outcome"] for r in calls)
-    assert outcomes["verified"] == 3 and outcomes["missing"] == 2 and outcomes["failed"] == 2
+    assert outcomes["verified"] == 3 + SIPP_CALLS
+    assert outcomes["missing"] == 2 and outcomes["failed"] == 2
     assert text(browser, "#inbound-calls") == str(len(calls))
     signed = len(calls) - outcomes["missing"]
     assert text(browser, "#inbound-signed") == str(signed)
@@ -450,17 +451,19 @@ def test_script_shaped_values_from_real_calls_are_shown_as_text_and_never_run(
 def test_calls_sent_by_sipp_are_counted_found_and_their_display_name_is_text(
     site: Site, browser: Any
 ) -> None:
-    sent = [r for r in inbound(site) if r["call_id"].startswith("sipp-dashboard-")]
+    # sipp's own Call-IDs ([call_id]: it maps the answers by them); its calls carry SIPP_NAME.
+    sent = [r for r in inbound(site) if SIPP_NAME in (r["presented_from"] or "")]
     assert len(sent) == SIPP_CALLS and all(r["outcome"] == "verified" for r in sent)
+    call_id = sent[0]["call_id"]
     open_page(browser, site)
     field = browser.find_element(By.ID, "search-call-id")
     field.clear()
-    field.send_keys("sipp-dashboard-1")
+    field.send_keys(call_id)
     Select(browser.find_element(By.ID, "search-outcome")).select_by_value("")
     browser.find_element(By.ID, "search-go").click()
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#call-record dd"))
     rows = [r for r in table(browser, "#search-results") if r[1] == "verify"]
-    assert [r[2] for r in rows] == ["sipp-dashboard-1"]
+    assert [r[2] for r in rows] == [call_id]
     assert SIPP_NAME in text(browser, "#call-record")
     nothing_ran(browser)
     assert browser.execute_script("return window.__xss") is None

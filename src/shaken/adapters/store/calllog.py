@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
+import operator
 import os
 import select
 import sqlite3
@@ -175,18 +177,35 @@ def _from_storage(value: Any) -> Any:
 
 
 def _row(r: CallRecord, instance: str | None = None) -> list[Any]:
-    """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order.
+    """The INSERT parameters of one record: outcome, then :data:`_COLUMNS` in order, every
+    string bindable (:func:`_text`).
 
     ``instance`` names the server whose writer stores the record, for a record that does
     not say (``[server] instance``: which of several instances decided).
     """
-    row: list[Any] = [outcome_of(r)]
-    for name in _COLUMNS:
-        value = getattr(r, name)
-        if name == "instance" and value is None:
-            value = instance
-        row.append(_text(value) if isinstance(value, str) else value)
+    return _bindable(_plain_row(r, instance))
+
+
+def _plain_row(r: CallRecord, instance: str | None = None) -> list[Any]:
+    """:func:`_row` with the strings as they are: what the SQLite writer binds first.
+
+    The writer's thread builds one per record while the event loop waits for the GIL, so the
+    fields are read in C (one ``attrgetter``); a string SQLite cannot bind (lone surrogates)
+    makes the writer bind that chunk again through :func:`_bindable`.
+    """
+    row: list[Any] = [outcome_of(r), *_FIELDS(r)]
+    if row[_INSTANCE] is None:
+        row[_INSTANCE] = instance
     return row
+
+
+def _bindable(values: list[Any]) -> list[Any]:
+    return [_text(value) if isinstance(value, str) else value for value in values]
+
+
+_FIELDS = operator.attrgetter(*_COLUMNS)
+#: Where ``instance`` is in a row (after the outcome).
+_INSTANCE = 1 + _COLUMNS.index("instance")
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -486,7 +505,7 @@ class SqliteCallLog:
         connection = self._connection
         assert connection is not None  # _same_file() has just opened it
         try:
-            rows = [_row(r, self.instance) for r in batch]
+            rows = [_plain_row(r, self.instance) for r in batch]
         except Exception as exc:  # a record the writer cannot even read: drop, never die
             self._lose(batch, exc)
             return
@@ -496,8 +515,11 @@ class SqliteCallLog:
                     after = top_id(connection)
                     for start in range(0, len(rows), _CHUNK):
                         chunk = rows[start : start + _CHUNK]
-                        values = [value for row in chunk for value in row]
-                        connection.execute(_insert_sql(len(chunk)), values)
+                        values = list(itertools.chain.from_iterable(chunk))
+                        try:
+                            connection.execute(_insert_sql(len(chunk)), values)
+                        except UnicodeEncodeError:  # text not UTF-8 on the wire: as bytes
+                            connection.execute(_insert_sql(len(chunk)), _bindable(values))
                     index_new_rows(connection, after)  # the search by TN, in the same commit
             except sqlite3.Error as exc:
                 self.failures += 1
