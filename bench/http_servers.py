@@ -38,8 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# The same wrk run and port picking as the REST profile's (bench/rest_profile.py, beside this).
+from rest_profile import X5U, _free_port, _wrk
+
 REPO = Path(__file__).resolve().parents[1]
-X5U = "https://certs.example.org/sp-chain.pem"
 
 _FLOOR_APP = """
 BODY = b'{"verificationResponse":{"verstat":"TN-Validation-Passed"}}'
@@ -113,13 +115,6 @@ def _peers() -> Path:
     return peers
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _granian(target: str, port: int, interface: str, work: Path) -> list[str]:
     return [
         sys.executable,
@@ -162,22 +157,6 @@ def _command(case: str, port: int, work: Path) -> list[str]:
     if case == "shaken granian asgi":
         return _granian("shaken_app:app", port, "asgi", work)
     raise ValueError(case)
-
-
-def _wrk(port: int, work: Path, peers: Path, seconds: int) -> float:
-    env = {**os.environ, "IDENTITIES": str(work / "ids.atis"), "BODY_FORMAT": "atis"}
-    script = str(peers / "wrk-post-identities.lua")
-    url = f"http://127.0.0.1:{port}/stir/v1/verification"
-    out = subprocess.run(
-        ["taskset", "-c", "0", "wrk", "-t1", "-c32", f"-d{seconds}s", "-s", script, url],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    return next(float(line.split()[1]) for line in out.splitlines() if "Requests/sec" in line)
 
 
 def _wait_ready(port: int, server: subprocess.Popen[bytes]) -> None:
