@@ -17,6 +17,7 @@ from shaken.core.fastinit import positional_constructor
 from shaken.core.policy import Decision
 from shaken.core.reasons import Reason, Verstat
 from shaken.core.result import CheckTrace, Outcome, VerificationResult, make_verification_result
+from shaken.core.tn import NameAddr, parse_name_addr
 from shaken.services.calllog import CallRecord, CallRecordBuilder
 
 # The hot paths call these constructors positionally (core.verify._result, the SIP handler's
@@ -45,6 +46,21 @@ FIELD_ORDER = {
         "trace",
     ),
     SipContext: ("identity", "from_header", "pai", "to", "request_uri", "date", "call_id"),
+    NameAddr: ("display_name", "uri", "params", "bracketed"),
+    CallRecordBuilder: (
+        "time",
+        "interface",
+        "call_id",
+        "profile",
+        "instance",
+        "source_ip",
+        "source_port",
+        "presented_from",
+        "presented_pai",
+        "presented_to",
+        "request_uri",
+        "transaction",
+    ),
     Decision: (
         "action",
         "verstat",
@@ -270,3 +286,13 @@ def test_a_built_record_equals_the_keyword_constructor() -> None:
     )
     assert made == expected
     assert made.record_id.startswith("t-")
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=30))
+def test_a_display_name_survives_format_then_parse(name: str) -> None:
+    # parse_name_addr reads a quoted display name without escapes by slicing, one with
+    # escapes character by character: both give back what format() wrote.
+    written = NameAddr(display_name=name or None, uri="sip:+12025550100@example.org")
+    parsed = parse_name_addr(written.format() + ";tag=1")
+    assert parsed.display_name == (name or None)
+    assert parsed.uri == "sip:+12025550100@example.org" and parsed.params == ";tag=1"
