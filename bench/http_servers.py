@@ -38,8 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# The same wrk run and port picking as the REST profile's (bench/rest_profile.py, beside this).
-from rest_profile import X5U, _free_port, _wrk
+# The REST profile's wrk run, port picking and uvicorn servers (bench/rest_profile.py, beside
+# this): the uvicorn cases here are exactly its "http floor" and "http rest".
+from rest_profile import _FLOOR, _REST, X5U, _free_port, _wrk
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,36 +76,6 @@ _runtime = build_runtime(load_config(os.environ["BENCH_CONFIG"]))
 with open(os.environ["BENCH_CHAIN"], "rb") as _chain:
     _runtime.cache.import_chain(os.environ["BENCH_X5U"], _chain.read())
 app = create_app(_runtime)
-"""
-
-_UVICORN_FLOOR = """
-import asyncio, socket, sys
-import uvicorn, uvloop
-sys.path.insert(0, sys.argv[2])
-from floor_app import app
-async def main():
-    sock = socket.socket(); sock.bind(("127.0.0.1", int(sys.argv[1]))); sock.listen(2048)
-    config = uvicorn.Config(app, loop="none", http="httptools", ws="none", lifespan="off",
-        interface="asgi3", log_config=None, log_level="warning", access_log=False,
-        server_header=False, proxy_headers=False)
-    await uvicorn.Server(config).serve(sockets=[sock])
-with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-    runner.run(main())
-"""
-
-_SHAKEN_UVICORN = """
-import asyncio, os, sys
-import uvloop
-from shaken.adapters.http import serve_rest
-from shaken.adapters.wiring import build_runtime
-from shaken.config import load_config
-async def main():
-    runtime = build_runtime(load_config(os.environ["BENCH_CONFIG"]))
-    with open(os.environ["BENCH_CHAIN"], "rb") as chain:
-        runtime.cache.import_chain(os.environ["BENCH_X5U"], chain.read())
-    await serve_rest(runtime, [f"http:127.0.0.1:{sys.argv[1]}"], None)
-with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-    runner.run(main())
 """
 
 
@@ -147,13 +118,14 @@ def _granian(target: str, port: int, interface: str, work: Path) -> list[str]:
 
 def _command(case: str, port: int, work: Path) -> list[str]:
     if case == "uvicorn floor":
-        return [sys.executable, "-c", _UVICORN_FLOOR, str(port), str(work)]
+        return [sys.executable, "-c", _FLOOR, str(port)]  # the REST profile's own floor
     if case == "granian asgi floor":
         return _granian("floor_app:app", port, "asgi", work)
     if case == "granian rsgi floor":
         return _granian("floor_app:rsgi", port, "rsgi", work)
     if case == "shaken uvicorn":
-        return [sys.executable, "-c", _SHAKEN_UVICORN, str(port)]
+        config, chain = str(work / "shaken.toml"), str(work / "sp-chain.pem")
+        return [sys.executable, "-c", _REST, str(port), config, X5U, chain]
     if case == "shaken granian asgi":
         return _granian("shaken_app:app", port, "asgi", work)
     raise ValueError(case)
