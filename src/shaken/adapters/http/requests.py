@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from shaken.core.context import SipContext, format_sip_date, make_context
+from shaken.core.context import SipContext, format_epoch_date, make_context
 
 __all__ = ["SigningRequest", "VerificationRequest"]
 
@@ -37,14 +36,13 @@ class VerificationRequest:
 
         ATIS E3 (``time`` not fresh) is the core's Date check (403 Stale Date).
         """
-        date = format_sip_date(datetime.fromtimestamp(self.time, UTC))
         return make_context(  # SipContext's fields, in order
             self.identities,  # identity
             f"<tel:{self.orig_tn}>" if self.orig_tn else f"<{self.orig_uri}>",  # from_header
             (),  # pai
             f"<tel:{self.to_tn}>" if self.to_tn else f"<{self.to_uri}>",  # to
             self.request_uri,  # request_uri
-            date,  # date
+            format_epoch_date(self.time),  # date
             None,  # call_id
         )
 
