@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from shaken.adapters.cli import main
 from shaken.core.reasons import REASONS, Reason
 from shaken.services.calllog import CallRecord
 from tests.adapters.test_calllog_schema import NOW
+from tests.adapters.test_dashboard_day import as_version_4
 from tests.adapters.test_dashboard_sql import T0, write_sqlite
 from tests.support.fakes import ManualClock
 
@@ -124,3 +126,21 @@ def test_no_call_log_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixt
     code, _, err = run(capsys, "report", "--db", str(tmp_path / "none.sqlite"), "--since", "x")
     assert code == 2
     assert "--since 'x'" in err
+
+
+def test_a_log_of_an_older_schema_names_the_migration_which_then_makes_it_readable(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, before, _ = run(capsys, "report", "--db", str(db), "--since", "2h", "--format", "json")
+    connection = sqlite3.connect(db)
+    as_version_4(connection)
+    connection.close()
+    code, out, err = run(capsys, "report", "--db", str(db), "--since", "2h")
+    assert code != 0 and out == ""
+    assert str(db) in err and "schema version 4" in err and "shaken calls migrate" in err
+    assert "Traceback" not in err
+    code, out, _ = run(capsys, "calls", "migrate", "--db", str(db))
+    assert code == 0 and "schema version 4 -> " in out
+    code, after, _ = run(capsys, "report", "--db", str(db), "--since", "2h", "--format", "json")
+    assert code == 0
+    assert json.loads(after) == json.loads(before)  # the migration counted every old row

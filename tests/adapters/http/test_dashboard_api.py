@@ -7,6 +7,7 @@ ask the endpoints directly, as a script or a monitoring system would.
 from __future__ import annotations
 
 import base64
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from shaken.adapters.http.dashboard import CSP, PANELS
 from shaken.core.reasons import REASONS, Reason
 from tests.adapters.http.conftest import Api, ApiFactory, key_entry
+from tests.adapters.test_dashboard_day import as_version_4
 from tests.adapters.test_dashboard_sql import T0, write_sqlite
 
 pytestmark = pytest.mark.anyio
@@ -174,3 +176,19 @@ async def test_every_endpoint_is_in_the_openapi_document(make_api: ApiFactory) -
         assert {"basicAuth": []} in operation["security"]
         assert {"200", "400", "401"} <= set(operation["responses"])
     assert document["components"]["securitySchemes"]["basicAuth"]["scheme"] == "basic"
+
+
+async def test_a_call_log_of_an_older_schema_is_503_naming_the_migration(
+    make_api: ApiFactory, tmp_path: Path
+) -> None:
+    path = tmp_path / "calls.sqlite"
+    write_sqlite(path)
+    connection = sqlite3.connect(path)
+    as_version_4(connection)
+    connection.close()
+    api = await make_api(server=f'call_log = "{path}"', keys=key_entry("ops", ADMIN, admin=True))
+    for panel in ("traffic", "upstreams", "certificates"):
+        answer = await api.client.get(f"/dashboard/api/{panel}", headers=basic(ADMIN))
+        assert answer.status_code == 503, answer.text
+        assert "schema version 4" in answer.json()["error"]
+        assert "shaken calls migrate" in answer.json()["error"]

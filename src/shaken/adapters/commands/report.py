@@ -28,7 +28,8 @@ from shaken.adapters.commands.serve import (
     parse_since,
     shown,
 )
-from shaken.adapters.store.dashboard_sql import open_store
+from shaken.adapters.store.calllogs import describe
+from shaken.adapters.store.dashboard_sql import OutdatedCallLog, open_store
 from shaken.services.dashboard import Dashboard, window_of
 
 __all__ = ["register", "rows_of"]
@@ -129,6 +130,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         report = Dashboard(open_store(database)).report(window)
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from None
+    except OutdatedCallLog as exc:
+        raise UsageError(f"{describe(str(database))}: {exc}") from None
     except _store_errors() as exc:
         raise UsageError(f"cannot read the call log: {exc}") from None
     out = sys.stdout

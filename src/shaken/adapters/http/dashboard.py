@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from shaken.adapters.http.auth import basic_password, presented_key
-from shaken.adapters.store.dashboard_sql import open_store
+from shaken.adapters.store.dashboard_sql import OutdatedCallLog, open_store
 from shaken.services.calllog import CallQuery
 from shaken.services.cert_cache import RevocationReport
 from shaken.services.dashboard import RANGES, TOP, Dashboard, Window, window_of
@@ -218,6 +218,9 @@ class DashboardEndpoints:
             return
         except FileNotFoundError:
             await self._answer(send, 503, {"error": "the call log holds no calls yet"})
+            return
+        except OutdatedCallLog as exc:
+            await self._answer(send, 503, {"error": str(exc)})
             return
         self.app.metrics.count("dashboard", "ok", "")
         await self._answer(send, 200, document)

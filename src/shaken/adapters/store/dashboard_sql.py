@@ -20,19 +20,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shaken.adapters.store.calllog import _from_storage, read_calls
-from shaken.adapters.store.callschema import POSTGRES, SQLITE
+from shaken.adapters.store.calllog import _from_storage, read_calls, schema_version
+from shaken.adapters.store.callschema import LATEST, POSTGRES, SQLITE
 from shaken.adapters.store.pgcalllog import (
     _untext,
     connect,
     is_postgres_url,
     read_postgres_calls,
 )
+from shaken.adapters.store.pgcalllog import schema_version as postgres_schema_version
 from shaken.adapters.store.rollups import ROLLUPS
 from shaken.services.calllog import CallQuery
 from shaken.services.dashboard import Window
 
-__all__ = ["SqlDashboard", "open_store"]
+__all__ = ["OutdatedCallLog", "SqlDashboard", "open_store"]
 
 
 def _count_if(condition: str) -> str:
@@ -69,14 +70,17 @@ class SqlDashboard:
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
         if self._postgres:
-            with connect(str(self.target), timeout=30.0) as pg, pg.cursor() as cursor:
-                yield cursor
+            with connect(str(self.target), timeout=30.0) as pg:
+                _check_version(postgres_schema_version(pg), "the PostgreSQL database")
+                with pg.cursor() as cursor:
+                    yield cursor
             return
         path = Path(self.target)
         if not path.is_file():
             raise FileNotFoundError(f"no call log at {path}")
         lite = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         try:
+            _check_version(schema_version(lite), str(path))
             yield lite.cursor()
         finally:
             lite.close()
@@ -248,6 +252,28 @@ class SqlDashboard:
         for row in rows:
             row["allowed"] = bool(row["allowed"])
         return rows
+
+
+class OutdatedCallLog(Exception):
+    """The call log predates this release's schema: its summary tables are not there yet.
+
+    The dashboard only reads; a writer (``shaken serve``) or ``shaken calls migrate`` brings
+    the log forward, in one transaction.
+    """
+
+    def __init__(self, version: int) -> None:
+        super().__init__(
+            f"the call log has schema version {version}; this release reads version {LATEST}:"
+            " run `shaken calls migrate` (or start `shaken serve`, whose writer migrates it)"
+        )
+        self.version = version
+
+
+def _check_version(version: int, where: str) -> None:
+    if version == 0:
+        raise FileNotFoundError(f"no call log in {where}")
+    if version < LATEST:
+        raise OutdatedCallLog(version)
 
 
 def open_store(target: str | Path) -> SqlDashboard:
