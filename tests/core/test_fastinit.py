@@ -11,14 +11,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shaken.core import verify
+from shaken.core import sign, verify
 from shaken.core.context import SipContext, make_context
 from shaken.core.fastinit import positional_constructor
+from shaken.core.identity import IdentityHeader
 from shaken.core.policy import Decision
 from shaken.core.reasons import Reason, Verstat
 from shaken.core.result import CheckTrace, Outcome, VerificationResult, make_verification_result
 from shaken.core.tn import NameAddr, parse_name_addr
+from shaken.services import signing
 from shaken.services.calllog import CallRecord, CallRecordBuilder
+from shaken.services.signing import Attestation, SignedCall
 
 # The hot paths call these constructors positionally (core.verify._result, the SIP handler's
 # and the REST request's context, shaken.verify_identity): a field added, removed or moved
@@ -46,6 +49,22 @@ FIELD_ORDER = {
         "trace",
     ),
     SipContext: ("identity", "from_header", "pai", "to", "request_uri", "date", "call_id"),
+    # services.signing (every signed call) and core.sign._identity.
+    Attestation: ("credential", "level", "why"),
+    SignedCall: (
+        "identity",
+        "orig",
+        "dest",
+        "attest",
+        "x5u",
+        "iat",
+        "date",
+        "why",
+        "origid",
+        "brand",
+        "rcd_identity",
+    ),
+    IdentityHeader: ("token", "info", "alg", "ppt", "extra"),
     NameAddr: ("display_name", "uri", "params", "bracketed"),
     CallRecordBuilder: (
         "time",
@@ -204,6 +223,33 @@ def test_make_verification_result_equals_the_keyword_constructor(
     expected = VerificationResult(**values)
     assert made == expected
     assert all(getattr(made, n) is getattr(expected, n) for n in values)
+
+
+@given(text, st.none() | st.text(max_size=10), st.none() | st.text(max_size=10))
+def test_the_signing_constructors_equal_the_keyword_constructors(
+    date: str | None, brand: str | None, rcd_identity: str | None
+) -> None:
+    call = {
+        "identity": "a.b.c;info=<https://cr.example.test/a.pem>",
+        "orig": "12025550100",
+        "dest": ("12025550101",),
+        "attest": "A",
+        "x5u": "https://cr.example.test/a.pem",
+        "iat": 1_700_000_000,
+        "date": date,
+        "why": "w",
+        "origid": "o",
+        "brand": brand,
+        "rcd_identity": rcd_identity,
+    }
+    made = signing.make_signed_call(*(call[n] for n in FIELD_ORDER[SignedCall]))
+    assert made == SignedCall(**call) and type(made) is SignedCall
+    level = {"credential": object(), "level": "B", "why": "because"}
+    chosen = signing._make_attestation(*(level[n] for n in FIELD_ORDER[Attestation]))
+    assert chosen == Attestation(**level)
+    header = {"token": "a.b.c", "info": "https://x", "alg": "ES256", "ppt": "shaken", "extra": ()}
+    built = sign._make_identity_header(*(header[n] for n in FIELD_ORDER[IdentityHeader]))
+    assert built == IdentityHeader(**header)
 
 
 def test_the_made_object_stays_frozen() -> None:

@@ -35,6 +35,7 @@ __all__ = ["HEADER_NAMES", "IdentityHeader", "identity_values", "match_common"]
 
 # RFC 3261 token characters.
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_RE = re.compile(_TOKEN)
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _DIGEST = re.compile(r"[A-Za-z0-9\-_+/.=]+")
 _SEMI = re.compile(r"[ \t]*;[ \t]*")
@@ -162,7 +163,7 @@ class IdentityHeader:
             parts.append(f"alg={self.alg}")
         if self.ppt is not None:
             ppt = self.ppt
-            if not re.fullmatch(_TOKEN, ppt):
+            if not _TOKEN_RE.fullmatch(ppt):
                 ppt = '"' + ppt.replace("\\", "\\\\").replace('"', '\\"') + '"'
             parts.append(f"ppt={ppt}")
         for name, value in self.extra:

@@ -13,11 +13,12 @@ call); it is the only randomness here and needs no I/O.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from shaken.core.errors import ConfigurationError, SigningError
+from shaken.core.fastinit import positional_constructor
 from shaken.core.identity import IdentityHeader
 from shaken.core.jws import PrivateKey, b64url_encode, sign_es256
 from shaken.core.passport import (
@@ -77,8 +78,13 @@ def _iat(now: datetime | None, iat: int | None) -> int:
     return int(now.timestamp())
 
 
+#: IdentityHeader(token, info, alg, ppt, extra), positionally: one per signed call
+#: (:mod:`shaken.core.fastinit` says why).
+_make_identity_header: Callable[..., IdentityHeader] = positional_constructor(IdentityHeader)
+
+
 def _identity(token: str, x5u: str, ppt: str) -> str:
-    return IdentityHeader(token=token, info=x5u, alg="ES256", ppt=ppt).format()
+    return _make_identity_header(token, x5u, "ES256", ppt, ()).format()
 
 
 def _check_x5u(x5u: str) -> None:

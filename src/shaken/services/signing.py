@@ -26,7 +26,7 @@ the clock is read once per call unless the caller passes ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -34,6 +34,7 @@ from typing import Any
 
 from shaken.core.context import SipContext, called_identities, caller_identities, format_sip_date
 from shaken.core.errors import ConfigurationError, SigningError
+from shaken.core.fastinit import positional_constructor
 from shaken.core.jws import PrivateKey
 from shaken.core.passport import ATTESTATION_LEVELS
 from shaken.core.rcd import RcdError, compute_rcdi, parse_rich_call_data, references_of
@@ -249,7 +250,7 @@ class SigningPolicy:
             if weaker(level, requested) != level:
                 level = requested
                 why.append(f"the request asked for {level}")
-        return Attestation(credential=credential, level=level, why="; ".join(why))
+        return _make_attestation(credential, level, "; ".join(why))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,6 +272,13 @@ class SignedCall:
     brand: str | None = None
     #: A separate ``ppt: "rcd"`` Identity header value, when the brand asks for one.
     rcd_identity: str | None = None
+
+
+#: Attestation(credential, level, why) and SignedCall(identity, orig, dest, attest, x5u, iat,
+#: date, why, origid, brand, rcd_identity), positionally: built for every signed call
+#: (:mod:`shaken.core.fastinit` says why; ``tests/core/test_fastinit.py`` pins the orders).
+_make_attestation: Callable[..., Attestation] = positional_constructor(Attestation)
+make_signed_call: Callable[..., SignedCall] = positional_constructor(SignedCall)
 
 
 class SigningService:
@@ -349,18 +357,18 @@ class SigningService:
                 now=when,
                 claims=claims,
             )
-        return SignedCall(
-            identity=identity,
-            orig=tn,
-            dest=canonical,
-            attest=level,
-            x5u=credential.x5u,
-            iat=int(when.timestamp()),
-            why=chosen.why,
-            brand=None if brand is None else claims["rcd"]["nam"],
-            rcd_identity=rcd_identity,
-            origid=origid,
-            date=date,
+        return make_signed_call(  # SignedCall's fields, in order
+            identity,
+            tn,  # orig
+            canonical,  # dest
+            level,  # attest
+            credential.x5u,
+            int(when.timestamp()),  # iat
+            date,
+            chosen.why,
+            origid,
+            None if brand is None else claims["rcd"]["nam"],  # brand
+            rcd_identity,
         )
 
     def branding(
