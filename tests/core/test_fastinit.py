@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shaken.adapters.sip import codec
+from shaken.adapters.sip.codec import Via
 from shaken.core import sign, verify
 from shaken.core.context import SipContext, make_context
 from shaken.core.fastinit import positional_constructor
@@ -65,6 +67,7 @@ FIELD_ORDER = {
         "rcd_identity",
     ),
     IdentityHeader: ("token", "info", "alg", "ppt", "extra"),
+    Via: ("transport", "host", "port", "params"),  # adapters.sip.codec.parse_via
     NameAddr: ("display_name", "uri", "params", "bracketed"),
     CallRecordBuilder: (
         "time",
@@ -250,6 +253,14 @@ def test_the_signing_constructors_equal_the_keyword_constructors(
     header = {"token": "a.b.c", "info": "https://x", "alg": "ES256", "ppt": "shaken", "extra": ()}
     built = sign._make_identity_header(*(header[n] for n in FIELD_ORDER[IdentityHeader]))
     assert built == IdentityHeader(**header)
+
+
+@given(st.sampled_from(["UDP", "TCP"]), st.none() | st.integers(1, 65535))
+def test_make_via_equals_the_keyword_constructor(transport: str, port: int | None) -> None:
+    params: dict[str, str | None] = {"branch": "z9hG4bK1", "rport": None}
+    made = codec._make_via(transport, "192.0.2.1", port, params)
+    assert made == Via(transport=transport, host="192.0.2.1", port=port, params=params)
+    assert made.params is params
 
 
 def test_the_made_object_stays_frozen() -> None:

@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shaken import __version__
+from shaken.core.fastinit import positional_constructor
 from shaken.core.reasons import sip_phrase
 
 __all__ = [
@@ -501,6 +503,10 @@ class Via:
         return self.params.get("branch")
 
 
+#: Via(transport, host, port, params), positionally: every request's top Via is parsed
+#: (:mod:`shaken.core.fastinit` says why).
+_make_via: Callable[..., Via] = positional_constructor(Via)
+
 _VIA = re.compile(
     r"SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?[ \t]*(;.*)?",
@@ -525,7 +531,7 @@ def parse_via(value: str) -> Via | None:
     number = int(port) if port else None
     if number is not None and not 0 < number < 65536:
         return None
-    return Via(transport=transport.upper(), host=host, port=number, params=params)
+    return _make_via(transport.upper(), host, number, params)
 
 
 # An ``rport`` without a value, to fill in (RFC 3581 section 4).
