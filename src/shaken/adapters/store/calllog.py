@@ -44,11 +44,8 @@ import itertools
 import logging
 import operator
 import os
-import select
 import sqlite3
-import threading
 import time
-from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -72,13 +69,13 @@ from shaken.adapters.store.rollups import (
     rollup_ddl,
     top_id,
 )
+from shaken.adapters.store.writer import QueuedWriter
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.ports import Clock, SystemClock
 
 __all__ = [
     "OUTCOMES",
     "SqliteCallLog",
-    "Wakeup",
     "backup",
     "migrate",
     "migrate_file",
@@ -266,42 +263,7 @@ def _open_for_writing(path: Path) -> sqlite3.Connection:
     return connection
 
 
-class Wakeup:
-    """What the writer waits on between flushes: a pipe and ``select``.
-
-    Not a :class:`threading.Event`: its timed wait computes an absolute deadline on the
-    monotonic clock, and under libfaketime (CI runs the suite under ``faketime``) that clock
-    is shifted while the kernel's deadline is not, so the wait never times out and the writer
-    would commit only when a batch fills. ``select`` takes a relative timeout.
-    """
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        os.set_blocking(self._read, False)
-        os.set_blocking(self._write, False)
-
-    def set(self) -> None:
-        if self._write < 0:
-            return
-        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending
-            os.write(self._write, b"\0")
-
-    def wait(self, timeout: float) -> None:
-        """Until :meth:`set` or ``timeout`` seconds; clears what woke it."""
-        with contextlib.suppress(InterruptedError):
-            select.select([self._read], [], [], timeout)
-        with contextlib.suppress(BlockingIOError, OSError):
-            while os.read(self._read, 4096):
-                pass
-
-    def close(self) -> None:
-        fds, self._read, self._write = (self._read, self._write), -1, -1
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class SqliteCallLog:
+class SqliteCallLog(QueuedWriter):
     """A :class:`~shaken.services.calllog.CallLog` on a SQLite file (created if missing).
 
     :param flush_interval: the longest a queued record waits for its commit, in seconds.
@@ -330,6 +292,9 @@ class SqliteCallLog:
         clock: Clock | None = None,
         instance: str | None = None,
     ) -> None:
+        self._init_writer(
+            flush_interval=flush_interval, batch_size=batch_size, max_pending=max_pending
+        )
         self.path = Path(path)
         self.instance = instance
         self.retention_days = retention_days
@@ -337,48 +302,18 @@ class SqliteCallLog:
         self._next_prune = 0.0
         #: Rows removed by retention (``call_log_retention_days``).
         self.pruned = 0
-        self.flush_interval = flush_interval
-        self.batch_size = batch_size
-        self.max_pending = max_pending
-        self.written = 0
-        self.dropped = 0
-        self.failures = 0
-        self.restarts = 0
         self.reopened = 0
-        self.last_error: str | None = None
-        self._queue: deque[CallRecord] = deque()
-        self._wake = Wakeup()
-        self._closing = False
-        self._writer_died = False
-        self._restart_lock = threading.Lock()
         self._connection: sqlite3.Connection | None = _open_for_writing(self.path)
         self._identity: tuple[int, int] | None = _identity(self.path)
         self._thread = self._start_writer()
 
     @property
-    def window(self) -> float:
-        """The bound on how long an answered decision may stay off disk (see module docs)."""
-        return 2.0 * self.flush_interval
-
-    # --------------------------------------------------------------------------- hot path
-
-    def record(self, record: CallRecord) -> None:
-        """Queue one record; never blocks, never raises."""
-        queue = self._queue
-        if len(queue) >= self.max_pending or self._closing:
-            self.dropped += 1
-            return
-        queue.append(record)
-        if self._writer_died:
-            self._restart_writer()
-        if len(queue) >= self.batch_size:
-            self._wake.set()
+    def label(self) -> str:
+        return str(self.path)
 
     def healthy(self) -> tuple[bool, str]:
         """Whether decisions reach the file, and why not (REST ``/readyz`` reports both)."""
-        if self._writer_died and not self._closing:
-            self._restart_writer()
-        if not self._thread.is_alive():
+        if not self._writer_running():
             return False, "the call log writer is not running"
         if self.last_error is not None:
             return False, f"the last commit failed: {self.last_error}"
@@ -392,38 +327,6 @@ class SqliteCallLog:
         return True, "writable"
 
     # ------------------------------------------------------------------------------ writer
-
-    def _start_writer(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="shaken-calllog", daemon=True)
-        thread.start()
-        return thread
-
-    def _restart_writer(self) -> None:
-        with self._restart_lock:
-            if not self._writer_died or self._closing:
-                return
-            self._writer_died = False
-            self.restarts += 1
-            log.error("call log %s: the writer had stopped; started again", self.path)
-            self._thread = self._start_writer()
-
-    def _run(self) -> None:
-        interval = self.flush_interval
-        finished = False
-        try:
-            while True:
-                self._wake.wait(interval)
-                closing = self._closing
-                self._flush()
-                if closing:
-                    break
-                self._prune()
-            finished = True
-        except Exception:
-            log.exception("call log %s: the writer stopped", self.path)
-        finally:
-            if not finished:
-                self._writer_died = True  # the next record() starts a new writer
 
     def _flush(self) -> None:
         queue = self._queue
@@ -566,23 +469,9 @@ class SqliteCallLog:
             type(exc).__name__,
         )
 
-    def flush(self) -> None:
-        """Ask the writer to commit now (it does, within one interval either way)."""
-        self._wake.set()
-
-    def close(self) -> None:
-        """Commit everything queued and stop the writer."""
-        if self._closing:
-            return
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        if self._writer_died:
-            with contextlib.suppress(Exception):
-                self._flush()
+    def _close_store(self) -> None:
         if self._connection is not None:
             self._connection.close()
-        self._wake.close()
 
     # ---------------------------------------------------------------------------- reading
 

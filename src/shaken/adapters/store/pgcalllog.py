@@ -41,14 +41,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shaken.adapters.store.calllog import (
-    Wakeup,
     _from_storage,
     _open_for_writing,
     _row,
@@ -63,7 +60,8 @@ from shaken.adapters.store.callschema import (
     select_sql,
 )
 from shaken.adapters.store.rollups import TN_SINCE, backfill_sql, rollup_ddl
-from shaken.services.calllog import CallQuery, CallRecord
+from shaken.adapters.store.writer import QueuedWriter
+from shaken.services.calllog import CallQuery
 from shaken.services.ports import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -309,7 +307,7 @@ class _Spool:
             self._connection = None
 
 
-class PostgresCallLog:
+class PostgresCallLog(QueuedWriter):
     """A :class:`~shaken.services.calllog.CallLog` in PostgreSQL, spooling when it is away.
 
     :param url: a ``postgresql://`` URL (libpq's form; ``?options=-csearch_path%3DNAME``
@@ -350,30 +348,20 @@ class PostgresCallLog:
         instance: str | None = None,
     ) -> None:
         _driver()
+        self._init_writer(
+            flush_interval=flush_interval, batch_size=batch_size, max_pending=max_pending
+        )
         self.url = url
         self.instance = instance
         self.name = redacted(url)
-        self.flush_interval = flush_interval
-        self.batch_size = batch_size
-        self.max_pending = max_pending
         self.retention_days = retention_days
         self.timeout = timeout
         self.retry_interval = retry_interval
         self._clock = clock or SystemClock()
         self._spool = _Spool(Path(spool), spool_max_records)
-        self.written = 0
-        self.dropped = 0
-        self.failures = 0
         self.spooled = 0
         self.replayed = 0
         self.pruned = 0
-        self.restarts = 0
-        self.last_error: str | None = None
-        self._queue: deque[CallRecord] = deque()
-        self._wake = Wakeup()
-        self._closing = False
-        self._writer_died = False
-        self._restart_lock = threading.Lock()
         self._connection: psycopg.Connection[Any] | None = None
         #: Whether this connection has its temporary staging table.
         self._staged = False
@@ -384,10 +372,11 @@ class PostgresCallLog:
         self._connect()
         self._thread = self._start_writer()
 
+    THREAD_NAME = "shaken-calllog-pg"
+
     @property
-    def window(self) -> float:
-        """The bound on how long an answered decision may stay uncommitted (module docs)."""
-        return 2.0 * self.flush_interval
+    def label(self) -> str:
+        return self.name
 
     @property
     def degraded(self) -> bool:
@@ -401,24 +390,10 @@ class PostgresCallLog:
 
     # --------------------------------------------------------------------------- hot path
 
-    def record(self, record: CallRecord) -> None:
-        """Queue one record; never blocks, never raises."""
-        queue = self._queue
-        if len(queue) >= self.max_pending or self._closing:
-            self.dropped += 1
-            return
-        queue.append(record)
-        if self._writer_died:
-            self._restart_writer()
-        if len(queue) >= self.batch_size:
-            self._wake.set()
-
     def healthy(self) -> tuple[bool, str]:
         """Whether decisions are stored; while PostgreSQL is away they are (in the spool), and
         the detail says ``degraded``."""
-        if self._writer_died and not self._closing:
-            self._restart_writer()
-        if not self._thread.is_alive():
+        if not self._writer_running():
             return False, "the call log writer is not running"
         if self._connection is None:
             return True, (
@@ -430,37 +405,6 @@ class PostgresCallLog:
         return True, f"writing to PostgreSQL {self.name}"
 
     # ------------------------------------------------------------------------------ writer
-
-    def _start_writer(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="shaken-calllog-pg", daemon=True)
-        thread.start()
-        return thread
-
-    def _restart_writer(self) -> None:
-        with self._restart_lock:
-            if not self._writer_died or self._closing:
-                return
-            self._writer_died = False
-            self.restarts += 1
-            log.error("call log %s: the writer had stopped; started again", self.name)
-            self._thread = self._start_writer()
-
-    def _run(self) -> None:
-        finished = False
-        try:
-            while True:
-                self._wake.wait(self.flush_interval)
-                closing = self._closing
-                self._flush()
-                if closing:
-                    break
-                self._prune()
-            finished = True
-        except Exception:
-            log.exception("call log %s: the writer stopped", self.name)
-        finally:
-            if not finished:
-                self._writer_died = True
 
     def _connect(self) -> None:
         """Connect (and migrate) unless connected or the last attempt was too recent."""
@@ -626,26 +570,18 @@ class PostgresCallLog:
             log.warning("call log %s: pruning failed (%s); tried again later", self.name, exc)
             self._lost(exc)
 
-    def flush(self) -> None:
-        """Ask the writer to commit now."""
-        self._wake.set()
-
     def close(self) -> None:
         """Commit everything queued (to PostgreSQL or the spool) and stop the writer."""
-        if self._closing:
-            return
-        self._closing = True
-        self._next_attempt = 0.0  # a last try at PostgreSQL, so that the spool drains if it can
-        self._wake.set()
-        self._thread.join()
-        if self._writer_died:
-            with contextlib.suppress(Exception):
-                self._flush()
+        if not self._closing:
+            self._next_attempt = 0.0  # a last try at PostgreSQL, so that the spool drains
+        super().close()
+
+    def _close_store(self) -> None:
+        """What was queued went to PostgreSQL or the spool; now let both go."""
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 self._connection.close()
         self._spool.close()
-        self._wake.close()
 
     def query(self, query: CallQuery | None = None) -> list[dict[str, Any]]:
         """Committed records, oldest first."""
