@@ -85,6 +85,19 @@ def test_notify_does_nothing_outside_systemd(monkeypatch: pytest.MonkeyPatch) ->
     assert notify("READY=1") is False
 
 
+def _notification(listener: socket.socket, process: subprocess.Popen[str], within: int) -> str:
+    """The first sd_notify message, or a failure that says why none came (the server's own
+    words, when it stopped)."""
+    for _ in range(within):
+        try:
+            return listener.recv(4096).decode()
+        except TimeoutError:
+            if process.poll() is not None:
+                _, stderr = process.communicate()
+                pytest.fail(f"serve exited with {process.returncode} before READY=1:\n{stderr}")
+    pytest.fail(f"serve sent no READY=1 within {within} s")
+
+
 def test_exec_start_reports_ready_reloads_and_stops(tmp_path: Path) -> None:
     settings = LabSettings(
         repository_port=_free_port(),
@@ -109,7 +122,7 @@ def test_exec_start_reports_ready_reloads_and_stops(tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     address = str(tmp_path / "notify.sock")
     listener.bind(address)
-    listener.settimeout(90)
+    listener.settimeout(1)
     environment["NOTIFY_SOCKET"] = address
     process = subprocess.Popen(
         command,
@@ -120,7 +133,7 @@ def test_exec_start_reports_ready_reloads_and_stops(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        message = listener.recv(4096).decode()
+        message = _notification(listener, process, within=90)
         states = dict(line.split("=", 1) for line in message.splitlines())
         assert states["READY"] == "1"
         assert states["MAINPID"] == str(process.pid)
