@@ -30,7 +30,7 @@ from shaken.adapters.store.calllog import (
     schema_version,
 )
 from shaken.adapters.store.callschema import LATEST, POSTGRES, SQLITE, Dialect, select_sql
-from shaken.adapters.store.dashboard_sql import SqlDashboard
+from shaken.adapters.store.dashboard_sql import OutdatedCallLog, SqlDashboard
 from shaken.adapters.store.rollups import ROLLUPS, TN_TABLE, host_sql, rollup_ddl
 from shaken.services.calllog import CallQuery, CallRecord
 from shaken.services.dashboard import Window
@@ -480,3 +480,27 @@ def test_postgresql_version_4_is_migrated_and_deletes_keep_the_tables_in_step(
         assert_in_step(url)
         for query in QUERIES:
             assert new_search(url, query) == old_search(url, query)
+
+
+def test_a_postgresql_log_of_an_older_schema_is_refused_with_its_version(tmp_path: Path) -> None:
+    from shaken.adapters.store.pgcalllog import PostgresCallLog, connect
+
+    with postgres_schema() as url:
+        log = PostgresCallLog(url, spool=tmp_path / "spool.sqlite", flush_interval=0.02)
+        for r in records(50):
+            log.record(r)
+        log.close()
+        store = SqlDashboard(url)
+        window = Window(H0, H0 + 7200, None, 60)
+        answer = store.upstreams(window, "source", 100)
+        assert answer
+
+        def set_version(version: int) -> None:
+            with connect(url) as pg:
+                pg.execute("UPDATE calls_schema SET version = %s", (version,))
+
+        set_version(4)
+        with pytest.raises(OutdatedCallLog, match=r"schema version 4.*shaken calls migrate"):
+            store.upstreams(window, "source", 100)
+        set_version(LATEST)
+        assert store.upstreams(window, "source", 100) == answer
