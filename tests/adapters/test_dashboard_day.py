@@ -343,17 +343,24 @@ def test_the_writers_keep_every_table_in_step(target: str | Path) -> None:
     assert fetch(target, f"SELECT count(*) FROM {TN_TABLE}")[0][0] > len(records())
 
 
+def version_4_statements(dialect: Dialect) -> list[str]:
+    """What makes a log what version 4 left: no hourly tables, no TN table, the delete
+    trigger of the three summary tables, and the version."""
+    out = [f"DROP TABLE {rollup.table}" for rollup in ROLLUPS if rollup.since == 5]
+    out.append(f"DROP TABLE {TN_TABLE}")
+    out.extend(rollup_ddl(dialect, 4))
+    if dialect is SQLITE:
+        out.append("PRAGMA user_version = 4")
+    else:
+        out.append("UPDATE calls_schema SET version = 4")
+    return out
+
+
 def as_version_4(connection: sqlite3.Connection) -> None:
-    """Make ``connection``'s log what version 4 left: no hourly tables, no TN table, the
-    delete trigger of the three summary tables."""
+    """Make ``connection``'s SQLite log what version 4 left (:func:`version_4_statements`)."""
     with connection:
-        for rollup in ROLLUPS:
-            if rollup.since == 5:
-                connection.execute(f"DROP TABLE {rollup.table}")
-        connection.execute(f"DROP TABLE {TN_TABLE}")
-        for statement in rollup_ddl(SQLITE, 4):
+        for statement in version_4_statements(SQLITE):
             connection.execute(statement)
-        connection.execute("PRAGMA user_version = 4")
 
 
 def test_a_version_4_log_is_migrated_and_its_rows_counted(tmp_path: Path) -> None:
@@ -460,13 +467,8 @@ def test_postgresql_version_4_is_migrated_and_deletes_keep_the_tables_in_step(
             log.record(r)
         log.close()
         with connect(url) as pg, pg.transaction(), pg.cursor() as cursor:  # back to version 4
-            for rollup in ROLLUPS:
-                if rollup.since == 5:
-                    cursor.execute(f"DROP TABLE {rollup.table}")
-            cursor.execute(f"DROP TABLE {TN_TABLE}")
-            for statement in rollup_ddl(POSTGRES, 4):
+            for statement in version_4_statements(POSTGRES):
                 cursor.execute(statement)
-            cursor.execute("UPDATE calls_schema SET version = 4")
         with connect(url) as pg:
             assert migrate_postgres(pg) == (4, LATEST)
         log = PostgresCallLog(url, spool=tmp_path / "spool.sqlite", flush_interval=0.02)

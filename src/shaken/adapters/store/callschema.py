@@ -22,9 +22,9 @@ __all__ = [
     "LATEST",
     "OUTCOMES",
     "POSTGRES",
-    "ROLLUPS_SINCE",
     "SQLITE",
     "SUMMARY_VERSIONS",
+    "TN_TABLE",
     "VERSIONS",
     "Column",
     "Dialect",
@@ -132,8 +132,8 @@ VERSIONS: tuple[Version, ...] = (
 )
 
 LATEST = VERSIONS[-1].number
-#: The version that brought the summary tables.
-ROLLUPS_SINCE = next(v.number for v in VERSIONS if v.rollups)
+#: The table of (TN, record) the search by TN reads (schema version 5; made by rollups.py).
+TN_TABLE = "calls_by_tn"
 #: The versions that brought summary tables (a log from before one is counted when migrated).
 SUMMARY_VERSIONS = tuple(v.number for v in VERSIONS if v.rollups)
 #: Every column, in table order.
@@ -275,7 +275,7 @@ def select_sql(query: CallQuery, dialect: Dialect, *, by_tn: bool = False) -> tu
             keys.append(f"t.tn_time < {mark}")
             first.append(query.until)
         sql = (
-            f"SELECT calls.* FROM calls_by_tn AS t CROSS JOIN calls"
+            f"SELECT calls.* FROM {TN_TABLE} AS t CROSS JOIN calls"
             f" WHERE {' AND '.join(keys)} AND {clause.removeprefix(' WHERE ')}"
             " ORDER BY t.tn_time DESC, t.tn_row DESC"
         )

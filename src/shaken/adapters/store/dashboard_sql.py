@@ -47,8 +47,14 @@ def _none(value: Any) -> Any:
 
 _INBOUND = "direction = 'verify' AND outcome <> 'not_processed'"
 _BY_NAME = {r.table: r for r in ROLLUPS}
-#: A five-minute table and its hourly twin (schema version 5).
-_HOURLY = {"calls_by_source": "calls_by_source_hour", "calls_by_signer": "calls_by_signer_hour"}
+#: A table and its hourly twin (schema version 5): the rollup that counts the same records
+#: by the same keys in hour-long buckets.
+_HOURLY = {
+    r.table: h.table
+    for r in ROLLUPS
+    for h in ROLLUPS
+    if h.seconds == 3600 > r.seconds and (h.keys, h.counts_only) == (r.keys, r.counts_only)
+}
 
 
 class SqlDashboard:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from shaken.adapters.store.callschema import LATEST, POSTGRES, SQLITE, Dialect
+from shaken.adapters.store.callschema import LATEST, POSTGRES, SQLITE, TN_TABLE, Dialect
 
 __all__ = [
     "ROLLUPS",
@@ -131,8 +131,7 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("calls_by_signer_hour", 3600, _BY_SIGNER, _INBOUND, since=5),
 )
 
-#: The table of (TN, record) the search by TN reads (schema version 5).
-TN_TABLE = "calls_by_tn"
+#: The schema version that brought :data:`TN_TABLE`.
 TN_SINCE = 5
 
 
